@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmarks: where the real data is, and writing results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import morphospace
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+DEFAULT_DATA = ROOT.parent.parent / "shared" / "data"
+
+
+def data_dir(value: str | None) -> Path:
+    """The real-data folder: ``--data``, else ``$MORPHOSPACE_DATA``, else ``../shared/data`` beside the project."""
+    path = Path(value or os.environ.get("MORPHOSPACE_DATA", DEFAULT_DATA))
+    if not path.is_dir():
+        raise SystemExit(f"real data folder {path} not found; pass --data DIR")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "morphospace": morphospace.__version__}
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``results/<name>.json`` with the payload, the date and the machine."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {"benchmark": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+                **payload}
+    path.write_text(json.dumps(document, indent=2, default=str))
+    return path
+
+
+def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
+    """Print rows of equal keys as an aligned text table."""
+    if not rows:
+        print(f"{title}: no rows")
+        return
+    columns = list(rows[0])
+    cells = [[_format(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print(f"\n{title}")
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

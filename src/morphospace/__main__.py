@@ -1,0 +1,7 @@
+"""``python -m morphospace``."""
+
+import sys
+
+from morphospace.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The ``morphospace`` command line: parses arguments, loads configs and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from morphospace import __version__
+from morphospace.config import load_config
+from morphospace.errors import MorphospaceError
+from morphospace.runs import setup_logging
+
+logger = logging.getLogger("morphospace.cli")
+
+_EXAMPLES = {
+    "simulate": "morphospace simulate --out screen --seed 1 --set plates=4 --workers 2",
+    "prepare": "morphospace prepare --manifest screen/manifest.csv --out store --set crops.size=68 --workers 2",
+    "import": (
+        "morphospace import --npz crops.npz --out store --channels DNA,Actin,Tubulin --bbbc021 BBBC021_tables/\n"
+        "  morphospace import --tiff crops/ --metadata crops.csv --out store"
+    ),
+    "demo": "morphospace demo --out morphospace-demo --workers 2",
+}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (defaults when omitted)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set crops.size=68 (repeatable)")
+
+
+def _add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in-process)")
+    parser.add_argument("--scheduler", help="address of a running dask scheduler to use instead")
+
+
+def _subparser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=f"example:\n  {_EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morphospace",
+        description="Generative models and learned representations of fluorescence microscopy cells.",
+        epilog="Run `morphospace demo` for the whole study on a simulated screen.",
+    )
+    parser.add_argument("--version", action="version", version=f"morphospace {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    simulate = _subparser(subparsers, "simulate", "Simulate a BBBC021-like screen: fields, manifest, ground truth.")
+    simulate.add_argument("--out", type=Path, required=True, help="output folder")
+    simulate.add_argument("--seed", type=int, help="random seed (same seed, same screen)")
+    simulate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_config_options(simulate)
+    _add_parallel_options(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+    prepare = _subparser(subparsers, "prepare", "Raw fields -> crop store (QC, corrections, segmentation, crops).")
+    prepare.add_argument("--manifest", type=Path, required=True, help="CSV: one row per field, FileName_<channel> columns")
+    prepare.add_argument("--out", type=Path, required=True, help="crop store to create")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    prepare.add_argument("--restart", action="store_true", help="discard unfinished work instead of resuming")
+    prepare.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_config_options(prepare)
+    _add_parallel_options(prepare)
+    prepare.set_defaults(handler=_prepare)
+
+    importer = _subparser(subparsers, "import", "Existing crops (npz arrays or TIFF files) -> crop store.")
+    source = importer.add_mutually_exclusive_group(required=True)
+    source.add_argument("--npz", type=Path, help="npz with an 'images' array and per-crop metadata arrays")
+    source.add_argument("--tiff", type=Path, help="folder of TIFF crops (needs --metadata)")
+    importer.add_argument("--metadata", type=Path, help="CSV with a 'file' column (and optional 'frame') for --tiff")
+    importer.add_argument("--out", type=Path, required=True, help="crop store to create")
+    importer.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Actin,Tubulin")
+    importer.add_argument("--layout", default="auto", choices=["auto", "NHWC", "NCHW", "NHW"], help="image axis order")
+    importer.add_argument("--bbbc021", type=Path, metavar="DIR",
+                          help="annotate compound, concentration, batch and MoA from the official BBBC021 tables in DIR")
+    importer.add_argument("--pixel-size", type=float, help="pixel size in micrometres")
+    importer.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    importer.set_defaults(handler=_import)
+
+    demo = _subparser(subparsers, "demo", "The whole study on a simulated screen, with an HTML report.")
+    demo.add_argument("--out", type=Path, default=Path("morphospace-demo"), help="output folder (default: morphospace-demo)")
+    demo.add_argument("--seed", type=int, help="random seed of the simulated screen")
+    demo.add_argument("--overwrite", action="store_true", help="start again in an existing output folder")
+    _add_config_options(demo)
+    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _seed_overrides(args: argparse.Namespace, key: str = "seed") -> list[str]:
+    return [*args.overrides, f"{key}={args.seed}"] if args.seed is not None else list(args.overrides)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from morphospace.simulate import SimulateConfig, simulate_screen
+
+    config = load_config(SimulateConfig, args.config, _seed_overrides(args))
+    screen = simulate_screen(config, args.out, workers=args.workers, progress=args.progress, overwrite=args.overwrite,
+                             scheduler=args.scheduler)
+    print(f"simulated {screen.n_cells} cells in {screen.n_fields} fields -> {screen.manifest_path}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from morphospace.workflows.prepare import PrepareConfig, prepare
+
+    config = load_config(PrepareConfig, args.config, args.overrides)
+    summary = prepare(args.manifest, args.out, config, workers=args.workers, scheduler=args.scheduler,
+                      overwrite=args.overwrite, restart=args.restart, progress=args.progress)
+    if args.json:
+        print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(summary).items()}, indent=2))
+    else:
+        print(summary.line())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from morphospace.io.importers import import_npz, import_tiff
+
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    common = dict(channels=channels, layout=args.layout, bbbc021_dir=args.bbbc021, pixel_size_um=args.pixel_size,
+                  overwrite=args.overwrite, progress=args.progress)
+    if args.npz:
+        store = import_npz(args.npz, args.out, **common)
+    else:
+        if args.metadata is None:
+            raise MorphospaceError("--tiff needs --metadata CSV naming each crop's file")
+        store = import_tiff(args.tiff, args.metadata, args.out, **common)
+    print(f"imported {len(store)} crops {store.crop_shape} with channels {','.join(store.channels)} -> {store.path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from morphospace.workflows.demo import DemoConfig, run_demo
+
+    config = load_config(DemoConfig, args.config, _seed_overrides(args, "simulate.seed"))
+    summary = run_demo(args.out, config, workers=args.workers, overwrite=args.overwrite, progress=args.progress)
+    print(summary.line())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``morphospace`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    setup_logging(verbose=args.verbose)
+    try:
+        return handler(args)
+    except (MorphospaceError, FileExistsError) as exc:
+        print(f"morphospace {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"morphospace {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""YAML configuration: strict models, ``--set key=value`` overrides, resolved copies on disk.
+
+Every command's options live in a pydantic model derived from :class:`Config`. Unknown keys and
+ill-typed values are errors that name the offending key, so a typo never silently falls back to a
+default.
+
+Examples
+--------
+>>> from morphospace.config import Config
+>>> class Example(Config):
+...     seed: int = 0
+...     size: int = 64
+>>> cfg = resolve_config(Example, {"size": 32}, ["seed=3"])
+>>> cfg.seed, cfg.size
+(3, 32)
+>>> resolve_config(Example, {"sise": 32})
+Traceback (most recent call last):
+...
+morphospace.config.ConfigError: config: invalid configuration
+  key 'sise': unknown key
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import pydantic
+import yaml
+
+from morphospace.errors import MorphospaceError
+from morphospace.io.atomic import write_text_atomic
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "load_config",
+    "resolve_config",
+    "save_config",
+]
+
+ConfigT = TypeVar("ConfigT", bound="Config")
+
+
+class ConfigError(MorphospaceError, ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class Config(pydantic.BaseModel):
+    """Base of every configuration model: unknown keys are rejected, values are validated."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python view (lists, dicts, numbers, strings) suitable for YAML or JSON."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(error: pydantic.ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  key '{key}': unknown key")
+        else:
+            lines.append(f"  key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.sub=value`` overrides applied.
+
+    Values are parsed as YAML scalars or lists (``3`` -> int, ``true`` -> bool, ``[1, 2]`` -> list,
+    ``null`` -> None). Intermediate mappings are created as needed; whether the key exists is
+    checked later by the model.
+    """
+    result = _deep_copy(data)
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r}: expected key=value")
+        key, raw_value = override.split("=", 1)
+        parts = [part for part in key.strip().split(".") if part]
+        if not parts:
+            raise ConfigError(f"override {override!r}: empty key")
+        try:
+            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from exc
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {override!r}: key '{prefix}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def resolve_config(
+    model: type[ConfigT],
+    data: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    source: str = "config",
+) -> ConfigT:
+    """Validate ``data`` (plus overrides) against ``model``; raise :class:`ConfigError` on problems."""
+    merged = apply_overrides(data or {}, overrides)
+    try:
+        return model.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(
+    model: type[ConfigT], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+) -> ConfigT:
+    """Read a YAML file (or only defaults when ``path`` is None) into ``model``.
+
+    Raises :class:`ConfigError` naming the file and key when the YAML is malformed, is not a
+    mapping, holds an unknown key or a value of the wrong type.
+    """
+    if path is None:
+        return resolve_config(model, {}, overrides, source="defaults")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return resolve_config(model, data, overrides, source=str(path))
+
+
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Write the fully resolved config as YAML, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    write_text_atomic(path, text)
+    return path
+

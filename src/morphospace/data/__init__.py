@@ -1,0 +1,1 @@
+"""PyTorch access to crop stores: group-aware splits, augmentation, Dataset and LightningDataModule."""

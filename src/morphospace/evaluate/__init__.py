@@ -1,0 +1,1 @@
+"""Evaluation: segmentation accuracy now; MoA, retrieval, clustering, generation and ISL metrics later."""

@@ -1,0 +1,84 @@
+"""Reading and writing single images (TIFF, PNG) with checks that name the file and the problem."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+
+from morphospace.errors import InputError
+
+__all__ = ["read_image", "write_tiff", "check_pixels"]
+
+_TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """Read a TIFF or PNG image and check it.
+
+    Parameters
+    ----------
+    path
+        File to read. TIFF is read with tifffile (multi-page files give a stack), anything else
+        with imageio.
+    ndim
+        Accepted numbers of dimensions, e.g. ``(2,)`` for a plane, ``(2, 3)`` to accept z-stacks.
+
+    Returns
+    -------
+    numpy.ndarray
+        The pixels in their stored dtype.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, unreadable or truncated, has another number of dimensions, holds
+        NaN or infinite values, or is empty (no pixels, or every pixel the same value).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            image = tifffile.imread(path)
+        else:
+            image = iio.imread(path)
+    except Exception as exc:  # readers raise many types for corrupt files
+        raise InputError(f"{path}: unreadable or truncated image ({type(exc).__name__}: {exc})") from None
+    image = np.asarray(image)
+    if image.size == 0:
+        raise InputError(f"{path}: unreadable or truncated image (no pixels decoded, shape {image.shape})")
+    if image.ndim not in ndim:
+        raise InputError(
+            f"{path}: expected an image with {' or '.join(map(str, ndim))} dimensions, "
+            f"got shape {image.shape}"
+        )
+    check_pixels(image, path)
+    return image
+
+
+def check_pixels(image: np.ndarray, source: str | os.PathLike) -> None:
+    """Raise :class:`InputError` naming ``source`` if ``image`` is empty, constant or not finite."""
+    if image.size == 0:
+        raise InputError(f"{source}: image has no pixels (shape {image.shape})")
+    if image.dtype.kind not in "uif" and image.dtype != bool:
+        raise InputError(f"{source}: unsupported pixel type {image.dtype}")
+    if image.dtype.kind == "f":
+        bad = ~np.isfinite(image)
+        if bad.any():
+            raise InputError(f"{source}: {int(bad.sum())} NaN or infinite pixel(s)")
+    if image.min() == image.max():
+        raise InputError(f"{source}: image is empty (every pixel equals {image.flat[0]})")
+
+
+def write_tiff(path: str | os.PathLike, image: np.ndarray, compress: bool = True) -> Path:
+    """Write ``image`` as TIFF (zlib-compressed by default) through a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tifffile.imwrite(tmp, image, compression="zlib" if compress else None, photometric="minisblack")
+    os.replace(tmp, path)
+    return path

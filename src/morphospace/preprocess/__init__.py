@@ -1,0 +1,1 @@
+"""Field-level image corrections: quality control, illumination, background, denoising, normalisation."""

@@ -1,0 +1,74 @@
+"""Illumination (flat-field) correction from many fields of one plate and channel.
+
+The illumination function is the pixel-wise median over fields (cells sit in different places,
+so the median keeps the background and vignetting), smoothed with a wide Gaussian and scaled to
+mean 1; images are divided by it.
+
+Examples
+--------
+>>> import numpy as np
+>>> yy, xx = np.mgrid[:64, :64]
+>>> vignette = 1 - 0.3 * ((yy - 32) ** 2 + (xx - 32) ** 2) / 32**2
+>>> rng = np.random.default_rng(0)
+>>> fields = [100 * vignette * rng.uniform(0.9, 1.1, (64, 64)) for _ in range(10)]
+>>> illum = estimate_illumination(fields, sigma=4, downsample=1)
+>>> corrected = correct_illumination(fields[0], illum)
+>>> bool(corrected[:8, :8].mean() / corrected[28:36, 28:36].mean() > 0.95)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from scipy import ndimage
+from skimage.transform import downscale_local_mean, resize
+
+__all__ = ["estimate_illumination", "correct_illumination"]
+
+
+def estimate_illumination(
+    fields: Iterable[np.ndarray], sigma: float = 50.0, downsample: int = 4
+) -> np.ndarray:
+    """Smoothed robust-median illumination function of fields from one plate and channel.
+
+    Parameters
+    ----------
+    fields
+        2-D images (H, W) of the same shape.
+    sigma
+        Gaussian smoothing in full-resolution pixels.
+    downsample
+        Block-average factor applied before the median (memory and speed); the result is
+        resized back to (H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float32 function with mean 1.
+    """
+    stack = []
+    shape = None
+    for field in fields:
+        field = np.asarray(field, dtype=np.float32)
+        if shape is None:
+            shape = field.shape
+        elif field.shape != shape:
+            raise ValueError(f"fields differ in shape: {shape} vs {field.shape}")
+        stack.append(downscale_local_mean(field, (downsample, downsample)) if downsample > 1 else field)
+    if not stack:
+        raise ValueError("no fields to estimate the illumination from")
+    median = np.median(np.stack(stack), axis=0)
+    smooth = ndimage.gaussian_filter(median, sigma / downsample, mode="nearest")
+    if smooth.shape != shape:
+        smooth = resize(smooth, shape, order=1, mode="edge", anti_aliasing=False)
+    smooth = np.maximum(smooth, np.finfo(np.float32).tiny)
+    return (smooth / smooth.mean()).astype(np.float32)
+
+
+def correct_illumination(image: np.ndarray, illumination: np.ndarray) -> np.ndarray:
+    """Divide ``image`` (H, W) by an illumination function of the same shape; float32 result."""
+    if image.shape != illumination.shape:
+        raise ValueError(f"image shape {image.shape} differs from illumination shape {illumination.shape}")
+    return (np.asarray(image, dtype=np.float32) / illumination).astype(np.float32)

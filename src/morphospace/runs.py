@@ -1,0 +1,107 @@
+"""Run directories, logging and seeding.
+
+A run directory holds the fully resolved ``config.yaml`` (defaults and seed included). Opening it
+again with a different config is an error that lists the differing keys, so a stale run is never
+silently reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from morphospace.config import Config, save_config
+from morphospace.errors import MorphospaceError
+
+__all__ = ["RunConflictError", "open_run_directory", "config_differences", "setup_logging", "seed_everything"]
+
+_HANDLER_FLAG = "_morphospace_handler"
+
+
+class RunConflictError(MorphospaceError):
+    """An output directory was made with a different configuration."""
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings.
+
+    >>> config_differences({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 0})
+    ['b.c', 'd']
+    """
+    keys = sorted(set(old) | set(new))
+    differences = []
+    for key in keys:
+        dotted = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            differences += config_differences(a, b, prefix=f"{dotted}.")
+        elif a != b:
+            differences.append(dotted)
+    return differences
+
+
+def open_run_directory(
+    path: str | os.PathLike, config: Config, config_name: str = "config.yaml", overwrite: bool = False
+) -> tuple[Path, bool]:
+    """Create (or reopen) a run directory for ``config``.
+
+    Returns ``(path, resumed)``: ``resumed`` is True when the directory already held the same
+    config. Raises :class:`RunConflictError` when it holds a different one, unless
+    ``overwrite`` is set, in which case the old directory is removed first.
+    """
+    path = Path(path)
+    saved = path / config_name
+    if path.exists() and overwrite:
+        shutil.rmtree(path)
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text()) or {}
+        differences = config_differences(old, config.to_dict())
+        if differences:
+            raise RunConflictError(
+                f"{path}: made with a different config (keys {', '.join(differences[:8])} differ); "
+                "choose another output, restore the config, or overwrite"
+            )
+        return path, True
+    if path.exists() and any(path.iterdir()):
+        raise RunConflictError(f"{path}: exists and is not a morphospace run (no {config_name}); choose another output")
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(config, saved)
+    return path, False
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False) -> logging.Logger:
+    """Log ``morphospace.*`` messages to the console (INFO, or DEBUG when verbose) and to ``log_file``."""
+    logger = logging.getLogger("morphospace")
+    for handler in [h for h in logger.handlers if getattr(h, _HANDLER_FLAG, False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(file_handler)
+    for handler in handlers:
+        setattr(handler, _HANDLER_FLAG, True)
+        logger.addHandler(handler)
+    return logger
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,1 @@
+"""Nuclei and cell segmentation, and nucleus-centred cropping with optional alignment."""

@@ -1,0 +1,40 @@
+"""A synthetic high-content screen in the BBBC021 mould, with exact ground truth.
+
+MCF-7-like cells in three channels (DNA, Actin, Tubulin), DMSO controls and the 12 BBBC021
+mechanisms of action, each as compounds with a dose-response. :func:`simulate_field` renders one
+field in memory; :func:`simulate_screen` writes plates of fields, a manifest and truth tables.
+
+Modules: ``config`` (settings), ``phenotypes`` (MoAs, compounds, dose-response, phenotype knobs),
+``population`` (cell states and shapes), ``geometry`` (outlines, placement, rasterisation),
+``layout`` (truth label images), ``compartments`` (fluorophore maps), ``optics`` (PSF,
+vignetting, gains, camera noise), ``field`` (one field), ``screen`` (plates, files, workers),
+``seeds`` (per-plate, per-batch and per-field random streams).
+
+Examples
+--------
+>>> from morphospace.simulate import SimulateConfig, simulate_field
+>>> field = simulate_field(SimulateConfig(field_size=128, cells_per_field=4), seed=1, moa="Eg5 inhibitors")
+>>> field.channels.shape
+(3, 128, 128)
+"""
+
+from morphospace.simulate.config import CellsConfig, OpticsConfig, SimulateConfig
+from morphospace.simulate.field import CHANNELS, SimulatedField, simulate_field
+from morphospace.simulate.phenotypes import COMPOUNDS, CONTROL, MOAS, Compound, Treatment
+from morphospace.simulate.screen import SimulatedScreen, simulate_screen
+
+__all__ = [
+    "CHANNELS",
+    "COMPOUNDS",
+    "CONTROL",
+    "MOAS",
+    "CellsConfig",
+    "Compound",
+    "OpticsConfig",
+    "SimulateConfig",
+    "SimulatedField",
+    "SimulatedScreen",
+    "Treatment",
+    "simulate_field",
+    "simulate_screen",
+]

@@ -1,0 +1,189 @@
+"""``demo``: the study on a simulated screen — simulate, prepare, check segmentation against the
+ground truth, and write ``report.html``.
+
+Steps already done in the output folder (same config) are reused, so a second run only rebuilds
+the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pydantic
+import tifffile
+
+from morphospace.config import Config
+from morphospace.evaluate.segmentation import pooled_scores, segmentation_scores
+from morphospace.explore.figures import crop_montage_figure, segmentation_overlay_figure
+from morphospace.explore.report import Report
+from morphospace.io.store import CropStore
+from morphospace.runs import open_run_directory, setup_logging
+from morphospace.simulate import SimulateConfig, simulate_screen
+from morphospace.workflows.prepare import PrepareConfig, prepare
+
+__all__ = ["DemoConfig", "DemoSummary", "run_demo", "score_segmentation"]
+
+logger = logging.getLogger(__name__)
+
+
+def _demo_screen() -> SimulateConfig:
+    return SimulateConfig(plates=2, compounds_per_moa=2, concentrations=2)
+
+
+class DemoConfig(Config):
+    """The demo study: a small simulated screen and how it is prepared and shown."""
+
+    simulate: SimulateConfig = pydantic.Field(default_factory=_demo_screen)
+    prepare: PrepareConfig = pydantic.Field(default_factory=PrepareConfig)
+    montage_cells: int = pydantic.Field(8, ge=1, le=32, description="crops shown per MoA")
+    overlay_fields: int = pydantic.Field(3, ge=0, le=12, description="fields shown with segmentation outlines")
+
+
+@dataclass
+class DemoSummary:
+    """Where the demo wrote its results and the headline numbers."""
+
+    out: Path
+    report: Path
+    n_fields: int
+    n_cells: int
+    nuclei_f1: float
+    cells_f1: float
+    seconds: float
+
+    def line(self) -> str:
+        return (f"demo: {self.n_cells} cells from {self.n_fields} simulated fields; segmentation F1 at IoU 0.5 "
+                f"nuclei {self.nuclei_f1:.3f}, cells {self.cells_f1:.3f}; {self.seconds:.0f} s -> {self.report}")
+
+
+def score_segmentation(truth_dir: Path, labels_dir: Path, field_ids: list[str], kind: str) -> pd.DataFrame:
+    """Per-field scores of ``labels_dir/<id>_<kind>.tiff`` against ``truth_dir/<id>_<kind>.tiff``."""
+    rows = []
+    for field_id in field_ids:
+        predicted = labels_dir / f"{field_id}_{kind}.tiff"
+        if not predicted.is_file():
+            continue
+        truth = tifffile.imread(truth_dir / f"{field_id}_{kind}.tiff")
+        rows.append({"Metadata_FieldId": field_id, **segmentation_scores(truth, tifffile.imread(predicted))})
+    return pd.DataFrame(rows)
+
+
+def run_demo(
+    out: str | os.PathLike = "morphospace-demo",
+    config: DemoConfig | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DemoSummary:
+    """Run the demo study into ``out`` and return its summary (see the module docstring)."""
+    start = time.perf_counter()
+    config = config or DemoConfig()
+    out, _ = open_run_directory(out, config, overwrite=overwrite)
+    setup_logging(out / "demo.log")
+    screen_dir, store_dir = out / "screen", out / "store"
+    if not (screen_dir / "manifest.csv").is_file():
+        simulate_screen(config.simulate, screen_dir, workers=workers, progress=progress)
+    if not (store_dir / "store.json").is_file():
+        prepare(screen_dir / "manifest.csv", store_dir, config.prepare, workers=workers, progress=progress)
+    store = CropStore(store_dir)
+    manifest = pd.read_csv(screen_dir / "manifest.csv")
+    field_ids = manifest["Metadata_FieldId"].astype(str).tolist()
+    scores = {kind: score_segmentation(screen_dir / "truth", store_dir / "labels", field_ids, kind)
+              for kind in ("nuclei", "cells")}
+    for kind, frame in scores.items():
+        frame.to_csv(out / f"segmentation_{kind}.csv", index=False)
+    report_path = _write_report(out, config, store, manifest, scores)
+    return DemoSummary(
+        out=out, report=report_path, n_fields=len(manifest), n_cells=len(store),
+        nuclei_f1=pooled_scores(scores["nuclei"])["f1_pooled"], cells_f1=pooled_scores(scores["cells"])["f1_pooled"],
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.DataFrame,
+                  scores: dict[str, pd.DataFrame]) -> Path:
+    report = Report("morphospace demo: a simulated BBBC021-like screen")
+    truth_cells = pd.read_parquet(out / "screen" / "truth" / "cells.parquet")
+    qc = pd.read_csv(out / "store" / "qc.csv")
+    report.section("Overview", (
+        f"{config.simulate.plates} plates, {len(manifest)} fields of {config.simulate.field_size} px, "
+        f"{len(config.simulate.moas)} MoAs x {config.simulate.compounds_per_moa} compounds x "
+        f"{config.simulate.concentrations} concentrations plus DMSO; seed {config.simulate.seed}. "
+        f"{len(truth_cells)} cells simulated, {len(store)} crops of {store.crop_shape[0]} px prepared."
+    ))
+    _qc_section(report, qc)
+    _segmentation_section(report, out, store, manifest, scores, config.overlay_fields)
+    _crops_section(report, store, config.montage_cells, config.simulate.seed)
+    return report.write(out / "report.html")
+
+
+def _qc_section(report: Report, qc: pd.DataFrame) -> None:
+    report.section("Quality control")
+    counts = qc["status"].value_counts().rename_axis("status").reset_index(name="fields")
+    report.table(counts, caption="ok: used; qc_failed: skipped for focus or saturation; error: unreadable input")
+    failed = qc.loc[qc["status"] != "ok", ["Metadata_FieldId", "status", "reason"]]
+    if len(failed):
+        report.table(failed, caption="Skipped fields and why")
+    focus_columns = [c for c in qc.columns if c.startswith("focus_")]
+    if focus_columns:
+        fig, axes = plt.subplots(1, len(focus_columns), figsize=(3.2 * len(focus_columns), 2.6), squeeze=False)
+        for ax, column in zip(axes[0], focus_columns):
+            for plate, group in qc.groupby("Metadata_Plate"):
+                ax.hist(group[column].dropna(), bins=20, alpha=0.6, label=str(plate))
+            ax.set_xlabel(f"{column.removeprefix('focus_')} power log-log slope")
+        axes[0, 0].set_ylabel("fields")
+        axes[0, -1].legend(fontsize=7)
+        fig.tight_layout()
+        report.figure(fig, "qc_focus", "Focus score per field and plate (steeper, i.e. more negative, is blurrier)")
+
+
+def _segmentation_section(report: Report, out: Path, store: CropStore, manifest: pd.DataFrame,
+                          scores: dict[str, pd.DataFrame], n_overlays: int) -> None:
+    report.section("Segmentation against the simulated ground truth")
+    summary = pd.DataFrame([{"objects": kind, **pooled_scores(frame)} for kind, frame in scores.items()])
+    report.table(summary, caption="Instance matching at IoU >= 0.5 (Hungarian), F1 from counts pooled over fields; "
+                                  "foreground IoU is 1 when both masks are empty")
+    moa = manifest.set_index("Metadata_FieldId")["Metadata_MoA"]
+    per_moa = pd.DataFrame({
+        f"{kind} F1": frame.assign(moa=frame["Metadata_FieldId"].map(moa)).groupby("moa").apply(
+            lambda g: pooled_scores(g)["f1_pooled"], include_groups=False)
+        for kind, frame in scores.items()
+    }).rename_axis("MoA").reset_index()
+    report.table(per_moa, caption="F1 at IoU 0.5 per MoA")
+    channels = store.channels
+    rows = manifest.drop_duplicates("Metadata_MoA").head(n_overlays)
+    for row in rows.itertuples(index=False):
+        field_id = row.Metadata_FieldId
+        image = np.stack([tifffile.imread(out / "screen" / getattr(row, f"FileName_{c}")) for c in channels])
+        labels = out / "store" / "labels"
+        if not (labels / f"{field_id}_nuclei.tiff").is_file():
+            continue
+        fig = segmentation_overlay_figure(image, channels, tifffile.imread(labels / f"{field_id}_nuclei.tiff"),
+                                          tifffile.imread(labels / f"{field_id}_cells.tiff"),
+                                          title=f"{field_id} ({row.Metadata_MoA})")
+        report.figure(fig, f"segmentation_{field_id}", "Nuclei (yellow) and cells (white) found by prepare")
+
+
+def _crops_section(report: Report, store: CropStore, per_group: int, seed: int) -> None:
+    report.section("Crops per mechanism of action")
+    cells = store.cells
+    if "Metadata_MoA" not in cells:
+        return
+    highest = cells.groupby("Metadata_Compound")["Metadata_Concentration"].transform("max")
+    chosen = cells[(cells["Metadata_Concentration"] == highest)]
+    rng = np.random.default_rng(seed)
+    groups = {}
+    for moa, group in chosen.groupby("Metadata_MoA"):
+        picks = np.sort(rng.choice(group.index.to_numpy(), min(per_group, len(group)), replace=False))
+        groups[str(moa)] = store.read(picks)
+    report.figure(crop_montage_figure(groups, store.channels, columns=per_group), "crops_per_moa",
+                  "Random crops at each compound's highest concentration; intensity limits shared by all rows")
+    counts = cells.groupby(["Metadata_MoA", "Metadata_Plate"]).size().unstack(fill_value=0).reset_index()
+    report.table(counts, caption="Prepared cells per MoA and plate")

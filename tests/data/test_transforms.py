@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from morphospace.config import ConfigError, resolve_config
+from morphospace.data.transforms import AugmentConfig, augment_batch, center_crop_or_pad
+
+
+def test_center_crop_and_pad():
+    x = torch.ones(2, 3, 68, 68)
+    assert center_crop_or_pad(x, 64).shape == (2, 3, 64, 64)
+    padded = center_crop_or_pad(torch.ones(1, 1, 3, 3), 5)
+    assert padded.shape == (1, 1, 5, 5) and padded.sum() == 9 and padded[0, 0, 0, 0] == 0
+
+
+def test_flips_and_rotations_keep_pixels_and_vary():
+    x = torch.arange(25.0).reshape(1, 1, 5, 5).repeat(64, 1, 1, 1)
+    y = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    assert len({tuple(t.flatten().tolist()) for t in y}) == 8  # the 8 symmetries of a square
+
+
+def test_same_generator_seed_same_augmentation():
+    x = torch.rand(16, 2, 12, 12)
+    config = AugmentConfig(resized_crop_scale=(0.5, 1.0))
+    a = augment_batch(x, config, torch.Generator().manual_seed(5))
+    b = augment_batch(x, config, torch.Generator().manual_seed(5))
+    c = augment_batch(x, config, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == x.shape
+
+
+def test_full_scale_crop_is_identity():
+    x = torch.rand(4, 1, 10, 10)
+    config = AugmentConfig(flips=False, rot90=False, resized_crop_scale=(1.0, 1.0), resized_crop_ratio=(1.0, 1.0))
+    torch.testing.assert_close(augment_batch(x, config, torch.Generator().manual_seed(0)), x)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="resized_crop_scale"):
+        resolve_config(AugmentConfig, {"resized_crop_scale": [0.0, 1.5]})

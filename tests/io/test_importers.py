@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from morphospace.errors import InputError
+from morphospace.io.importers import import_npz, import_tiff, metadata_column_name, to_channels_first
+
+
+def _crops(n=5, h=12, w=12, c=3, dtype=np.uint16):
+    return (np.arange(n * h * w * c) % 1000).astype(dtype).reshape(n, h, w, c)
+
+
+def test_metadata_column_names():
+    assert metadata_column_name("source_dapi_file") == "Metadata_SourceDapiFile"
+    assert metadata_column_name("moa") == "Metadata_MoA"
+    assert metadata_column_name("Metadata_Well") == "Metadata_Well"
+
+
+@pytest.mark.parametrize("layout, shape", [("NHWC", (2, 8, 8, 3)), ("NCHW", (2, 3, 8, 8)), ("NHW", (2, 8, 8))])
+def test_layouts(layout, shape):
+    out = to_channels_first(np.zeros(shape), "auto", "x")
+    assert out.shape == ((2, 1, 8, 8) if layout == "NHW" else (2, 3, 8, 8))
+    assert to_channels_first(np.zeros(shape), layout, "x").shape == out.shape
+
+
+def test_ambiguous_layout_needs_a_hint():
+    with pytest.raises(InputError, match="pass layout"):
+        to_channels_first(np.zeros((2, 8, 8, 8)), "auto", "crops.npz")
+
+
+def test_npz_import_keeps_pixels_and_metadata(tmp_path: Path):
+    images = _crops()
+    np.savez(tmp_path / "c.npz", images=images, plate=np.array(list("AABBB")), concentration=np.arange(5.0),
+             extra=np.zeros((2, 2)))
+    store = import_npz(tmp_path / "c.npz", tmp_path / "s", channels=["DNA", "Actin", "Tubulin"], progress=False)
+    np.testing.assert_array_equal(store.read(slice(None)), np.moveaxis(images, 3, 1))
+    assert store.images.dtype == np.uint16
+    assert list(store.cells.columns) == ["Metadata_Plate", "Metadata_Concentration", "Metadata_SourceIndex"]
+    assert store.cells["Metadata_Plate"].tolist() == list("AABBB")
+
+
+def test_npz_float64_becomes_float32(tmp_path: Path):
+    np.savez(tmp_path / "c.npz", images=np.random.default_rng(0).random((3, 4, 10, 10)))
+    store = import_npz(tmp_path / "c.npz", tmp_path / "s", progress=False)
+    assert store.images.dtype == np.float32 and store.channels == ["ch0", "ch1", "ch2", "ch3"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (dict(images=np.full((2, 8, 8, 3), np.nan)), "NaN or infinite pixels in 2 crop"),
+        (dict(pictures=np.zeros((2, 8, 8, 3))), "no array named 'images'"),
+        (dict(images=np.zeros((8, 8))), "expected crops"),
+    ],
+)
+def test_npz_bad_content(tmp_path: Path, content, message):
+    np.savez(tmp_path / "c.npz", **content)
+    with pytest.raises(InputError, match=message) as info:
+        import_npz(tmp_path / "c.npz", tmp_path / "s", progress=False)
+    assert "c.npz" in str(info.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_npz_wrong_channel_names_and_truncation(tmp_path: Path):
+    np.savez(tmp_path / "c.npz", images=_crops())
+    with pytest.raises(InputError, match="3 image channel"):
+        import_npz(tmp_path / "c.npz", tmp_path / "s", channels=["DNA"], progress=False)
+    data = (tmp_path / "c.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.npz: unreadable or truncated"):
+        import_npz(tmp_path / "cut.npz", tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_tiff_import_single_crops_and_stacks(tmp_path: Path):
+    crops = np.moveaxis(_crops(4), 3, 1)
+    tifffile.imwrite(tmp_path / "a.tiff", crops[0], photometric="minisblack")
+    tifffile.imwrite(tmp_path / "stack.tiff", crops[1:], photometric="minisblack")
+    pd.DataFrame({"file": ["a.tiff", "stack.tiff", "stack.tiff", "stack.tiff"], "frame": [None, 0, 1, 2],
+                  "well": ["B02", "B03", "B03", "B04"]}).to_csv(tmp_path / "meta.csv", index=False)
+    store = import_tiff(tmp_path, tmp_path / "meta.csv", tmp_path / "s", channels=["DNA", "Actin", "Tubulin"],
+                        progress=False)
+    np.testing.assert_array_equal(store.read(slice(None)), crops)
+    assert store.cells["Metadata_Well"].tolist() == ["B02", "B03", "B03", "B04"]
+    assert store.cells["Metadata_File"].tolist()[0] == "a.tiff"
+
+
+def test_tiff_rows_pointing_to_missing_files(tmp_path: Path):
+    tifffile.imwrite(tmp_path / "a.tiff", np.moveaxis(_crops(1), 3, 1)[0], photometric="minisblack")
+    pd.DataFrame({"file": ["a.tiff", "gone.tiff"]}).to_csv(tmp_path / "meta.csv", index=False)
+    with pytest.raises(InputError, match="gone.tiff.*missing file"):
+        import_tiff(tmp_path, tmp_path / "meta.csv", tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_tiff_shape_mismatch(tmp_path: Path):
+    tifffile.imwrite(tmp_path / "a.tiff", np.ones((3, 8, 8), np.uint16) * np.arange(8, dtype=np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "b.tiff", np.ones((3, 9, 9), np.uint16) * np.arange(9, dtype=np.uint16), photometric="minisblack")
+    pd.DataFrame({"file": ["a.tiff", "b.tiff"]}).to_csv(tmp_path / "meta.csv", index=False)
+    with pytest.raises(InputError, match="different shapes"):
+        import_tiff(tmp_path, tmp_path / "meta.csv", tmp_path / "s", progress=False)

@@ -1,0 +1,20 @@
+"""Every example config in configs/ validates against the model of its command."""
+
+from pathlib import Path
+
+import pytest
+
+from morphospace.config import load_config
+from morphospace.simulate import SimulateConfig
+from morphospace.workflows.demo import DemoConfig
+from morphospace.workflows.prepare import PrepareConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConfig}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_example_config_is_valid(path: Path):
+    command = path.stem.split("_")[0]
+    assert command in MODELS, f"{path.name}: name it <command>_*.yaml with a command in {sorted(MODELS)}"
+    load_config(MODELS[command], path)

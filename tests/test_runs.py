@@ -1,0 +1,41 @@
+import logging
+from pathlib import Path
+
+import pytest
+
+from morphospace.config import Config
+from morphospace.runs import RunConflictError, open_run_directory, setup_logging
+
+
+class RunConfig(Config):
+    seed: int = 0
+    size: int = 8
+
+
+def test_new_then_resumed_then_conflicting(tmp_path: Path):
+    run, resumed = open_run_directory(tmp_path / "run", RunConfig())
+    assert not resumed and (run / "config.yaml").is_file()
+    _, resumed = open_run_directory(tmp_path / "run", RunConfig())
+    assert resumed
+    with pytest.raises(RunConflictError, match="keys size differ"):
+        open_run_directory(tmp_path / "run", RunConfig(size=9))
+    (run / "stale.txt").write_text("x")
+    _, resumed = open_run_directory(tmp_path / "run", RunConfig(size=9), overwrite=True)
+    assert not resumed and not (run / "stale.txt").exists()
+
+
+def test_refuses_foreign_directory(tmp_path: Path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "data.csv").write_text("a")
+    with pytest.raises(RunConflictError, match="not a morphospace run"):
+        open_run_directory(tmp_path / "other", RunConfig())
+
+
+def test_logging_goes_to_file(tmp_path: Path):
+    setup_logging(tmp_path / "log.txt")
+    logging.getLogger("morphospace.test").info("hello from the test")
+    for handler in logging.getLogger("morphospace").handlers:
+        handler.flush()
+    assert "hello from the test" in (tmp_path / "log.txt").read_text()
+    setup_logging(None)
+    assert sum(isinstance(h, logging.FileHandler) for h in logging.getLogger("morphospace").handlers) == 0

@@ -1,0 +1,171 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from scipy import ndimage
+
+from morphospace.config import resolve_config
+from morphospace.errors import InputError
+from morphospace.evaluate.segmentation import pooled_scores
+from morphospace.io.store import CropStore
+from morphospace.runs import RunConflictError
+from morphospace.workflows import prepare as prepare_module
+from morphospace.workflows.demo import score_segmentation
+from morphospace.workflows.prepare import PrepareConfig, prepare
+
+
+def _copy_screen(screen: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "screen"
+    shutil.copytree(screen, copy)
+    return copy
+
+
+def _manifest(screen: Path) -> pd.DataFrame:
+    return pd.read_csv(screen / "manifest.csv")
+
+
+def test_store_contents(screen: Path, prepared: Path):
+    store = CropStore(prepared)
+    qc = pd.read_csv(prepared / "qc.csv")
+    manifest = _manifest(screen)
+    assert store.channels == ["DNA", "Actin", "Tubulin"] and store.crop_shape == (64, 64)
+    assert len(store) == qc["n_cells"].sum() > 100
+    assert (qc["status"] == "ok").all() and len(qc) == len(manifest)
+    cells = store.cells
+    for column in ("Metadata_FieldId", "Metadata_Plate", "Metadata_Well", "Metadata_MoA", "Metadata_Compound",
+                   "Metadata_ObjectNumber", "Metadata_Nucleus_Center_X"):
+        assert column in cells, column
+    masks = store.read_masks(np.arange(10))
+    assert all(m[32, 32] == 1 for m in masks)  # every crop is centred on its own nucleus
+    for field_id in manifest["Metadata_FieldId"]:
+        assert (prepared / "labels" / f"{field_id}_nuclei.tiff").is_file()
+        assert (prepared / "labels" / f"{field_id}_cells.tiff").is_file()
+    assert (prepared / "prepare_config.yaml").is_file()
+    assert not prepared.with_name("store.partial").exists()
+
+
+def test_segmentation_matches_ground_truth(screen: Path, prepared: Path):
+    field_ids = _manifest(screen)["Metadata_FieldId"].tolist()
+    for kind in ("nuclei", "cells"):
+        scores = pooled_scores(score_segmentation(screen / "truth", prepared / "labels", field_ids, kind))
+        assert scores["f1_pooled"] >= 0.9, (kind, scores)
+
+
+def test_qc_failures_are_skipped_and_listed(screen: Path, tmp_path: Path):
+    copy = _copy_screen(screen, tmp_path)
+    manifest = _manifest(copy)
+    blurred, saturated = manifest.iloc[1], manifest.iloc[4]
+    dna = copy / blurred["FileName_DNA"]
+    tifffile.imwrite(dna, ndimage.gaussian_filter(tifffile.imread(dna).astype(float), 4).astype(np.uint16))
+    actin = copy / saturated["FileName_Actin"]
+    image = tifffile.imread(actin)
+    image[:80, :80] = 65535
+    tifffile.imwrite(actin, image)
+    summary = prepare(copy / "manifest.csv", tmp_path / "store", progress=False)
+    assert summary.qc_failures.keys() == {blurred["Metadata_FieldId"], saturated["Metadata_FieldId"]}
+    assert summary.qc_failures[blurred["Metadata_FieldId"]].startswith("out of focus")
+    assert "saturated Actin" in summary.qc_failures[saturated["Metadata_FieldId"]]
+    store = CropStore(tmp_path / "store")
+    assert not store.cells["Metadata_FieldId"].isin(list(summary.qc_failures)).any()
+    qc = pd.read_csv(tmp_path / "store" / "qc.csv")
+    assert set(qc.loc[qc["status"] == "qc_failed", "Metadata_FieldId"]) == set(summary.qc_failures)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:3000]), "unreadable or truncated"),
+        (lambda p: tifffile.imwrite(p, np.full((256, 256), np.nan, np.float32)), "NaN or infinite"),
+        (lambda p: tifffile.imwrite(p, np.zeros((256, 256), np.uint16)), "image is empty"),
+        (lambda p: tifffile.imwrite(p, np.ones((200, 256), np.uint16) * np.arange(256, dtype=np.uint16)),
+         "differ in shape"),
+        (lambda p: tifffile.imwrite(p, np.ones((256, 256, 3), np.uint16) * np.arange(3, dtype=np.uint16),
+                                    photometric="rgb"), "colour channels"),
+        (lambda p: p.unlink(), "missing image file"),
+    ],
+)
+def test_bad_input_names_the_file_and_leaves_nothing(screen: Path, tmp_path: Path, damage, message):
+    copy = _copy_screen(screen, tmp_path)
+    target = copy / _manifest(copy).iloc[2]["FileName_Tubulin"]
+    damage(target)
+    with pytest.raises(InputError, match=message) as info:
+        prepare(copy / "manifest.csv", tmp_path / "store", progress=False)
+    assert target.name in str(info.value) or _manifest(copy).iloc[2]["Metadata_FieldId"] in str(info.value)
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
+
+
+def test_skip_on_error_keeps_going(screen: Path, tmp_path: Path):
+    copy = _copy_screen(screen, tmp_path)
+    bad = _manifest(copy).iloc[0]
+    (copy / bad["FileName_DNA"]).write_bytes(b"not an image")
+    config = resolve_config(PrepareConfig, {"on_error": "skip"})
+    summary = prepare(copy / "manifest.csv", tmp_path / "store", config, progress=False)
+    assert summary.n_errors == 1
+    qc = pd.read_csv(tmp_path / "store" / "qc.csv").set_index("Metadata_FieldId")
+    assert qc.loc[bad["Metadata_FieldId"], "status"] == "error"
+    assert "unreadable" in qc.loc[bad["Metadata_FieldId"], "reason"]
+
+
+def test_config_naming_a_missing_channel(screen: Path, tmp_path: Path):
+    config = resolve_config(PrepareConfig, {"nuclei": {"channel": "Hoechst"}})
+    with pytest.raises(InputError, match="config key 'nuclei.channel'.*Hoechst"):
+        prepare(screen / "manifest.csv", tmp_path / "store", config, progress=False)
+
+
+def test_resume_after_interruption_gives_the_same_store(screen: Path, prepared: Path, tmp_path: Path, monkeypatch):
+    calls = {"n": 0}
+    original = prepare_module.process_field
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "process_field", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(screen / "manifest.csv", tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()
+    assert len(list((tmp_path / "store.partial" / "fields").iterdir())) == 5
+    monkeypatch.setattr(prepare_module, "process_field", original)
+    with pytest.raises(RunConflictError, match="crops.size"):
+        prepare(screen / "manifest.csv", tmp_path / "store", resolve_config(PrepareConfig, {"crops": {"size": 32}}),
+                progress=False)
+    summary = prepare(screen / "manifest.csv", tmp_path / "store", progress=False)
+    assert summary.resumed_fields == 5
+    resumed, reference = CropStore(tmp_path / "store"), CropStore(prepared)
+    np.testing.assert_array_equal(resumed.read(slice(None)), reference.read(slice(None)))
+    pd.testing.assert_frame_equal(resumed.cells, reference.cells)
+
+
+def test_existing_store_needs_overwrite(screen: Path, prepared: Path):
+    with pytest.raises(FileExistsError):
+        prepare(screen / "manifest.csv", prepared, progress=False)
+
+
+def test_dask_workers_give_the_same_store(screen: Path, prepared: Path, tmp_path: Path):
+    prepare(screen / "manifest.csv", tmp_path / "store", workers=2, progress=False)
+    parallel, reference = CropStore(tmp_path / "store"), CropStore(prepared)
+    np.testing.assert_array_equal(parallel.read(slice(None)), reference.read(slice(None)))
+    pd.testing.assert_frame_equal(parallel.cells, reference.cells)
+
+
+def test_aligned_masked_crops_and_z_stacks(screen: Path, tmp_path: Path):
+    copy = _copy_screen(screen, tmp_path)
+    manifest = _manifest(copy).head(3)
+    for path in manifest["FileName_DNA"]:
+        plane = tifffile.imread(copy / path)
+        tifffile.imwrite(copy / path, np.stack([plane // 2, plane, plane // 3]), photometric="minisblack")
+    manifest.to_csv(copy / "manifest.csv", index=False)
+    config = resolve_config(PrepareConfig, {"crops": {"align": True, "mask_outside_cell": True, "size": 48,
+                                                      "border": "drop"},
+                                            "illumination": {"enabled": False}, "denoise": {"method": "median"}})
+    prepare(copy / "manifest.csv", tmp_path / "store", config, progress=False)
+    store = CropStore(tmp_path / "store")
+    images, masks = store.read(slice(None)), store.read_masks(slice(None))
+    assert store.crop_shape == (48, 48) and len(store) > 10
+    assert np.all(images[np.broadcast_to((masks == 0)[:, None], images.shape)] == 0)
+    assert not store.cells["Metadata_Padded"].any()
