@@ -7,13 +7,14 @@ silently reused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import yaml
@@ -21,7 +22,9 @@ import yaml
 from morphospace.config import Config, save_config
 from morphospace.errors import MorphospaceError
 
-__all__ = ["RunConflictError", "open_run_directory", "config_differences", "setup_logging", "seed_everything"]
+__all__ = [
+    "RunConflictError", "open_run_directory", "config_differences", "setup_logging", "log_to_file", "seed_everything",
+]
 
 _HANDLER_FLAG = "_morphospace_handler"
 
@@ -96,6 +99,27 @@ def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = Fal
         setattr(handler, _HANDLER_FLAG, True)
         logger.addHandler(handler)
     return logger
+
+
+@contextlib.contextmanager
+def log_to_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Also write ``morphospace.*`` log records (INFO and up) to ``path`` (appending) inside the block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("morphospace")
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    previous_level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+        handler.close()
 
 
 def seed_everything(seed: int) -> None:

@@ -44,6 +44,7 @@ def test_store_contents(screen: Path, prepared: Path):
         assert (prepared / "labels" / f"{field_id}_nuclei.tiff").is_file()
         assert (prepared / "labels" / f"{field_id}_cells.tiff").is_file()
     assert (prepared / "prepare_config.yaml").is_file()
+    assert f"prepared {len(store)} cells" in (prepared / "prepare.log").read_text()
     assert not prepared.with_name("store.partial").exists()
 
 

@@ -24,7 +24,7 @@ from morphospace.evaluate.segmentation import pooled_scores, segmentation_scores
 from morphospace.explore.figures import crop_montage_figure, segmentation_overlay_figure
 from morphospace.explore.report import Report
 from morphospace.io.store import CropStore
-from morphospace.runs import open_run_directory, setup_logging
+from morphospace.runs import log_to_file, open_run_directory
 from morphospace.simulate import SimulateConfig, simulate_screen
 from morphospace.workflows.prepare import PrepareConfig, prepare
 
@@ -86,11 +86,17 @@ def run_demo(
     start = time.perf_counter()
     config = config or DemoConfig()
     out, _ = open_run_directory(out, config, overwrite=overwrite)
-    setup_logging(out / "demo.log")
+    with log_to_file(out / "demo.log"):
+        return _run_steps(out, config, workers, progress, start)
+
+
+def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, start: float) -> DemoSummary:
     screen_dir, store_dir = out / "screen", out / "store"
     if not (screen_dir / "manifest.csv").is_file():
+        logger.info("simulating the screen into %s", screen_dir)
         simulate_screen(config.simulate, screen_dir, workers=workers, progress=progress)
     if not (store_dir / "store.json").is_file():
+        logger.info("preparing crops into %s", store_dir)
         prepare(screen_dir / "manifest.csv", store_dir, config.prepare, workers=workers, progress=progress)
     store = CropStore(store_dir)
     manifest = pd.read_csv(screen_dir / "manifest.csv")
@@ -100,6 +106,7 @@ def run_demo(
     for kind, frame in scores.items():
         frame.to_csv(out / f"segmentation_{kind}.csv", index=False)
     report_path = _write_report(out, config, store, manifest, scores)
+    logger.info("report written to %s", report_path)
     return DemoSummary(
         out=out, report=report_path, n_fields=len(manifest), n_cells=len(store),
         nuclei_f1=pooled_scores(scores["nuclei"])["f1_pooled"], cells_f1=pooled_scores(scores["cells"])["f1_pooled"],
@@ -177,13 +184,13 @@ def _crops_section(report: Report, store: CropStore, per_group: int, seed: int) 
     if "Metadata_MoA" not in cells:
         return
     highest = cells.groupby("Metadata_Compound")["Metadata_Concentration"].transform("max")
-    chosen = cells[(cells["Metadata_Concentration"] == highest)]
+    chosen = cells[(cells["Metadata_Concentration"] == highest) & ~cells["Metadata_Padded"]]
     rng = np.random.default_rng(seed)
     groups = {}
     for moa, group in chosen.groupby("Metadata_MoA"):
         picks = np.sort(rng.choice(group.index.to_numpy(), min(per_group, len(group)), replace=False))
         groups[str(moa)] = store.read(picks)
     report.figure(crop_montage_figure(groups, store.channels, columns=per_group), "crops_per_moa",
-                  "Random crops at each compound's highest concentration; intensity limits shared by all rows")
+                  "Random whole (unpadded) crops at each compound's highest concentration; intensity limits shared by all rows")
     counts = cells.groupby(["Metadata_MoA", "Metadata_Plate"]).size().unstack(fill_value=0).reset_index()
     report.table(counts, caption="Prepared cells per MoA and plate")

@@ -28,6 +28,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 import pydantic
+from tqdm.auto import tqdm
 
 from morphospace.config import Config
 from morphospace.errors import InputError
@@ -40,7 +41,7 @@ from morphospace.preprocess.background import subtract_background
 from morphospace.preprocess.denoise import denoise, remove_outliers
 from morphospace.preprocess.illumination import correct_illumination, estimate_illumination
 from morphospace.preprocess.qc import field_qc_metrics, qc_failures
-from morphospace.runs import open_run_directory
+from morphospace.runs import log_to_file, open_run_directory
 from morphospace.segment.cells import segment_cells
 from morphospace.segment.crops import CropResult, crop_cells
 from morphospace.segment.nuclei import segment_nuclei
@@ -415,7 +416,7 @@ def prepare(
     had_partial = partial.exists()
     work_dir, resumed = open_run_directory(partial, config, config_name="prepare_config.yaml")
     try:
-        with compute_context(workers, scheduler) as client:
+        with log_to_file(work_dir / "prepare.log"), compute_context(workers, scheduler) as client:
             return _run(fields, channels, config, manifest, out, work_dir, resumed, client, progress, start)
     except BaseException:
         if not had_partial and not (work_dir / "fields").exists():
@@ -527,7 +528,7 @@ def _assemble(passing, channels, config, manifest, out, work_dir, qc, progress) 
         out, channels, (config.crops.size, config.crops.size), dtype=config.crops.dtype, with_masks=True,
         pixel_size_um=config.pixel_size_um, provenance=provenance, overwrite=True, build_dir=work_dir,
     ) as writer:
-        for field_dir in field_dirs:
+        for field_dir in tqdm(field_dirs, desc="assemble", unit="field", disable=not progress):
             with np.load(field_dir / "crops.npz", allow_pickle=False) as data:
                 images, masks = data["images"], data["masks"]
             writer.append(images, pd.read_parquet(field_dir / "cells.parquet"), masks)
