@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.filters import gaussian, threshold_otsu
 from skimage.measure import label as connected
-from skimage.segmentation import watershed
 
+from morphospace.evaluate.segmentation import match_instances
+from morphospace.segment.cells import segment_cells
+from morphospace.segment.nuclei import segment_nuclei
 from morphospace.simulate import MOAS, SimulateConfig, simulate_field
 from morphospace.simulate.optics import PlateOptics, vignetting
 
@@ -138,40 +138,18 @@ def test_vignetting_in_rendered_images_depends_on_the_plate():
     assert not np.allclose(flat.mean(0), other.mean(0), rtol=0.01)
 
 
-def _otsu_watershed_nuclei(dna: np.ndarray) -> np.ndarray:
-    smooth = gaussian(dna.astype(float), 1.0)
-    mask = ndimage.binary_fill_holes(smooth > threshold_otsu(smooth))
-    distance = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(distance, min_distance=6, labels=connected(mask), exclude_border=False)
-    markers = np.zeros(mask.shape, int)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-distance, markers, mask=mask)
-
-
-def _f1(truth: np.ndarray, predicted: np.ndarray, threshold: float = 0.5) -> float:
-    truth, predicted = truth.astype(np.int64), predicted.astype(np.int64)
-    pairs = np.bincount(truth.ravel() * (predicted.max() + 1) + predicted.ravel())
-    pairs = np.pad(pairs, (0, (truth.max() + 1) * (predicted.max() + 1) - pairs.size))
-    overlap = pairs.reshape(truth.max() + 1, predicted.max() + 1)
-    inter = overlap[1:, 1:]
-    union = overlap.sum(1)[1:, None] + overlap.sum(0)[None, 1:] - inter
-    matches = ((inter / np.maximum(union, 1)) > threshold).sum()
-    return 2 * matches / max(len(np.unique(truth)) - 1 + len(np.unique(predicted)) - 1, 1)
-
-
 def test_classical_nucleus_segmentation_reaches_f1_090(dmso_fields):
-    scores = [_f1(f.nuclei_labels, _otsu_watershed_nuclei(f.channels[0])) for f in dmso_fields]
+    scores = [match_instances(f.nuclei_labels, segment_nuclei(f.channels[0].astype(float))).f1 for f in dmso_fields]
     assert min(scores) >= 0.9
 
 
 def test_cells_are_separable_by_seeded_watershed_on_actin_and_tubulin(dmso_fields, mixed_fields):
     scores = []
     for field in [*dmso_fields, *mixed_fields]:
-        cytoplasm = gaussian(field.channels[1].astype(float) + field.channels[2].astype(float), 1.5)
-        foreground = (cytoplasm > threshold_otsu(cytoplasm)) | (field.nuclei_labels > 0)
-        seeds = np.where(field.nuclei_labels > 0, field.cell_labels, 0)
-        # a compact watershed behaves like CellProfiler's propagation from the nuclei
-        scores.append(_f1(field.cell_labels, watershed(cytoplasm, seeds, mask=foreground, compactness=10)))
+        actin, tubulin = (c.astype(float) for c in field.channels[1:])
+        cytoplasm = actin / np.percentile(actin, 99) + tubulin / np.percentile(tubulin, 99)
+        seeds = np.where(field.nuclei_labels > 0, field.cell_labels, 0)  # one seed label per true cell
+        scores.append(match_instances(field.cell_labels, segment_cells(seeds, cytoplasm)).f1)
     assert np.mean(scores) >= 0.95 and min(scores) >= 0.9
 
 
