@@ -132,7 +132,7 @@ def test_resume_after_interruption_gives_the_same_store(screen: Path, prepared: 
     assert not (tmp_path / "store").exists()
     assert len(list((tmp_path / "store.partial" / "fields").iterdir())) == 5
     monkeypatch.setattr(prepare_module, "process_field", original)
-    with pytest.raises(RunConflictError, match="crops.size"):
+    with pytest.raises(RunConflictError, match="crops.size.*--restart"):
         prepare(screen / "manifest.csv", tmp_path / "store", resolve_config(PrepareConfig, {"crops": {"size": 32}}),
                 progress=False)
     summary = prepare(screen / "manifest.csv", tmp_path / "store", progress=False)
@@ -170,3 +170,14 @@ def test_aligned_masked_crops_and_z_stacks(screen: Path, tmp_path: Path):
     assert store.crop_shape == (48, 48) and len(store) > 10
     assert np.all(images[np.broadcast_to((masks == 0)[:, None], images.shape)] == 0)
     assert not store.cells["Metadata_Padded"].any()
+
+
+def test_existing_dask_scheduler(screen: Path, tmp_path: Path):
+    from dask.distributed import LocalCluster
+
+    copy = _copy_screen(screen, tmp_path)
+    _manifest(copy).head(3).to_csv(copy / "manifest.csv", index=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        summary = prepare(copy / "manifest.csv", tmp_path / "store", scheduler=cluster.scheduler_address,
+                          progress=False)
+    assert summary.n_fields == 3 and len(CropStore(tmp_path / "store")) == summary.n_cells > 0

@@ -41,7 +41,7 @@ from morphospace.preprocess.background import subtract_background
 from morphospace.preprocess.denoise import denoise, remove_outliers
 from morphospace.preprocess.illumination import correct_illumination, estimate_illumination
 from morphospace.preprocess.qc import field_qc_metrics, qc_failures
-from morphospace.runs import log_to_file, open_run_directory
+from morphospace.runs import RunConflictError, log_to_file, open_run_directory
 from morphospace.segment.cells import segment_cells
 from morphospace.segment.crops import CropResult, crop_cells
 from morphospace.segment.nuclei import segment_nuclei
@@ -414,7 +414,10 @@ def prepare(
     if restart and partial.exists():
         shutil.rmtree(partial)
     had_partial = partial.exists()
-    work_dir, resumed = open_run_directory(partial, config, config_name="prepare_config.yaml")
+    try:
+        work_dir, resumed = open_run_directory(partial, config, config_name="prepare_config.yaml")
+    except RunConflictError as exc:
+        raise RunConflictError(f"{exc}; or discard the unfinished run with --restart") from None
     try:
         with log_to_file(work_dir / "prepare.log"), compute_context(workers, scheduler) as client:
             return _run(fields, channels, config, manifest, out, work_dir, resumed, client, progress, start)
