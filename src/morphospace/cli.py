@@ -24,6 +24,15 @@ _EXAMPLES = {
         "  morphospace import --tiff crops/ --metadata crops.csv --out store"
     ),
     "demo": "morphospace demo --out morphospace-demo --workers 2",
+    "features": "morphospace features --store store --out cells.parquet --set feature_set=full --workers 2",
+    "profiles": (
+        "morphospace profiles --features cells.parquet --out profiles.parquet --set sphere.enabled=true\n"
+        "  morphospace profiles --features per_well.csv.gz --out profiles.parquet --annotate-bbbc021 BBBC021_tables/"
+    ),
+    "evaluate": "morphospace evaluate moa --profiles profiles.parquet --out eval --json",
+    "moa": "morphospace evaluate moa --profiles profiles.parquet --out eval --set operation=median --json",
+    "retrieval": "morphospace evaluate retrieval --profiles profiles.parquet --out eval",
+    "clustering": "morphospace evaluate clustering --table embeddings.parquet --label Metadata_MoA --out eval",
 }
 
 
@@ -88,6 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--overwrite", action="store_true", help="replace an existing store")
     importer.set_defaults(handler=_import)
 
+    features = _subparser(subparsers, "features", "CellProfiler measurements (cp_measure) of every crop of a store.")
+    features.add_argument("--store", type=Path, required=True, help="crop store")
+    features.add_argument("--out", type=Path, required=True, help="output table (.parquet)")
+    features.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_config_options(features)
+    _add_parallel_options(features)
+    features.set_defaults(handler=_features)
+
+    profiles = _subparser(subparsers, "profiles", "Aggregate, normalise, select and sphere a feature or embedding table.")
+    profiles.add_argument("--features", type=Path, required=True, help="feature or embedding table (.parquet, .csv[.gz])")
+    profiles.add_argument("--out", type=Path, required=True, help="profile table to write (.parquet or .csv)")
+    profiles.add_argument("--annotate-bbbc021", type=Path, metavar="DIR",
+                          help="set compound, concentration, batch and MoA from the official BBBC021 tables in DIR")
+    profiles.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_config_options(profiles)
+    profiles.set_defaults(handler=_profiles)
+
+    evaluate = _subparser(subparsers, "evaluate", "Score profiles or embeddings: moa, retrieval, clustering.")
+    kinds = evaluate.add_subparsers(dest="evaluation", metavar="KIND", required=True)
+    for kind, text in (("moa", "NSC / NSCB MoA accuracy by 1-NN over treatment profiles."),
+                       ("retrieval", "copairs mAP: same-MoA retrieval and replicates against controls."),
+                       ("clustering", "SVM cross-validation and clustering metrics for a label column.")):
+        sub = _subparser(kinds, kind, text)
+        sub.add_argument("--profiles", "--table", dest="table", type=Path, required=True,
+                         help="profile or embedding table (.parquet, .csv[.gz])")
+        sub.add_argument("--out", type=Path, help="folder for JSON, CSV and figures")
+        sub.add_argument("--json", action="store_true", help="print every number as JSON")
+        if kind == "clustering":
+            sub.add_argument("--label", help="label column (default Metadata_MoA)")
+        _add_config_options(sub)
+        sub.set_defaults(handler=_evaluate)
+
     demo = _subparser(subparsers, "demo", "The whole study on a simulated screen, with an HTML report.")
     demo.add_argument("--out", type=Path, default=Path("morphospace-demo"), help="output folder (default: morphospace-demo)")
     demo.add_argument("--seed", type=int, help="random seed of the simulated screen")
@@ -139,6 +180,61 @@ def _import(args: argparse.Namespace) -> int:
         store = import_tiff(args.tiff, args.metadata, args.out, **common)
     print(f"imported {len(store)} crops {store.crop_shape} with channels {','.join(store.channels)} -> {store.path}")
     return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from morphospace.features.cellprofiler import FeaturesConfig
+    from morphospace.workflows.profiling import extract_features
+
+    config = load_config(FeaturesConfig, args.config, args.overrides)
+    summary = extract_features(args.store, args.out, config, workers=args.workers, scheduler=args.scheduler,
+                               overwrite=args.overwrite, progress=args.progress)
+    print(summary.line())
+    return 0
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from morphospace.features.profiles import ProfilesConfig
+    from morphospace.workflows.profiling import make_profiles
+
+    config = load_config(ProfilesConfig, args.config, args.overrides)
+    profiles = make_profiles(args.features, args.out, config, bbbc021_dir=args.annotate_bbbc021,
+                             overwrite=args.overwrite)
+    n_features = sum(not c.startswith("Metadata_") for c in profiles.columns)
+    print(f"wrote {len(profiles)} profiles x {n_features} features -> {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from morphospace.io.tables import read_table
+    from morphospace.workflows import evaluation
+    from morphospace.workflows.profiling import cellprofiler_metadata
+
+    models = {"moa": (evaluation.MoAEvaluationConfig, evaluation.run_moa_evaluation),
+              "retrieval": (evaluation.RetrievalConfig, evaluation.run_retrieval_evaluation),
+              "clustering": (evaluation.ClusteringConfig, evaluation.run_clustering_evaluation)}
+    model, run = models[args.evaluation]
+    overrides = list(args.overrides) + ([f"label={args.label}"] if getattr(args, "label", None) else [])
+    config = load_config(model, args.config, overrides)
+    payload = run(cellprofiler_metadata(read_table(args.table)), args.out, config)
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(_evaluation_line(args.evaluation, payload) + (f" -> {args.out}" if args.out else ""))
+    return 0
+
+
+def _evaluation_line(kind: str, payload: dict) -> str:
+    if kind == "moa":
+        parts = [f"{k.upper()} {payload[k]['accuracy']:.1%} ({payload[k]['treatments']} treatments)"
+                 for k in ("nsc", "nscb", "nscb_multi_batch_moas") if k in payload]
+        return "MoA accuracy: " + ", ".join(parts).replace("NSCB_MULTI_BATCH_MOAS", "NSCB without single-batch MoAs")
+    if kind == "retrieval":
+        parts = [f"{k} mAP {payload[k]['mean_average_precision']:.3f}, {payload[k]['fraction_retrieved']:.0%} "
+                 f"retrieved" for k in ("moa", "replicates") if k in payload]
+        return "retrieval: " + "; ".join(parts)
+    return (f"clustering by {payload['label']}: SVM {payload['svm_folds']}-fold accuracy {payload['svm_accuracy']:.1%}; "
+            + ", ".join(f"{name} V-measure {m['V-measure']:.3f}" for name, m in payload["metrics"].items()))
 
 
 def _demo(args: argparse.Namespace) -> int:

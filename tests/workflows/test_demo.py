@@ -7,7 +7,7 @@ from morphospace.runs import RunConflictError
 from morphospace.workflows.demo import DemoConfig, run_demo
 
 SMALL = {"simulate": {"plates": 1, "moas": ["Actin disruptors", "Eg5 inhibitors", "Protein synthesis"],
-                      "compounds_per_moa": 1, "concentrations": 1, "dmso_wells_per_plate": 2, "field_size": 192,
+                      "compounds_per_moa": 2, "concentrations": 1, "dmso_wells_per_plate": 2, "field_size": 192,
                       "cells_per_field": 8},
          "montage_cells": 4, "overlay_fields": 2}
 
@@ -16,10 +16,13 @@ def test_demo_report_and_rerun(tmp_path: Path):
     config = resolve_config(DemoConfig, SMALL)
     summary = run_demo(tmp_path / "demo", config, workers=1, progress=False)
     html = summary.report.read_text()
-    for heading in ("Quality control", "Segmentation against the simulated ground truth", "Crops per mechanism"):
+    for heading in ("Quality control", "Segmentation against the simulated ground truth", "Crops per mechanism",
+                    "CellProfiler profiles and mechanism of action"):
         assert heading in html
     assert html.count("<img") >= 4 and (tmp_path / "demo" / "figures" / "crops_per_moa.png").is_file()
     assert summary.n_cells > 20 and summary.nuclei_f1 > 0.9
+    assert 0 <= summary.nsc <= 1 and 0 <= summary.moa_map <= 1
+    assert (tmp_path / "demo" / "evaluation" / "moa.json").is_file()
     assert (tmp_path / "demo" / "config.yaml").is_file() and (tmp_path / "demo" / "demo.log").is_file()
     again = run_demo(tmp_path / "demo", config, workers=1, progress=False)
     assert again.n_cells == summary.n_cells and again.seconds < summary.seconds

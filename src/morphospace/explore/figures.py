@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from skimage.segmentation import find_boundaries
 
 __all__ = ["channel_colors", "composite", "montage", "crop_montage_figure", "segmentation_overlay_figure"]
 
@@ -65,7 +62,7 @@ def montage(tiles: np.ndarray, columns: int, gap: int = 2) -> np.ndarray:
 
 def crop_montage_figure(
     groups: dict[str, np.ndarray], names: Sequence[str], columns: int = 8, title: str = ""
-) -> plt.Figure:
+) -> Figure:
     """One montage row block per group (e.g. MoA): ``groups`` maps a label to crops (n, C, H, W).
 
     Intensity limits are shared across all groups (percentiles over every crop shown), so
@@ -74,7 +71,8 @@ def crop_montage_figure(
     everything = np.concatenate([g for g in groups.values() if len(g)])
     flat = np.moveaxis(everything, 1, 0).reshape(everything.shape[1], -1)
     limits = [tuple(np.percentile(channel, [1.0, 99.5])) for channel in flat]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(columns * 0.9, 1.1 * len(groups) + 0.4), squeeze=False)
+    fig = Figure(figsize=(columns * 0.9, 1.1 * len(groups) + 0.4), layout="tight")
+    axes = fig.subplots(len(groups), 1, squeeze=False)
     for ax, (label, crops) in zip(axes[:, 0], groups.items()):
         tiles = np.stack([composite(c, names, limits=limits) for c in crops]) if len(crops) else np.ones((1, 8, 8, 3))
         ax.imshow(montage(tiles, columns))
@@ -83,20 +81,19 @@ def crop_montage_figure(
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def segmentation_overlay_figure(
     image: np.ndarray, names: Sequence[str], nuclei: np.ndarray, cells: np.ndarray, title: str = ""
-) -> plt.Figure:
+) -> Figure:
     """A field's composite with cell outlines (white) and nucleus outlines (yellow)."""
     rgb = composite(image, names)
     rgb[find_boundaries(cells, mode="inner")] = (1.0, 1.0, 1.0)
     rgb[find_boundaries(nuclei, mode="inner")] = (1.0, 0.9, 0.0)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5), layout="tight")
+    ax = fig.subplots()
     ax.imshow(rgb)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     return fig

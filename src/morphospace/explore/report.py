@@ -21,8 +21,8 @@ import io
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from morphospace.io.atomic import write_text_atomic
 
@@ -60,17 +60,22 @@ class Report:
         caption_html = f"<p class='note'>{html.escape(caption)}</p>" if caption else ""
         self.blocks.append(formatted + caption_html)
 
-    def figure(self, fig: plt.Figure, name: str, caption: str | None = None, dpi: int = 110) -> None:
-        """Add a matplotlib figure (closed afterwards); ``name`` is its PNG file name stem."""
+    def figure(self, fig: Figure, name: str, caption: str | None = None, dpi: int = 110) -> None:
+        """Add a matplotlib figure; ``name`` is its PNG file name stem."""
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
-        data = buffer.getvalue()
+        self._add_png(buffer.getvalue(), name, caption)
+
+    def _add_png(self, data: bytes, name: str, caption: str | None) -> None:
         self.figures[f"{name}.png"] = data
         encoded = base64.b64encode(data).decode("ascii")
         caption_html = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self.blocks.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
                            f"{caption_html}</figure>")
+
+    def image(self, png: str | os.PathLike, name: str, caption: str | None = None) -> None:
+        """Add an existing PNG file; ``name`` is its file name stem under ``figures/``."""
+        self._add_png(Path(png).read_bytes(), name, caption)
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write ``path`` and its figures (``figures/*.png`` beside it)."""

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import zarr
 
 from morphospace.errors import StoreError
@@ -246,7 +247,7 @@ class CropStore:
     masks : zarr.Array or None
         (N, *crop_shape) labels, see :data:`MASK_ENCODING`.
     cells : pandas.DataFrame
-        One row per crop, ``Metadata_*`` columns.
+        One row per crop, ``Metadata_*`` columns (read on first access).
     info : dict
         The content of ``store.json``.
     """
@@ -269,11 +270,22 @@ class CropStore:
             )
         self.images = self._open_array("images.zarr")
         self.masks = self._open_array("masks.zarr") if (self.path / "masks.zarr").exists() else None
+        self._cells: pd.DataFrame | None = None
         try:
-            self.cells = pd.read_parquet(self.path / "cells.parquet")
+            self._n_rows = pq.read_metadata(self.path / "cells.parquet").num_rows
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.path / 'cells.parquet'}: unreadable cell table ({exc})") from None
         self._check_consistency()
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """The cell table, read on first use."""
+        if self._cells is None:
+            try:
+                self._cells = pd.read_parquet(self.path / "cells.parquet")
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"{self.path / 'cells.parquet'}: unreadable cell table ({exc})") from None
+        return self._cells
 
     def _open_array(self, name: str) -> zarr.Array:
         try:
@@ -283,9 +295,9 @@ class CropStore:
 
     def _check_consistency(self) -> None:
         n = self.images.shape[0]
-        if len(self.cells) != n or self.info.get("n_cells") != n:
+        if self._n_rows != n or self.info.get("n_cells") != n:
             raise StoreError(
-                f"{self.path}: inconsistent store: {n} crops, {len(self.cells)} table rows, "
+                f"{self.path}: inconsistent store: {n} crops, {self._n_rows} table rows, "
                 f"store.json says {self.info.get('n_cells')}"
             )
         if self.images.shape[1] != len(self.channels):

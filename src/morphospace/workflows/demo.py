@@ -1,5 +1,6 @@
 """``demo``: the study on a simulated screen — simulate, prepare, check segmentation against the
-ground truth, and write ``report.html``.
+ground truth, measure CellProfiler features, build profiles, score MoA accuracy (NSC) and retrieval
+(mAP), and write ``report.html``.
 
 Steps already done in the output folder (same config) are reused, so a second run only rebuilds
 the report.
@@ -13,20 +14,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pydantic
 import tifffile
+from matplotlib.figure import Figure
 
 from morphospace.config import Config
 from morphospace.evaluate.segmentation import pooled_scores, segmentation_scores
+from morphospace.features.cellprofiler import FeaturesConfig
+from morphospace.features.profiles import ProfilesConfig
 from morphospace.explore.figures import crop_montage_figure, segmentation_overlay_figure
 from morphospace.explore.report import Report
 from morphospace.io.store import CropStore
 from morphospace.runs import log_to_file, open_run_directory
 from morphospace.simulate import SimulateConfig, simulate_screen
+from morphospace.workflows.evaluation import (
+    MoAEvaluationConfig, RetrievalConfig, run_moa_evaluation, run_retrieval_evaluation,
+)
 from morphospace.workflows.prepare import PrepareConfig, prepare
+from morphospace.workflows.profiling import extract_features, make_profiles
 
 __all__ = ["DemoConfig", "DemoSummary", "run_demo", "score_segmentation"]
 
@@ -42,6 +49,10 @@ class DemoConfig(Config):
 
     simulate: SimulateConfig = pydantic.Field(default_factory=_demo_screen)
     prepare: PrepareConfig = pydantic.Field(default_factory=PrepareConfig)
+    features: FeaturesConfig = pydantic.Field(default_factory=FeaturesConfig)
+    profiles: ProfilesConfig = pydantic.Field(default_factory=ProfilesConfig)
+    moa: MoAEvaluationConfig = pydantic.Field(default_factory=MoAEvaluationConfig)
+    retrieval: RetrievalConfig = pydantic.Field(default_factory=lambda: RetrievalConfig(null_size=2000))
     montage_cells: int = pydantic.Field(8, ge=1, le=32, description="crops shown per MoA")
     overlay_fields: int = pydantic.Field(3, ge=0, le=12, description="fields shown with segmentation outlines")
 
@@ -56,11 +67,14 @@ class DemoSummary:
     n_cells: int
     nuclei_f1: float
     cells_f1: float
+    nsc: float
+    moa_map: float
     seconds: float
 
     def line(self) -> str:
         return (f"demo: {self.n_cells} cells from {self.n_fields} simulated fields; segmentation F1 at IoU 0.5 "
-                f"nuclei {self.nuclei_f1:.3f}, cells {self.cells_f1:.3f}; {self.seconds:.0f} s -> {self.report}")
+                f"nuclei {self.nuclei_f1:.3f}, cells {self.cells_f1:.3f}; CellProfiler profiles NSC "
+                f"{self.nsc:.1%}, same-MoA mAP {self.moa_map:.3f}; {self.seconds:.0f} s -> {self.report}")
 
 
 def score_segmentation(truth_dir: Path, labels_dir: Path, field_ids: list[str], kind: str) -> pd.DataFrame:
@@ -105,17 +119,34 @@ def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, star
               for kind in ("nuclei", "cells")}
     for kind, frame in scores.items():
         frame.to_csv(out / f"segmentation_{kind}.csv", index=False)
-    report_path = _write_report(out, config, store, manifest, scores)
+    evaluations = _profile_and_evaluate(out, config, workers, progress)
+    report_path = _write_report(out, config, store, manifest, scores, evaluations)
     logger.info("report written to %s", report_path)
     return DemoSummary(
         out=out, report=report_path, n_fields=len(manifest), n_cells=len(store),
         nuclei_f1=pooled_scores(scores["nuclei"])["f1_pooled"], cells_f1=pooled_scores(scores["cells"])["f1_pooled"],
+        nsc=evaluations["moa"]["nsc"]["accuracy"],
+        moa_map=evaluations["retrieval"].get("moa", {}).get("mean_average_precision", float("nan")),
         seconds=time.perf_counter() - start,
     )
 
 
+def _profile_and_evaluate(out: Path, config: DemoConfig, workers: int, progress: bool) -> dict:
+    """CellProfiler features of every crop, well profiles, and their MoA and retrieval scores."""
+    features, profiles = out / "features" / "cells.parquet", out / "features" / "profiles.parquet"
+    if not features.is_file():
+        logger.info("measuring CellProfiler features into %s", features)
+        extract_features(out / "store", features, config.features, workers=workers, progress=progress)
+    if not profiles.is_file():
+        make_profiles(features, profiles, config.profiles)
+    table = pd.read_parquet(profiles)
+    evaluation = out / "evaluation"
+    return {"moa": run_moa_evaluation(table, evaluation, config.moa),
+            "retrieval": run_retrieval_evaluation(table, evaluation, config.retrieval)}
+
+
 def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.DataFrame,
-                  scores: dict[str, pd.DataFrame]) -> Path:
+                  scores: dict[str, pd.DataFrame], evaluations: dict) -> Path:
     report = Report("morphospace demo: a simulated BBBC021-like screen")
     truth_cells = pd.read_parquet(out / "screen" / "truth" / "cells.parquet")
     qc = pd.read_csv(out / "store" / "qc.csv")
@@ -128,7 +159,29 @@ def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.
     _qc_section(report, qc)
     _segmentation_section(report, out, store, manifest, scores, config.overlay_fields)
     _crops_section(report, store, config.montage_cells, config.simulate.seed)
+    _profiles_section(report, out, config, evaluations)
     return report.write(out / "report.html")
+
+
+def _profiles_section(report: Report, out: Path, config: DemoConfig, evaluations: dict) -> None:
+    moa, retrieval = evaluations["moa"], evaluations["retrieval"]
+    report.section("CellProfiler profiles and mechanism of action", (
+        f"{config.features.feature_set} CellProfiler feature set per cell (cp_measure), median per well, "
+        f"{config.profiles.normalize.method} against DMSO wells per plate; treatment profile = "
+        f"{config.moa.operation} of wells."))
+    rows = [{"evaluation": k, **{f: moa[k][f] for f in ("accuracy", "compound_accuracy", "treatments")}}
+            for k in ("nsc", "nscb", "nscb_multi_batch_moas") if k in moa]
+    report.table(pd.DataFrame(rows), caption=moa["convention"] + (f". {moa['nscb_note']}" if "nscb_note" in moa else ""))
+    per_moa = pd.DataFrame(moa["per_moa"]["nsc"]).T.rename_axis("MoA").reset_index()
+    report.table(per_moa, caption="NSC per MoA")
+    confusion = out / "evaluation" / "figures" / "moa_confusion_nsc.png"
+    report.image(confusion, "moa_confusion_nsc", "NSC confusion matrix: true vs predicted MoA of each treatment")
+    rows = [{"retrieval": k, **retrieval[k]} for k in ("moa", "replicates") if k in retrieval]
+    notes = "; ".join(f"{k}: {v}" for k, v in retrieval.get("notes", {}).items())
+    if rows:
+        report.table(pd.DataFrame(rows), caption=retrieval["convention"] + (f". {notes}" if notes else ""))
+    elif notes:
+        report.text(notes, note=True)
 
 
 def _qc_section(report: Report, qc: pd.DataFrame) -> None:
@@ -140,14 +193,14 @@ def _qc_section(report: Report, qc: pd.DataFrame) -> None:
         report.table(failed, caption="Skipped fields and why")
     focus_columns = [c for c in qc.columns if c.startswith("focus_")]
     if focus_columns:
-        fig, axes = plt.subplots(1, len(focus_columns), figsize=(3.2 * len(focus_columns), 2.6), squeeze=False)
+        fig = Figure(figsize=(3.2 * len(focus_columns), 2.6), layout="tight")
+        axes = fig.subplots(1, len(focus_columns), squeeze=False)
         for ax, column in zip(axes[0], focus_columns):
             for plate, group in qc.groupby("Metadata_Plate"):
                 ax.hist(group[column].dropna(), bins=20, alpha=0.6, label=str(plate))
             ax.set_xlabel(f"{column.removeprefix('focus_')} power log-log slope")
         axes[0, 0].set_ylabel("fields")
         axes[0, -1].legend(fontsize=7)
-        fig.tight_layout()
         report.figure(fig, "qc_focus", "Focus score per field and plate (steeper, i.e. more negative, is blurrier)")
 
 

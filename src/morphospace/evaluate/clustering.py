@@ -1,0 +1,174 @@
+"""How well embeddings or profiles group by a label: SVM cross-validation, K-means and
+agglomerative clustering scored with homogeneity, completeness, V-measure, Davies-Bouldin and
+silhouette (the whole-image thesis, Table 6.1), plus dendrogram and 2-D scatter figures.
+
+Conventions: features are standardised (z-score per feature) before everything; the SVM (RBF
+kernel) is scored by stratified k-fold accuracy; K-means uses Euclidean distance with k = number of
+labels and k = 2; agglomerative clustering uses cosine distance with average linkage and k =
+number of labels. Davies-Bouldin and silhouette are computed in the space the clustering used
+(Euclidean for K-means, cosine silhouette for agglomerative).
+
+Examples
+--------
+>>> import numpy as np, pandas as pd
+>>> rng = np.random.default_rng(0)
+>>> x = np.concatenate([rng.normal(0, 1, (20, 3)), rng.normal(8, 1, (20, 3))])
+>>> table = pd.DataFrame(x, columns=["a", "b", "c"]).assign(Metadata_Group=["g1"] * 20 + ["g2"] * 20)
+>>> result = evaluate_clustering(table, "Metadata_Group")
+>>> result.svm_accuracy, round(float(result.metrics.loc["V-measure", "K-means (k=2)"]), 3)
+(1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy.cluster.hierarchy import dendrogram, linkage
+from sklearn import metrics
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.decomposition import PCA
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from morphospace.errors import InputError
+from morphospace.features.cellprofiler import feature_columns
+
+__all__ = ["ClusteringResult", "evaluate_clustering", "dendrogram_figure", "scatter_figure"]
+
+
+@dataclass
+class ClusteringResult:
+    """SVM accuracy and the metric table (rows: metrics, columns: clusterings)."""
+
+    label_column: str
+    n_labels: int
+    svm_accuracy: float
+    svm_accuracy_std: float
+    svm_folds: int
+    metrics: pd.DataFrame
+    assignments: pd.DataFrame
+
+    def summary(self) -> dict:
+        return {"label": self.label_column, "labels": self.n_labels, "svm_accuracy": self.svm_accuracy,
+                "svm_accuracy_std": self.svm_accuracy_std, "svm_folds": self.svm_folds,
+                "metrics": {c: self.metrics[c].to_dict() for c in self.metrics.columns}}
+
+
+def _matrix(table: pd.DataFrame, label_column: str, pca_components: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if label_column not in table.columns:
+        raise InputError(f"label column {label_column!r} is not in the table")
+    rows = table[table[label_column].notna()]
+    features = feature_columns(rows)
+    if not features:
+        raise InputError("the table has no numeric feature columns")
+    x = rows[features].to_numpy(dtype=float)
+    if not np.isfinite(x).all():
+        raise InputError("features contain NaN or infinite values; select or impute them first")
+    x = StandardScaler().fit_transform(x)
+    if pca_components:
+        x = PCA(min(pca_components, *x.shape), random_state=0).fit_transform(x)
+    return x, rows[label_column].astype(str).to_numpy()
+
+
+def _scores(x: np.ndarray, labels: np.ndarray, clusters: np.ndarray, metric: str) -> dict[str, float]:
+    sizes = np.bincount(clusters)
+    scores = {f"Cluster {i + 1} size": float(s) for i, s in enumerate(sizes)}
+    valid = 1 < len(sizes) < len(x)
+    scores |= {
+        "Homogeneity": metrics.homogeneity_score(labels, clusters),
+        "Completeness": metrics.completeness_score(labels, clusters),
+        "V-measure": metrics.v_measure_score(labels, clusters),
+        "Davies-Bouldin": metrics.davies_bouldin_score(x, clusters) if valid else np.nan,
+        "Silhouette": metrics.silhouette_score(x, clusters, metric=metric) if valid else np.nan,
+    }
+    return scores
+
+
+def evaluate_clustering(
+    table: pd.DataFrame, label_column: str, folds: int = 5, seed: int = 0, pca_components: int | None = None
+) -> ClusteringResult:
+    """Score how well the numeric features of ``table`` separate the values of ``label_column``.
+
+    Rows with a missing label are ignored. ``pca_components`` reduces the standardised features
+    first (the thesis clusters on 2 principal components). Raises InputError for fewer than two
+    labels, NaN features or a missing column.
+    """
+    x, labels = _matrix(table, label_column, pca_components)
+    names, counts = np.unique(labels, return_counts=True)
+    if len(names) < 2:
+        raise InputError(f"{label_column!r} needs at least two distinct values, found {list(names)}")
+    n_folds = int(min(folds, counts.min()))
+    if n_folds >= 2:
+        splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+        accuracy = cross_val_score(make_pipeline(StandardScaler(), SVC()), x, labels, cv=splitter)
+    else:
+        accuracy = np.array([np.nan])
+    clusterings = {
+        f"K-means (k={len(names)})": (KMeans(len(names), n_init=10, random_state=seed).fit_predict(x), "euclidean"),
+        "K-means (k=2)": (KMeans(2, n_init=10, random_state=seed).fit_predict(x), "euclidean"),
+        f"Agglomerative cosine (k={len(names)})": (
+            AgglomerativeClustering(len(names), metric="cosine", linkage="average").fit_predict(x), "cosine"),
+    }
+    table_rows = {name: _scores(x, labels, clusters, metric) for name, (clusters, metric) in clusterings.items()}
+    metric_table = pd.DataFrame(table_rows)
+    order = [*[r for r in metric_table.index if r.startswith("Cluster")],
+             "Homogeneity", "Completeness", "V-measure", "Davies-Bouldin", "Silhouette"]
+    assignments = pd.DataFrame({"label": labels, **{name: c for name, (c, _) in clusterings.items()}})
+    return ClusteringResult(label_column, len(names), float(np.mean(accuracy)), float(np.std(accuracy)), n_folds,
+                            metric_table.loc[order], assignments)
+
+
+def dendrogram_figure(table: pd.DataFrame, label_column: str, max_leaves: int = 150, seed: int = 0) -> Figure:
+    """Average-linkage cosine dendrogram of (up to ``max_leaves`` sampled) rows, leaves coloured by label."""
+    rows = table[table[label_column].notna()]
+    if len(rows) > max_leaves:
+        rows = rows.sample(max_leaves, random_state=seed)
+    x, labels = _matrix(rows, label_column, None)
+    tree = linkage(x, method="average", metric="cosine")
+    fig = Figure(figsize=(max(6, len(rows) * 0.09), 4.5), layout="tight")
+    ax = fig.subplots()
+    dendrogram(tree, ax=ax, labels=labels, leaf_font_size=6, color_threshold=0, above_threshold_color="0.4")
+    palette = _palette(sorted(set(labels)))
+    for tick in ax.get_xticklabels():
+        tick.set_color(palette[tick.get_text()])
+    ax.set_ylabel("cosine distance")
+    ax.set_title(f"Agglomerative clustering (average linkage), leaves coloured by {label_column}", fontsize=9)
+    return fig
+
+
+def scatter_figure(table: pd.DataFrame, label_column: str, method: str = "pca", seed: int = 0) -> Figure:
+    """2-D scatter of the standardised features by PCA (or UMAP when ``umap-learn`` is installed
+    and ``method="umap"``), coloured by label."""
+    x, labels = _matrix(table, label_column, None)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise InputError("UMAP needs the optional package umap-learn (pip install umap-learn)") from None
+        xy = umap.UMAP(random_state=seed).fit_transform(x)
+        axis = "UMAP"
+    else:
+        pca = PCA(2, random_state=seed).fit(x)
+        xy = pca.transform(x)
+        axis = "PC"
+    palette = _palette(sorted(set(labels)))
+    fig = Figure(figsize=(6.5, 5), layout="tight")
+    ax = fig.subplots()
+    for name in sorted(set(labels)):
+        chosen = labels == name
+        ax.scatter(xy[chosen, 0], xy[chosen, 1], s=12, color=palette[name], label=name, alpha=0.8)
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.legend(fontsize=6, markerscale=0.8, loc="best", ncols=2)
+    return fig
+
+
+def _palette(names: list[str]) -> dict[str, tuple]:
+    colors = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(len(names), 2)))
+    return {name: tuple(colors[i]) for i, name in enumerate(names)}

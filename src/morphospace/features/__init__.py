@@ -1,0 +1,1 @@
+"""CellProfiler measurements and profiles: aggregation, normalisation, feature selection, sphering."""

@@ -1,0 +1,201 @@
+"""``evaluate moa | retrieval | clustering``: score a profile or embedding table and write the
+numbers (JSON, CSV) and figures (PNG) into an output folder.
+
+Every JSON names its convention, so a number is never separated from how it was computed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pydantic
+from matplotlib.figure import Figure
+
+from morphospace.config import Config
+from morphospace.evaluate.clustering import dendrogram_figure, evaluate_clustering, scatter_figure
+from morphospace.evaluate.moa import COMPOUND, MOA, confusion_table, evaluate_moa, treatment_profiles
+from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
+from morphospace.io.atomic import write_text_atomic
+
+__all__ = [
+    "MoAEvaluationConfig",
+    "RetrievalConfig",
+    "ClusteringConfig",
+    "run_moa_evaluation",
+    "run_retrieval_evaluation",
+    "run_clustering_evaluation",
+    "confusion_figure",
+]
+
+logger = logging.getLogger(__name__)
+
+MOA_CONVENTION = (
+    "1-nearest-neighbour by cosine over treatment profiles ({operation} of rows per {treatment}); control "
+    "'{control}' is neither query nor neighbour; NSC excludes neighbours of the same compound, NSCB also of a "
+    "shared batch (Metadata_Batch); 'accuracy' pools treatments, 'compound_accuracy' averages per-compound "
+    "accuracies; nscb_multi_batch_moas drops MoAs whose treatments lie in one batch (BBBC021's 92-treatment "
+    "convention), nscb keeps all (103)"
+)
+
+
+class MoAEvaluationConfig(Config):
+    """Treatment profiles and the MoA protocol."""
+
+    operation: Literal["mean", "median"] = "mean"
+    treatment: list[str] = ["Metadata_Compound", "Metadata_Concentration"]
+    control: str = "DMSO"
+
+
+class RetrievalConfig(Config):
+    """copairs mAP settings."""
+
+    operation: Literal["mean", "median"] = "mean"
+    treatment: list[str] = ["Metadata_Compound", "Metadata_Concentration"]
+    control: str = "DMSO"
+    null_size: int = pydantic.Field(10000, ge=100)
+    threshold: float = pydantic.Field(0.05, gt=0, lt=1)
+    seed: int = 0
+
+
+class ClusteringConfig(Config):
+    """Clustering evaluation settings."""
+
+    label: str = "Metadata_MoA"
+    folds: int = pydantic.Field(5, ge=2)
+    seed: int = 0
+    pca_components: int | None = pydantic.Field(None, ge=2)
+    scatter: Literal["pca", "umap"] = "pca"
+    exclude_control: bool = pydantic.Field(True, description="drop rows whose label equals 'control'")
+    control: str = "DMSO"
+
+
+def _write_json(out_dir: Path, name: str, payload: dict[str, Any]) -> None:
+    write_text_atomic(out_dir / name, json.dumps(payload, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    return str(value)
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
+    """Heat map of a true x predicted MoA count table."""
+    size = 2.5 + 0.45 * len(confusion)
+    fig = Figure(figsize=(size + 1.5, size), layout="tight")
+    ax = fig.subplots()
+    image = ax.imshow(confusion.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(confusion.columns)), confusion.columns, rotation=75, ha="right", fontsize=7)
+    ax.set_yticks(range(len(confusion.index)), confusion.index, fontsize=7)
+    for (i, j), count in np.ndenumerate(confusion.to_numpy()):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                    color="white" if count > confusion.to_numpy().max() / 2 else "black")
+    ax.set_xlabel("predicted MoA")
+    ax.set_ylabel("true MoA")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    return fig
+
+
+def run_moa_evaluation(
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: MoAEvaluationConfig | None = None
+) -> dict[str, Any]:
+    """NSC / NSCB of a profile table (wells or cells); returns the JSON-ready result and, with
+    ``out_dir``, writes ``moa.json``, ``moa_predictions.csv``, ``moa_per_moa.csv`` and
+    ``figures/moa_confusion_<convention>.png``."""
+    config = config or MoAEvaluationConfig()
+    profiles = treatment_profiles(table, config.treatment, config.operation)
+    results = evaluate_moa(profiles, control=config.control)
+    payload: dict[str, Any] = {
+        "convention": MOA_CONVENTION.format(operation=config.operation, treatment=" + ".join(config.treatment),
+                                            control=config.control),
+        "config": config.to_dict(),
+        **{name: result.summary() for name, result in results.items()},
+        "per_moa": {name: result.per_moa().set_index(MOA).to_dict(orient="index") for name, result in results.items()},
+    }
+    if "nscb" not in results:
+        payload["nscb_note"] = "not computed: no batches, or no treatment has a neighbour outside its batches"
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        _write_json(out_dir, "moa.json", payload)
+        predictions = pd.concat([r.predictions.assign(evaluation=name) for name, r in results.items()])
+        predictions.to_csv(out_dir / "moa_predictions.csv", index=False)
+        per_moa = pd.concat([r.per_moa().assign(evaluation=name) for name, r in results.items()])
+        per_moa.to_csv(out_dir / "moa_per_moa.csv", index=False)
+        for name, result in results.items():
+            fig = confusion_figure(confusion_table(result), f"{result.convention}: accuracy {result.accuracy:.1%}")
+            _save_figure(fig, out_dir / "figures" / f"moa_confusion_{name}.png")
+    return payload
+
+
+def run_retrieval_evaluation(
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: RetrievalConfig | None = None
+) -> dict[str, Any]:
+    """Same-MoA mAP over treatment profiles and replicate-vs-control mAP over the rows (wells) of
+    ``table``; with ``out_dir`` writes ``retrieval.json`` and per-group CSVs."""
+    config = config or RetrievalConfig()
+    profiles = treatment_profiles(table, config.treatment, config.operation)
+    common = dict(control=config.control, null_size=config.null_size, threshold=config.threshold, seed=config.seed)
+    results, notes = {}, {}
+    moa_pairs = profiles[profiles[MOA].notna() & (profiles[COMPOUND] != config.control)]
+    if moa_pairs.groupby(MOA)[COMPOUND].nunique().max() > 1:
+        results["moa"] = moa_retrieval(profiles, **common)
+    else:
+        notes["moa"] = "not computed: no MoA has two compounds"
+    treated = table[table[COMPOUND] != config.control]
+    if (treated.groupby(config.treatment).size() > 1).any():
+        results["replicates"] = replicate_retrieval(table, tuple(config.treatment), **common)
+    else:
+        notes["replicates"] = "not computed: no treatment has replicate rows"
+    payload = {
+        "convention": (f"copairs mAP, cosine similarity; p-values from a {config.null_size}-draw null, "
+                       f"Benjamini-Hochberg corrected; retrieved = corrected p < {config.threshold}"),
+        "config": config.to_dict(),
+        **{name: result.summary() for name, result in results.items()},
+        **({"notes": notes} if notes else {}),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        _write_json(out_dir, "retrieval.json", payload)
+        for name, result in results.items():
+            result.per_group.to_csv(out_dir / f"retrieval_{name}.csv", index=False)
+    return payload
+
+
+def run_clustering_evaluation(
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: ClusteringConfig | None = None
+) -> dict[str, Any]:
+    """SVM cross-validation and clustering metrics of ``table`` by ``config.label``; with
+    ``out_dir`` writes ``clustering.json``, ``clustering_metrics.csv`` and dendrogram / scatter PNGs."""
+    config = config or ClusteringConfig()
+    if config.exclude_control and config.label in table.columns:
+        table = table[table[config.label] != config.control]
+    result = evaluate_clustering(table, config.label, config.folds, config.seed, config.pca_components)
+    payload = {
+        "convention": ("features z-scored; SVM (RBF) stratified k-fold accuracy; K-means (Euclidean) with k = "
+                       "number of labels and k = 2; agglomerative (cosine, average linkage) with k = number of "
+                       "labels; homogeneity/completeness/V-measure against the labels; Davies-Bouldin and "
+                       "silhouette in the clustering's metric"),
+        "config": config.to_dict(),
+        **result.summary(),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        _write_json(out_dir, "clustering.json", payload)
+        result.metrics.rename_axis("metric").reset_index().to_csv(out_dir / "clustering_metrics.csv", index=False)
+        _save_figure(dendrogram_figure(table, config.label, seed=config.seed), out_dir / "figures" / "dendrogram.png")
+        _save_figure(scatter_figure(table, config.label, config.scatter, config.seed),
+                     out_dir / "figures" / f"scatter_{config.scatter}.png")
+    return payload

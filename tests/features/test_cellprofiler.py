@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import disk
+
+from morphospace.errors import InputError
+from morphospace.features.cellprofiler import FeaturesConfig, masks_by_segmentation, measure_crops
+from morphospace.io.store import CropStore, CropStoreWriter
+from morphospace.workflows.profiling import extract_features
+
+
+def _crops(n=4, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.1, 0.9, (n, 2, size, size)).astype(np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        masks[i][disk((size // 2, size // 2), 10 + i % 3, shape=(size, size))] = 2
+        masks[i][disk((size // 2, size // 2), 5, shape=(size, size))] = 1
+    return images, masks
+
+
+def test_hand_computed_values():
+    images, masks = _crops(1)
+    images[:] = 0.5
+    images[0, 1] = np.linspace(0, 1, 32)[None, :]
+    table = measure_crops(images, masks, ["DNA", "Actin"])
+    nucleus, cell = int((masks[0] == 1).sum()), int((masks[0] > 0).sum())
+    assert table.loc[0, "Nuclei_AreaShape_Area"] == nucleus
+    assert table.loc[0, "Cells_AreaShape_Area"] == cell
+    assert table.loc[0, "Cytoplasm_AreaShape_Area"] == cell - nucleus
+    assert table.loc[0, "Cells_Intensity_MeanIntensity_DNA"] == pytest.approx(0.5)
+    assert table.loc[0, "Nuclei_Intensity_IntegratedIntensity_DNA"] == pytest.approx(0.5 * nucleus)
+    assert table.loc[0, "Cells_Intensity_MeanIntensity_Actin"] == pytest.approx(
+        images[0, 1][masks[0] > 0].mean(), rel=1e-5)
+
+
+def test_names_follow_object_measurement_channel_and_skip_positions():
+    images, masks = _crops()
+    columns = measure_crops(images, masks, ["DNA", "Actin"], "full").columns
+    assert all(c.split("_")[0] in {"Nuclei", "Cells", "Cytoplasm"} for c in columns)
+    assert "Cells_Correlation_Pearson_DNA_Actin" in columns
+    assert "Cytoplasm_Texture_Contrast_3_00_256_Actin" in columns
+    assert "Nuclei_Granularity_1_DNA" in columns and "Cells_AreaShape_Zernike_0_0" in columns
+    assert not [c for c in columns if "Center_" in c or "Location_" in c or "SpatialMoment" in c]
+
+
+@pytest.mark.parametrize("feature_set", ["fast", "full"])
+def test_batched_mosaic_equals_one_crop_at_a_time(feature_set):
+    images, masks = _crops(5)
+    together = measure_crops(images, masks, ["DNA", "Actin"], feature_set)
+    one_by_one = pd.concat([measure_crops(images[i:i + 1], masks[i:i + 1], ["DNA", "Actin"], feature_set)
+                            for i in range(5)], ignore_index=True)
+    pd.testing.assert_frame_equal(together, one_by_one[together.columns], rtol=1e-4, atol=1e-9)  # float32 sums
+
+
+def test_absent_object_gives_nan_not_a_shifted_row():
+    images, masks = _crops(3)
+    masks[1][masks[1] == 2] = 1  # crop 1 has no cytoplasm
+    table = measure_crops(images, masks, ["DNA", "Actin"])
+    assert np.isnan(table.loc[1, "Cytoplasm_AreaShape_Area"])
+    assert table.loc[2, "Cytoplasm_AreaShape_Area"] == int((masks[2] == 2).sum())
+
+
+def test_masks_by_segmentation_keeps_the_central_cell():
+    size = 48
+    image = np.zeros((1, 2, size, size), np.float32)
+    image[0, 0][disk((24, 24), 6)] = 1.0
+    image[0, 0][disk((6, 6), 5)] = 1.0
+    image[0, 1][disk((24, 24), 14)] = 0.5
+    masks = masks_by_segmentation(image, ["DNA", "Actin"], "DNA", ["Actin"])
+    assert masks[0, 24, 24] == 1 and masks[0, 6, 6] == 0 and masks[0, 24, 36] == 2
+
+
+@pytest.fixture()
+def masked_store(tmp_path: Path) -> Path:
+    images, masks = _crops(10)
+    table = pd.DataFrame({"Metadata_Plate": ["P1"] * 10, "Metadata_Well": [f"W{i % 2}" for i in range(10)]})
+    with CropStoreWriter(tmp_path / "store", ["DNA", "Actin"], (32, 32), "uint16", with_masks=True) as writer:
+        writer.append(images * 60000, table, masks)
+    return tmp_path / "store"
+
+
+def test_extract_features_table_and_report(masked_store: Path, tmp_path: Path):
+    config = FeaturesConfig(chunk_cells=4, objects=["Nuclei", "Cells"])
+    summary = extract_features(masked_store, tmp_path / "cells.parquet", config, progress=False)
+    table = pd.read_parquet(tmp_path / "cells.parquet")
+    assert len(table) == 10 and table["Metadata_StoreIndex"].tolist() == list(range(10))
+    assert list(table.columns[:3]) == ["Metadata_Plate", "Metadata_Well", "Metadata_StoreIndex"]
+    assert not [c for c in table.columns if c.startswith("Cytoplasm_")]
+    report = pd.read_json(tmp_path / "cells.parquet.json", typ="series")
+    assert report["intensity_scale"] == [65535.0, 65535.0]
+    assert summary.nan_features == report["nan_features"]
+    assert table["Cells_Intensity_MeanIntensity_DNA"].between(0, 1).all()
+
+
+def test_extract_features_without_masks_segments_crops(masked_store: Path, tmp_path: Path):
+    store = CropStore(masked_store)
+    images = store.read(slice(None))
+    images[:, 0] = 0
+    images[:, 0, 10:22, 10:22] = 40000
+    with CropStoreWriter(tmp_path / "plain", store.channels, (32, 32), "uint16") as writer:
+        writer.append(images, store.cells)
+    extract_features(tmp_path / "plain", tmp_path / "cells.parquet", progress=False)
+    table = pd.read_parquet(tmp_path / "cells.parquet")
+    assert ((table["Nuclei_AreaShape_Area"] - 144).abs() < 0.25 * 144).all()  # a 12 x 12 px bright square
+
+
+def test_extract_features_errors(masked_store: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="'channels' names \\['Tubulin'\\]"):
+        extract_features(masked_store, tmp_path / "x.parquet", FeaturesConfig(channels=["Tubulin"]), progress=False)
+    (tmp_path / "x.parquet").write_text("")
+    with pytest.raises(FileExistsError):
+        extract_features(masked_store, tmp_path / "x.parquet", progress=False)

@@ -1,0 +1,108 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from morphospace.config import resolve_config
+from morphospace.errors import InputError
+from morphospace.features.profiles import (
+    FeatureSelectConfig, ProfilesConfig, aggregate_profiles, build_profiles, exclude_features, log_transform,
+    normalize_profiles, select_features, sphere_profiles,
+)
+
+
+def _wells(seed=0, plates=("P1", "P2"), per_plate=12):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, plate in enumerate(plates):
+        for w in range(per_plate):
+            compound = "DMSO" if w < per_plate // 2 else f"c{w % 3}"
+            rows.append({"Metadata_Plate": plate, "Metadata_Well": f"W{w:02d}", "Metadata_Batch": f"B{p}",
+                         "Metadata_Compound": compound,
+                         "f1": rng.normal(10 * (p + 1), 2), "f2": rng.normal(5, 1) + (w % 3) * (compound != "DMSO"),
+                         "f3": rng.normal(0, 1)})
+    return pd.DataFrame(rows)
+
+
+def test_aggregate_median_counts_and_constant_metadata():
+    cells = pd.DataFrame({"Metadata_Plate": ["P"] * 5, "Metadata_Well": ["A", "A", "A", "B", "B"],
+                          "Metadata_Compound": ["x", "x", "x", "y", "y"], "Metadata_Cell": [1, 2, 3, 1, 2],
+                          "f": [1.0, 2.0, 10.0, 4.0, 6.0]})
+    wells = aggregate_profiles(cells, ["Metadata_Plate", "Metadata_Well"], "median")
+    assert wells["f"].tolist() == [2.0, 5.0]
+    assert wells["Metadata_ObjectCount"].tolist() == [3, 2]
+    assert "Metadata_Compound" in wells and "Metadata_Cell" not in wells
+
+
+def test_standardize_against_controls_per_plate():
+    wells = _wells()
+    normalized = normalize_profiles(wells, "standardize", by="Metadata_Plate")  # pycytominer, per plate
+    controls = normalized[wells["Metadata_Compound"] == "DMSO"]
+    means = controls.groupby("Metadata_Plate")[["f1", "f2", "f3"]].mean()
+    stds = controls.groupby("Metadata_Plate")[["f1", "f2", "f3"]].std(ddof=0)
+    np.testing.assert_allclose(means.to_numpy(), 0, atol=1e-9)
+    np.testing.assert_allclose(stds.to_numpy(), 1, atol=1e-9)
+    robust = normalize_profiles(wells, "mad_robustize", by="Metadata_Plate")
+    medians = robust[wells["Metadata_Compound"] == "DMSO"].groupby("Metadata_Plate")[["f1"]].median()
+    np.testing.assert_allclose(medians.to_numpy(), 0, atol=1e-9)
+
+
+def test_groups_without_controls_are_an_error():
+    wells = _wells()
+    wells.loc[(wells["Metadata_Plate"] == "P2") & (wells["Metadata_Compound"] == "DMSO"), "Metadata_Compound"] = "c9"
+    with pytest.raises(InputError, match="Metadata_Plate='P2' has no control rows"):
+        normalize_profiles(wells)
+    with pytest.raises(InputError, match="control query"):
+        normalize_profiles(_wells(), control="Metadata_Nope == 1")
+
+
+def test_feature_selection_drops_constant_and_correlated():
+    wells = _wells()
+    wells["f_copy"] = wells["f1"] * 2 + 1
+    wells["f_constant"] = 3.0
+    selected = select_features(wells, FeatureSelectConfig())
+    kept = [c for c in selected.columns if not c.startswith("Metadata_")]
+    assert "f_constant" not in kept and not {"f1", "f_copy"} <= set(kept) and "f3" in kept
+    blocked = select_features(wells, FeatureSelectConfig(operations=["blocklist"], blocklist=["f3"]))
+    assert "f3" not in blocked and "f1" in blocked
+
+
+def test_pooled_standardisation_hand_computed():
+    wells = pd.DataFrame({"Metadata_Plate": ["P1"] * 3 + ["P2"] * 3,
+                          "Metadata_Compound": ["DMSO", "DMSO", "x", "DMSO", "DMSO", "x"],
+                          "f": [1.0, 3.0, 6.0, 11.0, 13.0, 10.0]})
+    out = normalize_profiles(wells, "standardize_pooled")
+    # centred controls: -1, 1, -1, 1 -> pooled std (ddof 1) = sqrt(4/3)
+    np.testing.assert_allclose(out["f"], np.array([-1, 1, 4, -1, 1, -2]) / np.sqrt(4 / 3))
+
+
+def test_log_and_exclusion():
+    table = pd.DataFrame({"Metadata_Plate": ["P"] * 3, "pos": [1.0, np.e, np.e**2], "mixed": [-1.0, 0.0, 2.0],
+                          "Cells_Location_Center_X": [1.0, 2.0, 3.0]})
+    logged = log_transform(table)
+    np.testing.assert_allclose(logged["pos"], [0, 1, 2])
+    assert logged["mixed"].tolist() == [-1.0, 0.0, 2.0]
+    assert "Cells_Location_Center_X" not in exclude_features(table, ["Location"])
+
+
+@pytest.mark.parametrize("method", ["ZCA", "PCA"])
+def test_sphering_whitens_controls_even_when_rank_deficient(method):
+    wells = _wells(per_plate=40)
+    wells["f4"] = wells["f1"] + wells["f3"]  # linearly dependent: the control covariance is singular
+    sphered = sphere_profiles(wells, method=method, shrinkage=0.0001)
+    features = [c for c in sphered.columns if not c.startswith("Metadata_")]
+    controls = sphered.loc[wells["Metadata_Compound"] == "DMSO", features].to_numpy()
+    covariance = np.cov(controls, rowvar=False)
+    assert np.allclose(controls.mean(axis=0), 0, atol=1e-9)
+    eigenvalues = np.sort(np.linalg.eigvalsh(covariance))
+    assert np.allclose(eigenvalues[1:], 1, atol=0.01) and eigenvalues[0] < 0.01  # one direction has no variance
+    if method == "PCA":
+        assert features == ["PC1", "PC2", "PC3", "PC4"]
+
+
+def test_build_profiles_pipeline():
+    cells = _wells().loc[lambda t: t.index.repeat(3)].reset_index(drop=True)
+    config = resolve_config(ProfilesConfig, {"feature_select": {"operations": ["variance_threshold"]}})
+    profiles = build_profiles(cells, config)
+    assert len(profiles) == 24 and (profiles["Metadata_ObjectCount"] == 3).all()
+    with pytest.raises(InputError, match="no numeric feature columns"):
+        build_profiles(cells[["Metadata_Plate", "Metadata_Well"]])
