@@ -5,12 +5,15 @@ from pathlib import Path
 import pytest
 
 from morphospace.config import load_config
+from morphospace.features.cellprofiler import FeaturesConfig
+from morphospace.features.profiles import ProfilesConfig
 from morphospace.simulate import SimulateConfig
 from morphospace.workflows.demo import DemoConfig
 from morphospace.workflows.prepare import PrepareConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConfig}
+MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConfig, "features": FeaturesConfig,
+          "profiles": ProfilesConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

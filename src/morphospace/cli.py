@@ -20,7 +20,7 @@ _EXAMPLES = {
     "simulate": "morphospace simulate --out screen --seed 1 --set plates=4 --workers 2",
     "prepare": "morphospace prepare --manifest screen/manifest.csv --out store --set crops.size=68 --workers 2",
     "import": (
-        "morphospace import --npz crops.npz --out store --channels DNA,Actin,Tubulin --bbbc021 BBBC021_tables/\n"
+        "morphospace import --npz crops.npz --out store --channels DNA,Actin,Tubulin --annotate-bbbc021 BBBC021_tables/\n"
         "  morphospace import --tiff crops/ --metadata crops.csv --out store"
     ),
     "demo": "morphospace demo --out morphospace-demo --workers 2",
@@ -54,71 +54,79 @@ def _subparser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="morphospace",
-        description="Generative models and learned representations of fluorescence microscopy cells.",
-        epilog="Run `morphospace demo` for the whole study on a simulated screen.",
-    )
-    parser.add_argument("--version", action="version", version=f"morphospace {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+def _add_simulate(subparsers) -> None:
+    parser = _subparser(subparsers, "simulate", "Simulate a BBBC021-like screen: fields, manifest, ground truth.")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same screen)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_config_options(parser)
+    _add_parallel_options(parser)
+    parser.set_defaults(handler=_simulate)
 
-    simulate = _subparser(subparsers, "simulate", "Simulate a BBBC021-like screen: fields, manifest, ground truth.")
-    simulate.add_argument("--out", type=Path, required=True, help="output folder")
-    simulate.add_argument("--seed", type=int, help="random seed (same seed, same screen)")
-    simulate.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    _add_config_options(simulate)
-    _add_parallel_options(simulate)
-    simulate.set_defaults(handler=_simulate)
 
-    prepare = _subparser(subparsers, "prepare", "Raw fields -> crop store (QC, corrections, segmentation, crops).")
-    prepare.add_argument("--manifest", type=Path, required=True, help="CSV: one row per field, FileName_<channel> columns")
-    prepare.add_argument("--out", type=Path, required=True, help="crop store to create")
-    prepare.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    prepare.add_argument("--restart", action="store_true", help="discard unfinished work instead of resuming")
-    prepare.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_config_options(prepare)
-    _add_parallel_options(prepare)
-    prepare.set_defaults(handler=_prepare)
+def _add_prepare(subparsers) -> None:
+    parser = _subparser(subparsers, "prepare", "Raw fields -> crop store (QC, corrections, segmentation, crops).")
+    parser.add_argument("--manifest", type=Path, required=True, help="CSV: one row per field, FileName_<channel> columns")
+    parser.add_argument("--out", type=Path, required=True, help="crop store to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument("--restart", action="store_true", help="discard unfinished work instead of resuming")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_config_options(parser)
+    _add_parallel_options(parser)
+    parser.set_defaults(handler=_prepare)
 
-    importer = _subparser(subparsers, "import", "Existing crops (npz arrays or TIFF files) -> crop store.")
-    source = importer.add_mutually_exclusive_group(required=True)
+
+def _add_import(subparsers) -> None:
+    parser = _subparser(subparsers, "import", "Existing crops (npz arrays or TIFF files) -> crop store.")
+    source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--npz", type=Path, help="npz with an 'images' array and per-crop metadata arrays")
     source.add_argument("--tiff", type=Path, help="folder of TIFF crops (needs --metadata)")
-    importer.add_argument("--metadata", type=Path, help="CSV with a 'file' column (and optional 'frame') for --tiff")
-    importer.add_argument("--out", type=Path, required=True, help="crop store to create")
-    importer.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Actin,Tubulin")
-    importer.add_argument("--layout", default="auto", choices=["auto", "NHWC", "NCHW", "NHW"], help="image axis order")
-    importer.add_argument("--bbbc021", type=Path, metavar="DIR",
-                          help="annotate compound, concentration, batch and MoA from the official BBBC021 tables in DIR")
-    importer.add_argument("--pixel-size", type=float, help="pixel size in micrometres")
-    importer.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    importer.set_defaults(handler=_import)
+    parser.add_argument("--metadata", type=Path, help="CSV with a 'file' column (and optional 'frame') for --tiff")
+    parser.add_argument("--out", type=Path, required=True, help="crop store to create")
+    parser.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Actin,Tubulin")
+    parser.add_argument("--layout", default="auto", choices=["auto", "NHWC", "NCHW", "NHW"], help="image axis order")
+    _add_bbbc021_option(parser)
+    parser.add_argument("--pixel-size", type=float, help="pixel size in micrometres")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.set_defaults(handler=_import)
 
-    features = _subparser(subparsers, "features", "CellProfiler measurements (cp_measure) of every crop of a store.")
-    features.add_argument("--store", type=Path, required=True, help="crop store")
-    features.add_argument("--out", type=Path, required=True, help="output table (.parquet)")
-    features.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _add_config_options(features)
-    _add_parallel_options(features)
-    features.set_defaults(handler=_features)
 
-    profiles = _subparser(subparsers, "profiles", "Aggregate, normalise, select and sphere a feature or embedding table.")
-    profiles.add_argument("--features", type=Path, required=True, help="feature or embedding table (.parquet, .csv[.gz])")
-    profiles.add_argument("--out", type=Path, required=True, help="profile table to write (.parquet or .csv)")
-    profiles.add_argument("--annotate-bbbc021", type=Path, metavar="DIR",
-                          help="set compound, concentration, batch and MoA from the official BBBC021 tables in DIR")
-    profiles.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _add_config_options(profiles)
-    profiles.set_defaults(handler=_profiles)
+def _add_bbbc021_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--annotate-bbbc021", type=Path, metavar="DIR",
+                        help="set compound, concentration, batch and MoA from the official BBBC021 tables in DIR")
 
-    evaluate = _subparser(subparsers, "evaluate", "Score profiles or embeddings: moa, retrieval, clustering.")
-    kinds = evaluate.add_subparsers(dest="evaluation", metavar="KIND", required=True)
-    for kind, text in (("moa", "NSC / NSCB MoA accuracy by 1-NN over treatment profiles."),
-                       ("retrieval", "copairs mAP: same-MoA retrieval and replicates against controls."),
-                       ("clustering", "SVM cross-validation and clustering metrics for a label column.")):
+
+def _add_features(subparsers) -> None:
+    parser = _subparser(subparsers, "features", "CellProfiler measurements (cp_measure) of every crop of a store.")
+    parser.add_argument("--store", type=Path, required=True, help="crop store")
+    parser.add_argument("--out", type=Path, required=True, help="output table (.parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_config_options(parser)
+    _add_parallel_options(parser)
+    parser.set_defaults(handler=_features)
+
+
+def _add_profiles(subparsers) -> None:
+    parser = _subparser(subparsers, "profiles", "Aggregate, normalise, select and sphere a feature or embedding table.")
+    parser.add_argument("--features", type=Path, required=True, help="feature or embedding table (.parquet, .csv[.gz])")
+    parser.add_argument("--out", type=Path, required=True, help="profile table to write (.parquet or .csv)")
+    _add_bbbc021_option(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_config_options(parser)
+    parser.set_defaults(handler=_profiles)
+
+
+_EVALUATIONS = {
+    "moa": "NSC / NSCB MoA accuracy by 1-NN over treatment profiles.",
+    "retrieval": "copairs mAP: same-MoA retrieval and replicates against controls.",
+    "clustering": "SVM cross-validation and clustering metrics for a label column.",
+}
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = _subparser(subparsers, "evaluate", "Score profiles or embeddings: moa, retrieval, clustering.")
+    kinds = parser.add_subparsers(dest="evaluation", metavar="KIND", required=True)
+    for kind, text in _EVALUATIONS.items():
         sub = _subparser(kinds, kind, text)
         sub.add_argument("--profiles", "--table", dest="table", type=Path, required=True,
                          help="profile or embedding table (.parquet, .csv[.gz])")
@@ -129,13 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_options(sub)
         sub.set_defaults(handler=_evaluate)
 
-    demo = _subparser(subparsers, "demo", "The whole study on a simulated screen, with an HTML report.")
-    demo.add_argument("--out", type=Path, default=Path("morphospace-demo"), help="output folder (default: morphospace-demo)")
-    demo.add_argument("--seed", type=int, help="random seed of the simulated screen")
-    demo.add_argument("--overwrite", action="store_true", help="start again in an existing output folder")
-    _add_config_options(demo)
-    demo.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    demo.set_defaults(handler=_demo)
+
+def _add_demo(subparsers) -> None:
+    parser = _subparser(subparsers, "demo", "The whole study on a simulated screen, with an HTML report.")
+    parser.add_argument("--out", type=Path, default=Path("morphospace-demo"), help="output folder (default: morphospace-demo)")
+    parser.add_argument("--seed", type=int, help="random seed of the simulated screen")
+    parser.add_argument("--overwrite", action="store_true", help="start again in an existing output folder")
+    _add_config_options(parser)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.set_defaults(handler=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morphospace",
+        description="Generative models and learned representations of fluorescence microscopy cells.",
+        epilog="Run `morphospace demo` for the whole study on a simulated screen.",
+    )
+    parser.add_argument("--version", action="version", version=f"morphospace {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_simulate, _add_prepare, _add_import, _add_features, _add_profiles, _add_evaluate, _add_demo):
+        add(subparsers)
     return parser
 
 
@@ -170,7 +194,7 @@ def _import(args: argparse.Namespace) -> int:
     from morphospace.io.importers import import_npz, import_tiff
 
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
-    common = dict(channels=channels, layout=args.layout, bbbc021_dir=args.bbbc021, pixel_size_um=args.pixel_size,
+    common = dict(channels=channels, layout=args.layout, bbbc021_dir=args.annotate_bbbc021, pixel_size_um=args.pixel_size,
                   overwrite=args.overwrite, progress=args.progress)
     if args.npz:
         store = import_npz(args.npz, args.out, **common)

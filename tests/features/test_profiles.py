@@ -106,3 +106,12 @@ def test_build_profiles_pipeline():
     assert len(profiles) == 24 and (profiles["Metadata_ObjectCount"] == 3).all()
     with pytest.raises(InputError, match="no numeric feature columns"):
         build_profiles(cells[["Metadata_Plate", "Metadata_Well"]])
+
+
+def test_sparse_missing_values_are_filled_and_frequent_ones_dropped():
+    wells = _wells()
+    wells.loc[3, "f1"] = np.nan  # 1 of 24 rows: kept, filled with the control centre
+    wells.loc[::2, "f2"] = np.nan  # half the rows: dropped
+    profiles = build_profiles(wells, ProfilesConfig(aggregate={"enabled": False}, sphere={"enabled": False}))
+    assert "f2" not in profiles and profiles.loc[3, "f1"] == 0.0
+    assert np.isfinite(profiles[["f1", "f3"]].to_numpy()).all()

@@ -65,7 +65,7 @@ class MoAResult:
 def treatment_profiles(
     table: pd.DataFrame,
     by: Sequence[str] = (COMPOUND, CONCENTRATION),
-    operation: Literal["median", "mean"] = "median",
+    operation: Literal["median", "mean"] = "mean",
 ) -> pd.DataFrame:
     """Aggregate rows (cells or wells) to one profile per treatment.
 

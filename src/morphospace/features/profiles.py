@@ -104,6 +104,8 @@ class ProfilesConfig(Config):
         default_factory=lambda: ["Location", "Center", "Orientation", "EulerNumber", "Children"],
         description="drop features whose name contains any of these (position and bookkeeping measurements)")
     log_transform: bool = pydantic.Field(True, description="natural log of every feature positive in all rows")
+    max_nan_fraction: float = pydantic.Field(
+        0.05, ge=0, le=1, description="drop features missing in more rows; fill the rest with the control mean")
     normalize: ProfileNormalizeConfig = ProfileNormalizeConfig()
     feature_select: FeatureSelectConfig = FeatureSelectConfig(operations=[])
     sphere: SphereConfig = SphereConfig()
@@ -160,11 +162,16 @@ def log_transform(table: pd.DataFrame) -> pd.DataFrame:
     them additive, so control-based centring removes them.
     """
     features = feature_columns(table)
-    values = table[features].to_numpy(dtype=float)
-    positive = [f for f, ok in zip(features, (values > 0).all(axis=0)) if ok]
-    result = table.copy()
-    result[positive] = np.log(result[positive].astype(float))
-    return result
+    values = table[features].to_numpy(dtype=float, copy=True)
+    positive = (values > 0).all(axis=0)
+    values[:, positive] = np.log(values[:, positive])
+    return _with_features(table, features, values)
+
+
+def _with_features(table: pd.DataFrame, features: list[str], values: np.ndarray) -> pd.DataFrame:
+    """``table`` with its feature columns replaced by ``values`` (rows aligned), built in one block."""
+    others = table.drop(columns=features)
+    return pd.concat([others, pd.DataFrame(values, index=table.index, columns=features)], axis=1)
 
 
 def normalize_profiles(
@@ -183,10 +190,8 @@ def normalize_profiles(
     if method == "standardize_pooled":
         centred = _per_group(table, by, control, _centre_on_controls)
         features = feature_columns(centred)
-        is_control = _controls(table, control)
-        scale = centred.loc[is_control, features].std(ddof=1).replace(0.0, np.nan)
-        centred[features] = centred[features] / scale
-        return centred
+        scale = centred.loc[_controls(table, control), features].std(ddof=1).replace(0.0, np.nan)
+        return _with_features(centred, features, (centred[features] / scale).to_numpy())
     return _per_group(table, by, control, lambda g, f, c: _pycytominer_normalize(g, f, method, control))
 
 
@@ -242,15 +247,14 @@ def _per_group(table: pd.DataFrame, by: str | None, control: str, apply) -> pd.D
     _require(table, [by] if by else [], "normalisation group")
     features = feature_columns(table)
     is_control = _controls(table, control)
-    result = table.copy()
-    result[features] = result[features].astype(float)
+    values = np.empty((len(table), len(features)))
     for index in _groups(table, by):
         group = table.loc[index]
         if not is_control.loc[index].any():
             name = group[by].iloc[0] if by else "all rows"
             raise InputError(f"group {by}={name!r} has no control rows matching {control!r}")
-        result.loc[index, features] = apply(group, features, is_control.loc[index])[features].to_numpy()
-    return result
+        values[table.index.get_indexer(index)] = apply(group, features, is_control.loc[index])[features].to_numpy()
+    return _with_features(table, features, values)
 
 
 def _pycytominer_normalize(group: pd.DataFrame, features: list[str], method: str, control: str) -> pd.DataFrame:
@@ -291,11 +295,12 @@ def build_profiles(table: pd.DataFrame, config: ProfilesConfig | None = None) ->
     if config.aggregate.enabled:
         profiles = aggregate_profiles(profiles, config.aggregate.strata, config.aggregate.operation)
     profiles = exclude_features(profiles, config.exclude_features)
-    profiles = _drop_non_finite(profiles, "before normalisation")
+    profiles = _drop_non_finite(profiles, config.max_nan_fraction, "before normalisation")
     if config.log_transform:
         profiles = log_transform(profiles)
     profiles = normalize_profiles(profiles, config.normalize.method, config.normalize.by, config.normalize.control)
-    profiles = _drop_non_finite(profiles, "after normalisation (e.g. constant in controls)")
+    profiles = _drop_non_finite(profiles, config.max_nan_fraction, "after normalisation (e.g. constant in controls)")
+    profiles = _fill_missing(profiles)
     profiles = select_features(profiles, config.feature_select)
     if config.sphere.enabled:
         profiles = sphere_profiles(profiles, config.sphere.by, config.sphere.control, config.sphere.method,
@@ -303,12 +308,25 @@ def build_profiles(table: pd.DataFrame, config: ProfilesConfig | None = None) ->
     return profiles
 
 
-def _drop_non_finite(table: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """Drop features that are NaN or infinite in any row, logging how many and which."""
+def _drop_non_finite(table: pd.DataFrame, max_fraction: float, stage: str) -> pd.DataFrame:
+    """Drop features that are NaN or infinite in more than ``max_fraction`` of the rows, logging them."""
     features = feature_columns(table)
-    finite = np.isfinite(table[features].to_numpy(dtype=float)).all(axis=0)
-    dropped = [f for f, ok in zip(features, finite) if not ok]
+    missing = (~np.isfinite(table[features].to_numpy(dtype=float))).mean(axis=0)
+    dropped = [f for f, share in zip(features, missing) if share > max_fraction]
     if dropped:
-        logger.warning("dropped %d feature(s) with NaN or infinite values %s: %s", len(dropped), stage,
-                       ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+        logger.warning("dropped %d feature(s) with NaN or infinite values in over %.0f%% of rows %s: %s", len(dropped),
+                       100 * max_fraction, stage, ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
     return table.drop(columns=dropped)
+
+
+def _fill_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """Set the remaining NaN or infinite values of normalised features to 0 (the controls' centre
+    after control-based normalisation)."""
+    features = feature_columns(table)
+    values = table[features].to_numpy(dtype=float, copy=True)
+    missing = ~np.isfinite(values)
+    if missing.any():
+        logger.info("filled %d missing value(s) in %d feature(s) with 0, the control centre", int(missing.sum()),
+                    int(missing.any(axis=0).sum()))
+        values[missing] = 0.0
+    return _with_features(table, features, values)
