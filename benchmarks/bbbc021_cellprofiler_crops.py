@@ -22,10 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import data_dir, print_table, write_result
+from common import data_dir, moa_scores, print_table, write_result
 from morphospace.config import resolve_config
-from morphospace.evaluate.moa import evaluate_moa, treatment_profiles
-from morphospace.evaluate.retrieval import moa_retrieval
 from morphospace.features.cellprofiler import FeaturesConfig
 from morphospace.features.profiles import ProfilesConfig
 from morphospace.io.importers import import_npz
@@ -59,12 +57,7 @@ def main() -> None:
             cells = pd.read_parquet(out)
             for name, overrides in PROFILES.items():
                 profiles = make_profiles(cells, config=resolve_config(ProfilesConfig, overrides))
-                treatments = treatment_profiles(profiles, operation="mean")
-                results = evaluate_moa(treatments)
-                rows.append({"features": feature_set, "profiles": name, "treatments": results["nsc"].n_treatments,
-                             "nsc": results["nsc"].accuracy, "nsc_compound_mean": results["nsc"].compound_accuracy,
-                             "nscb_103": results["nscb"].accuracy, "nscb_92": results["nscb_multi_batch_moas"].accuracy,
-                             "moa_map": moa_retrieval(treatments, null_size=10000).mean_average_precision})
+                rows.append({"features": feature_set, "profiles": name, **moa_scores(profiles)})
     print_table(timings, "features of 1,000 BBBC021 crops (including per-crop segmentation)")
     print_table(rows, "MoA accuracy of CellProfiler features of 1,000 BBBC021 single cells")
     path = write_result("bbbc021_cellprofiler_crops", {

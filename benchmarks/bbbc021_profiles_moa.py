@@ -23,10 +23,8 @@ import argparse
 
 import pandas as pd
 
-from common import data_dir, print_table, write_result
+from common import data_dir, moa_scores, print_table, write_result
 from morphospace.config import resolve_config
-from morphospace.evaluate.moa import evaluate_moa, treatment_profiles
-from morphospace.evaluate.retrieval import moa_retrieval
 from morphospace.features.profiles import ProfilesConfig
 from morphospace.workflows.profiling import make_profiles
 
@@ -58,13 +56,8 @@ def main() -> None:
     rows = []
     for name, overrides in VARIANTS.items():
         profiles = make_profiles(wells, config=resolve_config(ProfilesConfig, overrides), bbbc021_dir=bbbc021)
-        treatments = treatment_profiles(profiles, operation="mean")
-        results = evaluate_moa(treatments)
-        retrieval = moa_retrieval(treatments, null_size=10000)
         rows.append({"method": name, "features": sum(not c.startswith("Metadata_") for c in profiles.columns),
-                     "nsc": results["nsc"].accuracy, "nsc_compound_mean": results["nsc"].compound_accuracy,
-                     "nscb_103": results["nscb"].accuracy, "nscb_92": results["nscb_multi_batch_moas"].accuracy,
-                     "moa_map": retrieval.mean_average_precision})
+                     **moa_scores(profiles)})
     print_table(rows, "BBBC021 per-well CellProfiler profiles (632 wells, 103 treatments)")
     print_table(PUBLISHED, "published on the same profiles")
     path = write_result("bbbc021_profiles_moa", {

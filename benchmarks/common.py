@@ -39,6 +39,19 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def moa_scores(profiles: Any) -> dict[str, Any]:
+    """NSC, NSCB (103 / 92) and same-MoA mAP of a well table, treatments = mean of wells."""
+    from morphospace.evaluate.moa import evaluate_moa, treatment_profiles
+    from morphospace.evaluate.retrieval import moa_retrieval
+
+    treatments = treatment_profiles(profiles, operation="mean")
+    results = evaluate_moa(treatments)
+    return {"treatments": results["nsc"].n_treatments, "nsc": results["nsc"].accuracy,
+            "nsc_compound_mean": results["nsc"].compound_accuracy, "nscb_103": results["nscb"].accuracy,
+            "nscb_92": results["nscb_multi_batch_moas"].accuracy,
+            "moa_map": moa_retrieval(treatments, null_size=10000).mean_average_precision}
+
+
 def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
     """Print rows of equal keys as an aligned text table."""
     if not rows:
