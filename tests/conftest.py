@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from morphospace.config import resolve_config
 from morphospace.io.store import CropStoreWriter
+from morphospace.workflows.train import TrainConfig
 
 
 @pytest.fixture()
@@ -25,3 +27,53 @@ def small_store(tmp_path: Path) -> Path:
     with CropStoreWriter(path, ["DNA", "Actin"], (12, 12), "float32", chunk_cells=8) as writer:
         writer.append(images, table)
     return path
+
+@pytest.fixture(scope="session")
+def blob_store(tmp_path_factory) -> Path:
+    """96 crops (2 channels, 16 x 16): a bright disc of varying size and brightness on a dark
+    background; channel 1 a ring; metadata with two compounds."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    images, rows = [], []
+    for i in range(96):
+        radius = rng.uniform(2.5, 5.0)
+        r2 = (yy - 7.5 + rng.normal(0, 0.7)) ** 2 + (xx - 7.5 + rng.normal(0, 0.7)) ** 2
+        disc = (r2 < radius**2) * rng.uniform(0.6, 1.0)
+        ring = ((r2 < (radius + 2) ** 2) & (r2 >= radius**2)) * 0.5
+        images.append(np.stack([disc, ring]) + rng.normal(0, 0.03, (2, 16, 16)))
+        rows.append({"Metadata_Plate": f"P{i % 3}", "Metadata_Compound": "big" if radius > 3.75 else "small"})
+    path = tmp_path_factory.mktemp("blobs") / "store"
+    with CropStoreWriter(path, ["DNA", "Actin"], (16, 16), "float32") as writer:
+        writer.append(np.clip(np.stack(images), 0, None).astype(np.float32), pd.DataFrame(rows))
+    return path
+
+
+def _tiny_config(store: Path, runs: Path, name: str, model: dict, **trainer) -> TrainConfig:
+    """A small training config on ``store`` (base 8 channels, latent 8, batch 16, 3 epochs)."""
+    return resolve_config(TrainConfig, {
+        "name": name, "runs_dir": str(runs), "seed": 0,
+        "data": {"store": str(store), "batch_size": 16, "normalization": {"out_range": [-1, 1]},
+                 "split": {"by": None, "train": 0.9, "val": 0.1, "test": 0.0}},
+        "model": {"latent_dim": 8, "base_channels": 8, **model},
+        "trainer": {"max_epochs": 3, "precision": "32-true", "channels_last": False, "log_every_n_steps": 1,
+                    "sample_images": 4, **trainer},
+    })
+
+
+@pytest.fixture(scope="session")
+def trained_runs(blob_store: Path, tmp_path_factory) -> dict[str, Path]:
+    """A tiny trained VAE and LSGAN on the blob store, shared by the tests that use runs."""
+    from morphospace.workflows.train import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    result = {}
+    for name, model in {"vae": {"family": "vae"}, "lsgan": {"family": "gan", "loss": "lsgan"}}.items():
+        train(_tiny_config(blob_store, runs, name, model, max_epochs=2), progress=False)
+        result[name] = runs / name
+    return result
+
+
+@pytest.fixture()
+def tiny_config():
+    """Factory of small training configs: ``tiny_config(store, runs_dir, name, model, **trainer)``."""
+    return _tiny_config

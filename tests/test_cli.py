@@ -14,7 +14,8 @@ def test_version(capsys):
     assert info.value.code == 0 and __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["simulate", "prepare", "import", "demo", "features", "profiles", "evaluate"])
+@pytest.mark.parametrize("command", ["simulate", "prepare", "import", "demo", "features", "profiles", "evaluate",
+                                     "train", "embed", "generate", "explore", "report"])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -94,3 +95,35 @@ def test_features_profiles_and_evaluations(tmp_path: Path, capsys):
     assert (tmp_path / "eval" / "figures" / "dendrogram.png").is_file()
     assert main(["evaluate", "clustering", "--table", str(tmp_path / "p.parquet"), "--label", "Metadata_Nope"]) == 2
     assert "Metadata_Nope" in capsys.readouterr().err
+
+
+def test_model_commands(trained_runs, tmp_path: Path, capsys):
+    run = str(trained_runs["vae"])
+    assert main(["--no-progress", "embed", "--run", run, "--out", str(tmp_path / "e.parquet")]) == 0
+    assert "embedded 96 cells into 8 dimensions" in capsys.readouterr().out
+    assert main(["generate", "--run", run, "--n", "4", "--out", str(tmp_path / "g.png"), "--npz",
+                 str(tmp_path / "g.npz")]) == 0
+    assert np.load(tmp_path / "g.npz")["images"].shape == (4, 2, 16, 16)
+    for kind, extra in (("interpolate", ["--seeds", "0,1"]), ("algebra", ["--cells", "30"]), ("traverse", ["--dims", "2"])):
+        assert main(["explore", kind, "--run", run, *extra]) == 0
+    assert main(["evaluate", "generation", "--run", run, "--out", str(tmp_path / "eval"), "--set", "n=30",
+                 "--set", f"extractor={tmp_path / 'x.pt'}", "--set", "extractor_epochs=1", "--set", "feature_cells=10",
+                 "--set", "cytoplasm_channels=[Actin]"]) == 0
+    assert "FID" in capsys.readouterr().out
+    assert main(["report", "--run", run]) == 0 and (trained_runs["vae"] / "report.html").is_file()
+    assert main(["embed", "--run", str(tmp_path / "nowhere")]) == 2
+    assert "not a training run" in capsys.readouterr().err
+
+
+def test_train_command(blob_store: Path, tmp_path: Path, capsys):
+    import yaml
+
+    config = {"name": "cli", "runs_dir": str(tmp_path), "data": {"store": str(blob_store), "batch_size": 16,
+              "normalization": {"out_range": [-1, 1]}, "split": {"by": None, "train": 1.0, "val": 0.0, "test": 0.0}},
+              "model": {"family": "vae", "latent_dim": 4, "base_channels": 4},
+              "trainer": {"max_epochs": 1, "precision": "32-true"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["--no-progress", "train", str(tmp_path / "c.yaml"), "--set", "trainer.limit_train_batches=2"]) == 0
+    assert "trained 1 epoch(s)" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "c.yaml"), "--set", "model.beta=3"]) == 2
+    assert "model.beta" in capsys.readouterr().err

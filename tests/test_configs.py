@@ -10,6 +10,7 @@ from morphospace.features.profiles import ProfilesConfig
 from morphospace.simulate import SimulateConfig
 from morphospace.workflows.demo import DemoConfig
 from morphospace.workflows.prepare import PrepareConfig
+from morphospace.workflows.train import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConfig, "features": FeaturesConfig,
@@ -19,5 +20,6 @@ MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConf
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_example_config_is_valid(path: Path):
     command = path.stem.split("_")[0]
-    assert command in MODELS, f"{path.name}: name it <command>_*.yaml with a command in {sorted(MODELS)}"
-    load_config(MODELS[command], path)
+    model = MODELS.get(command, TrainConfig if "model:" in path.read_text() else None)
+    assert model, f"{path.name}: name it <command>_*.yaml with a command in {sorted(MODELS)}, or a training config"
+    load_config(model, path)

@@ -33,6 +33,15 @@ _EXAMPLES = {
     "moa": "morphospace evaluate moa --profiles profiles.parquet --out eval --set operation=median --json",
     "retrieval": "morphospace evaluate retrieval --profiles profiles.parquet --out eval",
     "clustering": "morphospace evaluate clustering --table embeddings.parquet --label Metadata_MoA --out eval",
+    "generation": "morphospace evaluate generation --run runs/lsgan_bbbc021 --set n=1000 --json",
+    "train": "morphospace train configs/lsgan_bbbc021.yaml --set trainer.max_minutes=20",
+    "embed": "morphospace embed --run runs/lsgan_bbbc021 --store bbbc021_allmoa --out embeddings.parquet",
+    "generate": "morphospace generate --run runs/lsgan_bbbc021 --n 64 --seed 3",
+    "explore": "morphospace explore algebra --run runs/vae_bbbc021 --attribute NucleusArea",
+    "interpolate": "morphospace explore interpolate --run runs/lsgan_bbbc021 --seeds 0,1,2,3",
+    "algebra": "morphospace explore algebra --run runs/vae_bbbc021 --attribute Mean_Tubulin --quantile 0.2",
+    "traverse": "morphospace explore traverse --run runs/vae_bbbc021 --dims 8",
+    "report": "morphospace report --run runs/vae_bbbc021",
 }
 
 
@@ -79,7 +88,8 @@ def _add_prepare(subparsers) -> None:
 def _add_import(subparsers) -> None:
     parser = _subparser(subparsers, "import", "Existing crops (npz arrays or TIFF files) -> crop store.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--npz", type=Path, help="npz with an 'images' array and per-crop metadata arrays")
+    source.add_argument("--npz", type=Path, nargs="+", help="npz file(s) with an 'images' array and per-crop "
+                                                              "metadata arrays (several files go into one store)")
     source.add_argument("--tiff", type=Path, help="folder of TIFF crops (needs --metadata)")
     parser.add_argument("--metadata", type=Path, help="CSV with a 'file' column (and optional 'frame') for --tiff")
     parser.add_argument("--out", type=Path, required=True, help="crop store to create")
@@ -124,8 +134,15 @@ _EVALUATIONS = {
 
 
 def _add_evaluate(subparsers) -> None:
-    parser = _subparser(subparsers, "evaluate", "Score profiles or embeddings: moa, retrieval, clustering.")
+    parser = _subparser(subparsers, "evaluate", "Score profiles or embeddings (moa, retrieval, clustering) or a "
+                                                "run's samples (generation).")
     kinds = parser.add_subparsers(dest="evaluation", metavar="KIND", required=True)
+    generation = _subparser(kinds, "generation", "FID/KID, CellProfiler feature distances and memorisation of a run.")
+    generation.add_argument("--run", type=Path, required=True, help="training run directory")
+    generation.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
+    generation.add_argument("--json", action="store_true", help="print every number as JSON")
+    _add_config_options(generation)
+    generation.set_defaults(handler=_evaluate_generation)
     for kind, text in _EVALUATIONS.items():
         sub = _subparser(kinds, kind, text)
         sub.add_argument("--profiles", "--table", dest="table", type=Path, required=True,
@@ -136,6 +153,64 @@ def _add_evaluate(subparsers) -> None:
             sub.add_argument("--label", help="label column (default Metadata_MoA)")
         _add_config_options(sub)
         sub.set_defaults(handler=_evaluate)
+
+
+def _add_train(subparsers) -> None:
+    parser = _subparser(subparsers, "train", "Train a generative model (GAN or VAE family) from a YAML config.")
+    parser.add_argument("config", type=Path, help="training config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set trainer.max_epochs=5 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
+    parser.set_defaults(handler=_train)
+
+
+def _add_embed(subparsers) -> None:
+    parser = _subparser(subparsers, "embed", "Encoder vectors of every crop of a store -> embeddings.parquet.")
+    parser.add_argument("--run", type=Path, required=True, help="training run directory")
+    parser.add_argument("--store", type=Path, help="crop store (default: the run's training store)")
+    parser.add_argument("--out", type=Path, help="output table (default RUN/embeddings.parquet)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.set_defaults(handler=_embed)
+
+
+def _add_generate(subparsers) -> None:
+    parser = _subparser(subparsers, "generate", "Sample images from a run and save a grid (and optionally arrays).")
+    parser.add_argument("--run", type=Path, required=True, help="training run directory")
+    parser.add_argument("--n", type=int, default=64, help="number of samples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="grid PNG (default RUN/figures/generated_seed<seed>.png)")
+    parser.add_argument("--npz", type=Path, help="also save the samples (N, C, H, W) in [0, 1] to this npz")
+    parser.set_defaults(handler=_generate)
+
+
+def _add_explore(subparsers) -> None:
+    parser = _subparser(subparsers, "explore", "Latent-space figures: interpolate, algebra, traverse.")
+    kinds = parser.add_subparsers(dest="exploration", metavar="KIND", required=True)
+    interpolation = _subparser(kinds, "interpolate", "Rows of transitions between noise vectors or real cells.")
+    interpolation.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="comma-separated noise seeds, in pairs")
+    interpolation.add_argument("--cells", help="comma-separated store indices of real cells, in pairs")
+    interpolation.add_argument("--steps", type=int, default=8)
+    interpolation.add_argument("--linear", action="store_true", help="linear instead of spherical interpolation")
+    algebra = _subparser(kinds, "algebra", "Attribute vectors (group mean differences) added to other cells.")
+    algebra.add_argument("--attribute", default="NucleusArea",
+                         help="cell-table column or quick measure (NucleusArea, Mean_<Channel>)")
+    algebra.add_argument("--quantile", type=float, default=0.2, help="top / bottom share defining the two groups")
+    algebra.add_argument("--with", dest="query_with", help="pandas query for the cells with the attribute")
+    algebra.add_argument("--without", dest="query_without", help="pandas query for the cells without it")
+    algebra.add_argument("--cells", type=int, default=400, help="cells sampled to estimate the vector")
+    traversal = _subparser(kinds, "traverse", "Walk single latent dimensions (most informative first).")
+    traversal.add_argument("--dims", type=int, default=8)
+    traversal.add_argument("--extent", type=float, default=3.0)
+    for sub in (interpolation, algebra, traversal):
+        sub.add_argument("--run", type=Path, required=True, help="training run directory")
+        sub.set_defaults(handler=_explore)
+
+
+def _add_report(subparsers) -> None:
+    parser = _subparser(subparsers, "report", "Write RUN/report.html from a run's config, curves, figures and scores.")
+    parser.add_argument("--run", type=Path, required=True, help="training run directory")
+    parser.set_defaults(handler=_report)
 
 
 def _add_demo(subparsers) -> None:
@@ -158,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_simulate, _add_prepare, _add_import, _add_features, _add_profiles, _add_evaluate, _add_demo):
+    for add in (_add_simulate, _add_prepare, _add_import, _add_features, _add_profiles, _add_train, _add_embed,
+                _add_generate, _add_explore, _add_evaluate, _add_report, _add_demo):
         add(subparsers)
     return parser
 
@@ -259,6 +335,73 @@ def _evaluation_line(kind: str, payload: dict) -> str:
         return "retrieval: " + "; ".join(parts)
     return (f"clustering by {payload['label']}: SVM {payload['svm_folds']}-fold accuracy {payload['svm_accuracy']:.1%}; "
             + ", ".join(f"{name} V-measure {m['V-measure']:.3f}" for name, m in payload["metrics"].items()))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from morphospace.workflows.train import TrainConfig, train
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    print(train(config, overwrite=args.overwrite, progress=args.progress).line())
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from morphospace.workflows.latent import embed_store
+
+    summary = embed_store(args.run, args.store, args.out, batch_size=args.batch_size, overwrite=args.overwrite,
+                          progress=args.progress)
+    print(summary.line())
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from morphospace.workflows.latent import generate
+
+    images, path = generate(args.run, args.n, args.seed, out=args.out)
+    if args.npz:
+        np.savez_compressed(args.npz, images=images)
+    print(f"generated {len(images)} images -> {path}" + (f" and {args.npz}" if args.npz else ""))
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from morphospace.workflows import latent
+
+    if args.exploration == "interpolate":
+        cells = [int(c) for c in args.cells.split(",")] if args.cells else None
+        seeds = [int(s) for s in args.seeds.split(",")]
+        path = latent.explore_interpolate(args.run, seeds, cells, args.steps, spherical=not args.linear)
+    elif args.exploration == "algebra":
+        path = latent.explore_algebra(args.run, args.attribute, args.quantile, n_cells=args.cells,
+                                      query_with=args.query_with, query_without=args.query_without)
+    else:
+        path = latent.explore_traverse(args.run, args.dims, args.extent)
+    print(f"wrote {path}")
+    return 0
+
+
+def _evaluate_generation(args: argparse.Namespace) -> int:
+    from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
+
+    config = load_config(GenerationConfig, args.config, args.overrides)
+    payload = run_generation_evaluation(args.run, args.out, config)
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        in_domain = payload["in_domain"]
+        print(f"FID {in_domain['fid']:.4g}, KID {in_domain['kid_mean']:.4g} ({in_domain['extractor']}); "
+              f"median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
+              f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from morphospace.explore.run_report import write_run_report
+
+    print(f"wrote {write_run_report(args.run)}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 _HANDLER_FLAG = "_morphospace_handler"
+logger = logging.getLogger(__name__)
 
 
 class RunConflictError(MorphospaceError):
@@ -52,13 +53,16 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: s
 
 
 def open_run_directory(
-    path: str | os.PathLike, config: Config, config_name: str = "config.yaml", overwrite: bool = False
+    path: str | os.PathLike, config: Config, config_name: str = "config.yaml", overwrite: bool = False,
+    mutable: tuple[str, ...] = (),
 ) -> tuple[Path, bool]:
     """Create (or reopen) a run directory for ``config``.
 
     Returns ``(path, resumed)``: ``resumed`` is True when the directory already held the same
-    config. Raises :class:`RunConflictError` when it holds a different one, unless
-    ``overwrite`` is set, in which case the old directory is removed first.
+    config, or one differing only in the dotted keys listed in ``mutable`` (e.g. a training
+    budget, which may grow on resume; the saved config is then updated). Raises
+    :class:`RunConflictError` when it holds a different one, unless ``overwrite`` is set, in
+    which case the old directory is removed first.
     """
     path = Path(path)
     saved = path / config_name
@@ -67,11 +71,15 @@ def open_run_directory(
     if saved.is_file():
         old = yaml.safe_load(saved.read_text()) or {}
         differences = config_differences(old, config.to_dict())
-        if differences:
+        fixed = [key for key in differences if key not in mutable]
+        if fixed:
             raise RunConflictError(
-                f"{path}: made with a different config (keys {', '.join(differences[:8])} differ); "
+                f"{path}: made with a different config (keys {', '.join(fixed[:8])} differ); "
                 "choose another output, restore the config, or overwrite"
             )
+        if differences:
+            logger.info("%s: resuming with new %s", path, ", ".join(differences))
+            save_config(config, saved)
         return path, True
     if path.exists() and any(path.iterdir()):
         raise RunConflictError(f"{path}: exists and is not a morphospace run (no {config_name}); choose another output")

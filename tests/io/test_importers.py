@@ -102,3 +102,16 @@ def test_tiff_shape_mismatch(tmp_path: Path):
     pd.DataFrame({"file": ["a.tiff", "b.tiff"]}).to_csv(tmp_path / "meta.csv", index=False)
     with pytest.raises(InputError, match="different shapes"):
         import_tiff(tmp_path, tmp_path / "meta.csv", tmp_path / "s", progress=False)
+
+
+def test_several_npz_files_into_one_store(tmp_path: Path):
+    np.savez(tmp_path / "a.npz", images=_crops(3), plate=np.array(["A"] * 3))
+    np.savez(tmp_path / "b.npz", images=_crops(2), well=np.array(["B02", "B03"]))
+    store = import_npz([tmp_path / "a.npz", tmp_path / "b.npz"], tmp_path / "s", progress=False)
+    assert len(store) == 5 and store.cells["Metadata_SourceFile"].tolist() == ["a.npz"] * 3 + ["b.npz"] * 2
+    assert store.cells["Metadata_SourceIndex"].tolist() == [0, 1, 2, 0, 1]
+    assert store.cells["Metadata_Plate"].isna().sum() == 2
+    np.savez(tmp_path / "c.npz", images=_crops(2, h=10, w=10))
+    with pytest.raises(InputError, match="c.npz: crops .* differ from the first file"):
+        import_npz([tmp_path / "a.npz", tmp_path / "c.npz"], tmp_path / "s2", progress=False)
+    assert not (tmp_path / "s2").exists()

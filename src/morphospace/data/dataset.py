@@ -301,11 +301,13 @@ class CropDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches; an empty list (no validation) when the split's fraction is 0."""
+        return self._loader("val", shuffle=False) if self.config.split.val > 0 else []
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def test_dataloader(self) -> DataLoader | list:
+        """Test batches; an empty list when the split's fraction is 0."""
+        return self._loader("test", shuffle=False) if self.config.split.test > 0 else []
 
     def predict_dataloader(self) -> DataLoader:
         self.setup()

@@ -55,6 +55,10 @@ class Report:
         css = ' class="note"' if note else ""
         self.blocks.append(f"<p{css}>{html.escape(text)}</p>")
 
+    def code(self, text: str) -> None:
+        """Preformatted text (a config, a log excerpt)."""
+        self.blocks.append(f"<pre>{html.escape(text)}</pre>")
+
     def table(self, frame: pd.DataFrame, caption: str | None = None, float_format: str = "{:.3f}") -> None:
         formatted = frame.to_html(index=False, float_format=float_format.format, border=0, escape=True)
         caption_html = f"<p class='note'>{html.escape(caption)}</p>" if caption else ""
@@ -64,21 +68,22 @@ class Report:
         """Add a matplotlib figure; ``name`` is its PNG file name stem."""
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-        self._add_png(buffer.getvalue(), name, caption)
+        data = buffer.getvalue()
+        self.figures[f"{name}.png"] = data
+        self._add_png(data, name, caption)
 
     def _add_png(self, data: bytes, name: str, caption: str | None) -> None:
-        self.figures[f"{name}.png"] = data
         encoded = base64.b64encode(data).decode("ascii")
         caption_html = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self.blocks.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
                            f"{caption_html}</figure>")
 
     def image(self, png: str | os.PathLike, name: str, caption: str | None = None) -> None:
-        """Add an existing PNG file; ``name`` is its file name stem under ``figures/``."""
+        """Embed an existing PNG file (it is not copied into ``figures/``)."""
         self._add_png(Path(png).read_bytes(), name, caption)
 
     def write(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` and its figures (``figures/*.png`` beside it)."""
+        """Write ``path`` and the figures made with :meth:`figure` (``figures/*.png`` beside it)."""
         path = Path(path)
         figures_dir = path.parent / "figures"
         figures_dir.mkdir(parents=True, exist_ok=True)

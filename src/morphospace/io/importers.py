@@ -13,12 +13,13 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -116,52 +117,8 @@ def _npz_metadata(archive: np.lib.npyio.NpzFile, images_key: str, n: int, source
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
-def import_npz(
-    path: str | os.PathLike,
-    out: str | os.PathLike,
-    channels: Sequence[str] | None = None,
-    layout: Layout = "auto",
-    images_key: str = "images",
-    bbbc021_dir: str | os.PathLike | None = None,
-    pixel_size_um: float | None = None,
-    overwrite: bool = False,
-    chunk_cells: int = 64,
-    progress: bool = True,
-) -> CropStore:
-    """Import crop arrays from an ``.npz`` file into a new crop store.
-
-    Parameters
-    ----------
-    path
-        ``.npz`` file with an image array under ``images_key`` — (N, H, W, C), (N, C, H, W) or
-        (N, H, W); uint8, uint16 or float — and optionally 1-D per-crop arrays of length N, which
-        become ``Metadata_*`` columns (``plate`` -> ``Metadata_Plate``); ``Metadata_SourceIndex``
-        keeps each crop's position in the file.
-    out
-        Store directory to create.
-    channels
-        Channel names in the array's channel order; ``ch0, ch1, ...`` when None.
-    layout
-        Axis order of the image array, or ``"auto"`` to infer it.
-    bbbc021_dir
-        Folder with the official BBBC021 tables: when given, compound, concentration, replicate,
-        batch and MoA are set from them by plate + well.
-    pixel_size_um
-        Pixel size recorded in ``store.json``.
-    overwrite
-        Replace an existing store.
-    chunk_cells
-        Crops written per step (memory bound of the import beyond the loaded array).
-    progress
-        Show a progress bar.
-
-    Raises
-    ------
-    InputError
-        Unreadable file, no image array, bad shape, NaN/inf pixels, wrong number of channel names,
-        or rows that match no BBBC021 image.
-    """
-    path = Path(path)
+def _read_npz(path: Path, images_key: str, layout: Layout, bbbc021_dir) -> tuple[np.ndarray, pd.DataFrame]:
+    """Crops (N, C, H, W) and their metadata from one npz file, checked."""
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -182,37 +139,105 @@ def import_npz(
     if bbbc021_dir is not None:
         metadata.attrs["source"] = str(path)
         metadata = annotate_bbbc021(metadata, bbbc021_dir)
-    provenance = {"source": str(path.resolve()), "importer": "npz", "layout": layout}
+    return images, metadata
+
+
+def import_npz(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    channels: Sequence[str] | None = None,
+    layout: Layout = "auto",
+    images_key: str = "images",
+    bbbc021_dir: str | os.PathLike | None = None,
+    pixel_size_um: float | None = None,
+    overwrite: bool = False,
+    chunk_cells: int = 64,
+    progress: bool = True,
+) -> CropStore:
+    """Import crop arrays from one or several ``.npz`` files into a new crop store.
+
+    Parameters
+    ----------
+    path
+        ``.npz`` file(s), each with an image array under ``images_key`` — (N, H, W, C),
+        (N, C, H, W) or (N, H, W); uint8, uint16 or float — and optionally 1-D per-crop arrays of
+        length N, which become ``Metadata_*`` columns (``plate`` -> ``Metadata_Plate``);
+        ``Metadata_SourceIndex`` keeps each crop's position in its file and, with several files,
+        ``Metadata_SourceFile`` the file name. Files are read one at a time; their crops must
+        share shape and type.
+    out
+        Store directory to create.
+    channels
+        Channel names in the array's channel order; ``ch0, ch1, ...`` when None.
+    layout
+        Axis order of the image array, or ``"auto"`` to infer it.
+    bbbc021_dir
+        Folder with the official BBBC021 tables: when given, compound, concentration, replicate,
+        batch and MoA are set from them by plate + well.
+    pixel_size_um
+        Pixel size recorded in ``store.json``.
+    overwrite
+        Replace an existing store.
+    chunk_cells
+        Crops written per step.
+    progress
+        Show a progress bar.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, no image array, bad shape, crops differing between files, NaN/inf
+        pixels, wrong number of channel names, or rows that match no BBBC021 image.
+    """
+    paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
+    if not paths:
+        raise InputError("no npz file given")
+
+    def blocks():
+        for file in paths:
+            images, metadata = _read_npz(file, images_key, layout, bbbc021_dir)
+            if len(paths) > 1:
+                metadata["Metadata_SourceFile"] = file.name
+            yield images, metadata, str(file)
+
+    provenance = {"source": [str(p.resolve()) for p in paths], "importer": "npz", "layout": layout}
     if bbbc021_dir is not None:
         provenance["bbbc021_tables"] = str(Path(bbbc021_dir).resolve())
-    return _write_store(images, metadata, out, _channel_names(channels, images.shape[1], str(path)),
-                        pixel_size_um, provenance, overwrite, chunk_cells, progress, str(path))
+    return _write_store(blocks(), out, channels, pixel_size_um, provenance, overwrite, chunk_cells, progress)
 
 
 def _write_store(
-    images: np.ndarray,
-    metadata: pd.DataFrame,
+    blocks: Iterable[tuple[np.ndarray, pd.DataFrame, str]],
     out: str | os.PathLike,
-    channels: list[str],
+    channels: Sequence[str] | None,
     pixel_size_um: float | None,
     provenance: dict,
     overwrite: bool,
     chunk_cells: int,
     progress: bool,
-    source: str,
 ) -> CropStore:
-    dtype = _storage_dtype(images.dtype, source)
-    with CropStoreWriter(
-        out, channels, images.shape[2:], dtype=dtype, pixel_size_um=pixel_size_um,
-        provenance=provenance, chunk_cells=chunk_cells, overwrite=overwrite,
-    ) as writer:
-        with tqdm(total=len(images), desc="import", unit="crop", disable=not progress) as bar:
-            for start in range(0, len(images), chunk_cells):
-                block = images[start : start + chunk_cells]
-                _check_finite(block, source)
-                writer.append(block, metadata.iloc[start : start + chunk_cells])
-                bar.update(len(block))
-    logger.info("imported %d crops of shape %s into %s", len(images), images.shape[1:], out)
+    """Stream blocks of crops (N, C, H, W) with their metadata into a new store."""
+    total = 0
+    with contextlib.ExitStack() as stack:
+        writer, first = None, None
+        for images, metadata, source in blocks:
+            if writer is None:
+                names = _channel_names(channels, images.shape[1], source)
+                writer = stack.enter_context(CropStoreWriter(
+                    out, names, images.shape[2:], dtype=_storage_dtype(images.dtype, source),
+                    pixel_size_um=pixel_size_um, provenance=provenance, chunk_cells=chunk_cells, overwrite=overwrite))
+                first = (images.shape[1:], images.dtype)
+            elif (images.shape[1:], images.dtype) != first:
+                raise InputError(f"{source}: crops {images.shape[1:]} {images.dtype} differ from the first file's "
+                                 f"{first[0]} {first[1]}")
+            with tqdm(total=len(images), desc=f"import {Path(source).name}", unit="crop", disable=not progress) as bar:
+                for start in range(0, len(images), chunk_cells):
+                    block = images[start : start + chunk_cells]
+                    _check_finite(block, source)
+                    writer.append(block, metadata.iloc[start : start + chunk_cells])
+                    bar.update(len(block))
+            total += len(images)
+    logger.info("imported %d crops into %s", total, out)
     return CropStore(out)
 
 
@@ -275,8 +300,8 @@ def import_tiff(
         metadata = annotate_bbbc021(metadata, bbbc021_dir)
     images = np.stack(crops)
     provenance = {"source": str(directory.resolve()), "metadata": str(metadata_csv.resolve()), "importer": "tiff"}
-    return _write_store(images, metadata, out, _channel_names(channels, images.shape[1], str(metadata_csv)),
-                        pixel_size_um, provenance, overwrite, 64, progress, str(metadata_csv))
+    return _write_store([(images, metadata, str(metadata_csv))], out, channels, pixel_size_um, provenance, overwrite,
+                        64, progress)
 
 
 def _tiff_crop(

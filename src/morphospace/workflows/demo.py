@@ -1,6 +1,7 @@
 """``demo``: the study on a simulated screen — simulate, prepare, check segmentation against the
 ground truth, measure CellProfiler features, build profiles, score MoA accuracy (NSC) and retrieval
-(mAP), and write ``report.html``.
+(mAP), train small generative models (a VAE and a GAN) and score their embeddings, and write
+``report.html``.
 
 Steps already done in the output folder (same config) are reused, so a second run only rebuilds
 the report.
@@ -27,13 +28,17 @@ from morphospace.features.profiles import ProfilesConfig
 from morphospace.explore.figures import crop_montage_figure, segmentation_overlay_figure
 from morphospace.explore.report import Report
 from morphospace.io.store import CropStore
+from morphospace.config import resolve_config
+from morphospace.models.registry import PRESETS
 from morphospace.runs import log_to_file, open_run_directory
 from morphospace.simulate import SimulateConfig, simulate_screen
 from morphospace.workflows.evaluation import (
     MoAEvaluationConfig, RetrievalConfig, run_moa_evaluation, run_retrieval_evaluation,
 )
 from morphospace.workflows.prepare import PrepareConfig, prepare
+from morphospace.workflows.latent import embed_store, explore_interpolate, generate
 from morphospace.workflows.profiling import extract_features, make_profiles
+from morphospace.workflows.train import TrainConfig, train
 
 __all__ = ["DemoConfig", "DemoSummary", "run_demo", "score_segmentation"]
 
@@ -42,6 +47,35 @@ logger = logging.getLogger(__name__)
 
 def _demo_screen() -> SimulateConfig:
     return SimulateConfig(plates=2, compounds_per_moa=2, concentrations=2)
+
+
+class DemoModelsConfig(Config):
+    """Generative models the demo trains on the prepared crops (presets of :data:`PRESETS`)."""
+
+    presets: list[str] = ["vae", "lsgan"]
+    minutes: float = pydantic.Field(1.0, gt=0, description="training budget per model")
+    max_epochs: int = pydantic.Field(20, ge=1)
+    crop_size: int = pydantic.Field(64, ge=8)
+    base_channels: int = pydantic.Field(32, ge=4)
+
+    @pydantic.field_validator("presets")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in PRESETS]
+        if unknown:
+            raise ValueError(f"unknown preset(s) {unknown}; choose from {sorted(PRESETS)}")
+        return value
+
+    def train_config(self, preset: str, store: Path, runs_dir: Path, seed: int) -> TrainConfig:
+        """The training config of ``preset`` on ``store``."""
+        return resolve_config(TrainConfig, {
+            "name": preset, "runs_dir": str(runs_dir), "seed": seed,
+            "data": {"store": str(store), "crop_size": self.crop_size, "batch_size": 64,
+                     "normalization": {"out_range": [-1, 1]}, "split": {"by": None, "train": 1.0, "val": 0.0,
+                                                                         "test": 0.0}},
+            "model": {**PRESETS[preset], "latent_dim": 100, "base_channels": self.base_channels},
+            "trainer": {"max_minutes": self.minutes, "max_epochs": self.max_epochs, "sample_every_n_epochs": 5},
+        })
 
 
 class DemoConfig(Config):
@@ -53,6 +87,7 @@ class DemoConfig(Config):
     profiles: ProfilesConfig = pydantic.Field(default_factory=ProfilesConfig)
     moa: MoAEvaluationConfig = pydantic.Field(default_factory=MoAEvaluationConfig)
     retrieval: RetrievalConfig = pydantic.Field(default_factory=lambda: RetrievalConfig(null_size=2000))
+    models: DemoModelsConfig = pydantic.Field(default_factory=DemoModelsConfig)
     montage_cells: int = pydantic.Field(8, ge=1, le=32, description="crops shown per MoA")
     overlay_fields: int = pydantic.Field(3, ge=0, le=12, description="fields shown with segmentation outlines")
 
@@ -69,12 +104,15 @@ class DemoSummary:
     cells_f1: float
     nsc: float
     moa_map: float
+    embedding_nsc: dict[str, float]
     seconds: float
 
     def line(self) -> str:
         return (f"demo: {self.n_cells} cells from {self.n_fields} simulated fields; segmentation F1 at IoU 0.5 "
                 f"nuclei {self.nuclei_f1:.3f}, cells {self.cells_f1:.3f}; CellProfiler profiles NSC "
-                f"{self.nsc:.1%}, same-MoA mAP {self.moa_map:.3f}; {self.seconds:.0f} s -> {self.report}")
+                f"{self.nsc:.1%}, same-MoA mAP {self.moa_map:.3f}"
+                + "".join(f"; {k} embedding NSC {v:.1%}" for k, v in self.embedding_nsc.items())
+                + f"; {self.seconds:.0f} s -> {self.report}")
 
 
 def score_segmentation(truth_dir: Path, labels_dir: Path, field_ids: list[str], kind: str) -> pd.DataFrame:
@@ -120,6 +158,8 @@ def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, star
     for kind, frame in scores.items():
         frame.to_csv(out / f"segmentation_{kind}.csv", index=False)
     evaluations = _profile_and_evaluate(out, config, workers, progress)
+    evaluations["models"] = {preset: _train_and_evaluate(out, config, preset, progress)
+                             for preset in config.models.presets}
     report_path = _write_report(out, config, store, manifest, scores, evaluations)
     logger.info("report written to %s", report_path)
     return DemoSummary(
@@ -127,6 +167,7 @@ def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, star
         nuclei_f1=pooled_scores(scores["nuclei"])["f1_pooled"], cells_f1=pooled_scores(scores["cells"])["f1_pooled"],
         nsc=evaluations["moa"]["nsc"]["accuracy"],
         moa_map=evaluations["retrieval"].get("moa", {}).get("mean_average_precision", float("nan")),
+        embedding_nsc={k: v["moa"]["nsc"]["accuracy"] for k, v in evaluations["models"].items()},
         seconds=time.perf_counter() - start,
     )
 
@@ -145,6 +186,22 @@ def _profile_and_evaluate(out: Path, config: DemoConfig, workers: int, progress:
             "retrieval": run_retrieval_evaluation(table, evaluation, config.retrieval)}
 
 
+def _train_and_evaluate(out: Path, config: DemoConfig, preset: str, progress: bool) -> dict:
+    """Train ``preset`` on the demo's crops, embed them, and score the embeddings' MoA accuracy."""
+    train_config = config.models.train_config(preset, out / "store", out / "runs", config.simulate.seed)
+    run = train_config.run_dir
+    if not (run / "summary.json").is_file():
+        logger.info("training %s on the prepared crops (%g min)", preset, config.models.minutes)
+        train(train_config, progress=progress)
+    embeddings = run / "embeddings.parquet"
+    if not embeddings.is_file():
+        embed_store(run, out=embeddings, progress=progress)
+    generate(run, n=32, seed=0)
+    explore_interpolate(run, seeds=tuple(range(8)), steps=8)
+    profiles = make_profiles(embeddings, config=config.profiles)
+    return {"moa": run_moa_evaluation(profiles, run / "evaluation", config.moa), "run": str(run)}
+
+
 def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.DataFrame,
                   scores: dict[str, pd.DataFrame], evaluations: dict) -> Path:
     report = Report("morphospace demo: a simulated BBBC021-like screen")
@@ -160,7 +217,24 @@ def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.
     _segmentation_section(report, out, store, manifest, scores, config.overlay_fields)
     _crops_section(report, store, config.montage_cells, config.simulate.seed)
     _profiles_section(report, out, config, evaluations)
+    _models_section(report, evaluations)
     return report.write(out / "report.html")
+
+
+def _models_section(report: Report, evaluations: dict) -> None:
+    if not evaluations.get("models"):
+        return
+    report.section("Generative models", "Trained on the prepared crops; each run has its own report "
+                                        "(morphospace report --run RUN).")
+    rows = [{"representation": "CellProfiler features", "NSC": evaluations["moa"]["nsc"]["accuracy"]}]
+    rows += [{"representation": f"{preset} embedding", "NSC": result["moa"]["nsc"]["accuracy"]}
+             for preset, result in evaluations["models"].items()]
+    report.table(pd.DataFrame(rows), caption="MoA accuracy (NSC) of the same profile recipe on each representation")
+    for preset, result in evaluations["models"].items():
+        figures = Path(result["run"]) / "figures"
+        report.image(figures / "generated_seed0.png", f"{preset}_generated", f"{preset}: samples from the prior")
+        report.image(figures / "interpolation_noise.png", f"{preset}_interpolation",
+                     f"{preset}: interpolations between noise vectors")
 
 
 def _profiles_section(report: Report, out: Path, config: DemoConfig, evaluations: dict) -> None:

@@ -1,5 +1,5 @@
-"""``evaluate moa | retrieval | clustering``: score a profile or embedding table and write the
-numbers (JSON, CSV) and figures (PNG) into an output folder.
+"""``evaluate moa | retrieval | clustering | generation``: score a profile or embedding table (or a
+trained run's samples) and write the numbers (JSON, CSV) and figures (PNG) into an output folder.
 
 Every JSON names its convention, so a number is never separated from how it was computed.
 """
@@ -21,6 +21,7 @@ from morphospace.config import Config
 from morphospace.evaluate.clustering import dendrogram_figure, evaluate_clustering, scatter_figure
 from morphospace.evaluate.moa import COMPOUND, MOA, confusion_table, evaluate_moa, treatment_profiles
 from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
+from morphospace.errors import InputError
 from morphospace.io.atomic import write_text_atomic
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "run_retrieval_evaluation",
     "run_clustering_evaluation",
     "confusion_figure",
+    "GenerationConfig",
+    "run_generation_evaluation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,3 +202,107 @@ def run_clustering_evaluation(
         _save_figure(scatter_figure(table, config.label, config.scatter, config.seed),
                      out_dir / "figures" / f"scatter_{config.scatter}.png")
     return payload
+
+
+class GenerationConfig(Config):
+    """``evaluate generation``: how many cells, which extractor, which extra checks."""
+
+    n: int = pydantic.Field(1000, ge=10, description="generated and real crops compared")
+    seed: int = 0
+    extractor: str | None = pydantic.Field(
+        None, description="in-domain FID extractor file; trained on the store's crops and saved there when missing")
+    extractor_labels: str = "Metadata_Compound"
+    extractor_epochs: int = pydantic.Field(15, ge=1)
+    extractor_max_cells: int = pydantic.Field(5000, ge=10)
+    inception_weights: str | None = pydantic.Field(None, description="local InceptionV3 weights (torch-fidelity)")
+    feature_set: Literal["fast", "full"] = "fast"
+    feature_cells: int = pydantic.Field(300, ge=10, description="crops per set measured with CellProfiler")
+    nucleus_channel: str = "DNA"
+    cytoplasm_channels: list[str] = ["Actin", "Tubulin"]
+
+
+def _real_crops(data, store, indices: np.ndarray) -> np.ndarray:
+    from morphospace.workflows.latent import run_dataset
+    from morphospace.workflows.train import to_unit_range
+
+    dataset = run_dataset(data, store, indices)
+    return np.concatenate([to_unit_range(dataset.load(np.arange(s, min(s + 512, len(indices)))))
+                           for s in range(0, len(indices), 512)])
+
+
+def _extractor(config: GenerationConfig, data, store, run_dir: Path):
+    from morphospace.evaluate.generation import load_feature_extractor, save_feature_extractor, train_feature_extractor
+
+    path = Path(config.extractor) if config.extractor else Path(run_dir).parent / "extractors" / f"{store.path.name}.pt"
+    if path.is_file():
+        return load_feature_extractor(path), path
+    if config.extractor_labels not in store.cells.columns:
+        raise InputError(f"{store.path}: no column {config.extractor_labels!r} to train the FID extractor on")
+    rng = np.random.default_rng(config.seed)
+    picks = np.sort(rng.choice(len(store), min(config.extractor_max_cells, len(store)), replace=False))
+    labels = store.cells[config.extractor_labels].astype(str).to_numpy()[picks]
+    logger.info("training the in-domain FID extractor on %d crops (labels: %s) -> %s", len(picks),
+                config.extractor_labels, path)
+    extractor = train_feature_extractor(_real_crops(data, store, picks), labels, epochs=config.extractor_epochs,
+                                        seed=config.seed, progress=False)
+    save_feature_extractor(extractor, path)
+    return extractor, path
+
+
+def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                              config: GenerationConfig | None = None) -> dict[str, Any]:
+    """FID / KID (in-domain extractor, and InceptionV3 when its weights are given), CellProfiler
+    feature distances and the memorisation check of a run's samples against real crops of its store;
+    writes ``generation.json`` and figures into ``out_dir`` (default ``RUN/evaluation``)."""
+    import torch
+
+    from morphospace.evaluate import generation
+    from morphospace.workflows.train import load_run, to_unit_range
+
+    config = config or GenerationConfig()
+    train_config, model, data = load_run(run_dir)
+    store = data.store
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(store))
+    real_idx, holdout_idx = np.sort(order[: config.n]), np.sort(order[config.n: 2 * config.n])
+    real = _real_crops(data, store, real_idx)
+    fake = np.concatenate([to_unit_range(model.sample(min(256, config.n - s), torch.Generator().manual_seed(config.seed + s)))
+                           for s in range(0, config.n, 256)])
+    extractor, extractor_path = _extractor(config, data, store, Path(run_dir))
+    payload: dict[str, Any] = {
+        "convention": ("real = random crops of the run's store, generated = prior samples, both in [0, 1]; FID/KID on "
+                       "the named extractor's embedding (compare scores only for the same extractor); feature "
+                       "distances: Wasserstein per CellProfiler feature in units of the real SD, both sets segmented "
+                       "the same way; memorisation: nearest training crop in the extractor's embedding vs held-out "
+                       "real crops"),
+        "config": config.to_dict(), "extractor_path": str(extractor_path),
+        "in_domain": generation.fid_kid(real, fake, extractor),
+    }
+    try:
+        payload["inception"] = generation.inception_fid_kid(real, fake, config.inception_weights)
+    except InputError as exc:
+        payload["inception"] = f"InceptionV3 not available: {exc}"
+    channels = list(train_config.data.channels or store.channels)
+    k = min(config.feature_cells, config.n)
+    distances = generation.feature_distances(real[:k], fake[:k], channels, feature_set=config.feature_set,
+                                             nucleus_channel=config.nucleus_channel,
+                                             cytoplasm_channels=config.cytoplasm_channels)
+    payload["feature_distances"] = generation.summarize_feature_distances(distances)
+    holdout = _real_crops(data, store, holdout_idx) if len(holdout_idx) else None
+    memorisation = generation.nearest_real_neighbours(real, fake, holdout, extractor)
+    payload["memorisation"] = {k: v for k, v in memorisation.items() if not isinstance(v, np.ndarray)}
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir, "generation.json", payload)
+    distances.to_csv(out_dir / "generation_feature_distances.csv")
+    _save_figure(_real_vs_generated_figure(real, fake, channels, memorisation), out_dir / "figures" / "real_vs_generated.png")
+    return payload
+
+
+def _real_vs_generated_figure(real: np.ndarray, fake: np.ndarray, channels: list[str], memorisation: dict) -> Figure:
+    from morphospace.explore.latent import image_rows_figure
+
+    n = min(8, len(memorisation["example_nearest"]), len(fake))
+    rows = np.stack([real[:n], fake[:n], real[np.asarray(memorisation["example_nearest"][:n])]])
+    return image_rows_figure(rows, channels, row_labels=["real", "generated", "nearest real\nto generated"],
+                             title="Real crops, generated crops, and each generated crop's nearest training crop")

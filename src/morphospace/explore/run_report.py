@@ -1,0 +1,121 @@
+"""``report --run RUN``: one HTML page for a training run — its config, training curves, sample
+grids, latent-space figures and every evaluation found in the run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from morphospace.errors import InputError
+from morphospace.explore.report import Report
+
+__all__ = ["write_run_report", "training_curves_figure"]
+
+_FIGURE_CAPTIONS = {
+    "generated": "Samples from the prior",
+    "interpolation_noise": "Interpolations between pairs of noise vectors",
+    "interpolation_cells": "Interpolations between pairs of real cells",
+    "algebra": "Vector algebra in the latent space",
+    "traversal": "Latent traversals",
+    "real_vs_generated": "Real, generated, and nearest real crops",
+}
+
+
+def training_curves_figure(metrics: pd.DataFrame) -> Figure | None:
+    """Epoch-level losses of a Lightning ``metrics.csv`` (columns ending in ``_epoch`` and ``val_*``)."""
+    columns = [c for c in metrics.columns if c.endswith("_epoch") or c.startswith("val_")]
+    if "epoch" not in metrics or not columns:
+        return None
+    per_epoch = metrics.groupby("epoch")[columns].last()
+    fig = Figure(figsize=(3.0 * min(len(columns), 4), 2.6 * ((len(columns) + 3) // 4)), layout="tight")
+    axes = fig.subplots((len(columns) + 3) // 4, min(len(columns), 4), squeeze=False).ravel()
+    for ax, column in zip(axes, columns):
+        series = per_epoch[column].dropna()
+        ax.plot(series.index + 1, series.to_numpy(), marker="o", markersize=3)
+        ax.set_title(column, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+    for ax in axes[len(columns):]:
+        ax.set_axis_off()
+    return fig
+
+
+def _caption(stem: str) -> str:
+    for prefix, caption in _FIGURE_CAPTIONS.items():
+        if stem.startswith(prefix):
+            return caption
+    return stem
+
+
+def write_run_report(run_dir: str | os.PathLike) -> Path:
+    """Write ``RUN/report.html`` from what the run directory holds; returns its path."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise InputError(f"{run_dir}: not a run directory (no config.yaml)")
+    report = Report(f"morphospace run: {run_dir.name}")
+    report.section("Configuration")
+    report.code((run_dir / "config.yaml").read_text())
+    _training_section(report, run_dir)
+    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    samples = [f for f in figures if f.stem.startswith("samples_epoch_")]
+    if samples:
+        report.section("Samples during training", "Fixed noise, the same for every epoch.")
+        for path in samples[-2:]:
+            report.image(path, path.stem, path.stem.replace("_", " "))
+    others = [f for f in figures if not f.stem.startswith(("samples_epoch_", "training_curves"))]
+    if others:
+        report.section("Generation and latent space")
+        for path in others:
+            report.image(path, path.stem, _caption(path.stem))
+    _evaluation_section(report, run_dir / "evaluation")
+    return report.write(run_dir / "report.html")
+
+
+def _training_section(report: Report, run_dir: Path) -> None:
+    report.section("Training")
+    if (run_dir / "summary.json").is_file():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rows = [{"epochs": summary["epochs"], "optimizer steps": summary["optimizer_steps"],
+                 "seconds (last session)": summary["seconds_this_session"],
+                 "images/s": summary["images_per_second"]}]
+        report.table(pd.DataFrame(rows))
+    if (run_dir / "metrics.csv").is_file():
+        fig = training_curves_figure(pd.read_csv(run_dir / "metrics.csv"))
+        if fig is not None:
+            report.figure(fig, "training_curves", "Losses per epoch (training and validation)")
+
+
+def _evaluation_section(report: Report, evaluation: Path) -> None:
+    if not evaluation.is_dir():
+        return
+    generation = evaluation / "generation.json"
+    if generation.is_file():
+        payload = json.loads(generation.read_text())
+        report.section("Generation quality", payload["convention"])
+        rows = [{"extractor": payload["in_domain"]["extractor"], "FID": payload["in_domain"]["fid"],
+                 "KID": payload["in_domain"]["kid_mean"], "KID sd": payload["in_domain"]["kid_std"]}]
+        if isinstance(payload.get("inception"), dict):
+            rows.append({"extractor": "InceptionV3", "FID": payload["inception"]["fid"],
+                         "KID": payload["inception"]["kid_mean"], "KID sd": payload["inception"]["kid_std"]})
+        report.table(pd.DataFrame(rows), caption=None if isinstance(payload.get("inception"), dict)
+                     else str(payload.get("inception")))
+        distances = payload["feature_distances"]
+        report.text(f"CellProfiler features: median normalised Wasserstein distance "
+                    f"{distances['median_normalized_wasserstein']:.3f} over {distances['n_features']} features.")
+        memorisation = payload["memorisation"]
+        report.text(f"Memorisation check: median distance to the nearest training crop, generated / held-out real = "
+                    f"{memorisation['median_ratio']:.2f}; fraction of generated crops closer than the 1st percentile "
+                    f"of held-out real ones: {memorisation['memorised_fraction']:.3f}.")
+    for name in ("moa.json", "retrieval.json"):
+        path = evaluation / name
+        if path.is_file():
+            payload = json.loads(path.read_text())
+            report.section(f"Embedding evaluation: {name.removesuffix('.json')}", payload["convention"])
+            rows = [{"evaluation": k, **{m: v for m, v in payload[k].items() if not isinstance(v, (dict, list))}}
+                    for k in ("nsc", "nscb", "nscb_multi_batch_moas", "moa", "replicates") if k in payload]
+            report.table(pd.DataFrame(rows))
+    for path in sorted((evaluation / "figures").glob("*.png")) if (evaluation / "figures").is_dir() else []:
+        report.image(path, f"evaluation_{path.stem}", _caption(path.stem))

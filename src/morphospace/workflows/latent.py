@@ -1,0 +1,224 @@
+"""``embed``, ``generate`` and ``explore``: use a trained run.
+
+- :func:`embed_store`: the encoder's vectors for every crop of a store -> ``embeddings.parquet``
+  (the store's ``Metadata_*`` columns, ``Metadata_StoreIndex``, then ``Embedding_000`` ...).
+- :func:`generate`: sample images and a grid figure.
+- :func:`explore_interpolate`, :func:`explore_algebra`, :func:`explore_traverse`: figures in the
+  run's ``figures/`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from morphospace.data.dataset import CropDataset, CropDataModule
+from morphospace.errors import InputError
+from morphospace.explore.latent import (
+    apply_attribute, attribute_vector, image_rows_figure, interpolate, quick_measures, traverse,
+)
+from morphospace.io.store import CropStore
+from morphospace.io.tables import write_table
+from morphospace.models.base import GenerativeModel
+from morphospace.workflows.train import load_run, sample_grid, to_unit_range
+
+__all__ = [
+    "EmbedSummary", "embed_store", "run_dataset", "generate", "explore_interpolate", "explore_algebra",
+    "explore_traverse",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedSummary:
+    """What an embedding pass produced."""
+
+    out: Path
+    n_cells: int
+    dimensions: int
+    seconds: float
+
+    def line(self) -> str:
+        return (f"embedded {self.n_cells} cells into {self.dimensions} dimensions in {self.seconds:.1f} s "
+                f"({self.n_cells / max(self.seconds, 1e-9):.0f} cells/s) -> {self.out}")
+
+
+def run_dataset(data: CropDataModule, store: CropStore, indices: np.ndarray | None = None,
+                channels: Sequence[str] | None = None) -> CropDataset:
+    """The crops of ``store`` prepared exactly as the run's model saw them (channels, fitted
+    normalisation, crop size), without augmentation."""
+    rows = np.arange(len(store)) if indices is None else np.asarray(indices)
+    return CropDataset(store, rows, channels or data.config.channels, data.normalizer, data.config.crop_size)
+
+
+def _check_compatible(run_dir: Path, data: CropDataModule, store: CropStore) -> list[str]:
+    """The run's channel names; raises InputError when ``store`` lacks them or has other-sized crops."""
+    saved = json.loads((run_dir / "data.json").read_text())
+    channels, shape = saved["channels"], saved["image_shape"]
+    missing = [c for c in channels if c not in store.channels]
+    if missing:
+        raise InputError(f"{store.path}: lacks channel(s) {missing} the run {run_dir.name} was trained on "
+                         f"({channels}); the store has {store.channels}")
+    if data.config.crop_size is None and tuple(store.crop_shape) != tuple(shape[1:]):
+        raise InputError(f"{store.path}: crops are {store.crop_shape}, the run {run_dir.name} was trained on "
+                         f"{tuple(shape[1:])}; set data.crop_size when training to accept other sizes")
+    return channels
+
+
+def embed_store(run_dir: str | os.PathLike, store_path: str | os.PathLike | None = None,
+                out: str | os.PathLike | None = None, batch_size: int = 256, overwrite: bool = False,
+                progress: bool = True) -> EmbedSummary:
+    """Embed every crop of ``store_path`` (default: the run's training store) with the run's encoder."""
+    config, model, data = load_run(run_dir)
+    store = CropStore(store_path or config.data.store)
+    out = Path(out) if out is not None else Path(run_dir) / "embeddings.parquet"
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
+    dataset = run_dataset(data, store, channels=_check_compatible(Path(run_dir), data, store))
+    start = time.perf_counter()
+    vectors = []
+    with torch.no_grad():
+        for first in tqdm(range(0, len(dataset), batch_size), desc="embed", unit="batch", disable=not progress):
+            positions = np.arange(first, min(first + batch_size, len(dataset)))
+            vectors.append(model.embed(dataset.load(positions)).float().cpu().numpy())
+    matrix = np.concatenate(vectors)
+    seconds = time.perf_counter() - start
+    columns = [f"Embedding_{i:03d}" for i in range(matrix.shape[1])]
+    table = pd.concat([store.cells.reset_index(drop=True).assign(Metadata_StoreIndex=np.arange(len(store))),
+                       pd.DataFrame(matrix, columns=columns)], axis=1)
+    write_table(table, out)
+    summary = EmbedSummary(out, len(table), matrix.shape[1], seconds)
+    logger.info(summary.line())
+    return summary
+
+
+def _figures(run_dir: str | os.PathLike) -> Path:
+    path = Path(run_dir) / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _channels(data: CropDataModule) -> list[str]:
+    return list(data.config.channels or data.store.channels)
+
+
+def generate(run_dir: str | os.PathLike, n: int = 64, seed: int = 0, columns: int = 8,
+             out: str | os.PathLike | None = None) -> tuple[np.ndarray, Path]:
+    """``n`` samples from the prior (seeded) as (n, C, H, W) in [0, 1], and their grid PNG
+    (default ``figures/generated_seed<seed>.png``)."""
+    _, model, data = load_run(run_dir)
+    images = model.sample(n, torch.Generator().manual_seed(seed))
+    path = Path(out) if out is not None else _figures(run_dir) / f"generated_seed{seed}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, (sample_grid(images, _channels(data), columns) * 255).astype(np.uint8))
+    return to_unit_range(images), path
+
+
+def _real_latents(model: GenerativeModel, data: CropDataModule, store: CropStore, indices: Sequence[int]) -> torch.Tensor:
+    images = run_dataset(data, store, np.asarray(indices)).load(np.arange(len(indices)))
+    return model.encode_latent(images).float().cpu()
+
+
+def explore_interpolate(run_dir: str | os.PathLike, seeds: Sequence[int] = (0, 1, 2, 3, 4, 5, 6, 7),
+                        cells: Sequence[int] | None = None, steps: int = 8, spherical: bool = True) -> Path:
+    """Rows of transitions between pairs of noise vectors (from ``seeds``, consecutive pairs) or,
+    with ``cells``, between pairs of real cells of the run's store (their latents: the encoder's
+    mean for VAEs, z projection for GANs). Writes ``figures/interpolation_<kind>.png``."""
+    _, model, data = load_run(run_dir)
+    if cells is not None:
+        if len(cells) < 2 or len(cells) % 2:
+            raise InputError("interpolation between cells needs an even number of store indices")
+        latents = _real_latents(model, data, data.store, cells)
+        kind = "cells"
+    else:
+        if len(seeds) < 2 or len(seeds) % 2:
+            raise InputError("interpolation between noise vectors needs an even number of seeds")
+        latents = torch.stack([torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(s))
+                               for s in seeds])
+        kind = "noise"
+    rows = []
+    with torch.no_grad():
+        for a, b in zip(latents[0::2], latents[1::2]):
+            rows.append(to_unit_range(model.decode(interpolate(a, b, steps, spherical))))
+    fig = image_rows_figure(np.stack(rows), _channels(data), title=f"Interpolation between {kind} (left to right)")
+    path = _figures(run_dir) / f"interpolation_{kind}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float = 0.2, n_cells: int = 400,
+                    n_base: int = 4, scales: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0), seed: int = 0,
+                    query_with: str | None = None, query_without: str | None = None) -> Path:
+    """Vector algebra on real cells of the run's store: the latent direction from cells without an
+    attribute to cells with it, added to other cells.
+
+    The groups are the top and bottom ``quantile`` of ``attribute`` — a cell-table column or a
+    quick measure (``NucleusArea``, ``Mean_<Channel>``) — among ``n_cells`` sampled cells, or two
+    pandas queries on the cell table (``query_with``, ``query_without``, e.g. compound == taxol vs
+    DMSO). ``n_base`` cells from the middle are shifted by ``scales`` times the vector. Writes
+    ``figures/algebra_<attribute>.png``.
+    """
+    _, model, data = load_run(run_dir)
+    store = data.store
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(store), min(n_cells, len(store)), replace=False))
+    table = store.cells.iloc[picks].reset_index(drop=True)
+    unit = to_unit_range(run_dataset(data, store, picks).load(np.arange(len(picks))))
+    masks = store.read_masks(picks) if store.masks is not None else None
+    table = pd.concat([table, quick_measures(unit, _channels(data), masks)], axis=1)
+    with_attribute, without_attribute = _groups(table, attribute, quantile, query_with, query_without)
+    latents = _real_latents(model, data, store, picks)
+    vector = attribute_vector(latents, with_attribute, without_attribute)
+    middle = np.flatnonzero(~with_attribute & ~without_attribute)
+    base = rng.choice(middle if len(middle) >= n_base else np.arange(len(picks)), n_base, replace=False)
+    images = to_unit_range(apply_attribute(model, latents[torch.as_tensor(base)], vector, scales))
+    fig = image_rows_figure(images, _channels(data), column_labels=[f"+{s:g} v" for s in scales],
+                            title=f"Vector algebra: v = mean({attribute} high) - mean({attribute} low)")
+    path = _figures(run_dir) / f"algebra_{attribute.replace(' ', '_')}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _groups(table: pd.DataFrame, attribute: str, quantile: float, query_with: str | None,
+            query_without: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if query_with or query_without:
+        try:
+            return table.eval(query_with).to_numpy(bool), table.eval(query_without).to_numpy(bool)
+        except Exception as exc:  # pandas raises many types for a bad query
+            raise InputError(f"bad group query: {exc}") from None
+    if attribute not in table.columns:
+        raise InputError(f"attribute {attribute!r} is neither a cell-table column nor a quick measure "
+                         f"({[c for c in table.columns if not c.startswith('Metadata_')]})")
+    values = pd.to_numeric(table[attribute], errors="coerce")
+    low, high = values.quantile(quantile), values.quantile(1 - quantile)
+    return (values >= high).to_numpy(), (values <= low).to_numpy()
+
+
+def explore_traverse(run_dir: str | os.PathLike, n_dims: int = 8, extent: float = 3.0, steps: int = 7) -> Path:
+    """Latent traversals: each of the ``n_dims`` most informative dimensions (highest mean KL for a
+    VAE, else the first) from -extent to +extent with the others at 0. Writes
+    ``figures/traversal.png``."""
+    _, model, data = load_run(run_dir)
+    kl = getattr(model, "kl_per_dimension", None)
+    order = torch.argsort(kl, descending=True).tolist() if kl is not None else list(range(model.latent_dim))
+    dims = order[: min(n_dims, model.latent_dim)]
+    values = np.linspace(-extent, extent, steps)
+    images = to_unit_range(traverse(model, dims, values))
+    labels = [f"z{d}" + (f" ({float(kl[d]):.2f} nats)" if kl is not None else "") for d in dims]
+    fig = image_rows_figure(images, _channels(data), row_labels=labels, column_labels=[f"{v:+.1f}" for v in values],
+                            title="Latent traversals")
+    path = _figures(run_dir) / "traversal.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -1,0 +1,133 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from morphospace.config import ConfigError, resolve_config
+from morphospace.errors import InputError
+from morphospace.models.registry import load_model
+from morphospace.models.vae import VAEConfig
+from morphospace.runs import RunConflictError
+from morphospace.workflows import train as train_module
+from morphospace.workflows.train import TrainConfig, load_run, resolve_precision, train
+
+
+MODELS = {
+    "dcgan": {"family": "gan", "loss": "dcgan"},
+    "lsgan": {"family": "gan", "loss": "lsgan"},
+    "wgan-gp": {"family": "gan", "loss": "wgan-gp", "discriminator_steps": 2, "betas": [0.0, 0.9]},
+    "vae": {"family": "vae"},
+    "beta-vae": {"family": "vae", "beta": 4.0},
+    "convex-beta-vae": {"family": "vae", "beta": 0.5, "objective": "convex"},
+    "vae-gan": {"family": "vae", "adversarial": {"weight": 0.1}},
+}
+
+
+def _epoch_means(run: Path, column: str) -> pd.Series:
+    metrics = pd.read_csv(run / "metrics.csv")
+    return metrics.dropna(subset=[column]).groupby("epoch")[column].mean()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_trains_with_falling_loss(name, blob_store: Path, tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, name, MODELS[name])
+    summary = train(config, progress=False)
+    run = tmp_path / name
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "figures" / "samples_epoch_003.png").is_file()
+    assert summary.epochs == 3 and summary.images_per_second > 0
+    if MODELS[name]["family"] == "vae":
+        kl = pd.read_csv(run / "kl_per_dimension.csv")
+        assert kl["epoch"].tolist() == [0, 1, 2] and kl.shape[1] == 1 + 8 and (kl.drop(columns="epoch") >= 0).all().all()
+    loss = "d_loss_step" if MODELS[name]["family"] == "gan" else "recon_step"
+    curve = _epoch_means(run, loss)
+    assert curve.iloc[-1] < curve.iloc[0], (name, curve.tolist())
+    _, model, data = load_run(run)
+    samples = model.sample(5, torch.Generator().manual_seed(0))
+    assert samples.shape == (5, 2, 16, 16) and float(samples.abs().max()) <= 1
+    embedding = model.embed(data.dataset("all").load(np.arange(4)))
+    assert embedding.shape == (4, 100 if MODELS[name]["family"] == "gan" else 8)
+
+
+def test_save_load_round_trip_gives_identical_outputs(blob_store: Path, tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, "roundtrip", MODELS["lsgan"], max_epochs=1)
+    train(config, progress=False)
+    _, reloaded, data = load_run(tmp_path / "roundtrip")
+    again = load_model(tmp_path / "roundtrip" / "checkpoints" / "last.ckpt")
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+    images = data.dataset("all").load(np.arange(3))
+    assert torch.equal(reloaded.decode(z), again.decode(z))
+    assert torch.equal(reloaded.embed(images), again.embed(images))
+
+
+def test_resume_continues_from_the_checkpoint(blob_store: Path, tmp_path: Path, monkeypatch, tiny_config):
+    class Interrupt(Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    original = train_module._trainer
+
+    def interrupted(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.callbacks.insert(0, Interrupt())
+        return trainer
+
+    config = tiny_config(blob_store, tmp_path, "resume", MODELS["vae"])
+    monkeypatch.setattr(train_module, "_trainer", interrupted)
+    with pytest.raises(SystemExit):  # Lightning shuts down gracefully on Ctrl-C, then exits
+        train(config, progress=False)
+    checkpoint = torch.load(tmp_path / "resume" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 0
+    monkeypatch.setattr(train_module, "_trainer", original)
+    resumed = train(config, progress=False)
+    uninterrupted = train(tiny_config(blob_store, tmp_path, "straight", MODELS["vae"]), progress=False)
+    assert resumed.epochs == uninterrupted.epochs == 3 and resumed.steps == uninterrupted.steps
+    assert sorted(pd.read_csv(tmp_path / "resume" / "metrics.csv")["epoch"].dropna().unique()) == [0, 1, 2]
+    longer = tiny_config(blob_store, tmp_path, "resume", MODELS["vae"], max_epochs=4)
+    assert train(longer, progress=False).epochs == 4
+    with pytest.raises(RunConflictError, match="model.beta"):
+        train(tiny_config(blob_store, tmp_path, "resume", {"family": "vae", "beta": 2.0}), progress=False)
+
+
+def test_bf16_and_channels_last_options_run(blob_store: Path, tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, "bf16", MODELS["vae"], max_epochs=1, precision="bf16-mixed",
+                         channels_last=True, limit_train_batches=2)
+    summary = train(config, progress=False)
+    assert np.isfinite(summary.metrics["loss_epoch"])
+
+
+def test_same_seed_same_numbers(blob_store: Path, tmp_path: Path, tiny_config):
+    a = train(tiny_config(blob_store, tmp_path / "a", "run", MODELS["vae"], max_epochs=1), progress=False)
+    b = train(tiny_config(blob_store, tmp_path / "b", "run", MODELS["vae"], max_epochs=1), progress=False)
+    assert a.metrics["loss_epoch"] == b.metrics["loss_epoch"]
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="out_range"):
+        resolve_config(TrainConfig, {"name": "x", "data": {"store": "s"}, "model": {"family": "vae"}})
+    with pytest.raises(ConfigError, match="model"):
+        resolve_config(TrainConfig, {"name": "x", "data": {"store": "s", "normalization": {"out_range": [-1, 1]}},
+                                     "model": {"family": "diffusion"}})
+    with pytest.raises(ConfigError, match="beta must lie in"):
+        resolve_config(VAEConfig, {"beta": 2.0, "objective": "convex"})
+    assert resolve_precision("auto", "cpu") in ("32-true", "bf16-mixed")
+
+
+def test_missing_run_and_checkpoint(tmp_path: Path):
+    with pytest.raises(InputError, match="not a training run"):
+        load_run(tmp_path)
+    with pytest.raises(InputError, match="checkpoint not found"):
+        load_model(tmp_path / "missing.ckpt")
+
+
+def test_tensorboard_needs_its_package(blob_store: Path, tmp_path: Path, tiny_config):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        pytest.skip("TensorBoard is installed here, so the missing-package error cannot occur")
+    config = tiny_config(blob_store, tmp_path, "tb", MODELS["vae"], max_epochs=1, tensorboard=True)
+    with pytest.raises(InputError, match="tensorboard"):
+        train(config, progress=False)

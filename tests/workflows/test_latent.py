@@ -1,0 +1,119 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from morphospace.errors import InputError
+from morphospace.explore.latent import attribute_vector, interpolate, quick_measures
+from morphospace.explore.run_report import write_run_report
+from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
+from morphospace.workflows.latent import (
+    embed_store, explore_algebra, explore_interpolate, explore_traverse, generate, run_dataset,
+)
+from morphospace.workflows.train import load_run
+
+
+def test_interpolation_endpoints_and_spherical_norms():
+    a, b = torch.randn(16, generator=torch.Generator().manual_seed(0)), torch.randn(16)
+    for spherical in (False, True):
+        path = interpolate(a, b, steps=5, spherical=spherical)
+        assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    slerp = interpolate(a, a * 2, steps=3, spherical=True)  # colinear: falls back to linear
+    assert torch.allclose(slerp[1], a * 1.5, atol=1e-5)
+
+
+def test_attribute_vector_hand_computed():
+    latents = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    vector = attribute_vector(latents, np.array([1, 1, 0, 0], bool), np.array([0, 0, 1, 1], bool))
+    assert vector.tolist() == [2.0, -3.0]
+    with pytest.raises(ValueError, match="at least one cell"):
+        attribute_vector(latents, np.zeros(4, bool), np.ones(4, bool))
+
+
+def test_quick_measures():
+    images = np.zeros((2, 2, 8, 8), np.float32)
+    images[0, 0, 2:5, 2:5] = 1.0
+    images[1, 0, 1:7, 1:7] = 1.0
+    table = quick_measures(images, ["DNA", "Actin"])
+    assert table["NucleusArea"].tolist() == [9, 36] and table["Mean_DNA"].tolist() == [9 / 64, 36 / 64]
+
+
+@pytest.mark.parametrize("family", ["vae", "lsgan"])
+def test_embed_store(family, trained_runs, tmp_path: Path):
+    summary = embed_store(trained_runs[family], out=tmp_path / "e.parquet", progress=False)
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    dims = 8 if family == "vae" else 100
+    assert len(table) == 96 and summary.dimensions == dims
+    assert table.columns[-1] == f"Embedding_{dims - 1:03d}" and "Metadata_Compound" in table
+    assert table["Metadata_StoreIndex"].tolist() == list(range(96))
+    with pytest.raises(FileExistsError):
+        embed_store(trained_runs[family], out=tmp_path / "e.parquet", progress=False)
+
+
+def test_embed_needs_the_run_channels(trained_runs, small_store: Path, tmp_path: Path):
+    from morphospace.io.store import CropStore, CropStoreWriter
+
+    store = CropStore(small_store)
+    with CropStoreWriter(tmp_path / "other", ["Hoechst", "Actin"], (12, 12)) as writer:
+        writer.append(store.read(slice(None)), store.cells)
+    with pytest.raises(InputError, match="lacks channel.*DNA"):
+        embed_store(trained_runs["vae"], tmp_path / "other", tmp_path / "e.parquet", progress=False)
+
+
+def test_generate_is_seeded(trained_runs, tmp_path: Path):
+    images, path = generate(trained_runs["lsgan"], n=6, seed=3, out=tmp_path / "g.png")
+    again, _ = generate(trained_runs["lsgan"], n=6, seed=3, out=tmp_path / "g2.png")
+    assert images.shape == (6, 2, 16, 16) and 0 <= images.min() and images.max() <= 1
+    assert np.array_equal(images, again) and path.is_file()
+
+
+def test_gan_projection_reconstructs_real_cells(trained_runs):
+    _, model, data = load_run(trained_runs["lsgan"])
+    images = run_dataset(data, data.store, np.arange(6)).load(np.arange(6))
+    z = model.encode_latent(images)
+    with torch.no_grad():
+        projected = ((model.decode(z) - images) ** 2).mean()
+        origin = ((model.decode(torch.zeros_like(z)) - images) ** 2).mean()
+    assert projected < origin
+
+
+@pytest.mark.parametrize("family", ["vae", "lsgan"])
+def test_explore_figures(family, trained_runs):
+    run = trained_runs[family]
+    assert explore_interpolate(run, seeds=(0, 1, 2, 3), steps=4).is_file()
+    assert explore_interpolate(run, cells=(0, 1), steps=3).name == "interpolation_cells.png"
+    assert explore_algebra(run, "NucleusArea", n_cells=40, n_base=2).is_file()
+    path = explore_algebra(run, "compound", n_cells=40, n_base=2, query_with="Metadata_Compound == 'big'",
+                           query_without="Metadata_Compound == 'small'")
+    assert path.is_file()
+    assert explore_traverse(run, n_dims=3, steps=4).is_file()
+    with pytest.raises(InputError, match="even number"):
+        explore_interpolate(run, seeds=(0, 1, 2))
+    with pytest.raises(InputError, match="neither a cell-table column"):
+        explore_algebra(run, "Nope", n_cells=20)
+
+
+def test_generation_evaluation_and_report(trained_runs, tmp_path: Path):
+    run = trained_runs["vae"]
+    config = GenerationConfig(n=40, extractor=str(tmp_path / "extractor.pt"), extractor_epochs=2, feature_cells=16,
+                              cytoplasm_channels=["Actin"])
+    payload = run_generation_evaluation(run, tmp_path / "eval", config)
+    assert payload["in_domain"]["n_real"] == payload["in_domain"]["n_fake"] == 40
+    assert payload["in_domain"]["fid"] >= 0 and "InceptionV3 not available" in payload["inception"]
+    assert 0 <= payload["memorisation"]["memorised_fraction"] <= 1
+    assert json.loads((tmp_path / "eval" / "generation.json").read_text())["convention"]
+    assert (tmp_path / "extractor.pt").is_file() and (tmp_path / "eval" / "figures" / "real_vs_generated.png").is_file()
+    again = run_generation_evaluation(run, tmp_path / "eval2", config)
+    assert again["in_domain"]["extractor"] == payload["in_domain"]["extractor"]
+    run_generation_evaluation(run, None, config)
+    html = write_run_report(run).read_text()
+    for heading in ("Configuration", "Training", "Samples during training", "Generation quality"):
+        assert heading in html
+
+
+def test_embed_needs_the_run_crop_size(trained_runs, small_store: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="crops are \\(12, 12\\), the run vae was trained on \\(16, 16\\)"):
+        embed_store(trained_runs["vae"], small_store, tmp_path / "e.parquet", progress=False)
