@@ -28,6 +28,7 @@ from morphospace.data.transforms import AugmentConfig, augment_batch, center_cro
 from morphospace.errors import InputError
 from morphospace.io.atomic import write_text_atomic
 from morphospace.io.store import CropStore
+from morphospace.io.tables import write_table
 from morphospace.preprocess.normalize import ChannelNormalizer, NormalizationConfig
 
 __all__ = ["SplitConfig", "DataConfig", "CropDataset", "ChunkShuffleSampler", "CropDataModule"]
@@ -140,10 +141,10 @@ class CropDataset(Dataset):
         positions = np.asarray(positions, dtype=np.int64)
         raw = self.cached[positions] if self.cached is not None else self.store.read(self.indices[positions], self.channels)
         x = torch.from_numpy(np.asarray(raw, dtype=np.float32))
+        if self.crop_size is not None:  # before normalising, so padding is 0 in the stored units
+            x = center_crop_or_pad(x, self.crop_size)
         if self.normalizer is not None:
             x = self.normalizer.transform(x)
-        if self.crop_size is not None:
-            x = center_crop_or_pad(x, self.crop_size)
         return x
 
     def __getitems__(self, positions: Sequence[int]) -> list[dict[str, torch.Tensor]]:
@@ -332,4 +333,4 @@ class CropDataModule(pl.LightningDataModule):
         frame = pd.DataFrame({"store_index": self.splits.index.to_numpy(), "split": self.splits.to_numpy()})
         if self.config.split.by:
             frame[self.config.split.by] = self.table[self.config.split.by].to_numpy()
-        frame.to_parquet(run_dir / "splits.parquet", index=False)
+        write_table(frame, run_dir / "splits.parquet")

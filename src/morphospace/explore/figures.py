@@ -10,13 +10,16 @@ Examples
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
-__all__ = ["channel_colors", "composite", "montage", "crop_montage_figure", "segmentation_overlay_figure"]
+__all__ = ["channel_colors", "composite", "montage", "crop_montage_figure", "segmentation_overlay_figure",
+           "save_figure"]
 
 _NAMED_COLORS = {
     "dna": (0.2, 0.4, 1.0), "dapi": (0.2, 0.4, 1.0), "hoechst": (0.2, 0.4, 1.0), "nuclei": (0.2, 0.4, 1.0),
@@ -24,6 +27,16 @@ _NAMED_COLORS = {
     "tubulin": (0.2, 1.0, 0.2),
 }
 _CYCLE = [(1.0, 0.2, 0.2), (0.2, 1.0, 0.2), (0.2, 0.4, 1.0), (1.0, 0.0, 1.0), (1.0, 1.0, 0.0), (0.0, 1.0, 1.0)]
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save a figure as PNG through a temporary name (no half-written file on failure)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
 
 
 def channel_colors(names: Sequence[str]) -> list[tuple[float, float, float]]:

@@ -11,7 +11,7 @@ import tifffile
 
 from morphospace.errors import InputError
 
-__all__ = ["read_image", "write_tiff", "check_pixels"]
+__all__ = ["read_image", "write_tiff", "write_png", "check_pixels"]
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
@@ -72,6 +72,16 @@ def check_pixels(image: np.ndarray, source: str | os.PathLike) -> None:
             raise InputError(f"{source}: {int(bad.sum())} NaN or infinite pixel(s)")
     if image.min() == image.max():
         raise InputError(f"{source}: image is empty (every pixel equals {image.flat[0]})")
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a uint8 image (H, W) or (H, W, 3) as PNG through a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    iio.imwrite(tmp, np.asarray(image), extension=".png")
+    os.replace(tmp, path)
+    return path
 
 
 def write_tiff(path: str | os.PathLike, image: np.ndarray, compress: bool = True) -> Path:

@@ -66,5 +66,10 @@ class GenerativeModel(pl.LightningModule):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n generated images (N, C, H, W) in [-1, 1]."""
-        return self.decode(self.prior(n, generator))
+        """n generated images (N, C, H, W) in [-1, 1], decoded in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.decode(self.prior(n, generator))
+        finally:
+            self.train(was_training)

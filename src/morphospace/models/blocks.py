@@ -20,7 +20,8 @@ torch.Size([2, 3, 68, 68])
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +34,27 @@ __all__ = [
     "Discriminator",
     "gan_losses",
     "gradient_penalty",
+    "frozen_batch_norm_stats",
     "GANLoss",
 ]
 
 GANLoss = Literal["dcgan", "lsgan", "wgan-gp"]
 Norm = Literal["batch", "layer", "none"]
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_stats(module: nn.Module) -> Iterator[None]:
+    """Inside the block, batch norm layers of ``module`` still normalise with batch statistics but
+    leave their running statistics untouched (momentum 0)."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
 
 
 def doublings(image_size: int, max_doublings: int = 4) -> tuple[int, int]:
@@ -74,7 +91,8 @@ class Generator(nn.Module):
     image_size
         Side of the square output, a multiple of 4.
     base_channels
-        Feature maps of the last upsampling block; each earlier block has twice as many.
+        Feature maps of the last upsampling blocks; earlier blocks double them, up to
+        ``base_channels * 2**(n - 1)`` after the dense layer.
     max_doublings
         Upper bound on the number of upsampling blocks.
     """

@@ -1,26 +1,48 @@
 """CytoGAN: DCGAN, LSGAN and WGAN-GP on single-cell crops, the discriminator's penultimate layer as
 the encoder (Goldsborough et al. 2017).
 
-Training alternates ``discriminator_steps`` critic updates and ``generator_steps`` generator
-updates per batch with separate Adam optimisers; an exponential moving average (EMA) of the
-generator's weights is kept and used for sampling. Real cells are mapped into the noise space by
-optimising z (:meth:`GAN.encode_latent`).
+Every batch updates the discriminator once; after every ``discriminator_steps`` batches the
+generator takes ``generator_steps`` updates (so each critic step sees fresh real crops, as in
+WGAN-GP). Generator and discriminator have separate Adam optimisers. The discriminator's batch-norm
+running statistics are updated on real crops only, so that the encoder (its penultimate layer, in
+eval mode) normalises real cells with real-cell statistics. An exponential moving average (EMA)
+of the generator's weights, with warm-up, is kept and used for sampling. Real cells are mapped into
+the noise space by optimising z (:meth:`GAN.encode_latent`).
+
+Lightning counts optimiser steps in ``global_step``: a batch with a generator update is two steps.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import pydantic
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from morphospace.config import Config
 from morphospace.models.base import GenerativeModel
-from morphospace.models.blocks import Discriminator, GANLoss, Generator, gan_losses, gradient_penalty
+from morphospace.models.blocks import (
+    Discriminator, GANLoss, Generator, frozen_batch_norm_stats, gan_losses, gradient_penalty,
+)
 
-__all__ = ["GANConfig", "GAN"]
+__all__ = ["GANConfig", "GAN", "ema_update"]
+
+
+def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor,
+               decay: float) -> torch.Tensor:
+    """One exponential-moving-average step with warm-up: the decay is min(decay, (1 + n) / (10 + n))
+    after n updates, so the average follows the generator closely early in training instead of
+    mixing its random initial weights in for thousands of steps.
+
+    >>> round(float(ema_update(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0), decay=0.999)), 6)
+    0.9
+    """
+    n = float(num_averaged)
+    rate = min(decay, (1 + n) / (10 + n))
+    return rate * average + (1 - rate) * current
 
 
 class GANConfig(Config):
@@ -39,7 +61,7 @@ class GANConfig(Config):
     discriminator_steps: int = pydantic.Field(1, ge=1)
     generator_steps: int = pydantic.Field(1, ge=1)
     gradient_penalty: float = pydantic.Field(10.0, ge=0, description="WGAN-GP only")
-    ema_decay: float | None = pydantic.Field(0.999, gt=0, lt=1)
+    ema_decay: float | None = pydantic.Field(0.999, gt=0, lt=1, description="with warm-up, see ema_update")
     projection_steps: int = pydantic.Field(300, ge=1, description="z optimisation steps to project real cells")
     projection_lr: float = pydantic.Field(0.05, gt=0)
 
@@ -56,8 +78,10 @@ class GAN(GenerativeModel):
         norm = "none" if self.cfg.loss == "wgan-gp" else "batch"
         self.discriminator = Discriminator(channels, size, self.cfg.base_channels, self.cfg.feature_dim,
                                            self.cfg.input_noise, norm)
-        self.ema = (AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
+        self.ema = (AveragedModel(self.generator, avg_fn=partial(ema_update, decay=self.cfg.ema_decay), use_buffers=True)
                     if self.cfg.ema_decay else None)
+        if self.ema is not None:
+            self.ema.requires_grad_(False)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -67,7 +91,9 @@ class GAN(GenerativeModel):
         return [g, d]
 
     def _discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
+        real_scores = self.discriminator(real)
+        with frozen_batch_norm_stats(self.discriminator):
+            fake_scores = self.discriminator(fake)
         loss = gan_losses(self.cfg.loss, real_scores, fake_scores, for_generator=False,
                           label_smoothing=self.cfg.label_smoothing)
         logs = {"d_real": real_scores.mean().detach(), "d_fake": fake_scores.mean().detach()}
@@ -81,22 +107,25 @@ class GAN(GenerativeModel):
         real = self.prepare_images(batch["image"])
         opt_g, opt_d = self.optimizers()
         n = real.shape[0]
-        for _ in range(self.cfg.discriminator_steps):
-            fake = self.prepare_images(self.generator(self.prior(n)).detach())
-            d_loss, logs = self._discriminator_loss(real, fake)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt_d.step()
+        with torch.no_grad():
+            fake = self.prepare_images(self.generator(self.prior(n)))
+        d_loss, logs = self._discriminator_loss(real, fake)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.log_dict({"d_loss": d_loss.detach(), **logs}, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        if (batch_idx + 1) % self.cfg.discriminator_steps:
+            return
         for _ in range(self.cfg.generator_steps):
             fake = self.prepare_images(self.generator(self.prior(n)))
-            g_loss = gan_losses(self.cfg.loss, None, self.discriminator(fake), for_generator=True)
+            with frozen_batch_norm_stats(self.discriminator):
+                g_loss = gan_losses(self.cfg.loss, None, self.discriminator(fake), for_generator=True)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.generator)
-        self.log_dict({"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **logs}, prog_bar=True, on_step=True,
-                      on_epoch=True, batch_size=n)
+        self.log("g_loss", g_loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
 
     @property
     def sampling_generator(self) -> torch.nn.Module:
@@ -122,8 +151,7 @@ class GAN(GenerativeModel):
         with torch.enable_grad():
             for _ in range(self.cfg.projection_steps):
                 loss = F.mse_loss(generator(z), images) + 1e-3 * (z**2).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (z.grad,) = torch.autograd.grad(loss, z)
                 optimizer.step()
         generator.train(was_training)
         return z.detach()

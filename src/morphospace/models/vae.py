@@ -1,15 +1,16 @@
 """VAE, beta-VAE and VAE-GAN (VAEplus, Lafarge et al. 2019) on single-cell crops.
 
-Loss per image, with the reconstruction a squared error summed over pixels (a unit-variance
-Gaussian likelihood) and the KL divergence of the diagonal Gaussian posterior to N(0, I) summed
-over latent dimensions:
+Loss per image, with the reconstruction a squared error summed over pixels (the negative
+log-likelihood of a Gaussian decoder with variance 1/2, up to a constant) and the KL divergence of
+the diagonal Gaussian posterior to N(0, I) summed over latent dimensions:
 
 - ``objective="weighted"``: recon + beta * KL (beta = 1: the VAE; beta > 1: the beta-VAE);
 - ``objective="convex"``: (1 - beta) * recon + beta * KL with beta in [0, 1] (the Statistical
   Cell's reparameterised objective, Eq 3), keeping the loss on one scale across beta.
 
-The ELBO (up to constants) is -(recon + KL). The mean KL of every latent dimension over an epoch is
-kept (``kl_per_dimension``); dimensions above ``active_threshold`` nats count as active.
+The ELBO of that decoder (up to a constant) is -(recon + KL). The mean KL of every latent dimension
+over an epoch is kept (``kl_per_dimension``, set by :meth:`VAE.finish_kl_epoch` at the end of each
+training epoch); dimensions above ``active_threshold`` nats count as active.
 
 VAE-GAN adds a discriminator that tells real crops from reconstructions and prior samples; the
 VAE also minimises an adversarial term and the squared distance between the discriminator's
@@ -26,7 +27,7 @@ from torch import nn
 
 from morphospace.config import Config
 from morphospace.models.base import GenerativeModel
-from morphospace.models.blocks import ConvEncoder, Discriminator, GANLoss, Generator, gan_losses
+from morphospace.models.blocks import ConvEncoder, Discriminator, Generator, frozen_batch_norm_stats, gan_losses
 
 __all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "vae_terms"]
 
@@ -34,7 +35,7 @@ __all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "vae_terms"]
 class AdversarialConfig(Config):
     """The discriminator of a VAE-GAN."""
 
-    loss: GANLoss = "lsgan"
+    loss: Literal["dcgan", "lsgan"] = "lsgan"
     weight: float = pydantic.Field(1.0, ge=0, description="adversarial term in the VAE loss")
     feature_matching: float = pydantic.Field(1.0, ge=0, description="discriminator feature-matching term")
     lr: float = pydantic.Field(2e-4, gt=0)
@@ -88,7 +89,7 @@ class VAE(GenerativeModel):
         self.to_logvar = nn.Linear(self.cfg.hidden_dim, self.cfg.latent_dim)
         self.decoder = Generator(self.cfg.latent_dim, channels, size, self.cfg.base_channels)
         self.register_buffer("kl_per_dimension", torch.zeros(self.cfg.latent_dim))
-        self._kl_sum = torch.zeros(self.cfg.latent_dim)
+        self._kl_sum: torch.Tensor | None = None
         self._kl_batches = 0
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -125,7 +126,8 @@ class VAE(GenerativeModel):
                       prog_bar=prefix == "", on_step=prefix == "", on_epoch=True, batch_size=batch_size)
 
     def _accumulate_kl(self, kl_per_dim: torch.Tensor) -> None:
-        self._kl_sum = self._kl_sum + kl_per_dim.detach().float().cpu()
+        kl = kl_per_dim.detach().float()
+        self._kl_sum = kl if self._kl_sum is None else self._kl_sum + kl
         self._kl_batches += 1
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -139,11 +141,16 @@ class VAE(GenerativeModel):
         images = self.prepare_images(batch["image"])
         self._log_terms(self.loss_terms(images), "val_", images.shape[0])
 
-    def on_train_epoch_end(self) -> None:
+    def finish_kl_epoch(self) -> None:
+        """Set ``kl_per_dimension`` to the mean over the training batches since the last call and
+        log the active dimensions; a no-op when no batch was seen."""
         if self._kl_batches:
-            self.kl_per_dimension.copy_((self._kl_sum / self._kl_batches).to(self.kl_per_dimension.device))
+            self.kl_per_dimension.copy_(self._kl_sum / self._kl_batches)
             self.log("active_dims", float(self.active_dimensions()), prog_bar=True)
-        self._kl_sum, self._kl_batches = torch.zeros(self.cfg.latent_dim), 0
+        self._kl_sum, self._kl_batches = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        self.finish_kl_epoch()
 
     def active_dimensions(self, threshold: float | None = None) -> int:
         """Latent dimensions whose mean KL over the last epoch exceeds ``threshold`` nats."""
@@ -170,10 +177,8 @@ class VAEGAN(VAE):
         if self.cfg.adversarial is None:
             raise ValueError("VAEGAN needs config.adversarial")
         self.automatic_optimization = False
-        adversarial = self.cfg.adversarial
-        norm = "none" if adversarial.loss == "wgan-gp" else "batch"
         self.discriminator = Discriminator(self.image_shape[0], self.image_shape[1], self.cfg.base_channels,
-                                           100, adversarial.input_noise, norm)
+                                           100, self.cfg.adversarial.input_noise)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -190,15 +195,18 @@ class VAEGAN(VAE):
         reconstruction = self.prepare_images(terms["reconstruction"])
         samples = self.prepare_images(self.decoder(self.prior(images.shape[0])))
         fakes = torch.cat([reconstruction, samples]).detach()
-        d_loss = gan_losses(adversarial.loss, self.discriminator(images), self.discriminator(fakes), for_generator=False)
+        real_scores = self.discriminator(images)
+        with frozen_batch_norm_stats(self.discriminator):
+            d_loss = gan_losses(adversarial.loss, real_scores, self.discriminator(fakes), for_generator=False)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
-        fake_scores = self.discriminator(torch.cat([reconstruction, samples]))
-        adv = gan_losses(adversarial.loss, None, fake_scores, for_generator=True)
-        real_features = [f.detach() for f in self.discriminator.intermediate(images)]
-        matching = sum(((a.float() - b.float()) ** 2).mean()
-                       for a, b in zip(real_features, self.discriminator.intermediate(reconstruction)))
+        with frozen_batch_norm_stats(self.discriminator):
+            fake_scores = self.discriminator(torch.cat([reconstruction, samples]))
+            adv = gan_losses(adversarial.loss, None, fake_scores, for_generator=True)
+            real_features = [f.detach() for f in self.discriminator.intermediate(images)]
+            matching = sum(((a.float() - b.float()) ** 2).mean()
+                           for a, b in zip(real_features, self.discriminator.intermediate(reconstruction)))
         loss = terms["loss"] + adversarial.weight * adv + adversarial.feature_matching * matching
         opt_vae.zero_grad(set_to_none=True)
         self.manual_backward(loss)

@@ -22,7 +22,9 @@ from morphospace.evaluate.clustering import dendrogram_figure, evaluate_clusteri
 from morphospace.evaluate.moa import COMPOUND, MOA, confusion_table, evaluate_moa, treatment_profiles
 from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
 from morphospace.errors import InputError
+from morphospace.explore.figures import save_figure
 from morphospace.io.atomic import write_text_atomic
+from morphospace.io.tables import write_table
 
 __all__ = [
     "MoAEvaluationConfig",
@@ -89,8 +91,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
@@ -132,14 +133,14 @@ def run_moa_evaluation(
         payload["nscb_note"] = "not computed: no batches, or no treatment has a neighbour outside its batches"
     if out_dir is not None:
         out_dir = Path(out_dir)
-        _write_json(out_dir, "moa.json", payload)
         predictions = pd.concat([r.predictions.assign(evaluation=name) for name, r in results.items()])
-        predictions.to_csv(out_dir / "moa_predictions.csv", index=False)
-        per_moa = pd.concat([r.per_moa().assign(evaluation=name) for name, r in results.items()])
-        per_moa.to_csv(out_dir / "moa_per_moa.csv", index=False)
+        write_table(predictions, out_dir / "moa_predictions.csv")
+        write_table(pd.concat([r.per_moa().assign(evaluation=name) for name, r in results.items()]),
+                    out_dir / "moa_per_moa.csv")
         for name, result in results.items():
             fig = confusion_figure(confusion_table(result), f"{result.convention}: accuracy {result.accuracy:.1%}")
             _save_figure(fig, out_dir / "figures" / f"moa_confusion_{name}.png")
+        _write_json(out_dir, "moa.json", payload)
     return payload
 
 
@@ -171,9 +172,9 @@ def run_retrieval_evaluation(
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
-        _write_json(out_dir, "retrieval.json", payload)
         for name, result in results.items():
-            result.per_group.to_csv(out_dir / f"retrieval_{name}.csv", index=False)
+            write_table(result.per_group, out_dir / f"retrieval_{name}.csv")
+        _write_json(out_dir, "retrieval.json", payload)
     return payload
 
 
@@ -196,11 +197,11 @@ def run_clustering_evaluation(
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
-        _write_json(out_dir, "clustering.json", payload)
-        result.metrics.rename_axis("metric").reset_index().to_csv(out_dir / "clustering_metrics.csv", index=False)
+        write_table(result.metrics.rename_axis("metric").reset_index(), out_dir / "clustering_metrics.csv")
         _save_figure(dendrogram_figure(table, config.label, seed=config.seed), out_dir / "figures" / "dendrogram.png")
         _save_figure(scatter_figure(table, config.label, config.scatter, config.seed),
                      out_dir / "figures" / f"scatter_{config.scatter}.png")
+        _write_json(out_dir, "clustering.json", payload)
     return payload
 
 
@@ -230,11 +231,25 @@ def _real_crops(data, store, indices: np.ndarray) -> np.ndarray:
                            for s in range(0, len(indices), 512)])
 
 
+def _extractor_key(data, store, config: GenerationConfig) -> dict[str, Any]:
+    """What an extractor's inputs depend on; a cached extractor is reused only for the same key."""
+    return {"store": str(store.path.resolve()), "channels": list(data.config.channels or store.channels),
+            "crop_size": data.config.crop_size, "normalization": data.config.normalization.to_dict(),
+            "labels": config.extractor_labels}
+
+
 def _extractor(config: GenerationConfig, data, store, run_dir: Path):
     from morphospace.evaluate.generation import load_feature_extractor, save_feature_extractor, train_feature_extractor
 
-    path = Path(config.extractor) if config.extractor else Path(run_dir).parent / "extractors" / f"{store.path.name}.pt"
+    key = _extractor_key(data, store, config)
+    default = Path(run_dir).parent / "extractors" / f"{store.path.name}_{len(key['channels'])}ch_{key['crop_size']}px.pt"
+    path = Path(config.extractor) if config.extractor else default
+    key_path = path.with_name(path.name + ".json")
     if path.is_file():
+        saved = json.loads(key_path.read_text()) if key_path.is_file() else None
+        if saved is not None and saved != key:
+            raise InputError(f"{path}: this FID extractor was trained on other inputs ({saved}); this run needs "
+                             f"{key}. Give another extractor path so that scores stay comparable")
         return load_feature_extractor(path), path
     if config.extractor_labels not in store.cells.columns:
         raise InputError(f"{store.path}: no column {config.extractor_labels!r} to train the FID extractor on")
@@ -246,6 +261,7 @@ def _extractor(config: GenerationConfig, data, store, run_dir: Path):
     extractor = train_feature_extractor(_real_crops(data, store, picks), labels, epochs=config.extractor_epochs,
                                         seed=config.seed, progress=False)
     save_feature_extractor(extractor, path)
+    write_text_atomic(key_path, json.dumps(key, indent=2))
     return extractor, path
 
 
@@ -263,23 +279,27 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     train_config, model, data = load_run(run_dir)
     store = data.store
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(store))
-    real_idx, holdout_idx = np.sort(order[: config.n]), np.sort(order[config.n: 2 * config.n])
+    training = data.indices("train")
+    held_out = np.concatenate([data.indices("test"), data.indices("val")])
+    real_idx = np.sort(rng.choice(training, min(config.n, len(training)), replace=False))
+    holdout_idx = np.sort(rng.choice(held_out, min(config.n, len(held_out)), replace=False))
     real = _real_crops(data, store, real_idx)
     fake = np.concatenate([to_unit_range(model.sample(min(256, config.n - s), torch.Generator().manual_seed(config.seed + s)))
                            for s in range(0, config.n, 256)])
     extractor, extractor_path = _extractor(config, data, store, Path(run_dir))
     payload: dict[str, Any] = {
-        "convention": ("real = random crops of the run's store, generated = prior samples, both in [0, 1]; FID/KID on "
-                       "the named extractor's embedding (compare scores only for the same extractor); feature "
-                       "distances: Wasserstein per CellProfiler feature in units of the real SD, both sets segmented "
-                       "the same way; memorisation: nearest training crop in the extractor's embedding vs held-out "
-                       "real crops"),
+        "convention": ("real = random crops of the run's training split, generated = prior samples, both in [0, 1]; "
+                       "FID/KID on the named extractor's embedding (compare scores only for the same extractor; KID "
+                       "subsets of half the crops); feature distances: Wasserstein per CellProfiler feature in units "
+                       "of the real SD, both sets segmented the same way; memorisation: distance of each generated "
+                       "crop to its nearest training crop in the extractor's embedding, against held-out real crops "
+                       "(the test and validation splits) or, without any, training crops leave-one-out"),
         "config": config.to_dict(), "extractor_path": str(extractor_path),
-        "in_domain": generation.fid_kid(real, fake, extractor),
+        "in_domain": generation.fid_kid(real, fake, extractor, kid_subset_size=max(2, len(real) // 2)),
     }
     try:
-        payload["inception"] = generation.inception_fid_kid(real, fake, config.inception_weights)
+        payload["inception"] = generation.inception_fid_kid(real, fake, config.inception_weights,
+                                                            kid_subset_size=max(2, len(real) // 2))
     except InputError as exc:
         payload["inception"] = f"InceptionV3 not available: {exc}"
     channels = list(train_config.data.channels or store.channels)
@@ -292,10 +312,9 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     memorisation = generation.nearest_real_neighbours(real, fake, holdout, extractor)
     payload["memorisation"] = {k: v for k, v in memorisation.items() if not isinstance(v, np.ndarray)}
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir, "generation.json", payload)
-    distances.to_csv(out_dir / "generation_feature_distances.csv")
+    write_table(distances.reset_index(names="feature"), out_dir / "generation_feature_distances.csv")
     _save_figure(_real_vs_generated_figure(real, fake, channels, memorisation), out_dir / "figures" / "real_vs_generated.png")
+    _write_json(out_dir, "generation.json", payload)
     return payload
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import torch
@@ -28,6 +27,8 @@ from morphospace.errors import InputError
 from morphospace.explore.latent import (
     apply_attribute, attribute_vector, image_rows_figure, interpolate, quick_measures, traverse,
 )
+from morphospace.explore.figures import save_figure
+from morphospace.io.images import write_png
 from morphospace.io.store import CropStore
 from morphospace.io.tables import write_table
 from morphospace.models.base import GenerativeModel
@@ -121,8 +122,7 @@ def generate(run_dir: str | os.PathLike, n: int = 64, seed: int = 0, columns: in
     _, model, data = load_run(run_dir)
     images = model.sample(n, torch.Generator().manual_seed(seed))
     path = Path(out) if out is not None else _figures(run_dir) / f"generated_seed{seed}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, (sample_grid(images, _channels(data), columns) * 255).astype(np.uint8))
+    write_png(path, (sample_grid(images, _channels(data), columns) * 255).astype(np.uint8))
     return to_unit_range(images), path
 
 
@@ -153,9 +153,7 @@ def explore_interpolate(run_dir: str | os.PathLike, seeds: Sequence[int] = (0, 1
         for a, b in zip(latents[0::2], latents[1::2]):
             rows.append(to_unit_range(model.decode(interpolate(a, b, steps, spherical))))
     fig = image_rows_figure(np.stack(rows), _channels(data), title=f"Interpolation between {kind} (left to right)")
-    path = _figures(run_dir) / f"interpolation_{kind}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, _figures(run_dir) / f"interpolation_{kind}.png")
 
 
 def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float = 0.2, n_cells: int = 400,
@@ -173,7 +171,8 @@ def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float 
     _, model, data = load_run(run_dir)
     store = data.store
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(store), min(n_cells, len(store)), replace=False))
+    candidates = data.indices("all")
+    picks = np.sort(rng.choice(candidates, min(n_cells, len(candidates)), replace=False))
     table = store.cells.iloc[picks].reset_index(drop=True)
     unit = to_unit_range(run_dataset(data, store, picks).load(np.arange(len(picks))))
     masks = store.read_masks(picks) if store.masks is not None else None
@@ -184,26 +183,36 @@ def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float 
     middle = np.flatnonzero(~with_attribute & ~without_attribute)
     base = rng.choice(middle if len(middle) >= n_base else np.arange(len(picks)), n_base, replace=False)
     images = to_unit_range(apply_attribute(model, latents[torch.as_tensor(base)], vector, scales))
+    groups = (f"({query_with}) - ({query_without})" if query_with
+              else f"top {quantile:.0%} - bottom {quantile:.0%} of {attribute}")
     fig = image_rows_figure(images, _channels(data), column_labels=[f"+{s:g} v" for s in scales],
-                            title=f"Vector algebra: v = mean({attribute} high) - mean({attribute} low)")
-    path = _figures(run_dir) / f"algebra_{attribute.replace(' ', '_')}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+                            title=f"Vector algebra: v = mean latent of {groups}")
+    return save_figure(fig, _figures(run_dir) / f"algebra_{attribute.replace(' ', '_')}.png")
 
 
 def _groups(table: pd.DataFrame, attribute: str, quantile: float, query_with: str | None,
             query_without: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the cells with and without the attribute (disjoint)."""
     if query_with or query_without:
+        if not (query_with and query_without):
+            raise InputError("vector algebra by queries needs both groups (--with and --without)")
         try:
-            return table.eval(query_with).to_numpy(bool), table.eval(query_without).to_numpy(bool)
+            with_mask, without_mask = table.eval(query_with).to_numpy(bool), table.eval(query_without).to_numpy(bool)
         except Exception as exc:  # pandas raises many types for a bad query
             raise InputError(f"bad group query: {exc}") from None
+        return with_mask, without_mask & ~with_mask
     if attribute not in table.columns:
         raise InputError(f"attribute {attribute!r} is neither a cell-table column nor a quick measure "
                          f"({[c for c in table.columns if not c.startswith('Metadata_')]})")
-    values = pd.to_numeric(table[attribute], errors="coerce")
-    low, high = values.quantile(quantile), values.quantile(1 - quantile)
-    return (values >= high).to_numpy(), (values <= low).to_numpy()
+    if not 0 < quantile <= 0.5:
+        raise InputError(f"quantile must lie in (0, 0.5], got {quantile}")
+    values = pd.to_numeric(table[attribute], errors="coerce").to_numpy(dtype=float)
+    known = np.flatnonzero(np.isfinite(values))
+    order = known[np.argsort(values[known], kind="stable")]
+    k = max(1, int(len(order) * quantile))
+    with_mask, without_mask = np.zeros(len(table), bool), np.zeros(len(table), bool)
+    with_mask[order[-k:]], without_mask[order[:k]] = True, True
+    return with_mask, without_mask & ~with_mask
 
 
 def explore_traverse(run_dir: str | os.PathLike, n_dims: int = 8, extent: float = 3.0, steps: int = 7) -> Path:
@@ -219,6 +228,4 @@ def explore_traverse(run_dir: str | os.PathLike, n_dims: int = 8, extent: float 
     labels = [f"z{d}" + (f" ({float(kl[d]):.2f} nats)" if kl is not None else "") for d in dims]
     fig = image_rows_figure(images, _channels(data), row_labels=labels, column_labels=[f"{v:+.1f}" for v in values],
                             title="Latent traversals")
-    path = _figures(run_dir) / "traversal.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, _figures(run_dir) / "traversal.png")

@@ -1,7 +1,10 @@
 """``train``: fit a generative model on a crop store from a YAML config, into ``runs/<name>/``.
 
-Re-running a config resumes from the last checkpoint; only the budget keys (``trainer.max_epochs``,
-``max_minutes``, ``max_steps``) may change between sessions, any other change is an error.
+Re-running a config resumes from the last checkpoint with the split and normalisation saved in it;
+only the budget keys (``trainer.max_epochs``, ``max_minutes``, ``max_steps``) may change between
+sessions, any other change is an error. The time budget counts every session. A resumed session
+reseeds the random streams from the config's seed, so its batches differ from those an
+uninterrupted run would have drawn.
 
 Run directory: ``config.yaml`` (resolved), ``normalization.json`` and ``splits.parquet`` (the data
 module's fitted state), ``data.json`` (channel names and model input shape), ``checkpoints/last.ckpt`` (Lightning; training resumes from it),
@@ -33,8 +36,9 @@ from morphospace.data.dataset import CropDataModule, DataConfig
 from morphospace.errors import InputError
 from morphospace.explore.figures import composite, montage
 from morphospace.io.atomic import write_text_atomic
+from morphospace.io.images import write_png
 from morphospace.models.base import GenerativeModel
-from morphospace.models.registry import ModelConfig, build_model, load_model
+from morphospace.models.registry import ModelConfig, build_model, model_from_checkpoint, read_checkpoint
 from morphospace.runs import log_to_file, open_run_directory
 
 __all__ = [
@@ -51,8 +55,10 @@ class TrainerConfig(Config):
     """Lightning Trainer settings and the training budget."""
 
     max_epochs: int = pydantic.Field(20, ge=1)
-    max_minutes: float | None = pydantic.Field(None, gt=0, description="wall-clock budget; stops after it")
-    max_steps: int = pydantic.Field(-1, ge=-1)
+    max_minutes: float | None = pydantic.Field(
+        None, gt=0, description="wall-clock budget of the run, summed over resumed sessions")
+    max_steps: int = pydantic.Field(-1, ge=-1, description="optimiser steps: GAN batches with a generator "
+                                                             "update count twice")
     limit_train_batches: float | int = pydantic.Field(1.0, gt=0)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = pydantic.Field(
         "auto", description="auto: bf16 autocast where the hardware has bf16 units (GPU, AVX512-BF16/AMX CPU), else fp32")
@@ -79,9 +85,9 @@ class TrainConfig(Config):
     @pydantic.model_validator(mode="after")
     def _model_range(self) -> "TrainConfig":
         normalization = self.data.normalization
-        if normalization.method != "zscore" and tuple(normalization.out_range) != (-1.0, 1.0):
-            raise ValueError("generative models output tanh values in [-1, 1]: set "
-                             "data.normalization.out_range to [-1, 1]")
+        if normalization.method == "zscore" or tuple(normalization.out_range) != (-1.0, 1.0):
+            raise ValueError("generative models output tanh values in [-1, 1]: use a percentile or fixed "
+                             "normalisation with data.normalization.out_range [-1, 1]")
         return self
 
     @property
@@ -113,9 +119,11 @@ def to_unit_range(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def sample_grid(images: torch.Tensor | np.ndarray, channels: list[str], columns: int = 8) -> np.ndarray:
-    """RGB montage (H, W, 3) of model images (N, C, H, W) in [-1, 1], fixed display range [0, 1]."""
+    """RGB montage (H, W, 3) of model images (N, C, H, W) in [-1, 1]; each channel's display range
+    is its 1st-99.5th percentile over the whole grid, so brightness differences between tiles stay."""
     unit = to_unit_range(images)
-    limits = [(0.0, 1.0)] * unit.shape[1]
+    flat = np.moveaxis(unit, 1, 0).reshape(unit.shape[1], -1)
+    limits = [tuple(np.percentile(channel, [1.0, 99.5])) for channel in flat]
     return montage(np.stack([composite(image, channels, limits=limits) for image in unit]), columns)
 
 
@@ -129,16 +137,9 @@ class SampleGrid(Callback):
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every and epoch + 1 != trainer.max_epochs:
             return
-        import imageio.v3 as iio
-
-        was_training = module.training
-        module.eval()
-        with torch.no_grad():
-            images = module.sample(self.n, torch.Generator().manual_seed(self.seed))
-        module.train(was_training)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        images = module.sample(self.n, torch.Generator().manual_seed(self.seed))
         grid = (sample_grid(images, self.channels) * 255).astype(np.uint8)
-        iio.imwrite(self.directory / f"samples_epoch_{epoch + 1:03d}.png", grid)
+        write_png(self.directory / f"samples_epoch_{epoch + 1:03d}.png", grid)
 
 
 class KLPerDimension(Callback):
@@ -148,9 +149,10 @@ class KLPerDimension(Callback):
         self.path = path
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: GenerativeModel) -> None:
-        kl = getattr(module, "kl_per_dimension", None)
-        if kl is None:
+        if not hasattr(module, "finish_kl_epoch"):
             return
+        module.finish_kl_epoch()  # callbacks run before the module's own epoch-end hook
+        kl = module.kl_per_dimension
         header = not self.path.is_file()
         with self.path.open("a") as handle:
             if header:
@@ -183,7 +185,7 @@ def _image_shape(data: CropDataModule) -> tuple[int, int, int]:
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """``auto`` -> ``bf16-mixed`` on a CUDA GPU with bf16 or a CPU with AVX512-BF16 / AMX, else ``32-true``.
+    """``auto`` -> ``bf16-mixed`` on a CUDA GPU or CPU with bf16 units (AVX512-BF16 / AMX), else ``32-true``.
 
     On CPUs without bf16 units autocast emulates bf16 and is an order of magnitude slower
     (measured: 7 vs 163 images/s for the default VAE on an AVX2-only CPU).
@@ -191,7 +193,7 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     if precision != "auto":
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     cpu = torch.cpu
     has_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported",
                                                                                     lambda: False)()
@@ -240,7 +242,11 @@ def _merge_metrics(run_dir: Path) -> None:
     """Concatenate every session's Lightning ``metrics.csv`` into ``RUN/metrics.csv``."""
     import pandas as pd
 
-    parts = [pd.read_csv(p) for p in sorted((run_dir / "logs").glob("session_*/metrics.csv"))]
+    try:
+        parts = [pd.read_csv(p) for p in sorted((run_dir / "logs").glob("session_*/metrics.csv"))]
+    except (OSError, ValueError) as exc:  # a session cut short can leave a partial log
+        logger.warning("could not merge the training logs into metrics.csv: %s", exc)
+        return
     if parts:
         merged = pd.concat(parts, ignore_index=True)
         tmp = run_dir / ".metrics.csv.tmp"
@@ -253,7 +259,10 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -
     run_dir, resumed = open_run_directory(config.run_dir, config, overwrite=overwrite, mutable=BUDGET_KEYS)
     with log_to_file(run_dir / "train.log"):
         pl.seed_everything(config.seed, workers=True, verbose=False)
+        last = run_dir / "checkpoints" / "last.ckpt"
         data = CropDataModule(config.data)
+        if last.is_file():  # keep exactly the split and normalisation the run started with
+            data.load_state_dict(torch.load(last, map_location="cpu", weights_only=True).get("CropDataModule", {}))
         data.setup()
         data.save(run_dir)
         channels = list(config.data.channels or data.store.channels)
@@ -262,7 +271,6 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -
         model = build_model(config.model, image_shape, config.trainer.channels_last)
         throughput = Throughput()
         trainer = _trainer(config, run_dir, channels, progress, throughput)
-        last = run_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
             logger.info("resuming %s from %s", run_dir, last)
         try:
@@ -301,8 +309,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, GenerativeModel, 
         config = resolve_config(TrainConfig, yaml.safe_load(config_path.read_text()), source=str(config_path))
     except ConfigError as exc:
         raise InputError(str(exc)) from None
-    model = load_model(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(state, str(checkpoint))
     data = CropDataModule(config.data)
     data.load_state_dict(state.get("CropDataModule", {}) or _saved_data_state(run_dir))
     data.setup()
