@@ -48,3 +48,16 @@ def test_gradient_penalty_of_a_unit_slope_critic_is_zero():
         critic[1].weight.copy_(torch.tensor([[0.6, 0.8, 0.0, 0.0]]))
     penalty = gradient_penalty(critic, torch.rand(5, 1, 2, 2), torch.rand(5, 1, 2, 2))
     assert float(penalty.detach()) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_frozen_batch_norm_stats_leave_running_statistics():
+    from morphospace.models.blocks import frozen_batch_norm_stats
+
+    d = Discriminator(1, 16, base_channels=4)
+    layer = next(m for m in d.modules() if isinstance(m, nn.BatchNorm2d))
+    before = layer.running_mean.clone()
+    with frozen_batch_norm_stats(d):
+        d(torch.rand(4, 1, 16, 16) * 5)
+    assert torch.equal(layer.running_mean, before) and layer.momentum == 0.1
+    d(torch.rand(4, 1, 16, 16) * 5)
+    assert not torch.equal(layer.running_mean, before)

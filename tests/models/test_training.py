@@ -131,3 +131,20 @@ def test_tensorboard_needs_its_package(blob_store: Path, tmp_path: Path, tiny_co
     config = tiny_config(blob_store, tmp_path, "tb", MODELS["vae"], max_epochs=1, tensorboard=True)
     with pytest.raises(InputError, match="tensorboard"):
         train(config, progress=False)
+
+
+def test_generator_steps_follow_discriminator_steps(blob_store: Path, tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, "critic", {**MODELS["lsgan"], "discriminator_steps": 2}, max_epochs=1,
+                         limit_train_batches=4)
+    train(config, progress=False)
+    _, model, _ = load_run(tmp_path / "critic")
+    assert int(model.ema.n_averaged) == 2  # 4 batches, a generator update after every 2nd
+    assert not any(p.requires_grad for p in model.ema.parameters())
+
+
+def test_kl_per_dimension_is_written_for_the_epoch_just_finished(blob_store: Path, tmp_path: Path, tiny_config):
+    train(tiny_config(blob_store, tmp_path, "kl", MODELS["vae"], max_epochs=2), progress=False)
+    kl = pd.read_csv(tmp_path / "kl" / "kl_per_dimension.csv").drop(columns="epoch")
+    _, model, _ = load_run(tmp_path / "kl")
+    assert kl.iloc[0].sum() > 0
+    np.testing.assert_allclose(kl.iloc[-1].to_numpy(), model.kl_per_dimension.numpy(), rtol=1e-4)

@@ -117,3 +117,29 @@ def test_generation_evaluation_and_report(trained_runs, tmp_path: Path):
 def test_embed_needs_the_run_crop_size(trained_runs, small_store: Path, tmp_path: Path):
     with pytest.raises(InputError, match="crops are \\(12, 12\\), the run vae was trained on \\(16, 16\\)"):
         embed_store(trained_runs["vae"], small_store, tmp_path / "e.parquet", progress=False)
+
+
+def test_algebra_groups_are_disjoint_even_with_ties():
+    from morphospace.workflows.latent import _groups
+
+    table = pd.DataFrame({"Metadata_Compound": ["a", "b"] * 5, "score": [1, 1, 1, 1, 1, 1, 2, 3, np.nan, 4]})
+    high, low = _groups(table, "score", 0.3, None, None)
+    assert not (high & low).any() and high.sum() == low.sum() == 2 and not high[8] and not low[8]
+    assert set(np.flatnonzero(high)) == {7, 9}
+    with pytest.raises(InputError, match="both groups"):
+        _groups(table, "score", 0.3, "Metadata_Compound == 'a'", None)
+
+
+def test_generation_uses_the_training_split_and_checks_the_extractor(trained_runs, tmp_path: Path):
+    run = trained_runs["vae"]
+    config = GenerationConfig(n=200, extractor=str(tmp_path / "x.pt"), extractor_epochs=1, feature_cells=10,
+                              cytoplasm_channels=["Actin"])
+    payload = run_generation_evaluation(run, tmp_path / "e", config)
+    _, _, data = load_run(run)
+    assert payload["in_domain"]["n_real"] == len(data.indices("train")) < 96
+    assert payload["memorisation"]["baseline"] == "holdout"
+    assert payload["memorisation"]["n_baseline"] == len(data.indices("val"))
+    key = json.loads((tmp_path / "x.pt.json").read_text())
+    (tmp_path / "x.pt.json").write_text(json.dumps({**key, "crop_size": 99}))
+    with pytest.raises(InputError, match="trained on other inputs"):
+        run_generation_evaluation(run, tmp_path / "e", config)
