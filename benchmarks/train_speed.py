@@ -2,10 +2,11 @@
 of the same networks, in the same process, with fp32 and with bf16 autocast; and embedding speed.
 
 Both sides train the model built from configs/<model>_bbbc021.yaml (64 x 64 crops, batch 64) on
-the same in-memory batches of real BBBC021 crops. The bare loop calls the module's own networks and
-losses with plain Adam steps (GAN: discriminator then generator step; VAE: one step; VAE-GAN:
-discriminator then VAE step). Lightning's images/s counts only the fit loop (data loading
-included), after one warm-up batch on both sides. Ratio = Lightning / bare.
+real BBBC021 crops. The bare loop calls the module's own networks and losses with plain Adam steps
+on in-memory batches, mirroring each family's training step (GAN: a discriminator step every batch,
+a generator step every ``discriminator_steps`` batches; VAE: one step; VAE-GAN: discriminator then
+VAE step). morphospace's images/s is its fit loop's (data loading included). Both exclude the
+first (warm-up) batch. Ratio = morphospace / bare.
 
     python benchmarks/train_speed.py [--data ../shared/data] [--batches 20]
 """
@@ -32,40 +33,47 @@ from morphospace.workflows.train import TrainConfig, train
 MODELS = ["dcgan", "lsgan", "wgan_gp", "vae", "beta_vae", "vae_gan"]
 
 
-def _bare_step(model, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> None:
-    """One training step of ``model``'s networks without Lightning."""
+def _bare_step(model, batch: torch.Tensor, optimizers: list[torch.optim.Optimizer], index: int) -> None:
+    """One training batch of ``model``'s networks without Lightning, mirroring its training_step."""
     family = model.hparams["config"]["family"]
     if family == "gan":
         cfg = model.cfg
         opt_g, opt_d = optimizers
-        for _ in range(cfg.discriminator_steps):
-            fake = model.generator(torch.randn(len(batch), cfg.latent_dim)).detach()
-            loss = gan_losses(cfg.loss, model.discriminator(batch), model.discriminator(fake), False,
-                              cfg.label_smoothing)
-            if cfg.loss == "wgan-gp":
-                loss = loss + cfg.gradient_penalty * gradient_penalty(model.discriminator, batch, fake)
-            opt_d.zero_grad()
-            loss.backward()
-            opt_d.step()
-        loss = gan_losses(cfg.loss, None, model.discriminator(model.generator(torch.randn(len(batch), cfg.latent_dim))),
-                          True)
-        opt_g.zero_grad()
-        loss.backward()
-        opt_g.step()
-        return
-    if getattr(model, "discriminator", None) is not None:
-        opt_vae, opt_d = optimizers
-        terms = model.loss_terms(batch)
-        d_loss = gan_losses("lsgan", model.discriminator(batch), model.discriminator(terms["reconstruction"].detach()),
-                            False)
+        with torch.no_grad():
+            fake = model.generator(torch.randn(len(batch), cfg.latent_dim))
+        loss = gan_losses(cfg.loss, model.discriminator(batch), model.discriminator(fake), False, cfg.label_smoothing)
+        if cfg.loss == "wgan-gp":
+            loss = loss + cfg.gradient_penalty * gradient_penalty(model.discriminator, batch, fake)
         opt_d.zero_grad()
-        d_loss.backward()
+        loss.backward()
         opt_d.step()
-        adv = gan_losses("lsgan", None, model.discriminator(terms["reconstruction"]), True)
-        loss = terms["loss"] + adv
-    else:
+        if (index + 1) % cfg.discriminator_steps == 0:
+            loss = gan_losses(cfg.loss, None, model.discriminator(model.generator(torch.randn(len(batch),
+                                                                                            cfg.latent_dim))), True)
+            opt_g.zero_grad()
+            loss.backward()
+            opt_g.step()
+            model.ema.update_parameters(model.generator)
+        return
+    if getattr(model, "discriminator", None) is None:
         (opt_vae,) = optimizers
         loss = model.loss_terms(batch)["loss"]
+        opt_vae.zero_grad()
+        loss.backward()
+        opt_vae.step()
+        return
+    opt_vae, opt_d = optimizers
+    terms = model.loss_terms(batch)
+    fakes = torch.cat([terms["reconstruction"], model.decoder(torch.randn(len(batch), model.latent_dim))])
+    d_loss = gan_losses("lsgan", model.discriminator(batch), model.discriminator(fakes.detach()), False)
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    adv = gan_losses("lsgan", None, model.discriminator(fakes), True)
+    real_features = [f.detach() for f in model.discriminator.intermediate(batch)]
+    matching = sum(((a - b) ** 2).mean() for a, b in zip(real_features,
+                                                         model.discriminator.intermediate(terms["reconstruction"])))
+    loss = terms["loss"] + adv + matching
     opt_vae.zero_grad()
     loss.backward()
     opt_vae.step()
@@ -77,10 +85,10 @@ def _bare_images_per_second(config: TrainConfig, batches: list[torch.Tensor], bf
     optimizers = model.configure_optimizers()
     optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        _bare_step(model, batches[0], optimizers)
+        _bare_step(model, batches[0], optimizers, 0)
         start = time.perf_counter()
-        for batch in batches[1:]:
-            _bare_step(model, batch, optimizers)
+        for index, batch in enumerate(batches[1:], start=1):
+            _bare_step(model, batch, optimizers, index)
     return sum(len(b) for b in batches[1:]) / (time.perf_counter() - start)
 
 

@@ -161,19 +161,22 @@ class KLPerDimension(Callback):
 
 
 class Throughput(Callback):
-    """Count training images and the wall-clock time of the fit (for images/s)."""
+    """Training images per second of the fit loop, from the end of its first (warm-up) batch on."""
 
     def __init__(self) -> None:
-        self.images, self.seconds, self._start = 0, 0.0, 0.0
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self.images, self.seconds, self._start, self._batches = 0, 0.0, 0.0, 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+        if self._batches == 1:
+            self._start = time.perf_counter()
+            return
         self.images += int(batch["image"].shape[0])
-
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.seconds = time.perf_counter() - self._start
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
 def _image_shape(data: CropDataModule) -> tuple[int, int, int]:
@@ -273,12 +276,13 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -
         trainer = _trainer(config, run_dir, channels, progress, throughput)
         if last.is_file():
             logger.info("resuming %s from %s", run_dir, last)
+        start = time.perf_counter()
         try:
             trainer.fit(model, datamodule=data, ckpt_path=last if last.is_file() else None)
         finally:
             _merge_metrics(run_dir)
-        summary = TrainSummary(run_dir, trainer.current_epoch, trainer.global_step, throughput.seconds,
-                               throughput.images / max(throughput.seconds, 1e-9), _metrics(trainer, model))
+        summary = TrainSummary(run_dir, trainer.current_epoch, trainer.global_step, time.perf_counter() - start,
+                               throughput.images_per_second, _metrics(trainer, model))
         _write_summary(run_dir, summary, resumed)
         logger.info(summary.line())
     return summary
