@@ -15,7 +15,7 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("command", ["simulate", "prepare", "import", "demo", "features", "profiles", "evaluate",
-                                     "train", "embed", "generate", "explore", "report"])
+                                     "train", "embed", "generate", "explore", "report", "predict"])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -54,6 +54,16 @@ def test_simulate_then_prepare(tmp_path: Path, capsys):
                  str(tmp_path / "store"), "--set", "crops.size=32", "--set", "illumination.enabled=false", "--json"])
     assert code == 0 and '"n_cells"' in capsys.readouterr().out
     assert CropStore(tmp_path / "store").crop_shape == (32, 32)
+
+
+def test_simulate_transmitted_mode(tmp_path: Path, capsys):
+    code = main(["--no-progress", "simulate", "--out", str(tmp_path / "sim"), "--mode", "transmitted", "--set",
+                 "plates=1", "--set", "moas=[Actin disruptors]", "--set", "compounds_per_moa=1", "--set",
+                 "concentrations=1", "--set", "dmso_wells_per_plate=1", "--set", "field_size=64"])
+    assert code == 0 and "simulated" in capsys.readouterr().out
+    header = (tmp_path / "sim" / "manifest.csv").read_text().splitlines()[0]
+    assert "FileName_Transmitted" in header and "FileName_NucleiLabels" in header
+    assert "mode: transmitted" in (tmp_path / "sim" / "simulate_config.yaml").read_text()
 
 
 def test_features_profiles_and_evaluations(tmp_path: Path, capsys):

@@ -42,6 +42,9 @@ _EXAMPLES = {
     "algebra": "morphospace explore algebra --run runs/vae_bbbc021 --attribute Mean_Tubulin --quantile 0.2",
     "traverse": "morphospace explore traverse --run runs/vae_bbbc021 --dims 8",
     "report": "morphospace report --run runs/vae_bbbc021",
+    "predict": "morphospace predict --run runs/isl_simulated --manifest screen/manifest.csv --out predicted",
+    "isl": "morphospace evaluate isl --run runs/isl_simulated --set empty_threshold=2.0 --json",
+    "segmentation": "morphospace evaluate segmentation --run runs/nuclei_simulated --json",
 }
 
 
@@ -67,6 +70,9 @@ def _add_simulate(subparsers) -> None:
     parser = _subparser(subparsers, "simulate", "Simulate a BBBC021-like screen: fields, manifest, ground truth.")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, help="random seed (same seed, same screen)")
+    parser.add_argument("--mode", choices=["fluorescence", "transmitted"],
+                        help="fluorescence: DNA, Actin, Tubulin (default); transmitted: phase-contrast-like light "
+                             "paired with DNA and membrane fluorescence and nuclei labels")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_config_options(parser)
     _add_parallel_options(parser)
@@ -143,6 +149,17 @@ def _add_evaluate(subparsers) -> None:
     generation.add_argument("--json", action="store_true", help="print every number as JSON")
     _add_config_options(generation)
     generation.set_defaults(handler=_evaluate_generation)
+    for kind, text in (("isl", "Per-crop PCC (empty / non-empty), SSIM, PSNR and nuclei Jaccard of an "
+                               "in-silico-labeling run on its held-out region."),
+                       ("segmentation", "Mean IoU and instance F1 at IoU 0.5 of a segmentation run on its "
+                                        "held-out region.")):
+        sub = _subparser(kinds, kind, text)
+        sub.add_argument("--run", type=Path, required=True, help="training run directory")
+        sub.add_argument("--split", default="test", help="split of regions.json to score (default test)")
+        sub.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
+        sub.add_argument("--json", action="store_true", help="print every number as JSON")
+        _add_config_options(sub)
+        sub.set_defaults(handler=_evaluate_isl)
     for kind, text in _EVALUATIONS.items():
         sub = _subparser(kinds, kind, text)
         sub.add_argument("--profiles", "--table", dest="table", type=Path, required=True,
@@ -155,8 +172,20 @@ def _add_evaluate(subparsers) -> None:
         sub.set_defaults(handler=_evaluate)
 
 
+def _add_predict(subparsers) -> None:
+    parser = _subparser(subparsers, "predict", "Whole-field predictions of an in-silico-labeling or segmentation "
+                                               "run, as TIFFs.")
+    parser.add_argument("--run", type=Path, required=True, help="training run directory")
+    parser.add_argument("--manifest", type=Path, help="fields to predict (default: the run's own manifest)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_config_options(parser)
+    parser.set_defaults(handler=_predict)
+
+
 def _add_train(subparsers) -> None:
-    parser = _subparser(subparsers, "train", "Train a generative model (GAN or VAE family) from a YAML config.")
+    parser = _subparser(subparsers, "train", "Train a model from a YAML config: a generative model (GAN or VAE "
+                                             "family) on a crop store, or an in-silico-labeling / segmentation "
+                                             "U-Net (model.family: isl) on paired fields.")
     parser.add_argument("config", type=Path, help="training config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set trainer.max_epochs=5 (repeatable)")
@@ -234,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_simulate, _add_prepare, _add_import, _add_features, _add_profiles, _add_train, _add_embed,
-                _add_generate, _add_explore, _add_evaluate, _add_report, _add_demo):
+                _add_generate, _add_explore, _add_evaluate, _add_predict, _add_report, _add_demo):
         add(subparsers)
     return parser
 
@@ -246,7 +275,8 @@ def _seed_overrides(args: argparse.Namespace, key: str = "seed") -> list[str]:
 def _simulate(args: argparse.Namespace) -> int:
     from morphospace.simulate import SimulateConfig, simulate_screen
 
-    config = load_config(SimulateConfig, args.config, _seed_overrides(args))
+    overrides = _seed_overrides(args) + ([f"mode={args.mode}"] if args.mode else [])
+    config = load_config(SimulateConfig, args.config, overrides)
     screen = simulate_screen(config, args.out, workers=args.workers, progress=args.progress, overwrite=args.overwrite,
                              scheduler=args.scheduler)
     print(f"simulated {screen.n_cells} cells in {screen.n_fields} fields -> {screen.manifest_path}")
@@ -337,7 +367,24 @@ def _evaluation_line(kind: str, payload: dict) -> str:
             + ", ".join(f"{name} V-measure {m['V-measure']:.3f}" for name, m in payload["metrics"].items()))
 
 
+def _model_family(path: Path) -> str | None:
+    """``model.family`` of a training YAML, or None when it cannot be read (load_config then says why)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+        return str(data["model"]["family"])
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        return None
+
+
 def _train(args: argparse.Namespace) -> int:
+    if _model_family(args.config) == "isl":
+        from morphospace.workflows.isl import ISLTrainConfig, train_isl
+
+        config = load_config(ISLTrainConfig, args.config, args.overrides)
+        print(train_isl(config, overwrite=args.overwrite, progress=args.progress).line())
+        return 0
     from morphospace.workflows.train import TrainConfig, train
 
     config = load_config(TrainConfig, args.config, args.overrides)
@@ -394,6 +441,24 @@ def _evaluate_generation(args: argparse.Namespace) -> int:
         print(f"FID {in_domain['fid']:.4g}, KID {in_domain['kid_mean']:.4g} ({in_domain['extractor']}); "
               f"median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
               f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from morphospace.workflows.isl_inference import InferenceConfig, predict_fields
+
+    settings = load_config(InferenceConfig, args.config, args.overrides)
+    written = predict_fields(args.run, args.out, args.manifest, settings)
+    print(f"predicted {len(written)} image(s) -> {args.out}")
+    return 0
+
+
+def _evaluate_isl(args: argparse.Namespace) -> int:
+    from morphospace.workflows.isl_inference import InferenceConfig, evaluate_isl_run
+
+    settings = load_config(InferenceConfig, args.config, args.overrides)
+    evaluation = evaluate_isl_run(args.run, args.out, args.split, settings)
+    print(json.dumps(evaluation.scores, indent=2, default=str) if args.json else evaluation.line())
     return 0
 
 

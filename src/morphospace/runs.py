@@ -14,19 +14,21 @@ import random
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, TypeVar
 
 import numpy as np
 import yaml
 
-from morphospace.config import Config, save_config
-from morphospace.errors import MorphospaceError
+from morphospace.config import Config, ConfigError, resolve_config, save_config
+from morphospace.errors import InputError, MorphospaceError
 
 __all__ = [
-    "RunConflictError", "open_run_directory", "config_differences", "setup_logging", "log_to_file", "seed_everything",
+    "RunConflictError", "open_run_directory", "read_run_config", "config_differences", "setup_logging", "log_to_file",
+    "seed_everything",
 ]
 
 _HANDLER_FLAG = "_morphospace_handler"
+ConfigT = TypeVar("ConfigT", bound=Config)
 logger = logging.getLogger(__name__)
 
 
@@ -86,6 +88,20 @@ def open_run_directory(
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, saved)
     return path, False
+
+
+def read_run_config(run_dir: str | os.PathLike, config_type: type[ConfigT]) -> ConfigT:
+    """The saved ``config.yaml`` of a run directory, validated as ``config_type``.
+
+    Raises InputError naming the folder when it holds no config, or the file when it does not validate.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise InputError(f"{run_dir}: not a training run (no config.yaml)")
+    try:
+        return resolve_config(config_type, yaml.safe_load(path.read_text()), source=str(path))
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False) -> logging.Logger:

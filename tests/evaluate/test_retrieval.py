@@ -41,7 +41,7 @@ def test_replicates_against_controls():
     rng = np.random.default_rng(0)
     rows = [{"Metadata_Compound": "DMSO", "Metadata_Concentration": 0.0, **dict(enumerate(rng.normal(0, 1, 8)))}
             for _ in range(12)]
-    active, inactive = rng.normal(0, 1, 8) * 5, None
+    active = rng.normal(0, 1, 8) * 5
     for _ in range(3):
         rows.append({"Metadata_Compound": "active", "Metadata_Concentration": 1.0,
                      **dict(enumerate(active + rng.normal(0, 0.3, 8)))})

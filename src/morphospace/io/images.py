@@ -16,7 +16,7 @@ __all__ = ["read_image", "write_tiff", "write_png", "check_pixels"]
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
-def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3)) -> np.ndarray:
+def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3), allow_constant: bool = False) -> np.ndarray:
     """Read a TIFF or PNG image and check it.
 
     Parameters
@@ -26,6 +26,8 @@ def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3)) -> np.nd
         with imageio.
     ndim
         Accepted numbers of dimensions, e.g. ``(2,)`` for a plane, ``(2, 3)`` to accept z-stacks.
+    allow_constant
+        Accept an image whose pixels are all equal (a label image without objects).
 
     Returns
     -------
@@ -36,7 +38,8 @@ def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3)) -> np.nd
     ------
     InputError
         If the file is missing, unreadable or truncated, has another number of dimensions, holds
-        NaN or infinite values, or is empty (no pixels, or every pixel the same value).
+        NaN or infinite values, or is empty (no pixels, or every pixel the same value unless
+        ``allow_constant``).
     """
     path = Path(path)
     if not path.is_file():
@@ -56,12 +59,13 @@ def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3)) -> np.nd
             f"{path}: expected an image with {' or '.join(map(str, ndim))} dimensions, "
             f"got shape {image.shape}"
         )
-    check_pixels(image, path)
+    check_pixels(image, path, allow_constant)
     return image
 
 
-def check_pixels(image: np.ndarray, source: str | os.PathLike) -> None:
-    """Raise :class:`InputError` naming ``source`` if ``image`` is empty, constant or not finite."""
+def check_pixels(image: np.ndarray, source: str | os.PathLike, allow_constant: bool = False) -> None:
+    """Raise :class:`InputError` naming ``source`` if ``image`` is empty, not finite, or constant
+    (unless ``allow_constant``)."""
     if image.size == 0:
         raise InputError(f"{source}: image has no pixels (shape {image.shape})")
     if image.dtype.kind not in "uif" and image.dtype != bool:
@@ -70,7 +74,7 @@ def check_pixels(image: np.ndarray, source: str | os.PathLike) -> None:
         bad = ~np.isfinite(image)
         if bad.any():
             raise InputError(f"{source}: {int(bad.sum())} NaN or infinite pixel(s)")
-    if image.min() == image.max():
+    if not allow_constant and image.min() == image.max():
         raise InputError(f"{source}: image is empty (every pixel equals {image.flat[0]})")
 
 

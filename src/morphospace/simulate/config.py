@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from morphospace.config import Config
 from morphospace.simulate.phenotypes import MAX_COMPOUNDS_PER_MOA, MOAS
 
-__all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "MAX_WELLS"]
+__all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "MAX_WELLS"]
 
 MAX_WELLS = 384
 
@@ -70,6 +72,19 @@ class OpticsConfig(Config):
         return _check_range(value, low=0.0, high=0.9)
 
 
+class TransmittedConfig(Config):
+    """Phase-contrast-like transmitted light (``mode: transmitted``); thickness in relative units."""
+
+    cell_thickness: float = Field(0.35, gt=0.0, le=10.0, description="dome height of a spread interphase cell")
+    mitotic_thickness: float = Field(1.2, gt=0.0, le=10.0, description="dome height of a rounded mitotic cell")
+    nucleus_thickness: float = Field(0.6, ge=0.0, le=10.0, description="extra height of a nucleus")
+    texture: float = Field(0.15, ge=0.0, le=1.0, description="relative amplitude of organelle texture")
+    contrast: float = Field(0.25, gt=0.0, le=1.0, description="darkening per unit of thickness above its halo blur")
+    halo_sigma_px: float = Field(6.0, gt=0.0, le=50.0, description="width of the bright halo around objects")
+    photons: float = Field(3000.0, gt=0.0, description="background photons per pixel")
+    unevenness: float = Field(0.12, ge=0.0, le=0.5, description="amplitude of the smooth background gradient")
+
+
 class SimulateConfig(Config):
     """A synthetic BBBC021-like screen.
 
@@ -78,6 +93,8 @@ class SimulateConfig(Config):
     with ``fields_per_well`` fields of ``field_size`` x ``field_size`` px each. ``cells_per_field``
     is the Poisson mean of cells per field (set it in proportion when changing ``field_size``).
     ``pixel_size_um`` is recorded for downstream tools; the renderer works in pixels.
+    ``mode: transmitted`` renders a transmitted-light image, DNA and a membrane stain instead of
+    DNA, actin and tubulin (settings in ``transmitted``), for in-silico-labeling data.
     """
 
     seed: int = Field(0, ge=0)
@@ -93,6 +110,13 @@ class SimulateConfig(Config):
     pixel_size_um: float = Field(0.65, gt=0.0)
     cells: CellsConfig = Field(default_factory=CellsConfig)
     optics: OpticsConfig = Field(default_factory=OpticsConfig)
+    mode: Literal["fluorescence", "transmitted"] = "fluorescence"
+    transmitted: TransmittedConfig = Field(default_factory=TransmittedConfig)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Channel names of the rendered fields, in file order."""
+        return ("Transmitted", "DNA", "Membrane") if self.mode == "transmitted" else ("DNA", "Actin", "Tubulin")
 
     @field_validator("moas")
     @classmethod

@@ -8,13 +8,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from morphospace.simulate.compartments import render_channels
+from morphospace.simulate.compartments import render_channels, render_dna
 from morphospace.simulate.config import SimulateConfig
 from morphospace.simulate.layout import FieldLayout, build_layout
 from morphospace.simulate.optics import form_image, sample_batch_gains, sample_plate_optics, vignetting
-from morphospace.simulate.phenotypes import CONTROL, DMSO_PHENOTYPE, Treatment, default_treatment, phenotype_for
+from morphospace.simulate.phenotypes import (
+    CONTROL,
+    DMSO_PHENOTYPE,
+    Phenotype,
+    Treatment,
+    default_treatment,
+    phenotype_for,
+)
 from morphospace.simulate.population import sample_cells
 from morphospace.simulate.seeds import Stream, generator, seed_sequence
+from morphospace.simulate.transmitted import phase_contrast, render_membrane, thickness_map, uneven_background
 
 __all__ = ["CHANNELS", "SimulatedField", "simulate_field", "batch_index"]
 
@@ -25,7 +33,8 @@ CHANNELS = ("DNA", "Actin", "Tubulin")
 class SimulatedField:
     """One rendered field and its exact truth.
 
-    ``channels``: (3, H, W) uint16 in :data:`CHANNELS` order. ``nuclei_labels`` and
+    ``channels``: (3, H, W) uint16 in ``channel_names`` order (:data:`CHANNELS`, or Transmitted,
+    DNA, Membrane in transmitted mode). ``nuclei_labels`` and
     ``cell_labels``: (H, W) uint16 instance labels, 0 background, ids consecutive from 1.
     ``cells``: one row per cell id (columns ``Metadata_CellId``, ``Metadata_CellCycle``,
     ``Metadata_CellKind``, ``Metadata_NucleiCount``, ``Metadata_PhenotypeStrength``,
@@ -40,6 +49,7 @@ class SimulatedField:
     cells: pd.DataFrame
     nuclei: pd.DataFrame
     treatment: Treatment
+    channel_names: tuple[str, ...] = CHANNELS
 
 
 def batch_index(config: SimulateConfig, plate_index: int) -> int:
@@ -86,11 +96,14 @@ def simulate_field(
     phenotype = phenotype_for(treatment.moa, treatment.strength, baseline)
     plans = sample_cells(rng, config.cells, phenotype, config.field_size, config.cells_per_field)
     layout = build_layout(plans, config.field_size, config.cells.nucleus_margin_px)
-    photons = render_channels(layout, phenotype, rng)
     plate = sample_plate_optics(config.optics, generator(seed_sequence(config.seed, Stream.PLATE, plate_index)))
     batch_rng = generator(seed_sequence(config.seed, Stream.BATCH, batch_index(config, plate_index)))
     gains = sample_batch_gains(config.optics, batch_rng, len(CHANNELS))
-    channels = form_image(photons, config.optics, vignetting(layout.shape, plate), gains, rng)
+    illumination = vignetting(layout.shape, plate)
+    if config.mode == "transmitted":
+        channels = _transmitted_channels(config, layout, phenotype, illumination, gains, rng)
+    else:
+        channels = form_image(render_channels(layout, phenotype, rng), config.optics, illumination, gains, rng)
     return SimulatedField(
         channels=channels,
         nuclei_labels=layout.nuclei.astype(np.uint16),
@@ -98,7 +111,20 @@ def simulate_field(
         cells=cell_table(layout, treatment),
         nuclei=nucleus_table(layout),
         treatment=treatment,
+        channel_names=config.channels,
     )
+
+
+def _transmitted_channels(config: SimulateConfig, layout: FieldLayout, phenotype: Phenotype,
+                          illumination: np.ndarray,
+                          gains: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(3, H, W) uint16: transmitted light, DNA and membrane fluorescence of the same cells."""
+    fluorophores = np.stack([render_dna(layout, phenotype, rng), render_membrane(layout)]).astype(np.float32)
+    fluorescence = form_image(fluorophores, config.optics, illumination, gains[:2], rng)
+    light = illumination * uneven_background(layout.shape, config.transmitted.unevenness, rng)
+    transmitted = phase_contrast(thickness_map(layout, config.transmitted, rng), config.transmitted, config.optics,
+                                 light, rng)
+    return np.concatenate([transmitted[None], fluorescence])
 
 
 def _centroids(labels: np.ndarray, owners: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ Layout of ``out`` (paths in the manifest are relative to ``out``)::
 
     manifest.csv                          one row per field
     simulate_config.yaml                  the resolved SimulateConfig
-    images/<plate>/<field_id>_<channel>.tiff   uint16, one plane per channel (DNA, Actin, Tubulin)
+    images/<plate>/<field_id>_<channel>.tiff   uint16, one plane per channel (DNA, Actin, Tubulin;
+                                          transmitted mode: Transmitted, DNA, Membrane)
     truth/<field_id>_nuclei.tiff          uint16 nucleus labels (ids 1..n per field)
     truth/<field_id>_cells.tiff           uint16 cell labels (ids 1..m per field)
     truth/cells.parquet                   one row per cell
@@ -28,7 +29,7 @@ from morphospace.io.atomic import atomic_directory
 from morphospace.io.images import write_tiff
 from morphospace.parallel import compute_context, run_parallel
 from morphospace.simulate.config import SimulateConfig
-from morphospace.simulate.field import CHANNELS, simulate_field
+from morphospace.simulate.field import simulate_field
 from morphospace.simulate.phenotypes import DMSO, Treatment, treatments_for
 from morphospace.simulate.seeds import Stream, generator, seed_sequence
 
@@ -147,7 +148,7 @@ def render_job(config: SimulateConfig, root: Path, job: FieldJob) -> tuple[pd.Da
     """Render one field, write its channel and label TIFFs under ``root``; return its truth rows."""
     seed = seed_sequence(config.seed, Stream.FIELD, job.plate_index, job.row, job.column, job.site)
     field = simulate_field(config, seed=seed, treatment=job.treatment, plate_index=job.plate_index)
-    for channel, plane in zip(CHANNELS, field.channels):
+    for channel, plane in zip(field.channel_names, field.channels):
         write_tiff(root / job.image_path(channel), plane)
     write_tiff(root / "truth" / f"{job.field_id}_nuclei.tiff", field.nuclei_labels)
     write_tiff(root / "truth" / f"{job.field_id}_cells.tiff", field.cell_labels)
@@ -168,6 +169,15 @@ def _render_all(
         for position, result in run_parallel(task, jobs, client, progress, "simulate"):
             results[position] = result
     return results
+
+
+def _file_columns(job: FieldJob, config: SimulateConfig) -> dict[str, str]:
+    """The manifest's ``FileName_*`` columns of a field: its channels, and in transmitted mode also
+    ``FileName_NucleiLabels`` (the truth nuclei, as segmentation targets)."""
+    columns = {f"FileName_{c}": job.image_path(c) for c in config.channels}
+    if config.mode == "transmitted":
+        columns["FileName_NucleiLabels"] = f"truth/{job.field_id}_nuclei.tiff"
+    return columns
 
 
 def _ordered(frames: Iterable[pd.DataFrame], first: tuple[str, ...]) -> pd.DataFrame:
@@ -205,7 +215,7 @@ def simulate_screen(
         results = _render_all(jobs, config, root, workers, scheduler, progress)
         cells, nuclei = [r[0] for r in results], [r[1] for r in results]
         manifest = pd.DataFrame(
-            [{**job.metadata(), **{f"FileName_{c}": job.image_path(c) for c in CHANNELS}} for job in jobs]
+            [{**job.metadata(), **_file_columns(job, config)} for job in jobs]
         )
         manifest.to_csv(root / "manifest.csv", index=False)
         cell_table = _ordered(cells, MANIFEST_METADATA)

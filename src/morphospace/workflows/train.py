@@ -27,11 +27,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pydantic
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from morphospace.config import Config, ConfigError, resolve_config
+from morphospace.config import Config
 from morphospace.data.dataset import CropDataModule, DataConfig
 from morphospace.errors import InputError
 from morphospace.explore.figures import composite, montage
@@ -39,11 +38,11 @@ from morphospace.io.atomic import write_text_atomic
 from morphospace.io.images import write_png
 from morphospace.models.base import GenerativeModel
 from morphospace.models.registry import ModelConfig, build_model, model_from_checkpoint, read_checkpoint
-from morphospace.runs import log_to_file, open_run_directory
+from morphospace.runs import log_to_file, open_run_directory, read_run_config
 
 __all__ = [
-    "TrainerConfig", "TrainConfig", "TrainSummary", "train", "load_run", "to_unit_range", "sample_grid",
-    "resolve_precision",
+    "TrainerConfig", "RunConfig", "TrainConfig", "TrainSummary", "train", "load_run", "to_unit_range", "sample_grid",
+    "resolve_precision", "count_sessions", "merge_session_logs", "Throughput",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,15 +71,24 @@ class TrainerConfig(Config):
     tensorboard: bool = pydantic.Field(False, description="also log to TensorBoard (needs the tensorboard extra)")
 
 
-class TrainConfig(Config):
-    """A training run: which crops, which model, how long."""
+class RunConfig(Config):
+    """What every training run has: a name, the folder of runs, a seed and the trainer settings."""
 
     name: str = pydantic.Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     runs_dir: str = "runs"
     seed: int = 0
+    trainer: TrainerConfig = TrainerConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+class TrainConfig(RunConfig):
+    """A training run of a generative model: which crops, which model, how long."""
+
     data: DataConfig
     model: ModelConfig
-    trainer: TrainerConfig = TrainerConfig()
 
     @pydantic.model_validator(mode="after")
     def _model_range(self) -> "TrainConfig":
@@ -89,10 +97,6 @@ class TrainConfig(Config):
             raise ValueError("generative models output tanh values in [-1, 1]: use a percentile or fixed "
                              "normalisation with data.normalization.out_range [-1, 1]")
         return self
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
 
 
 @dataclass
@@ -161,9 +165,11 @@ class KLPerDimension(Callback):
 
 
 class Throughput(Callback):
-    """Training images per second of the fit loop, from the end of its first (warm-up) batch on."""
+    """Training images per second of the fit loop, from the end of its first (warm-up) batch on;
+    ``key`` names the batch entry whose first dimension counts the images."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str = "image") -> None:
+        self.key = key
         self.images, self.seconds, self._start, self._batches = 0, 0.0, 0.0, 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -171,7 +177,7 @@ class Throughput(Callback):
         if self._batches == 1:
             self._start = time.perf_counter()
             return
-        self.images += int(batch["image"].shape[0])
+        self.images += int(batch[self.key].shape[0])
         self.seconds = time.perf_counter() - self._start
 
     @property
@@ -212,7 +218,7 @@ def _trainer(config: TrainConfig, run_dir: Path, channels: list[str], progress: 
         throughput,
         KLPerDimension(run_dir / "kl_per_dimension.csv"),
     ]
-    loggers = [CSVLogger(run_dir / "logs", name="", version=f"session_{_sessions(run_dir):02d}")]
+    loggers = [CSVLogger(run_dir / "logs", name="", version=f"session_{count_sessions(run_dir):02d}")]
     if trainer.tensorboard:
         loggers.append(_tensorboard_logger(run_dir))
     return pl.Trainer(
@@ -231,17 +237,17 @@ def _tensorboard_logger(run_dir: Path):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     try:
-        return TensorBoardLogger(run_dir / "tensorboard", name="", version=f"session_{_sessions(run_dir):02d}")
+        return TensorBoardLogger(run_dir / "tensorboard", name="", version=f"session_{count_sessions(run_dir):02d}")
     except ModuleNotFoundError as exc:
         raise InputError(f"trainer.tensorboard needs TensorBoard ({exc}); pip install 'morphospace[tensorboard]'") from None
 
 
-def _sessions(run_dir: Path) -> int:
+def count_sessions(run_dir: Path) -> int:
     """How many training sessions have logged into the run so far."""
     return len(list((run_dir / "logs").glob("session_*")))
 
 
-def _merge_metrics(run_dir: Path) -> None:
+def merge_session_logs(run_dir: Path) -> None:
     """Concatenate every session's Lightning ``metrics.csv`` into ``RUN/metrics.csv``."""
     import pandas as pd
 
@@ -280,7 +286,7 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -
         try:
             trainer.fit(model, datamodule=data, ckpt_path=last if last.is_file() else None)
         finally:
-            _merge_metrics(run_dir)
+            merge_session_logs(run_dir)
         summary = TrainSummary(run_dir, trainer.current_epoch, trainer.global_step, time.perf_counter() - start,
                                throughput.images_per_second, _metrics(trainer, model))
         _write_summary(run_dir, summary, resumed)
@@ -306,13 +312,8 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, GenerativeModel, 
     """The config, the trained model (eval mode) and the data module (with the run's saved split
     and normalisation) of a run directory."""
     run_dir = Path(run_dir)
-    config_path, checkpoint = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
-    if not config_path.is_file():
-        raise InputError(f"{run_dir}: not a training run (no config.yaml)")
-    try:
-        config = resolve_config(TrainConfig, yaml.safe_load(config_path.read_text()), source=str(config_path))
-    except ConfigError as exc:
-        raise InputError(str(exc)) from None
+    config = read_run_config(run_dir, TrainConfig)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
     state = read_checkpoint(checkpoint)
     model = model_from_checkpoint(state, str(checkpoint))
     data = CropDataModule(config.data)

@@ -1,0 +1,227 @@
+"""Tiles of paired fields for image-to-image training: spatial splits, random augmented tiles,
+regular evaluation tiles, and a Lightning data module.
+
+A split is a set of regions, one rectangle ``(y0, y1, x0, x1)`` per field. With ``by: region``
+every field is cut into bands along one axis (e.g. the left three quarters train, the right quarter
+test) and a tile is always drawn wholly inside one band, so no pixel of a test region ever reaches
+training. With ``by: field`` whole fields go to one split each.
+
+Examples
+--------
+>>> spatial_regions((100, 200), {"train": 0.75, "test": 0.25}, axis="x")
+{'train': (0, 100, 0, 150), 'test': (0, 100, 150, 200)}
+>>> grid_tiles((0, 100, 150, 200), 32)
+[(0, 32, 150, 182), (32, 64, 150, 182), (64, 96, 150, 182)]
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import pydantic
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from morphospace.config import Config
+from morphospace.io.paired import PairedField
+
+__all__ = ["TileSplitConfig", "TileConfig", "Region", "spatial_regions", "split_regions", "grid_tiles",
+           "dihedral", "TileDataset", "PairedDataModule"]
+
+Region = tuple[int, int, int, int]
+SPLITS = ("train", "val", "test")
+
+
+class TileSplitConfig(Config):
+    """How fields are divided into train / val / test."""
+
+    by: Literal["region", "field"] = "region"
+    fractions: dict[str, float] = pydantic.Field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    axis: Literal["x", "y"] = pydantic.Field("x", description="by region: bands are cut along this axis")
+    seed: int = pydantic.Field(0, description="by field: shuffles the fields before assigning them")
+
+    @pydantic.field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"unknown split name(s) {unknown}; use {list(SPLITS)}")
+        if "train" not in value or any(v <= 0 for v in value.values()):
+            raise ValueError("fractions need a positive 'train' and only positive values")
+        if abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1, got {sum(value.values()):.4g}")
+        return {name: value[name] for name in SPLITS if name in value}
+
+
+class TileConfig(Config):
+    """Training tiles: size, how many per epoch, augmentation, batch."""
+
+    size: int = pydantic.Field(128, ge=16, description="tile side, px (a multiple of the network's)")
+    tiles_per_epoch: int = pydantic.Field(512, ge=1)
+    flips_and_rotations: bool = True
+    batch_size: int = pydantic.Field(8, ge=1)
+    eval_tiles_per_field: int | None = pydantic.Field(
+        None, ge=1, description="cap on the regular validation tiles per field (all when null)")
+    num_workers: int = pydantic.Field(0, ge=0)
+
+
+def spatial_regions(shape: tuple[int, int], fractions: dict[str, float], axis: str = "x") -> dict[str, Region]:
+    """Cut a field of ``shape`` (H, W) into consecutive bands along ``axis``, one per split, with
+    widths proportional to ``fractions`` (in the order given)."""
+    height, width = shape
+    length = width if axis == "x" else height
+    edges = np.rint(np.cumsum([0.0, *fractions.values()]) / sum(fractions.values()) * length).astype(int)
+    regions = {}
+    for name, start, stop in zip(fractions, edges[:-1], edges[1:]):
+        regions[name] = (0, height, int(start), int(stop)) if axis == "x" else (int(start), int(stop), 0, width)
+    return regions
+
+
+def split_regions(fields: list[PairedField], config: TileSplitConfig) -> dict[str, list[tuple[int, Region]]]:
+    """The regions of every split: ``{split: [(field index, region), ...]}``."""
+    result: dict[str, list[tuple[int, Region]]] = {name: [] for name in config.fractions}
+    if config.by == "region":
+        for index, item in enumerate(fields):
+            for name, region in spatial_regions(item.shape, config.fractions, config.axis).items():
+                result[name].append((index, region))
+        return result
+    if len(fields) < len(config.fractions):
+        raise ValueError(f"{len(fields)} field(s) cannot fill {len(config.fractions)} splits by field; "
+                         "use split.by: region")
+    order = np.random.default_rng(config.seed).permutation(len(fields))
+    counts = np.maximum(1, np.rint(np.array(list(config.fractions.values())) * len(fields)).astype(int))
+    counts[0] = len(fields) - counts[1:].sum()
+    start = 0
+    for name, count in zip(config.fractions, counts):
+        for index in order[start:start + count]:
+            height, width = fields[index].shape
+            result[name].append((int(index), (0, height, 0, width)))
+        start += count
+    return result
+
+
+def grid_tiles(region: Region, size: int) -> list[Region]:
+    """Non-overlapping ``size`` x ``size`` tiles covering ``region`` from its top-left corner
+    (a remainder narrower than ``size`` at the far edges is left out)."""
+    y0, y1, x0, x1 = region
+    return [(y, y + size, x, x + size) for x in range(x0, x1 - size + 1, size) for y in range(y0, y1 - size + 1, size)]
+
+
+def dihedral(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random flip and 90-degree rotation applied to each array (..., H, W)."""
+    turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = []
+    for array in arrays:
+        array = np.rot90(array, turns, axes=(-2, -1))
+        out.append(np.ascontiguousarray(array[..., ::-1] if flip else array))
+    return out
+
+
+class TileDataset(Dataset):
+    """Tiles of ``size`` px from the regions of a split.
+
+    ``random=True``: ``length`` random tiles per epoch, each drawn from a region picked in
+    proportion to its usable area, augmented with flips and rotations when ``augment``; the tile of
+    index ``i`` in epoch ``e`` depends only on ``(seed, e, i)``. ``random=False``: the regular
+    grid of :func:`grid_tiles` over every region (evaluation).
+
+    Items are dicts: ``input`` (Ci, s, s), ``target`` (Ct, s, s) float32 tensors, ``mask`` (1, s, s)
+    float32 foreground when the fields carry labels, ``field`` index and ``box`` (y0, y1, x0, x1).
+    """
+
+    def __init__(self, fields: list[PairedField], regions: list[tuple[int, Region]], size: int,
+                 random: bool = True, length: int = 512, augment: bool = True, seed: int = 0,
+                 max_tiles_per_region: int | None = None) -> None:
+        usable = [(i, r) for i, r in regions if r[1] - r[0] >= size and r[3] - r[2] >= size]
+        if not usable:
+            raise ValueError(f"no region is at least {size} x {size} px; use smaller tiles")
+        self.fields, self.size, self.random, self.augment, self.seed = fields, size, random, augment, seed
+        self.regions = usable
+        self.epoch = 0
+        if random:
+            self.length = length
+            area = np.array([(r[1] - r[0] - size + 1) * (r[3] - r[2] - size + 1) for _, r in usable], float)
+            self.weights = area / area.sum()
+        else:
+            self.boxes = [(i, box) for i, r in usable for box in grid_tiles(r, size)[:max_tiles_per_region]]
+            self.length = len(self.boxes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next epoch's random tiles."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _random_box(self, rng: np.random.Generator) -> tuple[int, Region]:
+        index, (y0, y1, x0, x1) = self.regions[int(rng.choice(len(self.regions), p=self.weights))]
+        y = int(rng.integers(y0, y1 - self.size + 1))
+        x = int(rng.integers(x0, x1 - self.size + 1))
+        return index, (y, y + self.size, x, x + self.size)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        if not 0 <= item < self.length:
+            raise IndexError(f"tile {item} out of range for {self.length} tiles")
+        rng = np.random.default_rng([self.seed, self.epoch, item])
+        index, box = self._random_box(rng) if self.random else self.boxes[item]
+        field = self.fields[index]
+        y0, y1, x0, x1 = box
+        arrays = [field.inputs[:, y0:y1, x0:x1], field.targets[:, y0:y1, x0:x1]]
+        if field.mask is not None:
+            arrays.append((field.mask[None, y0:y1, x0:x1] > 0).astype(np.float32))
+        if self.random and self.augment:
+            arrays = dihedral(arrays, rng)
+        sample = {"input": torch.from_numpy(np.ascontiguousarray(arrays[0])),
+                  "target": torch.from_numpy(np.ascontiguousarray(arrays[1])),
+                  "field": torch.tensor(index), "box": torch.tensor(box)}
+        if field.mask is not None:
+            sample["mask"] = torch.from_numpy(arrays[2])
+        return sample
+
+
+class PairedDataModule(pl.LightningDataModule):
+    """Train / val / test tiles of in-memory paired fields.
+
+    Training tiles are random and augmented, a new draw each epoch when the Trainer reloads the
+    training loader every epoch (``reload_dataloaders_every_n_epochs=1``); validation and test tiles
+    are the regular grid of their regions.
+    """
+
+    def __init__(self, fields: list[PairedField], split: TileSplitConfig, tiles: TileConfig, seed: int = 0) -> None:
+        super().__init__()
+        if not fields:
+            raise ValueError("no fields to tile")
+        self.fields = fields
+        self.fields, self.split, self.tiles, self.seed = fields, split, tiles, seed
+        self.regions = split_regions(fields, split)
+        self.train_set = TileDataset(fields, self.regions["train"], tiles.size, True, tiles.tiles_per_epoch,
+                                     tiles.flips_and_rotations, seed)
+        for name in self.regions:
+            if name != "train":
+                try:
+                    self.dataset(name)
+                except ValueError as exc:
+                    raise ValueError(f"{name} split: {exc}") from None
+
+    def dataset(self, split: str) -> TileDataset:
+        """Regular (un-augmented) tiles of ``split``."""
+        if split not in self.regions:
+            raise ValueError(f"no {split!r} split; splits are {list(self.regions)}")
+        return TileDataset(self.fields, self.regions[split], self.tiles.size, random=False,
+                           max_tiles_per_region=self.tiles.eval_tiles_per_field)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        self.train_set.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        return DataLoader(self.train_set, batch_size=self.tiles.batch_size, shuffle=False,
+                          num_workers=self.tiles.num_workers, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.regions:
+            return []
+        return DataLoader(self.dataset("val"), batch_size=self.tiles.batch_size, num_workers=self.tiles.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset("test"), batch_size=self.tiles.batch_size, num_workers=self.tiles.num_workers)

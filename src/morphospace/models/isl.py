@@ -1,0 +1,201 @@
+"""In silico labeling and nuclei segmentation: a U-Net from transmitted light to fluorescence (or to
+a nuclei probability map) as a LightningModule, with the seed's losses.
+
+Losses (``loss.kind``): ``l1`` and ``l2`` (pixel losses); ``pix2pix`` (a conditional PatchGAN
+discriminator, MONAI's PatchDiscriminator on input and output stacked, plus ``l1_weight`` x L1;
+manual optimisation, one discriminator and one generator step per batch); ``perceptual`` (content on
+deep features + pixel + total variation, :mod:`morphospace.models.perceptual`); ``jaccard`` (soft
+Jaccard distance on sigmoid probabilities, MONAI's DiceLoss with ``jaccard=True``; task
+``segmentation``; intersection and union are summed over the batch, so tiles without nuclei do not
+each cost a constant 1).
+
+Batches are dicts with ``input`` (N, Ci, s, s), ``target`` (N, Ct, s, s) and, for segmentation,
+``mask`` (N, 1, s, s) foreground in {0, 1}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import pydantic
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss, PatchAdversarialLoss
+from monai.networks.nets import PatchDiscriminator
+
+from morphospace.config import Config
+from morphospace.evaluate.isl import pearson_per_crop
+from morphospace.models.perceptual import PerceptualLoss, SmallEncoder, VGG16Features
+from morphospace.models.tiled import predict_field
+from morphospace.models.unet import UNetConfig, build_unet
+
+__all__ = ["ISLLossConfig", "ISLModelConfig", "ImageToImage"]
+
+
+class ISLLossConfig(Config):
+    """The training objective and its settings."""
+
+    kind: Literal["l1", "l2", "pix2pix", "perceptual", "jaccard"] = "l1"
+    l1_weight: float = pydantic.Field(100.0, ge=0, description="pix2pix: lambda of the L1 term (pix2pix paper: 100)")
+    adversarial_criterion: Literal["bce", "least_squares", "hinge"] = "bce"
+    discriminator_layers: int = pydantic.Field(3, ge=1)
+    discriminator_channels: int = pydantic.Field(64, ge=4)
+    lr_discriminator: float = pydantic.Field(2e-4, gt=0)
+    perceptual_weights: tuple[float, float, float] = pydantic.Field(
+        (0.8, 0.1, 0.1), description="content, pixel, total variation (the seed's weights)")
+    vgg_weights: str | None = pydantic.Field(
+        None, description="local torchvision vgg16 state dict; null = in-domain features fitted on the targets")
+    vgg_layers: list[str] = pydantic.Field(default_factory=lambda: ["relu2_2", "relu3_3"])
+    in_domain_steps: int = pydantic.Field(300, ge=1, description="autoencoder steps of the in-domain features")
+
+    @pydantic.field_validator("perceptual_weights")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) < 0 or sum(value) <= 0:
+            raise ValueError(f"perceptual weights must be non-negative and not all 0, got {list(value)}")
+        return value
+
+
+class ISLModelConfig(Config):
+    """An image-to-image model: task, network, loss, optimiser."""
+
+    family: Literal["isl"] = "isl"
+    task: Literal["labeling", "segmentation"] = "labeling"
+    net: UNetConfig = pydantic.Field(default_factory=UNetConfig)
+    loss: ISLLossConfig = pydantic.Field(default_factory=ISLLossConfig)
+    lr: float = pydantic.Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    @pydantic.model_validator(mode="after")
+    def _task_and_loss(self) -> "ISLModelConfig":
+        if (self.task == "segmentation") != (self.loss.kind == "jaccard"):
+            raise ValueError("loss.kind 'jaccard' goes with task 'segmentation' and only with it")
+        return self
+
+
+class ImageToImage(pl.LightningModule):
+    """A U-Net trained from paired tiles; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        :class:`ISLModelConfig` as a plain dict (saved as hyper-parameters).
+    in_channels, out_channels
+        Input channels (transmitted-light planes) and outputs (target stains; 1 for segmentation).
+    """
+
+    def __init__(self, config: dict[str, Any], in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": dict(config), "in_channels": in_channels, "out_channels": out_channels})
+        self.cfg = ISLModelConfig.model_validate(config)
+        self.net = build_unet(self.cfg.net, in_channels, out_channels)
+        loss = self.cfg.loss
+        self.automatic_optimization = loss.kind != "pix2pix"
+        if loss.kind == "pix2pix":
+            self.discriminator = PatchDiscriminator(
+                spatial_dims=2, channels=loss.discriminator_channels, in_channels=in_channels + out_channels,
+                out_channels=1, num_layers_d=loss.discriminator_layers)
+            self.adversarial = PatchAdversarialLoss(criterion=loss.adversarial_criterion)
+        if loss.kind == "perceptual":
+            features = VGG16Features(tuple(loss.vgg_layers)) if loss.vgg_weights else SmallEncoder(out_channels)
+            self.perceptual = PerceptualLoss(features, *loss.perceptual_weights)
+        if loss.kind == "jaccard":
+            self.jaccard = DiceLoss(sigmoid=True, jaccard=True, batch=True)
+
+    @property
+    def size_factor(self) -> int:
+        return self.cfg.net.size_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs (N, Ci, H, W) -> raw outputs (N, Co, H, W) (logits for segmentation)."""
+        return self.net(x)
+
+    def set_perceptual_features(self, features: torch.nn.Module) -> None:
+        """Replace the perceptual loss's feature network (loaded VGG or fitted in-domain encoder)."""
+        self.perceptual.features.load_state_dict(features.state_dict())
+
+    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["mask"] if self.cfg.task == "segmentation" else batch["target"]
+
+    def loss_terms(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The non-adversarial loss and its parts for a batch."""
+        kind = self.cfg.loss.kind
+        if kind == "perceptual":
+            return self.perceptual(prediction, target)
+        if kind == "jaccard":
+            return {"loss": self.jaccard(prediction, target)}
+        if kind == "l2":
+            return {"loss": F.mse_loss(prediction, target)}
+        return {"loss": F.l1_loss(prediction, target)}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        x, y = batch["input"], self._target(batch)
+        if self.cfg.loss.kind == "pix2pix":
+            self._pix2pix_step(x, y)
+            return None
+        terms = self.loss_terms(self(x), y)
+        self.log_dict({f"train_{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, prog_bar=False,
+                      batch_size=len(x))
+        return terms["loss"]
+
+    def _critic(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(torch.cat([x, y], dim=1))[-1]
+
+    def _pix2pix_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt_g, opt_d = self.optimizers()
+        prediction = self(x)
+        d_real = self.adversarial(self._critic(x, y), target_is_real=True, for_discriminator=True)
+        d_fake = self.adversarial(self._critic(x, prediction.detach()), target_is_real=False, for_discriminator=True)
+        d_loss = 0.5 * (d_real + d_fake)
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        adversarial = self.adversarial(self._critic(x, prediction), target_is_real=True, for_discriminator=False)
+        l1 = F.l1_loss(prediction, y)
+        g_loss = adversarial + self.cfg.loss.l1_weight * l1
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.log_dict({"train_loss": g_loss, "train_l1": l1, "train_adversarial": adversarial, "train_d_loss": d_loss},
+                      on_step=True, on_epoch=True, batch_size=len(x))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch["input"], self._target(batch)
+        prediction = self(x)
+        metrics = {"val_l1": F.l1_loss(prediction, y)} if self.cfg.task == "labeling" else {
+            "val_loss": self.jaccard(prediction, y)}
+        if self.cfg.task == "labeling":
+            pcc = pearson_per_crop(prediction[:, 0].detach().float().cpu().numpy(), y[:, 0].float().cpu().numpy())
+            metrics["val_pcc"] = torch.tensor(float(pcc[pcc == pcc].mean()) if (pcc == pcc).any() else 0.0)
+        else:
+            metrics["val_iou"] = _batch_iou(prediction > 0, y > 0.5)
+        self.log_dict(metrics, on_epoch=True, batch_size=len(x))
+
+    def configure_optimizers(self):
+        generator = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+        if self.cfg.loss.kind != "pix2pix":
+            return generator
+        discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.loss.lr_discriminator,
+                                         betas=(0.5, 0.999))
+        return [generator, discriminator]
+
+    @torch.no_grad()
+    def predict_field(self, field: torch.Tensor, tile: int = 256, overlap: float = 0.5,
+                      batch_size: int = 4) -> torch.Tensor:
+        """A whole field (Ci, H, W) -> prediction (Co, H, W): normalised fluorescence, or nuclei
+        probabilities in [0, 1] for segmentation. Runs in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            output = predict_field(self, field.to(self.device), tile, overlap, batch_size, self.size_factor)
+        finally:
+            self.train(was_training)
+        return torch.sigmoid(output) if self.cfg.task == "segmentation" else output
+
+
+def _batch_iou(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean IoU over the images of a batch of boolean masks (N, 1, H, W); 1 where both are empty."""
+    intersection = (prediction & truth).flatten(1).sum(1).float()
+    union = (prediction | truth).flatten(1).sum(1).float()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union)).mean()

@@ -1,0 +1,166 @@
+"""``train`` for in silico labeling and nuclei segmentation: fit an image-to-image U-Net on the
+paired fields of a manifest, into ``runs/<name>/``.
+
+Run directory: ``config.yaml`` (resolved; the perceptual loss's feature network is named in
+``summary.json``), ``regions.json`` (the train / val / test rectangles of every field, so that
+evaluation uses exactly the held-out regions), ``checkpoints/last.ckpt`` (training resumes from it),
+``logs/session_NN/`` merged into ``metrics.csv``, ``summary.json`` and ``train.log``. As for the
+generative models, only the budget keys may change between sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pydantic
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from morphospace.config import Config
+from morphospace.data.tiles import PairedDataModule, TileConfig, TileSplitConfig
+from morphospace.errors import InputError
+from morphospace.io.atomic import write_text_atomic
+from morphospace.io.paired import (
+    PairedChannels,
+    PairedField,
+    PairedNormalization,
+    load_paired_field,
+    read_paired_manifest,
+)
+from morphospace.models.isl import ImageToImage, ISLModelConfig
+from morphospace.models.perceptual import fit_in_domain_features, load_vgg16_features
+from morphospace.runs import log_to_file, open_run_directory
+from morphospace.workflows.train import (
+    BUDGET_KEYS,
+    RunConfig,
+    Throughput,
+    count_sessions,
+    merge_session_logs,
+    resolve_precision,
+)
+
+__all__ = ["ISLDataConfig", "ISLTrainConfig", "ISLSummary", "load_fields", "train_isl"]
+
+logger = logging.getLogger(__name__)
+
+
+class ISLDataConfig(Config):
+    """Paired fields and how they are tiled and split."""
+
+    manifest: str
+    channels: PairedChannels
+    normalization: PairedNormalization = PairedNormalization()
+    split: TileSplitConfig = TileSplitConfig()
+    tiles: TileConfig = TileConfig()
+
+
+class ISLTrainConfig(RunConfig):
+    """An in-silico-labeling or segmentation training run."""
+
+    data: ISLDataConfig
+    model: ISLModelConfig
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> "ISLTrainConfig":
+        if self.model.task == "segmentation" and not self.data.channels.mask:
+            raise ValueError("task 'segmentation' needs data.channels.mask (the nuclei label column)")
+        if self.model.task == "labeling" and not self.data.channels.targets:
+            raise ValueError("task 'labeling' needs data.channels.targets")
+        if self.data.tiles.size % self.model.net.size_factor:
+            raise ValueError(f"data.tiles.size {self.data.tiles.size} must be a multiple of the network's "
+                             f"factor {self.model.net.size_factor}")
+        return self
+
+
+class ISLSummary(pydantic.BaseModel):
+    """What a training session did."""
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    seconds: float
+    tiles_per_second: float
+    perceptual_features: str | None
+    metrics: dict[str, float]
+
+    def line(self) -> str:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items() if k.startswith("val_"))
+        return (f"trained {self.epochs} epoch(s), {self.steps} steps in {self.seconds:.0f} s "
+                f"({self.tiles_per_second:.1f} tiles/s); {shown} -> {self.run_dir}")
+
+
+def load_fields(data: ISLDataConfig) -> list[PairedField]:
+    """Every field of the manifest, read and normalised."""
+    return [load_paired_field(spec, data.channels, data.normalization)
+            for spec in read_paired_manifest(data.manifest, data.channels)]
+
+
+def _perceptual_features(model: ImageToImage, config: ISLTrainConfig, data: PairedDataModule) -> str | None:
+    """Give the perceptual loss its feature network; returns what was used."""
+    loss = config.model.loss
+    if loss.kind != "perceptual":
+        return None
+    if loss.vgg_weights:
+        model.set_perceptual_features(load_vgg16_features(loss.vgg_weights, tuple(loss.vgg_layers)))
+        return f"VGG-16 {loss.vgg_layers} from {loss.vgg_weights}"
+    tiles = torch.stack([data.train_set[i]["target"] for i in range(min(256, len(data.train_set)))])
+    features, losses = fit_in_domain_features(tiles, steps=loss.in_domain_steps, seed=config.seed)
+    model.set_perceptual_features(features)
+    return (f"in-domain autoencoder features on {len(tiles)} training target tiles, {loss.in_domain_steps} "
+            f"steps (reconstruction MSE {losses[0]:.3g} -> {losses[-1]:.3g}); no VGG weights given")
+
+
+def train_isl(config: ISLTrainConfig, overwrite: bool = False, progress: bool = True) -> ISLSummary:
+    """Train (or resume) the run of ``config``; see the module docstring for what it writes."""
+    try:  # check the data before anything is written
+        data = PairedDataModule(load_fields(config.data), config.data.split, config.data.tiles, config.seed)
+    except ValueError as exc:
+        raise InputError(f"{config.data.manifest}: {exc} (see data.tiles.size and data.split.fractions)") from None
+    run_dir, _ = open_run_directory(config.run_dir, config, overwrite=overwrite, mutable=BUDGET_KEYS)
+    with log_to_file(run_dir / "train.log"):
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        write_text_atomic(run_dir / "regions.json", json.dumps(
+            {name: [{"field": data.fields[i].field_id, "region": list(r)} for i, r in regions]
+             for name, regions in data.regions.items()}, indent=2))
+        first = data.fields[0]
+        out_channels = 1 if config.model.task == "segmentation" else first.targets.shape[0]
+        model = ImageToImage(config.model.to_dict(), first.inputs.shape[0], out_channels)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        features = _perceptual_features(model, config, data) if not last.is_file() else "restored from checkpoint"
+        throughput = Throughput("input")
+        trainer = _trainer(config, run_dir, progress, throughput, has_val="val" in data.regions)
+        start = time.perf_counter()
+        try:
+            trainer.fit(model, datamodule=data, ckpt_path=last if last.is_file() else None)
+        finally:
+            merge_session_logs(run_dir)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+        summary = ISLSummary(run_dir=run_dir, epochs=trainer.current_epoch, steps=trainer.global_step,
+                             seconds=time.perf_counter() - start, tiles_per_second=throughput.images_per_second,
+                             perceptual_features=features, metrics=metrics)
+        write_text_atomic(run_dir / "summary.json", summary.model_dump_json(indent=2))
+        logger.info(summary.line())
+    return summary
+
+
+def _trainer(config: ISLTrainConfig, run_dir: Path, progress: bool, throughput: pl.Callback,
+             has_val: bool) -> pl.Trainer:
+    trainer = config.trainer
+    return pl.Trainer(
+        max_epochs=trainer.max_epochs, max_steps=trainer.max_steps,
+        max_time={"minutes": trainer.max_minutes} if trainer.max_minutes else None,
+        limit_train_batches=trainer.limit_train_batches, limit_val_batches=1.0 if has_val else 0,
+        precision=resolve_precision(trainer.precision, trainer.accelerator),
+        accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
+        log_every_n_steps=trainer.log_every_n_steps, reload_dataloaders_every_n_epochs=1,
+        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1,
+                                   every_n_epochs=1), throughput],
+        logger=[CSVLogger(run_dir / "logs", name="", version=f"session_{count_sessions(run_dir):02d}")],
+        default_root_dir=run_dir, enable_progress_bar=progress, enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )

@@ -1,0 +1,86 @@
+"""Spatial splits and tiles of paired fields."""
+
+import numpy as np
+import pytest
+import torch
+
+from morphospace.data.tiles import (
+    PairedDataModule, TileConfig, TileDataset, TileSplitConfig, dihedral, grid_tiles, spatial_regions, split_regions,
+)
+from morphospace.io.paired import PairedField
+
+
+def _field(name: str, height: int = 64, width: int = 96) -> PairedField:
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    mask = (xx > width / 2).astype(np.int32)
+    return PairedField(name, np.stack([xx, yy]), (xx * 10)[None], mask)
+
+
+def test_regions_tile_the_field_without_overlap():
+    regions = spatial_regions((64, 96), {"train": 0.5, "val": 0.25, "test": 0.25}, axis="x")
+    assert regions == {"train": (0, 64, 0, 48), "val": (0, 64, 48, 72), "test": (0, 64, 72, 96)}
+    assert spatial_regions((64, 96), {"train": 0.75, "test": 0.25}, axis="y")["test"] == (48, 64, 0, 96)
+
+
+def test_random_training_tiles_never_touch_test_columns():
+    field = _field("a")
+    split = split_regions([field], TileSplitConfig(fractions={"train": 0.75, "test": 0.25}))
+    data = TileDataset([field], split["train"], size=16, length=200, augment=False, seed=1)
+    for item in data:
+        y0, y1, x0, x1 = item["box"].tolist()
+        assert x1 <= 72 and y1 - y0 == 16 == x1 - x0
+        np.testing.assert_array_equal(item["input"][0].numpy(), field.inputs[0, y0:y1, x0:x1])
+    assert {tuple(b) for b in (data[i]["box"].tolist() for i in range(5))} == \
+           {tuple(b) for b in (TileDataset([field], split["train"], 16, length=200, seed=1)[i]["box"].tolist()
+                               for i in range(5))}
+
+
+def test_augmentation_transforms_input_target_and_mask_together():
+    field = _field("a")
+    data = TileDataset([field], [(0, (0, 64, 0, 96))], size=16, length=50, augment=True, seed=0)
+    for index in range(50):
+        item = data[index]
+        np.testing.assert_allclose(item["target"][0].numpy(), item["input"][0].numpy() * 10)
+        assert item["mask"].shape == (1, 16, 16)
+
+
+def test_epochs_draw_new_tiles():
+    data = TileDataset([_field("a")], [(0, (0, 64, 0, 96))], size=16, length=4, seed=0)
+    first = [data[i]["box"].tolist() for i in range(4)]
+    data.set_epoch(1)
+    assert [data[i]["box"].tolist() for i in range(4)] != first
+
+
+def test_grid_tiles_and_dihedral():
+    assert len(grid_tiles((0, 64, 72, 96), 16)) == 4 * 1
+    a = np.arange(16).reshape(4, 4)
+    out = dihedral([a, a * 2], np.random.default_rng(3))
+    np.testing.assert_array_equal(out[1], out[0] * 2)
+    assert sorted(out[0].ravel()) == list(range(16))
+
+
+def test_split_by_field_keeps_fields_whole():
+    fields = [_field(str(i)) for i in range(10)]
+    split = split_regions(fields, TileSplitConfig(by="field", fractions={"train": 0.6, "val": 0.2, "test": 0.2}))
+    assigned = [i for regions in split.values() for i, _ in regions]
+    assert sorted(assigned) == list(range(10)) and len(split["test"]) == 2
+    with pytest.raises(ValueError, match="by field"):
+        split_regions(fields[:2], TileSplitConfig(by="field"))
+
+
+def test_data_module_loaders():
+    data = PairedDataModule([_field("a")], TileSplitConfig(fractions={"train": 0.8, "test": 0.2}),
+                            TileConfig(size=16, tiles_per_epoch=10, batch_size=4))
+    batch = next(iter(data.train_dataloader()))
+    assert batch["input"].shape == (4, 2, 16, 16) and batch["target"].dtype == torch.float32
+    test_boxes = torch.cat([b["box"] for b in data.test_dataloader()])
+    assert (test_boxes[:, 2] >= 77).all()  # test band starts at round(0.8 * 96)
+
+
+def test_bad_split_config_names_the_problem():
+    with pytest.raises(ValueError, match="sum to 1"):
+        TileSplitConfig(fractions={"train": 0.5, "test": 0.2})
+    with pytest.raises(ValueError, match="unknown split"):
+        TileSplitConfig(fractions={"train": 0.5, "holdout": 0.5})
+    with pytest.raises(ValueError, match="at least 32"):
+        TileDataset([_field("a", 20, 20)], [(0, (0, 20, 0, 20))], size=32)
