@@ -2,10 +2,10 @@
 of the same networks, in the same process, with fp32 and with bf16 autocast; and embedding speed.
 
 Both sides train the model built from configs/<model>_bbbc021.yaml (64 x 64 crops, batch 64) on
-real BBBC021 crops. The bare loop calls the module's own networks and losses with plain Adam steps
-on in-memory batches, mirroring each family's training step (GAN: a discriminator step every batch,
-a generator step every ``discriminator_steps`` batches; VAE: one step; VAE-GAN: discriminator then
-VAE step). morphospace's images/s is its fit loop's (data loading included). Both exclude the
+the 5,318 real BBBC021 DMSO crops. The bare loop calls the module's own networks and losses with
+plain Adam steps on in-memory batches, mirroring each family's training step (GAN: a discriminator
+step every batch, a generator step every ``discriminator_steps`` batches; VAE: one step; VAE-GAN:
+discriminator then VAE step). morphospace's images/s is its fit loop's (data loading included). Both exclude the
 first (warm-up) batch. Ratio = morphospace / bare.
 
     python benchmarks/train_speed.py [--data ../shared/data] [--batches 20]
@@ -109,7 +109,7 @@ def main() -> None:
     rows, embedding = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        store = import_npz(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", tmp / "store",
+        store = import_npz(bbbc021 / "bbbc021_crops68_dmso_6plates.npz", tmp / "store",
                            ["DNA", "Actin", "Tubulin"], progress=False)
         for name in MODELS:
             config = load_config(TrainConfig, ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
