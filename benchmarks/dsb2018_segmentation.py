@@ -36,7 +36,9 @@ SETTINGS = {
 }
 
 
-def _grayscale(image: np.ndarray) -> np.ndarray:
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """Grey float32 (H, W) of a DSB2018 image: colours averaged, and inverted when its Otsu foreground
+    covers more than half of the image (dark nuclei on a bright background)."""
     image = image.astype(np.float32)
     if image.ndim == 3:
         image = image[..., :3].mean(axis=-1)
@@ -46,7 +48,7 @@ def _grayscale(image: np.ndarray) -> np.ndarray:
 
 
 def _score(image_id: str, root: Path, setting: dict) -> dict:
-    image = _grayscale(iio.imread(root / "images" / f"{image_id}.png"))
+    image = grayscale(iio.imread(root / "images" / f"{image_id}.png"))
     truth = iio.imread(root / "labels" / f"{image_id}.png")
     start = time.perf_counter()
     labels = segment_nuclei(image, **setting)

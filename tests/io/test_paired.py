@@ -63,3 +63,15 @@ def test_missing_channel_and_bad_channel_choices(manifest):
         PairedChannels(inputs=["Phase"], targets=["Phase"])
     with pytest.raises(ValueError, match="inputs"):
         PairedChannels(inputs=[])
+
+
+def test_rgb_png_gives_three_channels(tmp_path):
+    import imageio.v3 as iio
+
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 24, 4)).astype(np.uint8)
+    iio.imwrite(tmp_path / "rgb.png", rgb)
+    tifffile.imwrite(tmp_path / "nuclei.tiff", np.ones((20, 24), np.uint16))
+    pd.DataFrame({"FileName_Image": ["rgb.png"], "FileName_Nuclei": ["nuclei.tiff"]}).to_csv(tmp_path / "m.csv", index=False)
+    channels = PairedChannels(inputs=["Image"], mask="Nuclei")
+    field = load_paired_field(read_paired_manifest(tmp_path / "m.csv", channels)[0], channels)
+    assert field.inputs.shape == (3, 20, 24)

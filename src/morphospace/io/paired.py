@@ -4,7 +4,7 @@ channels (fluorescence) of the same field, each a file named in a manifest, plus
 The manifest is the field manifest of :mod:`morphospace.io.manifest` (one row per field,
 ``FileName_<channel>`` columns, paths relative to the CSV); a config names which channels are
 inputs, which are targets and which column holds a label image. A file holding a stack (Z, H, W)
-contributes each plane as a channel. Intensities are normalised per image (the seed's per-image
+contributes each plane as a channel, an RGB(A) file its three colours. Intensities are normalised per image (the seed's per-image
 z-score, or a percentile stretch), because the fluorescence floor and the light level differ between
 fields.
 
@@ -107,7 +107,10 @@ def read_paired_manifest(path: str | os.PathLike, channels: PairedChannels) -> l
 
 
 def _planes(path: Path, label: bool = False) -> np.ndarray:
+    """(P, H, W) planes of a file: a plane, a (Z, H, W) stack, or RGB(A) colour (alpha dropped)."""
     image = read_image(path, ndim=(2,) if label else (2, 3), allow_constant=label)
+    if image.ndim == 3 and image.shape[-1] in (3, 4) and image.shape[0] > 4:
+        return np.moveaxis(image[..., :3], -1, 0)
     return image if image.ndim == 3 else image[None]
 
 
