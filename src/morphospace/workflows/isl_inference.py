@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from morphospace.runs import read_run_config
 from morphospace.segment.nuclei import instances_from_probability, segment_nuclei
 from morphospace.workflows.isl import ISLTrainConfig, load_fields
 
-__all__ = ["InferenceConfig", "load_isl_run", "predict_fields", "evaluate_isl_run", "IslEvaluation"]
+__all__ = ["InferenceConfig", "load_isl_run", "predict_fields", "evaluate_isl_run", "ISLEvaluation"]
 
 
 class InferenceConfig(Config):
@@ -100,7 +101,7 @@ def predict_fields(run_dir: str | os.PathLike, out: str | os.PathLike, manifest:
 
 
 @dataclass
-class IslEvaluation:
+class ISLEvaluation:
     """Scores of a run on one split: the summary dict and the per-crop table."""
 
     scores: dict
@@ -128,7 +129,7 @@ def _crops(fields: list[PairedField], regions: list[dict], size: int) -> list[tu
 
 
 def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, split: str = "test",
-                     settings: InferenceConfig | None = None) -> IslEvaluation:
+                     settings: InferenceConfig | None = None) -> ISLEvaluation:
     """Score a run on its held-out ``split``; writes ``isl.json`` (or ``segmentation.json``) and
     ``crops.csv`` into ``out`` (default ``RUN/evaluation``)."""
     settings = settings or InferenceConfig()
@@ -158,13 +159,13 @@ def _stack(arrays: list[np.ndarray], boxes, channel: int) -> np.ndarray:
 
 
 def _score_labeling(config: ISLTrainConfig, fields: list[PairedField], predictions: list[np.ndarray], boxes,
-                    settings: InferenceConfig) -> IslEvaluation:
+                    settings: InferenceConfig) -> ISLEvaluation:
     targets = [field.targets for field in fields]
     scores, table = {}, pd.DataFrame({"field": [fields[i].field_id for i, _ in boxes],
                                       "box": [list(b) for _, b in boxes]})
     for channel, name in enumerate(config.data.channels.targets):
         predicted, truth = _stack(predictions, boxes, channel), _stack(targets, boxes, channel)
-        segment = _nuclei_segmenter() if name.upper() in ("DNA", "DAPI", "HOECHST") else None
+        segment = partial(segment_nuclei, min_area=10) if name.upper() in ("DNA", "DAPI", "HOECHST") else None
         scores[name] = isl_scores(predicted, truth, settings.empty_threshold, settings.empty_min_fraction, segment)
         table[f"pcc_{name}"] = pearson_per_crop(predicted, truth)
         table[f"empty_{name}"] = empty_crops(truth, settings.empty_threshold, settings.empty_min_fraction)
@@ -173,21 +174,13 @@ def _score_labeling(config: ISLTrainConfig, fields: list[PairedField], predictio
         f"{settings.empty_min_fraction:.3%} of target pixels above {settings.empty_threshold} in per-image z-score "
         "units) and non-empty; SSIM/PSNR on non-empty crops with each target crop's range; nuclei Jaccard "
         "(DNA-like targets) between Otsu-watershed nuclei of predicted and real crops, 1 when both empty"),
-        "pcc": {name: {"non_empty": s["pcc"]["non_empty"], "empty": s["pcc"]["empty"], "all": s["pcc"]["all"]}
-                for name, s in scores.items()},
+        "pcc": {name: target["pcc"] for name, target in scores.items()},
         "targets": scores}
-    return IslEvaluation(summary, table)
-
-
-def _nuclei_segmenter():
-    def segment(image: np.ndarray) -> np.ndarray:
-        return segment_nuclei(image, min_area=10)
-
-    return segment
+    return ISLEvaluation(summary, table)
 
 
 def _score_segmentation(fields: list[PairedField], predictions: list[np.ndarray], boxes,
-                        settings: InferenceConfig) -> IslEvaluation:
+                        settings: InferenceConfig) -> ISLEvaluation:
     rows = []
     labels = [instances_from_probability(p[0], settings.probability_threshold) for p in predictions]
     for i, (y0, y1, x0, x1) in boxes:
@@ -204,4 +197,4 @@ def _score_segmentation(fields: list[PairedField], predictions: list[np.ndarray]
               "crops": len(table), "mean_iou": float(table["iou"].mean()),
               "f1_pooled": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
               "f1_mean": float(table["f1"].mean()), "tp": tp, "fp": fp, "fn": fn}
-    return IslEvaluation(scores, table)
+    return ISLEvaluation(scores, table)
