@@ -34,8 +34,7 @@ from morphospace.evaluate.segmentation import pooled_scores, segmentation_scores
 from morphospace.io.images import write_tiff
 from morphospace.io.paired import PairedNormalization, normalize_image
 from morphospace.segment.nuclei import instances_from_probability, segment_nuclei
-from morphospace.workflows.isl import ISLTrainConfig, train_isl
-from morphospace.workflows.isl_inference import load_isl_run
+from morphospace.workflows.isl import ISLTrainConfig, load_isl_run, train_isl
 
 WATERSHED = dict(min_area=10, min_distance=3, h=0.5)
 

@@ -137,7 +137,6 @@ def main() -> None:
         "convention": ("images/s over the same in-memory batches after one warm-up batch; morphospace = Lightning fit "
                        "loop incl. data loading; bare = the module's networks and losses with plain Adam steps; "
                        "bf16 = torch.autocast(cpu, bfloat16); ratio = morphospace / bare"),
-        "cpu_bf16_units": bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
         "rows": rows, "embedding": embedding,
     })
     print(f"\nwritten {path}")

@@ -9,13 +9,14 @@ from morphospace.features.cellprofiler import FeaturesConfig
 from morphospace.features.profiles import ProfilesConfig
 from morphospace.simulate import SimulateConfig
 from morphospace.workflows.demo import DemoConfig
+from morphospace.workflows.fewshot import FewShotConfig
 from morphospace.workflows.prepare import PrepareConfig
 from morphospace.workflows.isl import ISLTrainConfig
 from morphospace.workflows.train import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConfig, "features": FeaturesConfig,
-          "profiles": ProfilesConfig}
+          "profiles": ProfilesConfig, "fewshot": FewShotConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -41,6 +41,7 @@ _EXAMPLES = {
     "interpolate": "morphospace explore interpolate --run runs/lsgan_bbbc021 --seeds 0,1,2,3",
     "algebra": "morphospace explore algebra --run runs/vae_bbbc021 --attribute Mean_Tubulin --quantile 0.2",
     "traverse": "morphospace explore traverse --run runs/vae_bbbc021 --dims 8",
+    "fewshot": "morphospace explore fewshot configs/fewshot_finkbeiner.yaml --set steps=300",
     "report": "morphospace report --run runs/vae_bbbc021",
     "predict": "morphospace predict --run runs/isl_simulated --manifest screen/manifest.csv --out predicted",
     "isl": "morphospace evaluate isl --run runs/isl_simulated --set empty_threshold=2.0 --json",
@@ -214,7 +215,8 @@ def _add_generate(subparsers) -> None:
 
 
 def _add_explore(subparsers) -> None:
-    parser = _subparser(subparsers, "explore", "Latent-space figures: interpolate, algebra, traverse.")
+    parser = _subparser(subparsers, "explore", "Latent-space figures (interpolate, algebra, traverse) and the few-shot "
+                                                  "segmentation study (fewshot).")
     kinds = parser.add_subparsers(dest="exploration", metavar="KIND", required=True)
     interpolation = _subparser(kinds, "interpolate", "Rows of transitions between noise vectors or real cells.")
     interpolation.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="comma-separated noise seeds, in pairs")
@@ -234,6 +236,12 @@ def _add_explore(subparsers) -> None:
     for sub in (interpolation, algebra, traversal):
         sub.add_argument("--run", type=Path, required=True, help="training run directory")
         sub.set_defaults(handler=_explore)
+    fewshot = _subparser(kinds, "fewshot", "Few-shot nuclei segmentation: N training tiles, from scratch vs "
+                                           "initialised from an in-silico-labeling run; table and curve.")
+    fewshot.add_argument("config", type=Path, help="study config (see configs/fewshot_*.yaml)")
+    fewshot.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a study key, e.g. --set steps=100 (repeatable)")
+    fewshot.set_defaults(handler=_explore_fewshot)
 
 
 def _add_report(subparsers) -> None:
@@ -426,6 +434,16 @@ def _explore(args: argparse.Namespace) -> int:
     else:
         path = latent.explore_traverse(args.run, args.dims, args.extent)
     print(f"wrote {path}")
+    return 0
+
+
+def _explore_fewshot(args: argparse.Namespace) -> int:
+    from morphospace.workflows.fewshot import FewShotConfig, run_fewshot
+
+    config = load_config(FewShotConfig, args.config, args.overrides)
+    table = run_fewshot(config, progress=args.progress)
+    print(table.drop(columns="run").to_string(index=False, float_format="{:.3f}".format))
+    print(f"wrote {config.out_dir / 'fewshot.csv'} and {config.out_dir / 'fewshot.png'}")
     return 0
 
 

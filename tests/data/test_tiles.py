@@ -84,3 +84,22 @@ def test_bad_split_config_names_the_problem():
         TileSplitConfig(fractions={"train": 0.5, "holdout": 0.5})
     with pytest.raises(ValueError, match="at least 32"):
         TileDataset([_field("a", 20, 20)], [(0, (0, 20, 0, 20))], size=32)
+
+
+def test_fixed_tiles_repeat_the_same_positions_and_hold_nuclei():
+    field = _field("a")  # mask foreground only right of x = 48
+    data = TileDataset([field], [(0, (0, 64, 0, 96))], size=16, length=12, augment=True, seed=3, fixed=2)
+    boxes = set()
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        boxes |= {tuple(data[i]["box"].tolist()) for i in range(len(data))}
+    assert boxes == {tuple(region) for _, region in data.fixed_boxes} and len(boxes) == 2
+    assert all(x1 > 49 for _, (_, _, _, x1) in data.fixed_boxes)
+    again = TileDataset([field], [(0, (0, 64, 0, 96))], size=16, length=12, seed=3, fixed=1)
+    assert again.fixed_boxes == data.fixed_boxes[:1]  # smaller sets are nested in larger ones
+
+
+def test_fixed_tiles_without_any_nucleus_are_an_error():
+    field = _field("a")
+    with pytest.raises(ValueError, match="holds a labelled nucleus"):
+        TileDataset([field], [(0, (0, 64, 0, 40))], size=16, fixed=1)

@@ -11,6 +11,7 @@ from morphospace.data.tiles import PairedDataModule, TileConfig, TileSplitConfig
 from morphospace.io.paired import PairedField, PairedNormalization, normalize_image
 from morphospace.models.isl import ImageToImage, ISLModelConfig
 from morphospace.models.perceptual import fit_in_domain_features
+from morphospace.models.weights import transfer_weights
 from morphospace.simulate import SimulateConfig, simulate_field
 
 TINY_NET = {"channels": [8, 16, 32], "residual_units": 1, "norm": "none"}
@@ -110,3 +111,34 @@ def test_loss_and_task_must_agree():
         ISLModelConfig(task="segmentation", loss={"kind": "l1"})
     with pytest.raises(ValueError, match="jaccard"):
         ISLModelConfig(loss={"kind": "jaccard"})
+
+
+def test_segmentation_head_initialised_from_one_labeling_target_reproduces_it():
+    net = {"channels": [8, 16], "residual_units": 0}  # the head is a plain convolution: exact transfer
+    labeling = ImageToImage(ISLModelConfig(net=net).to_dict(), 2, 3).eval()
+    segmentation = ImageToImage(ISLModelConfig(task="segmentation", loss={"kind": "jaccard"}, net=net).to_dict(),
+                                2, 1).eval()
+    counts = transfer_weights(labeling.net.state_dict(), segmentation.net, output_index=1)
+    assert counts["sliced"] >= 1 and counts["skipped"] == 0
+    x = torch.randn(2, 2, 32, 32)
+    torch.testing.assert_close(segmentation(x)[:, 0], labeling(x)[:, 1])
+
+
+def test_residual_head_is_transferred_whole_including_its_output_to_output_convolution():
+    labeling = ImageToImage(ISLModelConfig(net={"channels": [8, 16]}).to_dict(), 2, 3)
+    segmentation = ImageToImage(ISLModelConfig(task="segmentation", loss={"kind": "jaccard"},
+                                               net={"channels": [8, 16]}).to_dict(), 2, 1)
+    source = labeling.net.state_dict()
+    counts = transfer_weights(source, segmentation.net, output_index=2)
+    assert counts["skipped"] == 0
+    square = [name for name, t in source.items() if t.ndim == 4 and t.shape[:2] == (3, 3)]
+    assert square  # MONAI's top residual unit: a 3 -> 3 convolution
+    torch.testing.assert_close(segmentation.net.state_dict()[square[0]], source[square[0]][2:3, 2:3])
+
+
+def test_transfer_leaves_mismatched_tensors_alone():
+    source = torch.nn.Conv2d(3, 4, 3).state_dict()
+    target = torch.nn.Conv2d(2, 4, 3)
+    before = target.weight.detach().clone()
+    assert transfer_weights(source, target, output_index=0) == {"copied": 1, "sliced": 0, "skipped": 1}
+    torch.testing.assert_close(target.weight, before)

@@ -45,3 +45,13 @@ def test_bad_arguments_are_errors():
         predict_field(torch.nn.Identity(), torch.rand(40, 40), tile=32)
     with pytest.raises(ValueError, match="overlap"):
         predict_field(torch.nn.Identity(), torch.rand(1, 40, 40), tile=32, overlap=1.0)
+
+
+def test_bf16_autocast_stays_close_to_float32_and_returns_float32():
+    net = _local_net()
+    field = torch.rand(2, 64, 48)
+    full = predict_field(net, field, tile=32)
+    half = predict_field(net, field, tile=32, autocast_dtype=torch.bfloat16)
+    assert half.dtype == torch.float32 and half.shape == full.shape
+    assert not torch.equal(half, full)  # autocast did change the arithmetic
+    assert torch.allclose(half, full, atol=0.05 * full.abs().max())

@@ -10,7 +10,8 @@ SMALL = {"simulate": {"plates": 1, "moas": ["Actin disruptors", "Eg5 inhibitors"
                       "compounds_per_moa": 2, "concentrations": 1, "dmso_wells_per_plate": 2, "field_size": 192,
                       "cells_per_field": 8},
          "montage_cells": 4, "overlay_fields": 2,
-         "models": {"presets": ["vae"], "minutes": 0.2, "max_epochs": 1, "crop_size": 32, "base_channels": 8}}
+         "models": {"presets": ["vae"], "minutes": 0.2, "max_epochs": 1, "crop_size": 32, "base_channels": 8},
+         "isl": {"minutes": 0.2, "max_epochs": 2, "tile": 32, "channels": [8, 16]}}
 
 
 def test_demo_report_and_rerun(tmp_path: Path):
@@ -18,12 +19,14 @@ def test_demo_report_and_rerun(tmp_path: Path):
     summary = run_demo(tmp_path / "demo", config, workers=1, progress=False)
     html = summary.report.read_text()
     for heading in ("Quality control", "Segmentation against the simulated ground truth", "Crops per mechanism",
-                    "CellProfiler profiles and mechanism of action", "Generative models"):
+                    "CellProfiler profiles and mechanism of action", "Generative models", "In silico labeling"):
         assert heading in html
     assert html.count("<img") >= 4 and (tmp_path / "demo" / "figures" / "crops_per_moa.png").is_file()
     assert summary.n_cells > 20 and summary.nuclei_f1 > 0.9
     assert 0 <= summary.nsc <= 1 and 0 <= summary.moa_map <= 1 and set(summary.embedding_nsc) == {"vae"}
     assert (tmp_path / "demo" / "evaluation" / "moa.json").is_file()
+    assert -1 <= summary.isl_pcc <= 1 and "transmitted->DNA PCC" in summary.line()
+    assert (tmp_path / "demo" / "runs" / "isl_dna" / "evaluation" / "isl.json").is_file()
     assert (tmp_path / "demo" / "config.yaml").is_file() and (tmp_path / "demo" / "demo.log").is_file()
     again = run_demo(tmp_path / "demo", config, workers=1, progress=False)
     assert again.n_cells == summary.n_cells and again.seconds < summary.seconds

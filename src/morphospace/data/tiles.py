@@ -65,6 +65,10 @@ class TileConfig(Config):
     eval_tiles_per_field: int | None = pydantic.Field(
         None, ge=1, description="cap on the regular validation tiles per field (all when null)")
     num_workers: int = pydantic.Field(0, ge=0)
+    fixed_tiles: int | None = pydantic.Field(
+        None, ge=1, description="few-shot: train on only this many tile positions, drawn once from the training "
+                                "regions (each holding a labelled nucleus when the fields carry masks) and "
+                                "augmented anew every epoch; null = new random tiles every epoch")
 
 
 def spatial_regions(shape: tuple[int, int], fractions: dict[str, float], axis: str = "x") -> dict[str, Region]:
@@ -125,7 +129,9 @@ class TileDataset(Dataset):
     ``random=True``: ``length`` random tiles per epoch, each drawn from a region picked in
     proportion to its usable area, augmented with flips and rotations when ``augment``; the tile of
     index ``i`` in epoch ``e`` depends only on ``(seed, e, i)``. ``random=False``: the regular
-    grid of :func:`grid_tiles` over every region (evaluation).
+    grid of :func:`grid_tiles` over every region (evaluation). ``fixed=N`` (with ``random``): only
+    N positions, drawn once from ``seed`` (holding mask foreground when the fields carry masks),
+    are used, item ``i`` taking position ``i % N`` with a fresh flip and rotation (few-shot training).
 
     Items are dicts: ``input`` (Ci, s, s), ``target`` (Ct, s, s) float32 tensors, ``mask`` (1, s, s)
     float32 foreground when the fields carry labels, ``field`` index and ``box`` (y0, y1, x0, x1).
@@ -133,7 +139,7 @@ class TileDataset(Dataset):
 
     def __init__(self, fields: list[PairedField], regions: list[tuple[int, Region]], size: int,
                  random: bool = True, length: int = 512, augment: bool = True, seed: int = 0,
-                 max_tiles_per_region: int | None = None) -> None:
+                 max_tiles_per_region: int | None = None, fixed: int | None = None) -> None:
         usable = [(i, r) for i, r in regions if r[1] - r[0] >= size and r[3] - r[2] >= size]
         if not usable:
             raise ValueError(f"no region is at least {size} x {size} px; use smaller tiles")
@@ -144,6 +150,7 @@ class TileDataset(Dataset):
             self.length = length
             area = np.array([(r[1] - r[0] - size + 1) * (r[3] - r[2] - size + 1) for _, r in usable], float)
             self.weights = area / area.sum()
+            self.fixed_boxes = self._draw_fixed(fixed) if fixed else None
         else:
             self.boxes = [(i, box) for i, r in usable for box in grid_tiles(r, size)[:max_tiles_per_region]]
             self.length = len(self.boxes)
@@ -161,11 +168,32 @@ class TileDataset(Dataset):
         x = int(rng.integers(x0, x1 - self.size + 1))
         return index, (y, y + self.size, x, x + self.size)
 
+    def _draw_fixed(self, count: int, tries: int = 1000) -> list[tuple[int, Region]]:
+        rng = np.random.default_rng([self.seed, 0xF1])
+        boxes = []
+        for _ in range(count):
+            for _ in range(tries):
+                index, (y0, y1, x0, x1) = self._random_box(rng)
+                mask = self.fields[index].mask
+                if mask is None or mask[y0:y1, x0:x1].any():
+                    boxes.append((index, (y0, y1, x0, x1)))
+                    break
+            else:
+                raise ValueError(f"no {self.size} px training tile holds a labelled nucleus in {tries} draws")
+        return boxes
+
+    def _box(self, item: int, rng: np.random.Generator) -> tuple[int, Region]:
+        if not self.random:
+            return self.boxes[item]
+        if self.fixed_boxes:
+            return self.fixed_boxes[item % len(self.fixed_boxes)]
+        return self._random_box(rng)
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         if not 0 <= item < self.length:
             raise IndexError(f"tile {item} out of range for {self.length} tiles")
         rng = np.random.default_rng([self.seed, self.epoch, item])
-        index, box = self._random_box(rng) if self.random else self.boxes[item]
+        index, box = self._box(item, rng)
         field = self.fields[index]
         y0, y1, x0, x1 = box
         arrays = [field.inputs[:, y0:y1, x0:x1], field.targets[:, y0:y1, x0:x1]]
@@ -197,7 +225,7 @@ class PairedDataModule(pl.LightningDataModule):
         self.fields, self.split, self.tiles, self.seed = fields, split, tiles, seed
         self.regions = split_regions(fields, split)
         self.train_set = TileDataset(fields, self.regions["train"], tiles.size, True, tiles.tiles_per_epoch,
-                                     tiles.flips_and_rotations, seed)
+                                     tiles.flips_and_rotations, seed, fixed=tiles.fixed_tiles)
         for name in self.regions:
             if name != "train":
                 try:

@@ -11,6 +11,10 @@ each cost a constant 1).
 
 Batches are dicts with ``input`` (N, Ci, s, s), ``target`` (N, Ct, s, s) and, for segmentation,
 ``mask`` (N, 1, s, s) foreground in {0, 1}.
+
+``init`` starts the network from a finished run (transfer learning): tensors that match are copied,
+and the output layer of a one-channel head takes the row of ``init.target`` (the seed's few-shot
+nuclei segmentation initialised from the DAPI in-silico-labeling model).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from morphospace.models.perceptual import PerceptualLoss, SmallEncoder, VGG16Fea
 from morphospace.models.tiled import predict_field
 from morphospace.models.unet import UNetConfig, build_unet
 
-__all__ = ["ISLLossConfig", "ISLModelConfig", "ImageToImage"]
+__all__ = ["ISLLossConfig", "InitConfig", "ISLModelConfig", "ImageToImage"]
 
 
 class ISLLossConfig(Config):
@@ -57,6 +61,14 @@ class ISLLossConfig(Config):
         return value
 
 
+class InitConfig(Config):
+    """Where the network's starting weights come from: a finished labeling or segmentation run."""
+
+    run: str = pydantic.Field(description="run directory with checkpoints/last.ckpt")
+    target: str | None = pydantic.Field(
+        None, description="that run's target channel whose output weights start a one-channel head (e.g. DAPI)")
+
+
 class ISLModelConfig(Config):
     """An image-to-image model: task, network, loss, optimiser."""
 
@@ -66,6 +78,7 @@ class ISLModelConfig(Config):
     loss: ISLLossConfig = pydantic.Field(default_factory=ISLLossConfig)
     lr: float = pydantic.Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    init: InitConfig | None = pydantic.Field(None, description="null: random initialisation")
 
     @pydantic.model_validator(mode="after")
     def _task_and_loss(self) -> "ISLModelConfig":
@@ -182,13 +195,14 @@ class ImageToImage(pl.LightningModule):
 
     @torch.no_grad()
     def predict_field(self, field: torch.Tensor, tile: int = 256, overlap: float = 0.5,
-                      batch_size: int = 4) -> torch.Tensor:
+                      batch_size: int = 4, bf16: bool = False) -> torch.Tensor:
         """A whole field (Ci, H, W) -> prediction (Co, H, W): normalised fluorescence, or nuclei
-        probabilities in [0, 1] for segmentation. Runs in eval mode."""
+        probabilities in [0, 1] for segmentation. Runs in eval mode; ``bf16``: under bf16 autocast."""
         was_training = self.training
         self.eval()
         try:
-            output = predict_field(self, field.to(self.device), tile, overlap, batch_size, self.size_factor)
+            output = predict_field(self, field.to(self.device), tile, overlap, batch_size, self.size_factor,
+                                   torch.bfloat16 if bf16 else None)
         finally:
             self.train(was_training)
         return torch.sigmoid(output) if self.cfg.task == "segmentation" else output

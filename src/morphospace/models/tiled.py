@@ -43,7 +43,8 @@ def pad_to_multiple(image: torch.Tensor, multiple: int, minimum: int = 0) -> tup
 
 @torch.no_grad()
 def predict_field(predictor: Callable[[torch.Tensor], torch.Tensor], field: torch.Tensor, tile: int = 256,
-                  overlap: float = 0.5, batch_size: int = 4, multiple: int = 16) -> torch.Tensor:
+                  overlap: float = 0.5, batch_size: int = 4, multiple: int = 16,
+                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Predict a whole field (C, H, W) with a network on (N, C, tile, tile) batches.
 
     Parameters
@@ -60,6 +61,8 @@ def predict_field(predictor: Callable[[torch.Tensor], torch.Tensor], field: torc
         network lacks context.
     batch_size
         Tiles per forward pass.
+    autocast_dtype
+        Run the network under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``); None = as is.
 
     Returns
     -------
@@ -74,6 +77,10 @@ def predict_field(predictor: Callable[[torch.Tensor], torch.Tensor], field: torc
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     padded, (height, width) = pad_to_multiple(field.float(), multiple, minimum=tile)
     side = min(tile, padded.shape[-2], padded.shape[-1])
-    output = sliding_window_inference(padded[None], roi_size=(side, side), sw_batch_size=batch_size,
-                                      predictor=predictor, overlap=overlap, mode="gaussian")
+    def float_predictor(tiles: torch.Tensor) -> torch.Tensor:  # blend in float32 whatever autocast computes in
+        return predictor(tiles).float()
+
+    with torch.autocast(field.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        output = sliding_window_inference(padded[None], roi_size=(side, side), sw_batch_size=batch_size,
+                                          predictor=float_predictor, overlap=overlap, mode="gaussian")
     return output[0, :, :height, :width].float()

@@ -1,7 +1,8 @@
 """``demo``: the study on a simulated screen — simulate, prepare, check segmentation against the
 ground truth, measure CellProfiler features, build profiles, score MoA accuracy (NSC) and retrieval
-(mAP), train small generative models (a VAE and a GAN) and score their embeddings, and write
-``report.html``.
+(mAP), train small generative models (a VAE and a GAN) and score their embeddings, train a small
+in-silico-labeling U-Net from transmitted light to DNA on the screen's first plate rendered in
+transmitted mode and score its PCC on held-out fields, and write ``report.html``.
 
 Steps already done in the output folder (same config) are reused, so a second run only rebuilds
 the report.
@@ -9,6 +10,7 @@ the report.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 import tifffile
+import torch
 from matplotlib.figure import Figure
 
 from morphospace.config import Config
@@ -38,6 +41,8 @@ from morphospace.workflows.evaluation import (
 from morphospace.workflows.prepare import PrepareConfig, prepare
 from morphospace.workflows.latent import embed_store, explore_interpolate, generate
 from morphospace.workflows.profiling import extract_features, make_profiles
+from morphospace.workflows.isl import ISLTrainConfig, load_fields, load_isl_run, train_isl
+from morphospace.workflows.isl_inference import evaluate_isl_run
 from morphospace.workflows.train import TrainConfig, train
 
 __all__ = ["DemoConfig", "DemoSummary", "run_demo", "score_segmentation"]
@@ -78,6 +83,28 @@ class DemoModelsConfig(Config):
         })
 
 
+class DemoISLConfig(Config):
+    """The demo's in-silico-labeling step: transmitted light -> DNA on the first plate of the screen,
+    rendered in transmitted mode, split by field."""
+
+    enabled: bool = True
+    minutes: float = pydantic.Field(0.5, gt=0, description="training budget")
+    max_epochs: int = pydantic.Field(15, ge=1)
+    tile: int = pydantic.Field(64, ge=16, description="training tile side, px (a multiple of 4)")
+    channels: list[int] = pydantic.Field(default_factory=lambda: [16, 32, 64], min_length=2)
+
+    def train_config(self, manifest: Path, runs_dir: Path, seed: int) -> ISLTrainConfig:
+        """The training config of the transmitted-light screen's ``manifest``."""
+        return resolve_config(ISLTrainConfig, {
+            "name": "isl_dna", "runs_dir": str(runs_dir), "seed": seed,
+            "data": {"manifest": str(manifest), "channels": {"inputs": ["Transmitted"], "targets": ["DNA"]},
+                     "split": {"by": "field", "fractions": {"train": 0.7, "val": 0.1, "test": 0.2}, "seed": seed},
+                     "tiles": {"size": self.tile, "tiles_per_epoch": 256, "batch_size": 16}},
+            "model": {"family": "isl", "net": {"channels": self.channels, "residual_units": 1}},
+            "trainer": {"max_minutes": self.minutes, "max_epochs": self.max_epochs},
+        }, source="isl")
+
+
 class DemoConfig(Config):
     """The demo study: a small simulated screen and how it is prepared and shown."""
 
@@ -88,6 +115,7 @@ class DemoConfig(Config):
     moa: MoAEvaluationConfig = pydantic.Field(default_factory=MoAEvaluationConfig)
     retrieval: RetrievalConfig = pydantic.Field(default_factory=lambda: RetrievalConfig(null_size=2000))
     models: DemoModelsConfig = pydantic.Field(default_factory=DemoModelsConfig)
+    isl: DemoISLConfig = pydantic.Field(default_factory=DemoISLConfig)
     montage_cells: int = pydantic.Field(8, ge=1, le=32, description="crops shown per MoA")
     overlay_fields: int = pydantic.Field(3, ge=0, le=12, description="fields shown with segmentation outlines")
 
@@ -105,6 +133,7 @@ class DemoSummary:
     nsc: float
     moa_map: float
     embedding_nsc: dict[str, float]
+    isl_pcc: float | None
     seconds: float
 
     def line(self) -> str:
@@ -112,6 +141,7 @@ class DemoSummary:
                 f"nuclei {self.nuclei_f1:.3f}, cells {self.cells_f1:.3f}; CellProfiler profiles NSC "
                 f"{self.nsc:.1%}, same-MoA mAP {self.moa_map:.3f}"
                 + "".join(f"; {k} embedding NSC {v:.1%}" for k, v in self.embedding_nsc.items())
+                + (f"; transmitted->DNA PCC {self.isl_pcc:.3f}" if self.isl_pcc is not None else "")
                 + f"; {self.seconds:.0f} s -> {self.report}")
 
 
@@ -160,6 +190,7 @@ def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, star
     evaluations = _profile_and_evaluate(out, config, workers, progress)
     evaluations["models"] = {preset: _train_and_evaluate(out, config, preset, progress)
                              for preset in config.models.presets}
+    evaluations["isl"] = _in_silico_labeling(out, config, workers, progress) if config.isl.enabled else None
     report_path = _write_report(out, config, store, manifest, scores, evaluations)
     logger.info("report written to %s", report_path)
     return DemoSummary(
@@ -168,6 +199,7 @@ def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, star
         nsc=evaluations["moa"]["nsc"]["accuracy"],
         moa_map=evaluations["retrieval"].get("moa", {}).get("mean_average_precision", float("nan")),
         embedding_nsc={k: v["moa"]["nsc"]["accuracy"] for k, v in evaluations["models"].items()},
+        isl_pcc=evaluations["isl"]["scores"]["pcc"]["DNA"]["non_empty"]["mean"] if evaluations["isl"] else None,
         seconds=time.perf_counter() - start,
     )
 
@@ -202,6 +234,45 @@ def _train_and_evaluate(out: Path, config: DemoConfig, preset: str, progress: bo
     return {"moa": run_moa_evaluation(profiles, run / "evaluation", config.moa), "run": str(run)}
 
 
+def _in_silico_labeling(out: Path, config: DemoConfig, workers: int, progress: bool) -> dict:
+    """Render the first plate in transmitted mode, train transmitted -> DNA, score it on held-out fields."""
+    screen = out / "screen_transmitted"
+    if not (screen / "manifest.csv").is_file():
+        logger.info("rendering the first plate in transmitted light into %s", screen)
+        simulate_screen(config.simulate.model_copy(update={"mode": "transmitted", "plates": 1}), screen,
+                        workers=workers, progress=progress)
+    train_config = config.isl.train_config(screen / "manifest.csv", out / "runs", config.simulate.seed)
+    if not (train_config.run_dir / "summary.json").is_file():
+        logger.info("training transmitted light -> DNA (%g min)", config.isl.minutes)
+        train_isl(train_config, progress=progress)
+    evaluation = evaluate_isl_run(train_config.run_dir)
+    return {"run": train_config.run_dir, "scores": evaluation.scores}
+
+
+def _isl_section(report: Report, result: dict) -> None:
+    report.section("In silico labeling", "A small U-Net predicts the DNA stain from the transmitted-light image "
+                                         "alone; scored on fields never used in training.")
+    pcc = result["scores"]["pcc"]["DNA"]
+    report.table(pd.DataFrame([{"crops": kind.replace("_", "-"), "n": pcc[kind]["n"], "mean PCC": pcc[kind]["mean"]}
+                               for kind in ("non_empty", "empty", "all")]),
+                 caption=f"Per-crop Pearson correlation of predicted and real DNA ({result['scores']['crop_size']} px "
+                         "crops of the test fields); empty crops (no nucleus) have an almost arbitrary PCC")
+    config, model = load_isl_run(result["run"])
+    test_field = json.loads((Path(result["run"]) / "regions.json").read_text())["test"][0]["field"]
+    field = next(f for f in load_fields(config.data) if f.field_id == test_field)
+    predicted = model.predict_field(torch.from_numpy(field.inputs))[0].numpy()
+    fig = Figure(figsize=(9, 3.2))
+    low, high = np.percentile(field.targets[0], [1, 99.7])
+    for ax, (title, image, limits) in zip(fig.subplots(1, 3), (
+            ("transmitted light", field.inputs[0], {}), ("DNA (truth)", field.targets[0], {"vmin": low, "vmax": high}),
+            ("DNA (predicted)", predicted, {"vmin": low, "vmax": high}))):
+        ax.imshow(image, cmap="gray", **limits)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    report.figure(fig, "isl_prediction", f"Test field {test_field}: input, truth and prediction (same display range)")
+
+
 def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.DataFrame,
                   scores: dict[str, pd.DataFrame], evaluations: dict) -> Path:
     report = Report("morphospace demo: a simulated BBBC021-like screen")
@@ -218,6 +289,8 @@ def _write_report(out: Path, config: DemoConfig, store: CropStore, manifest: pd.
     _crops_section(report, store, config.montage_cells, config.simulate.seed)
     _profiles_section(report, out, config, evaluations)
     _models_section(report, evaluations)
+    if evaluations.get("isl"):
+        _isl_section(report, evaluations["isl"])
     return report.write(out / "report.html")
 
 

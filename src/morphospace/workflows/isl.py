@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -34,7 +35,9 @@ from morphospace.io.paired import (
 )
 from morphospace.models.isl import ImageToImage, ISLModelConfig
 from morphospace.models.perceptual import fit_in_domain_features, load_vgg16_features
-from morphospace.runs import log_to_file, open_run_directory
+from morphospace.models.registry import read_checkpoint
+from morphospace.models.weights import transfer_weights
+from morphospace.runs import log_to_file, open_run_directory, read_run_config
 from morphospace.workflows.train import (
     BUDGET_KEYS,
     RunConfig,
@@ -44,7 +47,7 @@ from morphospace.workflows.train import (
     resolve_precision,
 )
 
-__all__ = ["ISLDataConfig", "ISLTrainConfig", "ISLSummary", "load_fields", "train_isl"]
+__all__ = ["ISLDataConfig", "ISLTrainConfig", "ISLSummary", "load_fields", "load_isl_run", "train_isl"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ class ISLSummary(pydantic.BaseModel):
     seconds: float
     tiles_per_second: float
     perceptual_features: str | None
+    initialised_from: str | None = None
     metrics: dict[str, float]
 
     def line(self) -> str:
@@ -98,6 +102,51 @@ def load_fields(data: ISLDataConfig) -> list[PairedField]:
     """Every field of the manifest, read and normalised."""
     return [load_paired_field(spec, data.channels, data.normalization)
             for spec in read_paired_manifest(data.manifest, data.channels)]
+
+
+def _regions_record(data: PairedDataModule) -> dict[str, list[dict]]:
+    """The split rectangles of every field and, for few-shot runs, the fixed training tiles."""
+    record = {name: [{"field": data.fields[i].field_id, "region": list(r)} for i, r in regions]
+              for name, regions in data.regions.items()}
+    if data.train_set.fixed_boxes:
+        record["fixed_train_tiles"] = [{"field": data.fields[i].field_id, "region": list(r)}
+                                       for i, r in data.train_set.fixed_boxes]
+    return record
+
+
+def load_isl_run(run_dir: str | os.PathLike) -> tuple[ISLTrainConfig, ImageToImage]:
+    """The config and trained model (eval mode) of a run directory."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir, ISLTrainConfig)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    state = read_checkpoint(checkpoint)
+    try:
+        hparams = state["hyper_parameters"]
+        model = ImageToImage(hparams["config"], hparams["in_channels"], hparams["out_channels"])
+        model.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{checkpoint}: not an in-silico-labeling checkpoint ({type(exc).__name__}: {exc})") from None
+    return config, model.eval()
+
+
+def _initialise(model: ImageToImage, config: ISLTrainConfig) -> str | None:
+    """Start ``model`` from the run named by ``model.init``; returns what was done."""
+    init = config.model.init
+    if init is None:
+        return None
+    source_config, source = load_isl_run(init.run)
+    index = None
+    if init.target is not None:
+        targets = source_config.data.channels.targets
+        if init.target not in targets:
+            raise InputError(f"model.init.target {init.target!r} is not a target of {init.run} (has {targets})")
+        index = targets.index(init.target)
+    counts = transfer_weights(source.net.state_dict(), model.net, index)
+    if counts["copied"] + counts["sliced"] == 0:
+        raise InputError(f"{init.run}: no tensor of its network fits this run's network (model.init)")
+    target = f", output row of {init.target}" if init.target else ""
+    return (f"{init.run}: {counts['copied']} tensors copied, {counts['sliced']} sliced{target}, "
+            f"{counts['skipped']} left at random")
 
 
 def _perceptual_features(model: ImageToImage, config: ISLTrainConfig, data: PairedDataModule) -> str | None:
@@ -124,14 +173,14 @@ def train_isl(config: ISLTrainConfig, overwrite: bool = False, progress: bool = 
     run_dir, _ = open_run_directory(config.run_dir, config, overwrite=overwrite, mutable=BUDGET_KEYS)
     with log_to_file(run_dir / "train.log"):
         pl.seed_everything(config.seed, workers=True, verbose=False)
-        write_text_atomic(run_dir / "regions.json", json.dumps(
-            {name: [{"field": data.fields[i].field_id, "region": list(r)} for i, r in regions]
-             for name, regions in data.regions.items()}, indent=2))
+        write_text_atomic(run_dir / "regions.json", json.dumps(_regions_record(data), indent=2))
         first = data.fields[0]
         out_channels = 1 if config.model.task == "segmentation" else first.targets.shape[0]
         model = ImageToImage(config.model.to_dict(), first.inputs.shape[0], out_channels)
         last = run_dir / "checkpoints" / "last.ckpt"
-        features = _perceptual_features(model, config, data) if not last.is_file() else "restored from checkpoint"
+        resumed = last.is_file()
+        features = _perceptual_features(model, config, data) if not resumed else "restored from checkpoint"
+        initialised = _initialise(model, config) if not resumed else "restored from checkpoint"
         throughput = Throughput("input")
         trainer = _trainer(config, run_dir, progress, throughput, has_val="val" in data.regions)
         start = time.perf_counter()
@@ -142,7 +191,7 @@ def train_isl(config: ISLTrainConfig, overwrite: bool = False, progress: bool = 
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
         summary = ISLSummary(run_dir=run_dir, epochs=trainer.current_epoch, steps=trainer.global_step,
                              seconds=time.perf_counter() - start, tiles_per_second=throughput.images_per_second,
-                             perceptual_features=features, metrics=metrics)
+                             perceptual_features=features, initialised_from=initialised, metrics=metrics)
         write_text_atomic(run_dir / "summary.json", summary.model_dump_json(indent=2))
         logger.info(summary.line())
     return summary

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,12 +31,11 @@ from morphospace.io.atomic import write_text_atomic
 from morphospace.io.images import write_tiff
 from morphospace.io.paired import PairedChannels, PairedField, load_paired_field, read_paired_manifest
 from morphospace.models.isl import ImageToImage
-from morphospace.models.registry import read_checkpoint
-from morphospace.runs import read_run_config
 from morphospace.segment.nuclei import instances_from_probability, segment_nuclei
-from morphospace.workflows.isl import ISLTrainConfig, load_fields
+from morphospace.workflows.isl import ISLTrainConfig, load_fields, load_isl_run
+from morphospace.workflows.train import resolve_precision
 
-__all__ = ["InferenceConfig", "load_isl_run", "predict_fields", "evaluate_isl_run", "ISLEvaluation"]
+__all__ = ["InferenceConfig", "predict_fields", "evaluate_isl_run", "ISLEvaluation"]
 
 
 class InferenceConfig(Config):
@@ -50,26 +50,14 @@ class InferenceConfig(Config):
                          "(target units: per-image z-scores by default)")
     empty_min_fraction: float = pydantic.Field(0.005, ge=0, lt=1)
     probability_threshold: float = pydantic.Field(0.5, gt=0, lt=1, description="segmentation: foreground cut")
-
-
-def load_isl_run(run_dir: str | os.PathLike) -> tuple[ISLTrainConfig, ImageToImage]:
-    """The config and trained model (eval mode) of a run directory."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir, ISLTrainConfig)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    state = read_checkpoint(checkpoint)
-    try:
-        hparams = state["hyper_parameters"]
-        model = ImageToImage(hparams["config"], hparams["in_channels"], hparams["out_channels"])
-        model.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise InputError(f"{checkpoint}: not an in-silico-labeling checkpoint ({type(exc).__name__}: {exc})") from None
-    return config, model.eval()
+    precision: Literal["32-true", "bf16-mixed", "auto"] = pydantic.Field(
+        "32-true", description="bf16-mixed: bf16 autocast; auto: bf16 where the hardware has bf16 units")
 
 
 def _predict(model: ImageToImage, field: PairedField, settings: InferenceConfig) -> np.ndarray:
     inputs = torch.from_numpy(field.inputs)
-    return model.predict_field(inputs, settings.tile, settings.overlap, settings.batch_size).numpy()
+    bf16 = resolve_precision(settings.precision) == "bf16-mixed"
+    return model.predict_field(inputs, settings.tile, settings.overlap, settings.batch_size, bf16).numpy()
 
 
 def _prediction_fields(config: ISLTrainConfig, manifest: str | os.PathLike | None) -> list[PairedField]:
@@ -187,14 +175,19 @@ def _score_segmentation(fields: list[PairedField], predictions: list[np.ndarray]
         truth = fields[i].mask[y0:y1, x0:x1]
         predicted = labels[i][y0:y1, x0:x1]
         match = match_instances(truth, predicted, 0.5)
-        rows.append({"field": fields[i].field_id, "box": [y0, y1, x0, x1], "iou": foreground_iou(truth, predicted),
+        rows.append({"field": fields[i].field_id, "box": [y0, y1, x0, x1], "has_nuclei": bool(truth.any()),
+                     "iou": foreground_iou(truth, predicted),
                      "tp": match.tp, "fp": match.fp, "fn": match.fn, "f1": match.f1})
     table = pd.DataFrame(rows)
     tp, fp, fn = (int(table[c].sum()) for c in ("tp", "fp", "fn"))
-    scores = {"convention": ("per-crop foreground IoU (1 when both masks are empty), mean over crops; instances by "
+    scores = {"convention": ("per-crop foreground IoU (1 when both masks are empty), mean over all crops and over crops with "
+                             "nuclei in the truth; instances by "
                              f"probability > {settings.probability_threshold} and distance-transform watershed; "
                              "F1 at IoU 0.5 from pooled one-to-one matches (Hungarian) and as a per-crop mean"),
               "crops": len(table), "mean_iou": float(table["iou"].mean()),
+              "crops_with_nuclei": int(table["has_nuclei"].sum()),
+              "mean_iou_non_empty": float(table.loc[table["has_nuclei"], "iou"].mean()) if table["has_nuclei"].any()
+              else None,
               "f1_pooled": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
               "f1_mean": float(table["f1"].mean()), "tp": tp, "fp": fp, "fn": fn}
     return ISLEvaluation(scores, table)
