@@ -34,12 +34,14 @@ def machine() -> dict[str, Any]:
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``results/<name>.json`` with the payload, the date and the machine."""
+    """Write ``results/<name>.json`` with the payload, the date and the machine; paths inside the
+    repository are written relative to its root."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     document = {"benchmark": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                 **payload}
-    path.write_text(json.dumps(document, indent=2, default=str))
+    text = json.dumps(document, indent=2, default=str)
+    path.write_text(text.replace(str(ROOT.parent) + os.sep, ""))  # paths in the repository: relative to it
     return path
 
 
