@@ -63,6 +63,10 @@ def test_study_trains_both_starts_for_every_size_and_draws_the_curve(study, caps
     assert regions["fixed_train_tiles"] == json.loads((out / "n1_pretrained" / "regions.json").read_text())[
         "fixed_train_tiles"]
     assert "fixed_train_tiles" not in json.loads((out / "nall_scratch" / "regions.json").read_text())
+    before = (out / "n1_scratch" / "summary.json").read_text()
+    assert main(["--no-progress", "explore", "fewshot", _study_yaml(root, segmentation)]) == 0  # reuses the runs
+    assert (out / "n1_scratch" / "summary.json").read_text() == before
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fewshot.csv"), table)
 
 
 def test_unknown_pretrained_target_is_named(study, capsys):
