@@ -9,8 +9,6 @@ import platform
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 import morphospace
 
 ROOT = Path(__file__).resolve().parent
@@ -27,10 +25,10 @@ def data_dir(value: str | None) -> Path:
 
 
 def machine() -> dict[str, Any]:
-    cpu = torch.cpu
-    bf16_units = cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()
+    from morphospace.workflows.train import cpu_has_bf16
+
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "cpu_bf16_units": bool(bf16_units), "morphospace": morphospace.__version__}
+            "cpu_bf16_units": cpu_has_bf16(), "morphospace": morphospace.__version__}
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

@@ -32,7 +32,7 @@ from dsb2018_segmentation import SETTINGS, grayscale
 from morphospace.config import resolve_config
 from morphospace.evaluate.segmentation import pooled_scores, segmentation_scores
 from morphospace.io.images import write_tiff
-from morphospace.io.paired import PairedNormalization, normalize_image
+from morphospace.io.paired import normalize_image
 from morphospace.segment.nuclei import instances_from_probability, segment_nuclei
 from morphospace.workflows.isl import ISLTrainConfig, load_isl_run, train_isl
 
@@ -91,7 +91,7 @@ def main() -> None:
     summary = train_isl(config, progress=False)
     _, model = load_isl_run(config.run_dir)
     learned, classical = [], []
-    normalization = PairedNormalization(method="percentile", low=1.0, high=99.8)
+    normalization = config.data.normalization
     for image_id in test:
         image = grayscale(iio.imread(root / "images" / f"{image_id}.png"))
         truth = iio.imread(root / "labels" / f"{image_id}.png")

@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from common import RESULTS, ROOT, data_dir, print_table, write_result
 from morphospace.config import load_config
 from morphospace.explore.figures import save_figure
-from morphospace.workflows.isl import ISLSummary, ISLTrainConfig, load_fields, load_isl_run, train_isl
+from morphospace.runs import read_run_config
+from morphospace.workflows.isl import ISLSummary, ISLTrainConfig, load_fields, load_isl_run, trained_isl
 from morphospace.workflows.isl_inference import InferenceConfig, evaluate_isl_run
 
 TARGETS = {"DAPI": "dapi", "MAP2": "map2", "NFH": "nfh"}
@@ -44,14 +45,6 @@ def finkbeiner_manifest(field_dir: Path, work: Path, extra: dict[str, str] | Non
     work.mkdir(parents=True, exist_ok=True)
     pd.DataFrame([row | (extra or {})]).to_csv(path, index=False)
     return str(path)
-
-
-def _train_or_reuse(config: ISLTrainConfig) -> ISLSummary:
-    """Train the run, or read the summary of a run that already finished (delete it to retrain)."""
-    summary = config.run_dir / "summary.json"
-    if summary.is_file():
-        return ISLSummary.model_validate_json(summary.read_text())
-    return train_isl(config, progress=False)
 
 
 def _row(arch: str, loss: str, summary: ISLSummary, crop: int, scores: dict) -> dict:
@@ -76,7 +69,7 @@ def _window(truth: np.ndarray, region: list[int], height: int = 384) -> tuple[sl
 def _figure(runs: dict[str, Path], path: Path) -> None:
     """Phase (middle plane), truth and every run's prediction on a window of the test band, one row per target."""
     first = next(iter(runs.values()))
-    config, _ = load_isl_run(first)
+    config = read_run_config(first, ISLTrainConfig)
     field = load_fields(config.data)[0]
     rows, columns = _window(field.targets, json.loads((first / "regions.json").read_text())["test"][0]["region"])
     predictions = {}
@@ -119,7 +112,7 @@ def main() -> None:
                 f"name=isl_finkbeiner_{loss}_{arch}", f"runs_dir={work / 'runs'}", f"data.manifest={manifest}",
                 f"model.loss.kind={loss}", f"model.net.arch={arch}", f"trainer.max_minutes={args.minutes}",
                 f"trainer.max_epochs={args.epochs or 1000}"])
-            summary = _train_or_reuse(config)
+            summary = trained_isl(config, progress=False)
             runs[f"{arch} {loss}"] = config.run_dir
             details[f"{arch}/{loss}"] = {"training": summary.model_dump(mode="json"), "scores": {}}
             for crop in crops:

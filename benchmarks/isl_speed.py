@@ -16,6 +16,7 @@ whole field. Median of ``--repeats`` timings after a warm-up.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -123,7 +124,7 @@ def main() -> None:
                              [f"data.manifest={manifest}"])
         fields = load_fields(config.data)
         data = PairedDataModule(fields, config.data.split, config.data.tiles, config.seed)
-        batches = list(data.train_dataloader())[: args.batches + 1]
+        batches = list(itertools.islice(data.train_dataloader(), args.batches + 1))
         inputs, outputs = fields[0].inputs.shape[0], fields[0].targets.shape[0]
         training = []
         for bf16 in (False, True):

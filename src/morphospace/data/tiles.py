@@ -182,7 +182,7 @@ class TileDataset(Dataset):
                 raise ValueError(f"no {self.size} px training tile holds a labelled nucleus in {tries} draws")
         return boxes
 
-    def _box(self, item: int, rng: np.random.Generator) -> tuple[int, Region]:
+    def _box(self, item: int, rng: np.random.Generator | None) -> tuple[int, Region]:
         if not self.random:
             return self.boxes[item]
         if self.fixed_boxes:
@@ -192,7 +192,7 @@ class TileDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         if not 0 <= item < self.length:
             raise IndexError(f"tile {item} out of range for {self.length} tiles")
-        rng = np.random.default_rng([self.seed, self.epoch, item])
+        rng = np.random.default_rng([self.seed, self.epoch, item]) if self.random else None
         index, box = self._box(item, rng)
         field = self.fields[index]
         y0, y1, x0, x1 = box
@@ -221,24 +221,24 @@ class PairedDataModule(pl.LightningDataModule):
         super().__init__()
         if not fields:
             raise ValueError("no fields to tile")
-        self.fields = fields
         self.fields, self.split, self.tiles, self.seed = fields, split, tiles, seed
         self.regions = split_regions(fields, split)
         self.train_set = TileDataset(fields, self.regions["train"], tiles.size, True, tiles.tiles_per_epoch,
                                      tiles.flips_and_rotations, seed, fixed=tiles.fixed_tiles)
+        self._evaluation_sets = {}
         for name in self.regions:
             if name != "train":
                 try:
-                    self.dataset(name)
+                    self._evaluation_sets[name] = TileDataset(fields, self.regions[name], tiles.size, random=False,
+                                                              max_tiles_per_region=tiles.eval_tiles_per_field)
                 except ValueError as exc:
                     raise ValueError(f"{name} split: {exc}") from None
 
     def dataset(self, split: str) -> TileDataset:
         """Regular (un-augmented) tiles of ``split``."""
-        if split not in self.regions:
-            raise ValueError(f"no {split!r} split; splits are {list(self.regions)}")
-        return TileDataset(self.fields, self.regions[split], self.tiles.size, random=False,
-                           max_tiles_per_region=self.tiles.eval_tiles_per_field)
+        if split not in self._evaluation_sets:
+            raise ValueError(f"no evaluation split {split!r}; evaluation splits are {list(self._evaluation_sets)}")
+        return self._evaluation_sets[split]
 
     def train_dataloader(self) -> DataLoader:
         trainer = getattr(self, "trainer", None)

@@ -117,8 +117,8 @@ def isl_scores(prediction: np.ndarray, target: np.ndarray, threshold: float, min
     scores: dict[str, object] = {
         "crops": int(len(pcc)), "empty_crops": int(empty.sum()),
         "pcc": {"all": _summary(pcc), "non_empty": _summary(pcc[full]), "empty": _summary(pcc[empty])},
-        "ssim": _summary(ssim_per_crop(prediction[full], target[full])) if full.any() else _summary(np.array([])),
-        "psnr": _summary(psnr_per_crop(prediction[full], target[full])) if full.any() else _summary(np.array([])),
+        "ssim": _summary(ssim_per_crop(prediction[full], target[full])),
+        "psnr": _summary(psnr_per_crop(prediction[full], target[full])),
     }
     if segment is not None:
         scores["nuclei_jaccard"] = _summary(nuclei_jaccard(prediction, target, segment))

@@ -34,10 +34,7 @@ def pad_to_multiple(image: torch.Tensor, multiple: int, minimum: int = 0) -> tup
     pad_h, pad_w = target_h - height, target_w - width
     if pad_h or pad_w:
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        squeeze = image.dim() == 3
-        batch = image[None] if squeeze else image
-        batch = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode)
-        image = batch[0] if squeeze else batch
+        image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
     return image, (height, width)
 
 
@@ -76,11 +73,10 @@ def predict_field(predictor: Callable[[torch.Tensor], torch.Tensor], field: torc
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     padded, (height, width) = pad_to_multiple(field.float(), multiple, minimum=tile)
-    side = min(tile, padded.shape[-2], padded.shape[-1])
     def float_predictor(tiles: torch.Tensor) -> torch.Tensor:  # blend in float32 whatever autocast computes in
         return predictor(tiles).float()
 
     with torch.autocast(field.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        output = sliding_window_inference(padded[None], roi_size=(side, side), sw_batch_size=batch_size,
+        output = sliding_window_inference(padded[None], roi_size=(tile, tile), sw_batch_size=batch_size,
                                           predictor=float_predictor, overlap=overlap, mode="gaussian")
     return output[0, :, :height, :width].float()

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from morphospace.simulate.config import OpticsConfig
 
-__all__ = ["PlateOptics", "sample_plate_optics", "sample_batch_gains", "vignetting", "form_image", "UINT16_MAX"]
+__all__ = ["PlateOptics", "sample_plate_optics", "sample_batch_gains", "vignetting", "form_image", "camera", "UINT16_MAX"]
 
 UINT16_MAX = np.iinfo(np.uint16).max
 
@@ -61,6 +61,12 @@ def form_image(
     blurred = ndimage.gaussian_filter(photons, (0.0, optics.psf_sigma_px, optics.psf_sigma_px))
     expected = (np.maximum(blurred, 0.0) + optics.background) * optics.brightness
     expected = expected * illumination[None] * gains[:, None, None]
+    return camera(expected, optics, rng)
+
+
+def camera(expected: np.ndarray, optics: OpticsConfig, rng: np.random.Generator) -> np.ndarray:
+    """uint16 camera image of ``expected`` photons per pixel: Poisson photons times ``camera_gain``,
+    plus Gaussian read noise around ``camera_offset``, rounded and clipped."""
     electrons = rng.poisson(expected.astype(np.float64))
-    signal = electrons * optics.camera_gain + rng.normal(optics.camera_offset, optics.read_noise, photons.shape)
+    signal = electrons * optics.camera_gain + rng.normal(optics.camera_offset, optics.read_noise, expected.shape)
     return np.clip(np.rint(signal), 0, UINT16_MAX).astype(np.uint16)

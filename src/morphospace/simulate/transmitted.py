@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from morphospace.simulate.config import OpticsConfig, TransmittedConfig
 from morphospace.simulate.layout import FieldLayout
+from morphospace.simulate.optics import camera
 
 __all__ = ["thickness_map", "render_membrane", "phase_contrast", "uneven_background"]
 
@@ -90,6 +91,4 @@ def phase_contrast(
     halo = thickness - ndimage.gaussian_filter(thickness, settings.halo_sigma_px)
     relative = np.clip(1.0 - settings.contrast * halo, 0.05, None)
     expected = settings.photons * illumination * ndimage.gaussian_filter(relative, optics.psf_sigma_px)
-    electrons = rng.poisson(expected.astype(np.float64))
-    signal = electrons * optics.camera_gain + rng.normal(optics.camera_offset, optics.read_noise, thickness.shape)
-    return np.clip(np.rint(signal), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    return camera(expected, optics, rng)

@@ -41,7 +41,7 @@ from morphospace.workflows.evaluation import (
 from morphospace.workflows.prepare import PrepareConfig, prepare
 from morphospace.workflows.latent import embed_store, explore_interpolate, generate
 from morphospace.workflows.profiling import extract_features, make_profiles
-from morphospace.workflows.isl import ISLTrainConfig, load_fields, load_isl_run, train_isl
+from morphospace.workflows.isl import ISLTrainConfig, load_fields, load_isl_run, trained_isl
 from morphospace.workflows.isl_inference import evaluate_isl_run
 from morphospace.workflows.train import TrainConfig, train
 
@@ -242,9 +242,7 @@ def _in_silico_labeling(out: Path, config: DemoConfig, workers: int, progress: b
         simulate_screen(config.simulate.model_copy(update={"mode": "transmitted", "plates": 1}), screen,
                         workers=workers, progress=progress)
     train_config = config.isl.train_config(screen / "manifest.csv", out / "runs", config.simulate.seed)
-    if not (train_config.run_dir / "summary.json").is_file():
-        logger.info("training transmitted light -> DNA (%g min)", config.isl.minutes)
-        train_isl(train_config, progress=progress)
+    trained_isl(train_config, progress=progress)
     evaluation = evaluate_isl_run(train_config.run_dir)
     return {"run": train_config.run_dir, "scores": evaluation.scores}
 

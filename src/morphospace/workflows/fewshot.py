@@ -28,7 +28,7 @@ from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
 from morphospace.io.atomic import write_text_atomic
 from morphospace.runs import read_run_config
-from morphospace.workflows.isl import ISLSummary, ISLTrainConfig, train_isl
+from morphospace.workflows.isl import ISLTrainConfig, trained_isl
 from morphospace.workflows.isl_inference import InferenceConfig, evaluate_isl_run
 
 __all__ = ["FewShotConfig", "run_fewshot", "fewshot_figure"]
@@ -86,14 +86,6 @@ def _run_config(base: ISLTrainConfig, config: FewShotConfig, size: int | str, st
     return resolve_config(ISLTrainConfig, base.to_dict(), overrides, source=f"few-shot run n{size}_{start}")
 
 
-def _trained(run: ISLTrainConfig, progress: bool) -> ISLSummary:
-    """Train ``run`` (resuming an interrupted one), or read the summary of a finished one."""
-    summary = run.run_dir / "summary.json"
-    if summary.is_file():
-        return ISLSummary.model_validate_json(summary.read_text())
-    return train_isl(run, progress=progress)
-
-
 def run_fewshot(config: FewShotConfig, progress: bool = False) -> pd.DataFrame:
     """Train and score every (size, start) pair; returns the table also written to ``fewshot.csv``."""
     base = _base_config(config)
@@ -103,7 +95,7 @@ def run_fewshot(config: FewShotConfig, progress: bool = False) -> pd.DataFrame:
     for size in config.sizes:
         for start in STARTS:
             run = _run_config(base, config, size, start)
-            summary = _trained(run, progress)
+            summary = trained_isl(run, progress)
             scores = evaluate_isl_run(run.run_dir, settings=config.inference).scores
             rows.append({"tiles": size, "start": start, "steps": summary.steps, "mean_iou": scores["mean_iou"],
                          "mean_iou_non_empty": scores["mean_iou_non_empty"], "f1_pooled": scores["f1_pooled"],

@@ -19,8 +19,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pydantic
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from morphospace.config import Config
 from morphospace.data.tiles import PairedDataModule, TileConfig, TileSplitConfig
@@ -42,12 +40,12 @@ from morphospace.workflows.train import (
     BUDGET_KEYS,
     RunConfig,
     Throughput,
-    count_sessions,
+    build_trainer,
+    callback_metrics,
     merge_session_logs,
-    resolve_precision,
 )
 
-__all__ = ["ISLDataConfig", "ISLTrainConfig", "ISLSummary", "load_fields", "load_isl_run", "train_isl"]
+__all__ = ["ISLDataConfig", "ISLTrainConfig", "ISLSummary", "load_fields", "load_isl_run", "train_isl", "trained_isl"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,31 +183,28 @@ def train_isl(config: ISLTrainConfig, overwrite: bool = False, progress: bool = 
         trainer = _trainer(config, run_dir, progress, throughput, has_val="val" in data.regions)
         start = time.perf_counter()
         try:
-            trainer.fit(model, datamodule=data, ckpt_path=last if last.is_file() else None)
+            trainer.fit(model, datamodule=data, ckpt_path=last if resumed else None)
         finally:
             merge_session_logs(run_dir)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
         summary = ISLSummary(run_dir=run_dir, epochs=trainer.current_epoch, steps=trainer.global_step,
                              seconds=time.perf_counter() - start, tiles_per_second=throughput.images_per_second,
-                             perceptual_features=features, initialised_from=initialised, metrics=metrics)
+                             perceptual_features=features, initialised_from=initialised,
+                             metrics=callback_metrics(trainer))
         write_text_atomic(run_dir / "summary.json", summary.model_dump_json(indent=2))
         logger.info(summary.line())
     return summary
 
 
+def trained_isl(config: ISLTrainConfig, progress: bool = True) -> ISLSummary:
+    """The summary of the run of ``config``: read when the run finished before, else trained
+    (an interrupted run resumes)."""
+    saved = config.run_dir / "summary.json"
+    if saved.is_file():
+        return ISLSummary.model_validate_json(saved.read_text())
+    return train_isl(config, progress=progress)
+
+
 def _trainer(config: ISLTrainConfig, run_dir: Path, progress: bool, throughput: pl.Callback,
              has_val: bool) -> pl.Trainer:
-    trainer = config.trainer
-    return pl.Trainer(
-        max_epochs=trainer.max_epochs, max_steps=trainer.max_steps,
-        max_time={"minutes": trainer.max_minutes} if trainer.max_minutes else None,
-        limit_train_batches=trainer.limit_train_batches, limit_val_batches=1.0 if has_val else 0,
-        precision=resolve_precision(trainer.precision, trainer.accelerator),
-        accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
-        log_every_n_steps=trainer.log_every_n_steps, reload_dataloaders_every_n_epochs=1,
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1,
-                                   every_n_epochs=1), throughput],
-        logger=[CSVLogger(run_dir / "logs", name="", version=f"session_{count_sessions(run_dir):02d}")],
-        default_root_dir=run_dir, enable_progress_bar=progress, enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    return build_trainer(config, run_dir, progress, [throughput], limit_val_batches=1.0 if has_val else 0,
+                         reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0)

@@ -26,7 +26,7 @@ from morphospace.config import Config
 from morphospace.data.tiles import grid_tiles
 from morphospace.errors import InputError
 from morphospace.evaluate.isl import empty_crops, isl_scores, pearson_per_crop
-from morphospace.evaluate.segmentation import foreground_iou, match_instances
+from morphospace.evaluate.segmentation import InstanceMatch, segmentation_scores
 from morphospace.io.atomic import write_text_atomic
 from morphospace.io.images import write_tiff
 from morphospace.io.paired import PairedChannels, PairedField, load_paired_field, read_paired_manifest
@@ -127,8 +127,8 @@ def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     if split not in regions:
         raise InputError(f"{run_dir}: no {split!r} split in regions.json (has {list(regions)})")
     fields = load_fields(config.data)
-    predictions = [_predict(model, field, settings) for field in fields]
     boxes = _crops(fields, regions[split], settings.crop_size or config.data.tiles.size)
+    predictions = {i: _predict(model, fields[i], settings) for i in sorted({i for i, _ in boxes})}
     if config.model.task == "segmentation":
         evaluation = _score_segmentation(fields, predictions, boxes, settings)
     else:
@@ -142,11 +142,11 @@ def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     return evaluation
 
 
-def _stack(arrays: list[np.ndarray], boxes, channel: int) -> np.ndarray:
+def _stack(arrays: list[np.ndarray] | dict[int, np.ndarray], boxes, channel: int) -> np.ndarray:
     return np.stack([arrays[i][channel, y0:y1, x0:x1] for i, (y0, y1, x0, x1) in boxes])
 
 
-def _score_labeling(config: ISLTrainConfig, fields: list[PairedField], predictions: list[np.ndarray], boxes,
+def _score_labeling(config: ISLTrainConfig, fields: list[PairedField], predictions: dict[int, np.ndarray], boxes,
                     settings: InferenceConfig) -> ISLEvaluation:
     targets = [field.targets for field in fields]
     scores, table = {}, pd.DataFrame({"field": [fields[i].field_id for i, _ in boxes],
@@ -167,17 +167,15 @@ def _score_labeling(config: ISLTrainConfig, fields: list[PairedField], predictio
     return ISLEvaluation(summary, table)
 
 
-def _score_segmentation(fields: list[PairedField], predictions: list[np.ndarray], boxes,
+def _score_segmentation(fields: list[PairedField], predictions: dict[int, np.ndarray], boxes,
                         settings: InferenceConfig) -> ISLEvaluation:
     rows = []
-    labels = [instances_from_probability(p[0], settings.probability_threshold) for p in predictions]
+    labels = {i: instances_from_probability(p[0], settings.probability_threshold) for i, p in predictions.items()}
     for i, (y0, y1, x0, x1) in boxes:
         truth = fields[i].mask[y0:y1, x0:x1]
-        predicted = labels[i][y0:y1, x0:x1]
-        match = match_instances(truth, predicted, 0.5)
+        scores = segmentation_scores(truth, labels[i][y0:y1, x0:x1], 0.5)
         rows.append({"field": fields[i].field_id, "box": [y0, y1, x0, x1], "has_nuclei": bool(truth.any()),
-                     "iou": foreground_iou(truth, predicted),
-                     "tp": match.tp, "fp": match.fp, "fn": match.fn, "f1": match.f1})
+                     "iou": scores["foreground_iou"], **{k: scores[k] for k in ("tp", "fp", "fn", "f1")}})
     table = pd.DataFrame(rows)
     tp, fp, fn = (int(table[c].sum()) for c in ("tp", "fp", "fn"))
     scores = {"convention": ("per-crop foreground IoU (1 when both masks are empty), mean over all crops and over crops with "
@@ -188,6 +186,6 @@ def _score_segmentation(fields: list[PairedField], predictions: list[np.ndarray]
               "crops_with_nuclei": int(table["has_nuclei"].sum()),
               "mean_iou_non_empty": float(table.loc[table["has_nuclei"], "iou"].mean()) if table["has_nuclei"].any()
               else None,
-              "f1_pooled": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+              "f1_pooled": InstanceMatch(tp, fp, fn).f1,
               "f1_mean": float(table["f1"].mean()), "tp": tp, "fp": fp, "fn": fn}
     return ISLEvaluation(scores, table)

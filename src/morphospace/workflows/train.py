@@ -203,34 +203,51 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     cpu = torch.cpu
-    has_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported",
-                                                                                    lambda: False)()
-    return "bf16-mixed" if has_bf16 else "32-true"
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def _trainer(config: TrainConfig, run_dir: Path, channels: list[str], progress: bool,
-             throughput: Throughput) -> pl.Trainer:
+def build_trainer(config: RunConfig, run_dir: Path, progress: bool, callbacks: list[pl.Callback],
+                  **options) -> pl.Trainer:
+    """The Lightning Trainer of a run: its budget and precision, a ``last.ckpt`` checkpoint every
+    epoch, CSV logs per session (and TensorBoard when asked), then ``callbacks``; ``options`` are
+    further Trainer arguments."""
     trainer = config.trainer
-    callbacks = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1, every_n_epochs=1),
-        SampleGrid(run_dir / "figures", channels, trainer.sample_images, trainer.sample_every_n_epochs, config.seed),
-        throughput,
-        KLPerDimension(run_dir / "kl_per_dimension.csv"),
-    ]
     loggers = [CSVLogger(run_dir / "logs", name="", version=f"session_{count_sessions(run_dir):02d}")]
     if trainer.tensorboard:
         loggers.append(_tensorboard_logger(run_dir))
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last="link", save_top_k=1, every_n_epochs=1)
     return pl.Trainer(
         max_epochs=trainer.max_epochs, max_steps=trainer.max_steps,
         max_time={"minutes": trainer.max_minutes} if trainer.max_minutes else None,
         limit_train_batches=trainer.limit_train_batches,
         precision=resolve_precision(trainer.precision, trainer.accelerator),
         accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
-        log_every_n_steps=trainer.log_every_n_steps, callbacks=callbacks,
+        log_every_n_steps=trainer.log_every_n_steps, callbacks=[checkpoint, *callbacks],
         logger=loggers, default_root_dir=run_dir,
-        enable_progress_bar=progress, enable_model_summary=False,
+        enable_progress_bar=progress, enable_model_summary=False, **options,
     )
+
+
+def callback_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The scalar metrics the Trainer last logged."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+def _trainer(config: TrainConfig, run_dir: Path, channels: list[str], progress: bool,
+             throughput: Throughput) -> pl.Trainer:
+    trainer = config.trainer
+    return build_trainer(config, run_dir, progress, [
+        SampleGrid(run_dir / "figures", channels, trainer.sample_images, trainer.sample_every_n_epochs, config.seed),
+        throughput,
+        KLPerDimension(run_dir / "kl_per_dimension.csv"),
+    ])
 
 
 def _tensorboard_logger(run_dir: Path):
@@ -295,7 +312,7 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -
 
 
 def _metrics(trainer: pl.Trainer, model: GenerativeModel) -> dict[str, float]:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+    metrics = callback_metrics(trainer)
     if hasattr(model, "active_dimensions"):
         metrics["active_dims"] = float(model.active_dimensions())
     return metrics
