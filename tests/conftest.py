@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from morphospace.config import resolve_config
 from morphospace.io.store import CropStoreWriter
-from morphospace.workflows.train import TrainConfig
+from morphospace.models.registry import resolve_run_config
+from morphospace.models.training import RunConfig
 
 
 @pytest.fixture()
@@ -48,9 +48,9 @@ def blob_store(tmp_path_factory) -> Path:
     return path
 
 
-def _tiny_config(store: Path, runs: Path, name: str, model: dict, **trainer) -> TrainConfig:
+def _tiny_config(store: Path, runs: Path, name: str, model: dict, **trainer) -> RunConfig:
     """A small training config on ``store`` (base 8 channels, latent 8, batch 16, 3 epochs)."""
-    return resolve_config(TrainConfig, {
+    return resolve_run_config({
         "name": name, "runs_dir": str(runs), "seed": 0,
         "data": {"store": str(store), "batch_size": 16, "normalization": {"out_range": [-1, 1]},
                  "split": {"by": None, "train": 0.9, "val": 0.1, "test": 0.0}},

@@ -11,8 +11,7 @@ from morphospace.simulate import SimulateConfig
 from morphospace.workflows.demo import DemoConfig
 from morphospace.workflows.fewshot import FewShotConfig
 from morphospace.workflows.prepare import PrepareConfig
-from morphospace.workflows.isl import ISLTrainConfig
-from morphospace.workflows.train import TrainConfig
+from morphospace.models.registry import load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConfig, "features": FeaturesConfig,
@@ -22,8 +21,8 @@ MODELS = {"prepare": PrepareConfig, "simulate": SimulateConfig, "demo": DemoConf
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_example_config_is_valid(path: Path):
     command = path.stem.split("_")[0]
-    text = path.read_text()
-    training = (ISLTrainConfig if "family: isl" in text else TrainConfig) if "model:" in text else None
-    model = MODELS.get(command, training)
-    assert model, f"{path.name}: name it <command>_*.yaml with a command in {sorted(MODELS)}, or a training config"
-    load_config(model, path)
+    if command in MODELS:
+        load_config(MODELS[command], path)
+    else:
+        config = load_run_config(path)
+        assert config.trainer.max_minutes is None, f"{path.name}: budget by epochs or steps, not minutes"

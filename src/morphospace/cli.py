@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from morphospace import __version__
 from morphospace.config import load_config
 from morphospace.errors import MorphospaceError
-from morphospace.runs import setup_logging
+from morphospace.runs import is_rank_zero, setup_logging
 
 logger = logging.getLogger("morphospace.cli")
 
@@ -184,9 +184,8 @@ def _add_predict(subparsers) -> None:
 
 
 def _add_train(subparsers) -> None:
-    parser = _subparser(subparsers, "train", "Train a model from a YAML config: a generative model (GAN or VAE "
-                                             "family) on a crop store, or an in-silico-labeling / segmentation "
-                                             "U-Net (model.family: isl) on paired fields.")
+    parser = _subparser(subparsers, "train", "Train a model from a YAML config; model.family picks the family "
+                                             "(gan, vae: crop stores; isl: paired fields; or a registered plug-in).")
     parser.add_argument("config", type=Path, help="training config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set trainer.max_epochs=5 (repeatable)")
@@ -375,28 +374,14 @@ def _evaluation_line(kind: str, payload: dict) -> str:
             + ", ".join(f"{name} V-measure {m['V-measure']:.3f}" for name, m in payload["metrics"].items()))
 
 
-def _model_family(path: Path) -> str | None:
-    """``model.family`` of a training YAML, or None when it cannot be read (load_config then says why)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-        return str(data["model"]["family"])
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
-        return None
-
-
 def _train(args: argparse.Namespace) -> int:
-    if _model_family(args.config) == "isl":
-        from morphospace.workflows.isl import ISLTrainConfig, train_isl
+    from morphospace.models.registry import load_run_config
+    from morphospace.workflows.train import train
 
-        config = load_config(ISLTrainConfig, args.config, args.overrides)
-        print(train_isl(config, overwrite=args.overwrite, progress=args.progress).line())
-        return 0
-    from morphospace.workflows.train import TrainConfig, train
-
-    config = load_config(TrainConfig, args.config, args.overrides)
-    print(train(config, overwrite=args.overwrite, progress=args.progress).line())
+    config = load_run_config(args.config, args.overrides)
+    summary = train(config, overwrite=args.overwrite, progress=args.progress)
+    if is_rank_zero():  # the other processes of a multi-process run stay quiet
+        print(summary.line())
     return 0
 
 
@@ -410,13 +395,9 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from morphospace.workflows.latent import generate
 
-    images, path = generate(args.run, args.n, args.seed, out=args.out)
-    if args.npz:
-        np.savez_compressed(args.npz, images=images)
+    images, path = generate(args.run, args.n, args.seed, out=args.out, npz=args.npz)
     print(f"generated {len(images)} images -> {path}" + (f" and {args.npz}" if args.npz else ""))
     return 0
 
@@ -463,7 +444,8 @@ def _evaluate_generation(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from morphospace.workflows.isl_inference import InferenceConfig, predict_fields
+    from morphospace.evaluate.isl import InferenceConfig
+    from morphospace.workflows.isl import predict_fields
 
     settings = load_config(InferenceConfig, args.config, args.overrides)
     written = predict_fields(args.run, args.out, args.manifest, settings)
@@ -472,10 +454,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate_isl(args: argparse.Namespace) -> int:
-    from morphospace.workflows.isl_inference import InferenceConfig, evaluate_isl_run
+    from morphospace.evaluate.isl import InferenceConfig
+    from morphospace.workflows.isl import evaluate_isl_run
 
     settings = load_config(InferenceConfig, args.config, args.overrides)
-    evaluation = evaluate_isl_run(args.run, args.out, args.split, settings)
+    evaluation = evaluate_isl_run(args.run, args.out, args.split, settings, kind=args.evaluation)
     print(json.dumps(evaluation.scores, indent=2, default=str) if args.json else evaluation.line())
     return 0
 

@@ -29,14 +29,16 @@ from typing import Any, Mapping, Sequence, TypeVar
 import pydantic
 import yaml
 
+from morphospace.atomic import write_text_atomic
 from morphospace.errors import MorphospaceError
-from morphospace.io.atomic import write_text_atomic
 
 __all__ = [
     "Config",
     "ConfigError",
+    "key_error",
     "apply_overrides",
     "load_config",
+    "read_config_file",
     "resolve_config",
     "save_config",
 ]
@@ -48,10 +50,32 @@ class ConfigError(MorphospaceError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+def key_error(key: str, problem: str) -> ConfigError:
+    """A :class:`ConfigError` about one dotted key, for rules checked after the schema (against the
+    data, or between sections).
+
+    >>> str(key_error("data.crop_size", "66 is not a multiple of 4; use 64 or 68"))
+    "key 'data.crop_size': 66 is not a multiple of 4; use 64 or 68"
+    """
+    return ConfigError(f"key '{key}': {problem}")
+
+
 class Config(pydantic.BaseModel):
-    """Base of every configuration model: unknown keys are rejected, values are validated."""
+    """Base of every configuration model: unknown keys are rejected, values are validated.
+
+    ``source`` names where the values came from (a YAML file, ``defaults``), for error messages.
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    _source: str = pydantic.PrivateAttr("config")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __eq__(self, other: object) -> bool:
+        """Configs are equal when their type and values are, wherever they were read from."""
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python view (lists, dicts, numbers, strings) suitable for YAML or JSON."""
@@ -114,9 +138,33 @@ def resolve_config(
     """Validate ``data`` (plus overrides) against ``model``; raise :class:`ConfigError` on problems."""
     merged = apply_overrides(data or {}, overrides)
     try:
-        return model.model_validate(merged)
+        config = model.model_validate(merged)
     except pydantic.ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    config._source = source
+    return config
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping of a YAML config file, not yet validated.
+
+    Raises :class:`ConfigError` naming the file when it is unreadable, malformed YAML, or not a
+    mapping at the top level (an empty file is an empty mapping).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
 
 
 def load_config(
@@ -129,20 +177,7 @@ def load_config(
     """
     if path is None:
         return resolve_config(model, {}, overrides, source="defaults")
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return resolve_config(model, data, overrides, source=str(path))
+    return resolve_config(model, read_config_file(path), overrides, source=str(path))
 
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:

@@ -1,4 +1,4 @@
-"""Run directories, logging and seeding.
+"""Run directories, logging, and which process of a multi-process run may write.
 
 A run directory holds the fully resolved ``config.yaml`` (defaults and seed included). Opening it
 again with a different config is an error that lists the differing keys, so a stale run is never
@@ -10,25 +10,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TypeVar
+from typing import Any, Iterator, Mapping
 
-import numpy as np
 import yaml
 
-from morphospace.config import Config, ConfigError, resolve_config, save_config
-from morphospace.errors import InputError, MorphospaceError
+from morphospace.config import Config, save_config
+from morphospace.errors import MorphospaceError
 
 __all__ = [
-    "RunConflictError", "open_run_directory", "read_run_config", "config_differences", "setup_logging", "log_to_file",
-    "seed_everything",
+    "RunConflictError", "check_run_directory", "open_run_directory", "is_rank_zero", "config_differences",
+    "setup_logging", "log_to_file",
 ]
 
 _HANDLER_FLAG = "_morphospace_handler"
-ConfigT = TypeVar("ConfigT", bound=Config)
 logger = logging.getLogger(__name__)
 
 
@@ -54,54 +51,69 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: s
     return differences
 
 
-def open_run_directory(
-    path: str | os.PathLike, config: Config, config_name: str = "config.yaml", overwrite: bool = False,
-    mutable: tuple[str, ...] = (),
-) -> tuple[Path, bool]:
-    """Create (or reopen) a run directory for ``config``.
+def check_run_directory(
+    path: str | os.PathLike, config: Config, config_name: str = "config.yaml", mutable: tuple[str, ...] = (),
+    overwrite: bool = False,
+) -> bool:
+    """Whether ``path`` holds the run of ``config`` already (True: it resumes) or nothing yet
+    (False), without writing anything.
 
-    Returns ``(path, resumed)``: ``resumed`` is True when the directory already held the same
-    config, or one differing only in the dotted keys listed in ``mutable`` (e.g. a training
-    budget, which may grow on resume; the saved config is then updated). Raises
-    :class:`RunConflictError` when it holds a different one, unless ``overwrite`` is set, in
-    which case the old directory is removed first.
+    A saved config differing only in the dotted keys listed in ``mutable`` (e.g. a training
+    budget, which may grow on resume) counts as the same run. Raises :class:`RunConflictError`
+    when ``path`` holds a different config or a folder that is not a run, unless ``overwrite``
+    (then it counts as empty).
     """
     path = Path(path)
+    if overwrite or not path.exists():
+        return False
     saved = path / config_name
-    if path.exists() and overwrite:
-        shutil.rmtree(path)
     if saved.is_file():
         old = yaml.safe_load(saved.read_text()) or {}
-        differences = config_differences(old, config.to_dict())
-        fixed = [key for key in differences if key not in mutable]
+        fixed = [key for key in config_differences(old, config.to_dict()) if key not in mutable]
         if fixed:
             raise RunConflictError(
                 f"{path}: made with a different config (keys {', '.join(fixed[:8])} differ); "
                 "choose another output, restore the config, or overwrite"
             )
+        return True
+    if any(path.iterdir()):
+        raise RunConflictError(f"{path}: exists and is not a morphospace run (no {config_name}); choose another output")
+    return False
+
+
+def open_run_directory(
+    path: str | os.PathLike, config: Config, config_name: str = "config.yaml", overwrite: bool = False,
+    mutable: tuple[str, ...] = (),
+) -> tuple[Path, bool]:
+    """Create (or reopen) a run directory for ``config`` and save the config in it.
+
+    Returns ``(path, resumed)`` as decided by :func:`check_run_directory` (which raises on a
+    conflict); with ``overwrite`` an existing directory is removed first. A resumed run's saved
+    config is updated with the new values of ``mutable`` keys.
+    """
+    path = Path(path)
+    resumed = check_run_directory(path, config, config_name, mutable, overwrite)
+    if overwrite and path.exists():
+        shutil.rmtree(path)
+    if resumed:
+        differences = config_differences(yaml.safe_load((path / config_name).read_text()) or {}, config.to_dict())
         if differences:
             logger.info("%s: resuming with new %s", path, ", ".join(differences))
-            save_config(config, saved)
-        return path, True
-    if path.exists() and any(path.iterdir()):
-        raise RunConflictError(f"{path}: exists and is not a morphospace run (no {config_name}); choose another output")
     path.mkdir(parents=True, exist_ok=True)
-    save_config(config, saved)
-    return path, False
+    save_config(config, path / config_name)
+    return path, resumed
 
 
-def read_run_config(run_dir: str | os.PathLike, config_type: type[ConfigT]) -> ConfigT:
-    """The saved ``config.yaml`` of a run directory, validated as ``config_type``.
+def is_rank_zero() -> bool:
+    """Whether this process is the first (global rank 0) of a multi-process run, or runs alone.
 
-    Raises InputError naming the folder when it holds no config, or the file when it does not validate.
+    Read from what the launchers set: ``RANK`` (torchrun), ``SLURM_PROCID`` (SLURM),
+    ``JSM_NAMESPACE_RANK`` (LSF), else ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's DDP launcher).
     """
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise InputError(f"{run_dir}: not a training run (no config.yaml)")
-    try:
-        return resolve_config(config_type, yaml.safe_load(path.read_text()), source=str(path))
-    except ConfigError as exc:
-        raise InputError(str(exc)) from None
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, verbose: bool = False) -> logging.Logger:
@@ -144,12 +156,3 @@ def log_to_file(path: str | os.PathLike) -> Iterator[Path]:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
         handler.close()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's global generators."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)

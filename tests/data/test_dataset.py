@@ -6,7 +6,6 @@ import torch
 
 from morphospace.config import ConfigError, resolve_config
 from morphospace.data.dataset import ChunkShuffleSampler, CropDataModule, DataConfig
-from morphospace.errors import InputError
 
 
 def _module(store: Path, **overrides) -> CropDataModule:
@@ -61,18 +60,21 @@ def test_lazy_and_in_memory_agree(small_store: Path):
     assert len(seen) == len(set(seen)) == 16 and set(seen) <= set(lazy.indices("train").tolist())
 
 
-def test_labels_include_and_errors(small_store: Path):
-    module = _module(small_store, label_column="Metadata_MoA", include={"Metadata_Well": ["W0", "W1"]},
+def test_include_and_errors_name_the_key(small_store: Path):
+    module = _module(small_store, include={"Metadata_Well": ["W0", "W1"]},
                      split={"by": None, "train": 0.5, "val": 0.25, "test": 0.25})
     module.setup()
-    assert module.label_names == ["A", "B"] and len(module.table) == 24
-    item = module.dataset("train")[0]
-    expected = module.table.loc[int(item["index"]), "Metadata_MoA"]
-    assert module.label_names[int(item["label"])] == expected
-    with pytest.raises(InputError, match="data.include names column"):
+    assert len(module.table) == 24
+    with pytest.raises(ConfigError, match="key 'data.include': column 'Metadata_Nope'"):
         _module(small_store, include={"Metadata_Nope": [1]}).setup()
-    with pytest.raises(InputError, match="no cells match"):
+    with pytest.raises(ConfigError, match="key 'data.include': no cells"):
         _module(small_store, include={"Metadata_Well": ["W9"]}).setup()
+    with pytest.raises(ConfigError, match="key 'data.split.by': .*'Metadata_Batch' is not in the cell table"):
+        _module(small_store, split={"by": "Metadata_Batch"}).setup()
+    with pytest.raises(ConfigError, match="key 'data.channels': .*no channel\\(s\\) \\['Hoechst'\\]"):
+        _module(small_store, channels=["Hoechst"]).setup()
+    with pytest.raises(ConfigError, match="key 'data.store'"):
+        _module(small_store.parent / "nowhere").setup()
     with pytest.raises(ConfigError, match="split"):
         resolve_config(DataConfig, {"store": "x", "split": {"train": 0.9, "val": 0.9, "test": 0.0}})
 

@@ -7,15 +7,17 @@ from scipy.ndimage import gaussian_filter
 from morphospace.errors import InputError
 from morphospace.evaluate import generation
 from morphospace.evaluate.generation import (
-    FeatureExtractor,
     compare_feature_tables,
     feature_distances,
     fid_kid,
     inception_fid_kid,
-    load_feature_extractor,
     nearest_real_neighbours,
-    save_feature_extractor,
     summarize_feature_distances,
+)
+from morphospace.models.extractor import (
+    FeatureExtractor,
+    load_feature_extractor,
+    save_feature_extractor,
     train_feature_extractor,
 )
 

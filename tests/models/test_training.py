@@ -8,11 +8,13 @@ from lightning.pytorch.callbacks import Callback
 
 from morphospace.config import ConfigError, resolve_config
 from morphospace.errors import InputError
-from morphospace.models.registry import load_model
+from morphospace.models.registry import resolve_run_config
+from morphospace.models.run import load_module, load_run, read_checkpoint
+from morphospace.models.training import resolve_precision
 from morphospace.models.vae import VAEConfig
 from morphospace.runs import RunConflictError
 from morphospace.workflows import train as train_module
-from morphospace.workflows.train import TrainConfig, load_run, resolve_precision, train
+from morphospace.workflows.train import plan_run, train
 
 
 MODELS = {
@@ -37,14 +39,15 @@ def test_every_model_trains_with_falling_loss(name, blob_store: Path, tmp_path: 
     summary = train(config, progress=False)
     run = tmp_path / name
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "figures" / "samples_epoch_003.png").is_file()
-    assert summary.epochs == 3 and summary.images_per_second > 0
+    assert summary.epochs == 3 and summary.samples_per_second > 0 and summary.sample_unit == "crops"
     if MODELS[name]["family"] == "vae":
         kl = pd.read_csv(run / "kl_per_dimension.csv")
         assert kl["epoch"].tolist() == [0, 1, 2] and kl.shape[1] == 1 + 8 and (kl.drop(columns="epoch") >= 0).all().all()
     loss = "d_loss_step" if MODELS[name]["family"] == "gan" else "recon_step"
     curve = _epoch_means(run, loss)
     assert curve.iloc[-1] < curve.iloc[0], (name, curve.tolist())
-    _, model, data = load_run(run)
+    loaded = load_run(run)
+    model, data = loaded.module, loaded.data
     samples = model.sample(5, torch.Generator().manual_seed(0))
     assert samples.shape == (5, 2, 16, 16) and float(samples.abs().max()) <= 1
     embedding = model.embed(data.dataset("all").load(np.arange(4)))
@@ -54,8 +57,9 @@ def test_every_model_trains_with_falling_loss(name, blob_store: Path, tmp_path: 
 def test_save_load_round_trip_gives_identical_outputs(blob_store: Path, tmp_path: Path, tiny_config):
     config = tiny_config(blob_store, tmp_path, "roundtrip", MODELS["lsgan"], max_epochs=1)
     train(config, progress=False)
-    _, reloaded, data = load_run(tmp_path / "roundtrip")
-    again = load_model(tmp_path / "roundtrip" / "checkpoints" / "last.ckpt")
+    run = load_run(tmp_path / "roundtrip")
+    reloaded, data = run.module, run.data
+    _, again = load_module(tmp_path / "roundtrip")
     z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
     images = data.dataset("all").load(np.arange(3))
     assert torch.equal(reloaded.decode(z), again.decode(z))
@@ -68,7 +72,7 @@ def test_resume_continues_from_the_checkpoint(blob_store: Path, tmp_path: Path, 
             if trainer.current_epoch == 1:
                 raise KeyboardInterrupt
 
-    original = train_module._trainer
+    original = train_module.build_trainer
 
     def interrupted(*args, **kwargs):
         trainer = original(*args, **kwargs)
@@ -76,15 +80,15 @@ def test_resume_continues_from_the_checkpoint(blob_store: Path, tmp_path: Path, 
         return trainer
 
     config = tiny_config(blob_store, tmp_path, "resume", MODELS["vae"])
-    monkeypatch.setattr(train_module, "_trainer", interrupted)
+    monkeypatch.setattr(train_module, "build_trainer", interrupted)
     with pytest.raises(SystemExit):  # Lightning shuts down gracefully on Ctrl-C, then exits
         train(config, progress=False)
     checkpoint = torch.load(tmp_path / "resume" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 0
-    monkeypatch.setattr(train_module, "_trainer", original)
+    monkeypatch.setattr(train_module, "build_trainer", original)
     resumed = train(config, progress=False)
     uninterrupted = train(tiny_config(blob_store, tmp_path, "straight", MODELS["vae"]), progress=False)
-    assert resumed.epochs == uninterrupted.epochs == 3 and resumed.steps == uninterrupted.steps
+    assert resumed.epochs == uninterrupted.epochs == 3 and resumed.optimizer_steps == uninterrupted.optimizer_steps
     assert sorted(pd.read_csv(tmp_path / "resume" / "metrics.csv")["epoch"].dropna().unique()) == [0, 1, 2]
     longer = tiny_config(blob_store, tmp_path, "resume", MODELS["vae"], max_epochs=4)
     assert train(longer, progress=False).epochs == 4
@@ -105,12 +109,13 @@ def test_same_seed_same_numbers(blob_store: Path, tmp_path: Path, tiny_config):
     assert a.metrics["loss_epoch"] == b.metrics["loss_epoch"]
 
 
-def test_config_validation():
-    with pytest.raises(ConfigError, match="out_range"):
-        resolve_config(TrainConfig, {"name": "x", "data": {"store": "s"}, "model": {"family": "vae"}})
-    with pytest.raises(ConfigError, match="model"):
-        resolve_config(TrainConfig, {"name": "x", "data": {"store": "s", "normalization": {"out_range": [-1, 1]}},
-                                     "model": {"family": "diffusion"}})
+def test_config_validation(blob_store: Path, tmp_path: Path):
+    config = resolve_run_config({"name": "x", "runs_dir": str(tmp_path), "data": {"store": str(blob_store)},
+                                 "model": {"family": "vae"}})
+    with pytest.raises(ConfigError, match="key 'data.normalization.out_range'"):
+        plan_run(config)
+    with pytest.raises(ConfigError, match="key 'model.family': unknown family 'diffusion'"):
+        resolve_run_config({"name": "x", "data": {"store": "s"}, "model": {"family": "diffusion"}})
     with pytest.raises(ConfigError, match="beta must lie in"):
         resolve_config(VAEConfig, {"beta": 2.0, "objective": "convex"})
     assert resolve_precision("auto", "cpu") in ("32-true", "bf16-mixed")
@@ -120,7 +125,7 @@ def test_missing_run_and_checkpoint(tmp_path: Path):
     with pytest.raises(InputError, match="not a training run"):
         load_run(tmp_path)
     with pytest.raises(InputError, match="checkpoint not found"):
-        load_model(tmp_path / "missing.ckpt")
+        read_checkpoint(tmp_path / "missing.ckpt")
 
 
 def test_tensorboard_needs_its_package(blob_store: Path, tmp_path: Path, tiny_config):
@@ -137,7 +142,7 @@ def test_generator_steps_follow_discriminator_steps(blob_store: Path, tmp_path: 
     config = tiny_config(blob_store, tmp_path, "critic", {**MODELS["lsgan"], "discriminator_steps": 2}, max_epochs=1,
                          limit_train_batches=4)
     train(config, progress=False)
-    _, model, _ = load_run(tmp_path / "critic")
+    model = load_run(tmp_path / "critic").module
     assert int(model.ema.n_averaged) == 2  # 4 batches, a generator update after every 2nd
     assert not any(p.requires_grad for p in model.ema.parameters())
 
@@ -145,6 +150,6 @@ def test_generator_steps_follow_discriminator_steps(blob_store: Path, tmp_path: 
 def test_kl_per_dimension_is_written_for_the_epoch_just_finished(blob_store: Path, tmp_path: Path, tiny_config):
     train(tiny_config(blob_store, tmp_path, "kl", MODELS["vae"], max_epochs=2), progress=False)
     kl = pd.read_csv(tmp_path / "kl" / "kl_per_dimension.csv").drop(columns="epoch")
-    _, model, _ = load_run(tmp_path / "kl")
+    model = load_run(tmp_path / "kl").module
     assert kl.iloc[0].sum() > 0
     np.testing.assert_allclose(kl.iloc[-1].to_numpy(), model.kl_per_dimension.numpy(), rtol=1e-4)

@@ -56,8 +56,8 @@ def test_study_trains_both_starts_for_every_size_and_draws_the_curve(study, caps
     assert (table["steps"] == 3).all() and table["mean_iou"].between(0, 1).all()
     assert (out / "fewshot.png").stat().st_size > 0 and json.loads((out / "fewshot.json").read_text())["rows"]
     pretrained = json.loads((out / "n1_pretrained" / "summary.json").read_text())
-    assert "sliced, output row of DNA" in pretrained["initialised_from"]
-    assert json.loads((out / "n1_scratch" / "summary.json").read_text())["initialised_from"] is None
+    assert "sliced, output row of DNA" in pretrained["notes"]["initialised_from"]
+    assert "initialised_from" not in json.loads((out / "n1_scratch" / "summary.json").read_text())["notes"]
     regions = json.loads((out / "n1_scratch" / "regions.json").read_text())
     assert len(regions["fixed_train_tiles"]) == 1
     assert regions["fixed_train_tiles"] == json.loads((out / "n1_pretrained" / "regions.json").read_text())[

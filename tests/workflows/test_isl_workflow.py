@@ -43,7 +43,7 @@ def test_train_writes_the_run_and_resumes(screen, tmp_path, capsys):
     assert "trained 2 epoch(s)" in capsys.readouterr().out
     run = tmp_path / "runs" / "isl_test"
     summary = json.loads((run / "summary.json").read_text())
-    assert "in-domain autoencoder" in summary["perceptual_features"] and "val_pcc" in summary["metrics"]
+    assert "in-domain autoencoder" in summary["notes"]["perceptual_features"] and "val_pcc" in summary["metrics"]
     regions = json.loads((run / "regions.json").read_text())
     assert set(regions) == {"train", "val", "test"} and len(regions["test"]) == 3  # every field is cut
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "metrics.csv").is_file()

@@ -11,9 +11,9 @@ from morphospace.explore.latent import attribute_vector, interpolate, quick_meas
 from morphospace.explore.run_report import write_run_report
 from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
 from morphospace.workflows.latent import (
-    embed_store, explore_algebra, explore_interpolate, explore_traverse, generate, run_dataset,
+    embed_store, explore_algebra, explore_interpolate, explore_traverse, generate,
 )
-from morphospace.workflows.train import load_run
+from morphospace.models.run import load_run
 
 
 def test_interpolation_endpoints_and_spherical_norms():
@@ -71,8 +71,9 @@ def test_generate_is_seeded(trained_runs, tmp_path: Path):
 
 
 def test_gan_projection_reconstructs_real_cells(trained_runs):
-    _, model, data = load_run(trained_runs["lsgan"])
-    images = run_dataset(data, data.store, np.arange(6)).load(np.arange(6))
+    run = load_run(trained_runs["lsgan"])
+    model, data = run.module, run.data
+    images = data.dataset_for(data.store, np.arange(6)).load(np.arange(6))
     z = model.encode_latent(images)
     with torch.no_grad():
         projected = ((model.decode(z) - images) ** 2).mean()
@@ -135,7 +136,7 @@ def test_generation_uses_the_training_split_and_checks_the_extractor(trained_run
     config = GenerationConfig(n=200, extractor=str(tmp_path / "x.pt"), extractor_epochs=1, feature_cells=10,
                               cytoplasm_channels=["Actin"])
     payload = run_generation_evaluation(run, tmp_path / "e", config)
-    _, _, data = load_run(run)
+    data = load_run(run).data
     assert payload["in_domain"]["n_real"] == len(data.indices("train")) < 96
     assert payload["memorisation"]["baseline"] == "holdout"
     assert payload["memorisation"]["n_baseline"] == len(data.indices("val"))

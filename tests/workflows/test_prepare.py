@@ -13,7 +13,7 @@ from morphospace.evaluate.segmentation import pooled_scores
 from morphospace.io.store import CropStore
 from morphospace.runs import RunConflictError
 from morphospace.workflows import prepare as prepare_module
-from morphospace.workflows.demo import score_segmentation
+from morphospace.evaluate.segmentation import score_label_files
 from morphospace.workflows.prepare import PrepareConfig, prepare
 
 
@@ -51,7 +51,7 @@ def test_store_contents(screen: Path, prepared: Path):
 def test_segmentation_matches_ground_truth(screen: Path, prepared: Path):
     field_ids = _manifest(screen)["Metadata_FieldId"].tolist()
     for kind in ("nuclei", "cells"):
-        scores = pooled_scores(score_segmentation(screen / "truth", prepared / "labels", field_ids, kind))
+        scores = pooled_scores(score_label_files(screen / "truth", prepared / "labels", field_ids, kind))
         assert scores["f1_pooled"] >= 0.9, (kind, scores)
 
 

@@ -1,19 +1,27 @@
 """A PyTorch ``Dataset`` and a Lightning ``DataModule`` over a crop store.
 
-Batches are dicts: ``image`` (B, C, H, W) float32 normalised, ``index`` (B,) row of the store,
-and ``label`` (B,) int64 when a label column is set. Reads are batched (``__getitems__``), so a
-lazily read store touches each Zarr chunk once per batch; small stores can be held in memory.
+Batches are dicts: ``image`` (B, C, H, W) float32 normalised, ``index`` (B,) row of the store, and
+one entry per condition of ``data.conditions`` (see :mod:`morphospace.data.conditions`):
+categorical (B,) int64, numeric (B,) float32, features (B, F) float32, channels (B, Cr, H, W)
+float32. Reads are batched (``__getitems__``), so a lazily read store touches each Zarr chunk once
+per batch; small stores can be held in memory.
 
-Determinism: the split, the fitted normalisation, the shuffling and the augmentation follow
-``seed`` (for a given ``num_workers``).
+Determinism: the split, the fitted normalisation and conditions, the shuffling and the
+augmentation follow ``seed`` (for a given ``num_workers``; each process of a multi-process run
+augments with ``seed + rank``).
+
+Every problem with the config against the store (a missing channel, column or split group) is a
+:class:`~morphospace.config.ConfigError` naming the key, raised by :meth:`CropDataModule.setup`
+before a run writes anything.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,18 +30,23 @@ import pydantic
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from morphospace.config import Config
+from morphospace.atomic import write_text_atomic
+from morphospace.config import Config, key_error
+from morphospace.data.conditions import (
+    RESERVED_KEYS, ChannelCondition, ConditionConfig, Encoder, encoder_from_dict, fit_condition,
+)
+from morphospace.data.normalize import ChannelNormalizer, NormalizationConfig
+from morphospace.data.spec import BatchEntry, DataSpec
 from morphospace.data.splits import group_split
 from morphospace.data.transforms import AugmentConfig, augment_batch, center_crop_or_pad
-from morphospace.errors import InputError
-from morphospace.io.atomic import write_text_atomic
+from morphospace.errors import InputError, MorphospaceError
 from morphospace.io.store import CropStore
 from morphospace.io.tables import write_table
-from morphospace.preprocess.normalize import ChannelNormalizer, NormalizationConfig
 
 __all__ = ["SplitConfig", "DataConfig", "CropDataset", "ChunkShuffleSampler", "CropDataModule"]
 
 _IN_MEMORY_AUTO_BYTES = 2 * 1024**3
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SplitConfig(Config):
@@ -54,15 +67,17 @@ class SplitConfig(Config):
 
 
 class DataConfig(Config):
-    """Which crops feed a model and how."""
+    """Which crops feed a model, what each sample carries beside its image, and how."""
 
     store: str
-    channels: list[str] | None = None
+    channels: list[str] | None = pydantic.Field(
+        None, description="image channels; null: every store channel not given as a condition")
     crop_size: int | None = pydantic.Field(None, ge=4, description="centre crop / pad to this size")
     include: dict[str, list[Any]] = pydantic.Field(
         default_factory=dict, description="keep rows whose column value is listed, e.g. {Metadata_MoA: [DMSO]}"
     )
-    label_column: str | None = None
+    conditions: dict[str, ConditionConfig] = pydantic.Field(
+        default_factory=dict, description="batch entries beside the image, by name (see morphospace.data.conditions)")
     split: SplitConfig = SplitConfig()
     normalization: NormalizationConfig = NormalizationConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -71,9 +86,18 @@ class DataConfig(Config):
     in_memory: bool | Literal["auto"] = "auto"
     seed: int = 0
 
+    @pydantic.field_validator("conditions")
+    @classmethod
+    def _condition_names(cls, value: dict[str, ConditionConfig]) -> dict[str, ConditionConfig]:
+        bad = [name for name in value if not _NAME.match(name) or name in RESERVED_KEYS]
+        if bad:
+            raise ValueError(f"condition name(s) {bad} must be identifiers other than {list(RESERVED_KEYS)}")
+        return value
+
 
 class CropDataset(Dataset):
-    """Crops of a store at given rows, normalised, optionally cropped and augmented.
+    """Crops of a store at given rows, normalised, optionally cropped and augmented, with their
+    conditions.
 
     Parameters
     ----------
@@ -82,15 +106,18 @@ class CropDataset(Dataset):
     indices
         Store rows in this dataset.
     channels
-        Channel names to load (all when None).
+        Image channel names (all when None).
     normalizer
-        Fitted :class:`ChannelNormalizer`, or None for raw float32 values.
+        Fitted :class:`ChannelNormalizer` of the image channels followed by every condition's
+        channels, or None for raw float32 values.
     crop_size
         Centre crop / zero pad to (crop_size, crop_size).
     augment
-        Augmentation, or None (evaluation).
-    labels
-        Integer label per row of ``indices``, or None.
+        Augmentation (applied to image and condition channels alike), or None (evaluation).
+    conditions
+        Encoded metadata conditions by name, one value per row of ``indices`` (first axis).
+    channel_conditions
+        Condition name -> channel names of the same crop.
     in_memory
         Load the selected crops into memory once.
     seed
@@ -106,22 +133,26 @@ class CropDataset(Dataset):
         normalizer: ChannelNormalizer | None = None,
         crop_size: int | None = None,
         augment: AugmentConfig | None = None,
-        labels: Sequence[int] | np.ndarray | None = None,
+        conditions: Mapping[str, np.ndarray] | None = None,
+        channel_conditions: Mapping[str, Sequence[str]] | None = None,
         in_memory: bool = False,
         seed: int = 0,
     ) -> None:
         self.store = store if isinstance(store, CropStore) else CropStore(store)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.channels = list(channels) if channels is not None else self.store.channels
-        self.store.channel_indices(self.channels)
+        self.channel_conditions = {name: list(names) for name, names in (channel_conditions or {}).items()}
+        self.read_channels = self.channels + [c for names in self.channel_conditions.values() for c in names]
+        self.store.channel_indices(self.read_channels)
         self.normalizer = normalizer
         self.crop_size = crop_size
         self.augment = augment
-        self.labels = None if labels is None else torch.tensor(np.array(labels), dtype=torch.int64)
-        if self.labels is not None and len(self.labels) != len(self.indices):
-            raise ValueError(f"{len(self.labels)} labels for {len(self.indices)} crops")
+        self.conditions = {name: torch.from_numpy(np.asarray(values)) for name, values in (conditions or {}).items()}
+        for name, values in self.conditions.items():
+            if len(values) != len(self.indices):
+                raise ValueError(f"condition {name!r}: {len(values)} values for {len(self.indices)} crops")
         self.seed = seed
-        self.cached = self.store.read(self.indices, self.channels) if in_memory else None
+        self.cached = self.store.read(self.indices, self.read_channels) if in_memory else None
         self._generator: torch.Generator | None = None
         self._generator_pid: int | None = None
 
@@ -135,11 +166,12 @@ class CropDataset(Dataset):
             self._generator_pid = os.getpid()
         return self._generator
 
-    def load(self, positions: Sequence[int]) -> torch.Tensor:
-        """Crops at dataset ``positions`` as a float32 batch (B, C, H, W), normalised and cropped,
-        without augmentation."""
-        positions = np.asarray(positions, dtype=np.int64)
-        raw = self.cached[positions] if self.cached is not None else self.store.read(self.indices[positions], self.channels)
+    def _read(self, positions: np.ndarray) -> torch.Tensor:
+        """Every read channel at ``positions`` as float32 (B, C + Cr, H, W), cropped and normalised."""
+        if self.cached is not None:
+            raw = self.cached[positions]
+        else:
+            raw = self.store.read(self.indices[positions], self.read_channels)
         x = torch.from_numpy(np.asarray(raw, dtype=np.float32))
         if self.crop_size is not None:  # before normalising, so padding is 0 in the stored units
             x = center_crop_or_pad(x, self.crop_size)
@@ -147,17 +179,30 @@ class CropDataset(Dataset):
             x = self.normalizer.transform(x)
         return x
 
-    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, torch.Tensor]]:
-        x = self.load(positions)
-        if self.augment is not None:
+    def load(self, positions: Sequence[int]) -> torch.Tensor:
+        """Image channels at dataset ``positions`` as a float32 batch (B, C, H, W), normalised and
+        cropped, without augmentation."""
+        return self._read(np.asarray(positions, dtype=np.int64))[:, : len(self.channels)]
+
+    def batch(self, positions: Sequence[int], augment: bool = False) -> dict[str, torch.Tensor]:
+        """The batch dict of dataset ``positions`` (see the module docstring); augmented when
+        ``augment`` and the dataset has an augmentation."""
+        positions = np.asarray(positions, dtype=np.int64)
+        x = self._read(positions)
+        if augment and self.augment is not None:
             x = augment_batch(x, self.augment, self._rng())
-        items = []
-        for row, position in enumerate(positions):
-            item = {"image": x[row], "index": torch.tensor(int(self.indices[position]))}
-            if self.labels is not None:
-                item["label"] = self.labels[position]
-            items.append(item)
-        return items
+        batch = {"image": x[:, : len(self.channels)], "index": torch.from_numpy(self.indices[positions])}
+        start = len(self.channels)
+        for name, names in self.channel_conditions.items():
+            batch[name] = x[:, start : start + len(names)]
+            start += len(names)
+        for name, values in self.conditions.items():
+            batch[name] = values[torch.from_numpy(positions)]
+        return batch
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        batch = self.batch(positions, augment=True)
+        return [{key: value[row] for key, value in batch.items()} for row in range(len(positions))]
 
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([position])[0]
@@ -199,12 +244,12 @@ class ChunkShuffleSampler(Sampler[int]):
 
 
 class CropDataModule(pl.LightningDataModule):
-    """Splits a store by a metadata column, fits normalisation on the training split only, and
-    serves train / val / test / predict loaders.
+    """Splits a store by a metadata column, fits normalisation and conditions on the training
+    split only, and serves train / val / test / predict loaders.
 
-    ``state_dict`` (saved in Lightning checkpoints) and :meth:`save` (``normalization.json`` and
-    ``splits.parquet`` in a run directory) record the split and the fitted statistics, so a
-    resumed or evaluated run sees exactly the same data.
+    ``state_dict`` (saved in Lightning checkpoints) and :meth:`save` (``normalization.json``,
+    ``splits.parquet`` and ``conditions.json`` in a run directory) record the split and the fitted
+    statistics, so a resumed or evaluated run sees exactly the same data.
     """
 
     def __init__(self, config: DataConfig) -> None:
@@ -214,79 +259,215 @@ class CropDataModule(pl.LightningDataModule):
         self.table: pd.DataFrame | None = None
         self.splits: pd.Series | None = None
         self.normalizer: ChannelNormalizer | None = None
-        self.label_names: list[str] | None = None
+        self.encoders: dict[str, Encoder] = {}
+        self.condition_values: dict[str, np.ndarray] = {}
         self._state: dict[str, Any] | None = None
 
+    # ------------------------------------------------------------------------------ set-up and checks
+
     def setup(self, stage: str | None = None) -> None:
+        """Open the store, check the config against it, split and fit (or restore the saved state).
+
+        Raises ConfigError naming the key when the config does not fit the store.
+        """
         if self.store is not None:
             return
-        self.store = CropStore(self.config.store)
-        self.store.channel_indices(self.config.channels)
-        self.table = self._selected_rows()
+        store = self._open_store()
+        self._check_channels(store)
+        self.table = self._selected_rows(store)
         if self._state is not None:
             self.splits = pd.Series(self._state["splits"], name="split").reindex(self.table.index)
             self.normalizer = ChannelNormalizer.from_dict(self._state["normalizer"])
+            self.encoders = {name: encoder_from_dict(name, saved)
+                             for name, saved in self._state.get("conditions", {}).items()}
         else:
-            split = self.config.split
-            fractions = {"train": split.train, "val": split.val, "test": split.test}
-            self.splits = group_split(self.table, split.by, fractions, seed=self.config.seed)
-            self.normalizer = self._fit_normalizer()
-        if self.config.label_column:
-            column = self.table[self.config.label_column].astype(str)
-            self.label_names = sorted(column.unique())
+            self.splits = self._split()
+            self.normalizer = self._fit_normalizer(store)
+            train = self.table.loc[self.indices("train")]
+            self.encoders = {name: fit_condition(name, condition, train)
+                             for name, condition in self.config.conditions.items()
+                             if not isinstance(condition, ChannelCondition)}
+        self.condition_values = self._encode_selected()
+        self.store = store
 
-    def _selected_rows(self) -> pd.DataFrame:
-        table = self.store.cells
+    def _open_store(self) -> CropStore:
+        try:
+            return CropStore(self.config.store)
+        except MorphospaceError as exc:
+            raise key_error("data.store", str(exc)) from None
+
+    @property
+    def channel_conditions(self) -> dict[str, list[str]]:
+        """Condition name -> channels of the same crop, for the channel conditions."""
+        return {name: list(condition.channels) for name, condition in self.config.conditions.items()
+                if isinstance(condition, ChannelCondition)}
+
+    def _image_channels(self, store: CropStore) -> list[str]:
+        if self.config.channels is not None:
+            return list(self.config.channels)
+        conditioned = {c for names in self.channel_conditions.values() for c in names}
+        return [c for c in store.channels if c not in conditioned]
+
+    def _check_channels(self, store: CropStore) -> None:
+        named = {"data.channels": self._image_channels(store)}
+        named |= {f"data.conditions.{name}.channels": names for name, names in self.channel_conditions.items()}
+        for key, names in named.items():
+            missing = [c for c in names if c not in store.channels]
+            if missing:
+                raise key_error(key, f"the store {store.path} has no channel(s) {missing}; it has {store.channels}")
+        if not named["data.channels"]:
+            raise key_error("data.channels", "no image channel is left beside the condition channels")
+        used = [c for names in named.values() for c in names]
+        repeated = sorted({c for c in used if used.count(c) > 1})
+        if repeated:
+            raise key_error("data.conditions", f"channel(s) {repeated} are both image and condition, or in two conditions")
+        ranges = self.config.normalization.fixed_ranges
+        if self.config.normalization.method == "fixed" and len(ranges) != len(used):
+            raise key_error("data.normalization.fixed_ranges", f"{len(ranges)} range(s) for the {len(used)} channels "
+                                                               f"read ({used}, image channels first)")
+
+    def _selected_rows(self, store: CropStore) -> pd.DataFrame:
+        table = store.cells
         keep = np.ones(len(table), dtype=bool)
         for column, values in self.config.include.items():
             if column not in table:
-                raise InputError(f"{self.store.path}: data.include names column {column!r}, not in the cell table")
+                raise key_error("data.include", f"column {column!r} is not in the cell table of {store.path}")
             keep &= table[column].isin(values).to_numpy()
-        if self.config.label_column and self.config.label_column not in table:
-            raise InputError(f"{self.store.path}: data.label_column {self.config.label_column!r} is not in the cell table")
         if not keep.any():
-            raise InputError(f"{self.store.path}: no cells match data.include {self.config.include}")
+            raise key_error("data.include", f"no cells of {store.path} match {self.config.include}")
         return table[keep]
 
-    def _fit_normalizer(self) -> ChannelNormalizer:
+    def _split(self) -> pd.Series:
+        split = self.config.split
+        fractions = {"train": split.train, "val": split.val, "test": split.test}
+        try:
+            return group_split(self.table, split.by, fractions, seed=self.config.seed)
+        except InputError as exc:
+            raise key_error("data.split.by", f"{self.config.store}: {exc}") from None
+
+    def _fit_normalizer(self, store: CropStore) -> ChannelNormalizer:
         normalizer = ChannelNormalizer(self.config.normalization)
         if normalizer.needs_fit:
             train = self.indices("train")
             rng = np.random.default_rng(self.config.seed)
             sample = np.sort(rng.choice(train, min(len(train), self.config.normalization.max_fit_cells), replace=False))
-            normalizer.fit(self.store.read(sample, self.config.channels))
+            normalizer.fit(store.read(sample, self._read_channels(store)))
         return normalizer
+
+    def _read_channels(self, store: CropStore) -> list[str]:
+        return self._image_channels(store) + [c for names in self.channel_conditions.values() for c in names]
+
+    def _encode_selected(self) -> dict[str, np.ndarray]:
+        """Every selected row's encoded metadata conditions; ConfigError when a value of the
+        validation or test split is outside what the training split taught."""
+        values = {}
+        for name, encoder in self.encoders.items():
+            try:
+                values[name] = encoder.encode(self.table)
+            except InputError as exc:
+                raise key_error(f"data.conditions.{name}", f"{exc}; the split (data.split) leaves these values "
+                                                           "out of training") from None
+        return values
+
+    # ------------------------------------------------------------------------------ what it serves
+
+    def _require_setup(self) -> None:
+        if self.splits is None:
+            raise RuntimeError("call setup() first")
+
+    @property
+    def image_channels(self) -> list[str]:
+        self._require_setup()
+        return self._image_channels(self.store)
+
+    @property
+    def crop_shape(self) -> tuple[int, ...]:
+        """Spatial shape of a served crop: the store's, with the last two sides set by ``crop_size``."""
+        self._require_setup()
+        shape = tuple(self.store.crop_shape)
+        size = self.config.crop_size
+        return shape if size is None else (*shape[:-2], size, size)
+
+    @property
+    def spec(self) -> DataSpec:
+        """The batch entries (see :mod:`morphospace.data.spec`)."""
+        self._require_setup()
+        image = self.image_channels
+        entries = {"image": BatchEntry("image", (len(image), *self.crop_shape), tuple(image)),
+                   "index": BatchEntry("index", ())}
+        for name, condition in self.config.conditions.items():
+            if isinstance(condition, ChannelCondition):
+                entries[name] = BatchEntry("channels", (len(condition.channels), *self.crop_shape),
+                                           tuple(condition.channels))
+            else:
+                encoder = self.encoders[name]
+                entries[name] = BatchEntry(encoder.kind, encoder.shape, tuple(encoder.names))
+        return DataSpec("crops", entries)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.config.split.val > 0
+
+    @property
+    def trainer_options(self) -> dict[str, Any]:
+        """Trainer arguments this data module needs."""
+        return {}
 
     def indices(self, split: str) -> np.ndarray:
         """Store rows of ``split`` (``train``, ``val``, ``test``) or all selected rows (``all``)."""
-        if self.splits is None:
-            raise RuntimeError("call setup() first")
+        self._require_setup()
         if split == "all":
             return self.table.index.to_numpy()
         return self.splits.index[self.splits == split].to_numpy()
 
-    def dataset(self, split: str, augment: bool | None = None) -> CropDataset:
+    def dataset(self, split: str, augment: bool | None = None, seed: int | None = None) -> CropDataset:
         """The :class:`CropDataset` of ``split``; augmentation defaults to on for ``train`` only."""
         self.setup()
         rows = self.indices(split)
-        labels = None
-        if self.config.label_column:
-            names = self.table.loc[rows, self.config.label_column].astype(str)
-            labels = names.map({n: i for i, n in enumerate(self.label_names)}).to_numpy()
+        positions = self.table.index.get_indexer(rows)
         use_augment = (split == "train") if augment is None else augment
         return CropDataset(
-            self.store, rows, self.config.channels, self.normalizer, self.config.crop_size,
-            self.config.augment if use_augment else None, labels, self._in_memory(len(rows)), self.config.seed,
+            self.store, rows, self.image_channels, self.normalizer, self.config.crop_size,
+            self.config.augment if use_augment else None,
+            {name: values[positions] for name, values in self.condition_values.items()},
+            self.channel_conditions, self._in_memory(len(rows)), self.config.seed if seed is None else seed,
         )
+
+    def dataset_for(self, store: CropStore, indices: Sequence[int] | np.ndarray | None = None) -> CropDataset:
+        """Crops of another ``store`` (all, or its rows ``indices``) prepared exactly as this
+        module's (channels, fitted normalisation and conditions, crop size), without augmentation.
+
+        Raises InputError when the store lacks a channel or holds condition values the training
+        split never had.
+        """
+        self._require_setup()
+        rows = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)
+        missing = [c for c in self._read_channels(self.store) if c not in store.channels]
+        if missing:
+            raise InputError(f"{store.path}: lacks channel(s) {missing} the model was trained on; "
+                             f"the store has {store.channels}")
+        foreign = Path(store.path).resolve() != Path(self.store.path).resolve()
+        joined = [name for name, encoder in self.encoders.items() if encoder.kind == "features"]
+        if foreign and joined:
+            raise InputError(f"{store.path}: condition(s) {joined} join a feature table on the store rows of "
+                             f"{self.store.path}; they cannot describe the crops of another store")
+        cells = store.cells.iloc[rows].set_axis(rows)
+        conditions = {name: encoder.encode(cells) for name, encoder in self.encoders.items()}
+        return CropDataset(store, rows, self.image_channels, self.normalizer, self.config.crop_size,
+                           conditions=conditions, channel_conditions=self.channel_conditions)
 
     def _in_memory(self, n: int) -> bool:
         if self.config.in_memory != "auto":
             return bool(self.config.in_memory)
-        channels = len(self.config.channels or self.store.channels)
+        channels = len(self._read_channels(self.store))
         return n * channels * int(np.prod(self.store.crop_shape)) * 4 <= _IN_MEMORY_AUTO_BYTES
 
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
+        dataset = self.dataset(split, seed=self.config.seed + (self._rank() if shuffle else 0))
         if len(dataset) == 0:
             raise InputError(f"{self.config.store}: the {split} split is empty; adjust data.split")
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -304,7 +485,7 @@ class CropDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches; an empty list (no validation) when the split's fraction is 0."""
-        return self._loader("val", shuffle=False) if self.config.split.val > 0 else []
+        return self._loader("val", shuffle=False) if self.has_validation else []
 
     def test_dataloader(self) -> DataLoader | list:
         """Test batches; an empty list when the split's fraction is 0."""
@@ -315,10 +496,13 @@ class CropDataModule(pl.LightningDataModule):
         dataset = self.dataset("all", augment=False)
         return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=self.config.num_workers)
 
+    # ------------------------------------------------------------------------------ state
+
     def state_dict(self) -> dict[str, Any]:
         if self.splits is None:
             return {}
-        return {"splits": {int(k): v for k, v in self.splits.items()}, "normalizer": self.normalizer.to_dict()}
+        return {"splits": {int(k): v for k, v in self.splits.items()}, "normalizer": self.normalizer.to_dict(),
+                "conditions": {name: encoder.to_dict() for name, encoder in self.encoders.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:
@@ -326,11 +510,15 @@ class CropDataModule(pl.LightningDataModule):
             self.store = None
 
     def save(self, run_dir: str | os.PathLike) -> None:
-        """Write ``normalization.json`` and ``splits.parquet`` into ``run_dir``."""
+        """Write ``normalization.json``, ``splits.parquet`` and ``conditions.json`` into ``run_dir``."""
         self.setup()
         run_dir = Path(run_dir)
-        write_text_atomic(run_dir / "normalization.json", json.dumps(self.normalizer.to_dict(), indent=2))
+        normalization = {**self.normalizer.to_dict(), "channels": self._read_channels(self.store)}
+        write_text_atomic(run_dir / "normalization.json", json.dumps(normalization, indent=2))
         frame = pd.DataFrame({"store_index": self.splits.index.to_numpy(), "split": self.splits.to_numpy()})
         if self.config.split.by:
             frame[self.config.split.by] = self.table[self.config.split.by].to_numpy()
         write_table(frame, run_dir / "splits.parquet")
+        conditions = {name: encoder.to_dict() for name, encoder in self.encoders.items()}
+        conditions |= {name: {"kind": "channels", "channels": names} for name, names in self.channel_conditions.items()}
+        write_text_atomic(run_dir / "conditions.json", json.dumps(conditions, indent=2))

@@ -16,7 +16,10 @@ Examples
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,11 +27,15 @@ import pydantic
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from morphospace.config import Config
-from morphospace.io.paired import PairedField
+from morphospace.atomic import write_text_atomic
+from morphospace.config import Config, key_error
+from morphospace.data.spec import BatchEntry, DataSpec
+from morphospace.io.paired import (
+    PairedChannels, PairedField, PairedNormalization, load_paired_field, read_paired_manifest,
+)
 
-__all__ = ["TileSplitConfig", "TileConfig", "Region", "spatial_regions", "split_regions", "grid_tiles",
-           "dihedral", "TileDataset", "PairedDataModule"]
+__all__ = ["TileSplitConfig", "TileConfig", "PairedDataConfig", "Region", "spatial_regions", "split_regions",
+           "grid_tiles", "dihedral", "TileDataset", "PairedDataModule", "load_fields"]
 
 Region = tuple[int, int, int, int]
 SPLITS = ("train", "val", "test")
@@ -69,6 +76,22 @@ class TileConfig(Config):
         None, ge=1, description="few-shot: train on only this many tile positions, drawn once from the training "
                                 "regions (each holding a labelled nucleus when the fields carry masks) and "
                                 "augmented anew every epoch; null = new random tiles every epoch")
+
+
+class PairedDataConfig(Config):
+    """Paired fields from a manifest, and how they are tiled and split."""
+
+    manifest: str
+    channels: PairedChannels
+    normalization: PairedNormalization = PairedNormalization()
+    split: TileSplitConfig = TileSplitConfig()
+    tiles: TileConfig = TileConfig()
+
+
+def load_fields(config: PairedDataConfig) -> list[PairedField]:
+    """Every field of the manifest, read and normalised (InputError names a bad file)."""
+    return [load_paired_field(spec, config.channels, config.normalization)
+            for spec in read_paired_manifest(config.manifest, config.channels)]
 
 
 def spatial_regions(shape: tuple[int, int], fractions: dict[str, float], axis: str = "x") -> dict[str, Region]:
@@ -233,6 +256,48 @@ class PairedDataModule(pl.LightningDataModule):
                                                               max_tiles_per_region=tiles.eval_tiles_per_field)
                 except ValueError as exc:
                     raise ValueError(f"{name} split: {exc}") from None
+
+    @classmethod
+    def from_config(cls, config: PairedDataConfig, seed: int = 0) -> "PairedDataModule":
+        """Read the manifest's fields and tile them; ConfigError names ``data.tiles.size`` or
+        ``data.split`` when the tiles do not fit the split regions."""
+        fields = load_fields(config)
+        try:
+            return cls(fields, config.split, config.tiles, seed)
+        except ValueError as exc:
+            raise key_error("data.tiles.size", f"{config.manifest}: {exc} (or change data.split.fractions)") from None
+
+    @property
+    def spec(self) -> DataSpec:
+        """Batch entries: ``input`` and ``target`` (C, s, s) and, with labels, ``mask`` (1, s, s)."""
+        first, size = self.fields[0], self.tiles.size
+        entries = {"input": BatchEntry("input", (first.inputs.shape[0], size, size)),
+                   "target": BatchEntry("target", (first.targets.shape[0], size, size))}
+        if first.mask is not None:
+            entries["mask"] = BatchEntry("mask", (1, size, size))
+        return DataSpec("paired", entries)
+
+    @property
+    def has_validation(self) -> bool:
+        return "val" in self.regions
+
+    @property
+    def trainer_options(self) -> dict[str, Any]:
+        """Trainer arguments this module needs: a new draw of random tiles every epoch."""
+        return {"reload_dataloaders_every_n_epochs": 1, "num_sanity_val_steps": 0}
+
+    def regions_record(self) -> dict[str, list[dict]]:
+        """The split rectangles of every field and, for few-shot runs, the fixed training tiles."""
+        record = {name: [{"field": self.fields[i].field_id, "region": list(r)} for i, r in regions]
+                  for name, regions in self.regions.items()}
+        if self.train_set.fixed_boxes:
+            record["fixed_train_tiles"] = [{"field": self.fields[i].field_id, "region": list(r)}
+                                           for i, r in self.train_set.fixed_boxes]
+        return record
+
+    def save(self, run_dir: str | os.PathLike) -> None:
+        """Write ``regions.json`` (the rectangles evaluation scores) into ``run_dir``."""
+        write_text_atomic(Path(run_dir) / "regions.json", json.dumps(self.regions_record(), indent=2))
 
     def dataset(self, split: str) -> TileDataset:
         """Regular (un-augmented) tiles of ``split``."""

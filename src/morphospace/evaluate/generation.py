@@ -3,13 +3,10 @@
 Every image batch is a float tensor or array (N, C, H, W) with values in [0, 1] (rescale model
 outputs from [-1, 1] with ``(x + 1) / 2`` first); C is any number of channels.
 
-- :class:`FeatureExtractor` is a small in-domain CNN, trained once on a dataset's real crops to
-  classify e.g. their compound (:func:`train_feature_extractor`), saved and reused for every model
-  so that scores compare. ImageNet's InceptionV3 sees RGB photographs; this one sees the channels
-  as they are, and needs no download.
-- :func:`fid_kid` scores a fake set against a real one with torchmetrics' FID and KID on that
-  extractor's embedding; :func:`inception_fid_kid` does the same with the standard InceptionV3
-  (needs torch-fidelity and a local weights file).
+- :func:`fid_kid` scores a fake set against a real one with torchmetrics' FID and KID on the
+  embedding of an in-domain :class:`~morphospace.models.extractor.FeatureExtractor`;
+  :func:`inception_fid_kid` does the same with the standard InceptionV3 (needs torch-fidelity and a
+  local weights file).
 - :func:`feature_distances` compares CellProfiler features per feature: Wasserstein distance in
   units of the real standard deviation, and the Kolmogorov-Smirnov statistic.
 - :func:`nearest_real_neighbours` flags memorisation: fakes much closer to a training image than
@@ -26,32 +23,23 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import pydantic
 import torch
 from scipy.stats import ks_2samp, wasserstein_distance
 from torch import nn
-from tqdm.auto import tqdm
 
-from morphospace.config import Config, ConfigError, resolve_config
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns, masks_by_segmentation, measure_crops
+from morphospace.models.extractor import FeatureExtractor, as_unit_images, device_of, fingerprint
 
 __all__ = [
-    "ExtractorArguments",
-    "FeatureExtractor",
-    "train_feature_extractor",
-    "save_feature_extractor",
-    "load_feature_extractor",
     "fid_kid",
     "inception_fid_kid",
     "compare_feature_tables",
@@ -61,225 +49,15 @@ __all__ = [
 ]
 
 ImageBatch = np.ndarray | torch.Tensor
-_RANGE_TOLERANCE = 1e-4
-_CHECKPOINT_FORMAT = "morphospace.FeatureExtractor/1"
 _INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
-
-
-# ----------------------------------------------------------------------------- feature extractor
-
-
-class ExtractorArguments(Config):
-    """Constructor arguments of :class:`FeatureExtractor`, stored with its weights."""
-
-    in_channels: int = pydantic.Field(ge=1)
-    num_features: int = pydantic.Field(128, ge=1, description="embedding dimension")
-    num_classes: int = pydantic.Field(2, ge=2, description="outputs of the training head")
-    width: int = pydantic.Field(32, ge=1, description="channels of the first conv block (then x2, x4, x4)")
-
-
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution with stride 2 (halves H and W), batch norm, ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class FeatureExtractor(nn.Module):
-    """Small CNN embedding crops of ``in_channels`` channels and any size (>= 32 px recommended).
-
-    Four strided conv blocks (``width``, 2, 4, 4 x ``width`` channels; 32x32 -> 2x2), global
-    average pooling, then a linear layer with ReLU to ``num_features``: the embedding. A linear
-    head on the embedding classifies ``num_classes`` labels during training only.
-    """
-
-    def __init__(self, in_channels: int, num_features: int = 128, num_classes: int = 2, width: int = 32) -> None:
-        super().__init__()
-        self.arguments = ExtractorArguments(in_channels=in_channels, num_features=num_features,
-                                            num_classes=num_classes, width=width)
-        self.in_channels = in_channels
-        self.num_features = num_features  # read by torchmetrics
-        widths = [in_channels, width, 2 * width, 4 * width, 4 * width]
-        self.body = nn.Sequential(
-            *[_conv_block(a, b) for a, b in zip(widths[:-1], widths[1:])],
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.embed = nn.Sequential(nn.Linear(widths[-1], num_features), nn.ReLU(inplace=True))
-        self.head = nn.Linear(num_features, num_classes)
-        self.loss_history: list[float] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding (N, num_features) of images (N, in_channels, H, W) in [0, 1] (any float dtype)."""
-        return self.embed(self.body(x.to(self.head.weight.dtype) - 0.5))
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, num_classes); used for training."""
-        return self.head(self.forward(x))
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-def _fingerprint(extractor: FeatureExtractor) -> str:
-    """Short hash of the weights: scores compare only between runs with the same fingerprint."""
-    digest = hashlib.sha1()
-    for key, value in extractor.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:10]
-
-
-def _random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each crop of (N, C, H, W) flipped and rotated by multiples of 90 degrees at random
-    (rotations other than 180 degrees only for square crops)."""
-    choices = (torch.rand(len(x), 3, generator=generator) < 0.5)[:, :, None, None, None]
-    x = torch.where(choices[:, 0], x.flip(-1), x)
-    x = torch.where(choices[:, 1], x.flip(-2), x)
-    if x.shape[-1] == x.shape[-2]:
-        x = torch.where(choices[:, 2], x.transpose(-1, -2), x)
-    return x
-
-
-def train_feature_extractor(
-    images: ImageBatch,
-    labels: Sequence | np.ndarray,
-    epochs: int = 30,
-    batch_size: int = 64,
-    seed: int = 0,
-    progress: bool = True,
-    num_features: int = 128,
-    width: int = 32,
-    learning_rate: float = 1e-3,
-    device: str | torch.device = "cpu",
-) -> FeatureExtractor:
-    """Train a :class:`FeatureExtractor` to classify ``labels`` of real crops.
-
-    Parameters
-    ----------
-    images
-        (N, C, H, W) in [0, 1]; kept on the CPU, moved to ``device`` batch by batch.
-    labels
-        N class labels of any hashable type (e.g. compound names); at least 2 distinct.
-    epochs, batch_size, learning_rate
-        Adam on cross-entropy, with random flips and 90-degree rotations.
-    seed
-        Fixes initial weights, shuffling and augmentation (the global RNG is left untouched).
-
-    Returns
-    -------
-    FeatureExtractor
-        In eval mode, on ``device``; ``loss_history`` holds the mean training loss per epoch.
-    """
-    x = _as_images(images, "images")
-    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
-    if len(codes) != len(x) or len(classes) < 2:
-        raise InputError(f"need one label per image and at least 2 classes; got {len(codes)} labels "
-                         f"of {len(classes)} class(es) for {len(x)} images")
-    y = torch.as_tensor(codes, dtype=torch.long)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        extractor = FeatureExtractor(x.shape[1], num_features, len(classes), width).to(device)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(extractor.parameters(), lr=learning_rate)
-    extractor.train()
-    for _ in tqdm(range(epochs), desc="train extractor", unit="epoch", disable=not progress):
-        extractor.loss_history.append(_train_epoch(extractor, optimizer, x, y, batch_size, generator))
-    return extractor.eval()
-
-
-def _train_epoch(
-    extractor: FeatureExtractor, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-    batch_size: int, generator: torch.Generator,
-) -> float:
-    """One pass over shuffled, augmented batches; return the mean loss per image."""
-    device = _device_of(extractor)
-    order = torch.randperm(len(x), generator=generator)
-    total = 0.0
-    for start in range(0, len(x), batch_size):
-        index = order[start:start + batch_size]
-        batch = _random_dihedral(x[index], generator).to(device)
-        loss = nn.functional.cross_entropy(extractor.logits(batch), y[index].to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(index)
-    return total / len(x)
-
-
-def save_feature_extractor(extractor: FeatureExtractor, path: str | os.PathLike) -> Path:
-    """Write one ``torch.save`` file: ``{"format", "arguments" (constructor arguments), "state_dict"}``.
-
-    The file appears atomically; load it with :func:`load_feature_extractor`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "format": _CHECKPOINT_FORMAT,
-        "arguments": extractor.arguments.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in extractor.state_dict().items()},
-    }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_feature_extractor(path: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """Read a file written by :func:`save_feature_extractor`; the extractor is in eval mode.
-
-    Raises :class:`InputError` naming the file when it is missing or not such a checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: feature extractor file not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or truncated files
-        raise InputError(f"{path}: not a readable feature extractor checkpoint ({exc})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a feature extractor checkpoint (expected format {_CHECKPOINT_FORMAT!r})")
-    try:
-        arguments = resolve_config(ExtractorArguments, checkpoint.get("arguments"), source=str(path))
-        extractor = FeatureExtractor(**arguments.model_dump())
-        extractor.load_state_dict(checkpoint.get("state_dict"))
-    except (ConfigError, RuntimeError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path}: malformed feature extractor checkpoint ({exc})") from None
-    return extractor.to(device).eval()
 
 
 # ----------------------------------------------------------------------------- image batches
 
 
-def _as_images(images: ImageBatch, name: str) -> torch.Tensor:
-    """``images`` as a float32 CPU tensor (N, C, H, W); InputError unless finite and in [0, 1]."""
-    if isinstance(images, torch.Tensor):
-        tensor = images.detach().cpu()
-    else:
-        tensor = torch.as_tensor(np.asarray(images))
-    tensor = tensor.to(torch.float32)
-    if tensor.ndim != 4 or len(tensor) == 0:
-        raise InputError(f"{name}: expected a non-empty (N, C, H, W) image batch; got shape {tuple(tensor.shape)}")
-    if not torch.isfinite(tensor).all():
-        raise InputError(f"{name}: images contain NaN or infinite values")
-    low, high = tensor.min().item(), tensor.max().item()
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise InputError(f"{name}: values must lie in [0, 1], got {low:.3g} to {high:.3g} "
-                         "(rescale model outputs from [-1, 1] with (x + 1) / 2)")
-    return tensor
-
-
 def _as_image_sets(named: dict[str, ImageBatch | None], in_channels: int | None = None) -> dict[str, torch.Tensor]:
     """Validate every non-None batch; all must share (C, H, W), and C must be ``in_channels`` if given."""
-    tensors = {name: _as_images(images, name) for name, images in named.items() if images is not None}
+    tensors = {name: as_unit_images(images, name) for name, images in named.items() if images is not None}
     shapes = {name: tuple(t.shape[1:]) for name, t in tensors.items()}
     if len(set(shapes.values())) > 1:
         raise InputError(f"image batches differ in (C, H, W): {shapes}")
@@ -292,7 +70,7 @@ def _as_image_sets(named: dict[str, ImageBatch | None], in_channels: int | None 
 @torch.no_grad()
 def _embed(extractor: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Embeddings (N, num_features) as float32 on the CPU, computed batch by batch."""
-    device = _device_of(extractor)
+    device = device_of(extractor)
     parts = [extractor(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(parts)
 
@@ -365,8 +143,8 @@ def fid_kid(
     subset = min(kid_subset_size, len(real_t), len(fake_t))
     fid = FrechetInceptionDistance(feature=extractor, normalize=True)
     kid = _kid_metric(extractor, True, kid_subsets, subset)
-    scores = _torchmetrics_scores(fid, kid, real_t, fake_t, lambda b: b, batch_size, _device_of(extractor), seed)
-    name = f"morphospace-cnn{extractor.num_features}-{_fingerprint(extractor)}"
+    scores = _torchmetrics_scores(fid, kid, real_t, fake_t, lambda b: b, batch_size, device_of(extractor), seed)
+    name = f"morphospace-cnn{extractor.num_features}-{fingerprint(extractor)}"
     return {"fid": scores[0], "kid_mean": scores[1], "kid_std": scores[2], "extractor": name,
             "n_real": len(real_t), "n_fake": len(fake_t), "kid_subset_size": subset}
 

@@ -18,12 +18,17 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["InstanceMatch", "iou_matrix", "match_instances", "foreground_iou", "segmentation_scores", "pooled_scores"]
+from morphospace.io.images import read_image
+
+__all__ = ["InstanceMatch", "iou_matrix", "match_instances", "foreground_iou", "segmentation_scores", "pooled_scores",
+           "score_label_files"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +117,17 @@ def pooled_scores(per_image: pd.DataFrame) -> dict[str, float]:
     return {"images": len(per_image), "tp": tp, "fp": fp, "fn": fn, "f1_pooled": pooled.f1,
             "precision_pooled": pooled.precision, "recall_pooled": pooled.recall,
             "f1_mean": float(per_image["f1"].mean()), "foreground_iou_mean": float(per_image["foreground_iou"].mean())}
+
+
+def score_label_files(truth_dir: Path, labels_dir: Path, field_ids: Sequence[str], kind: str) -> pd.DataFrame:
+    """Per-field :func:`segmentation_scores` of ``labels_dir/<id>_<kind>.tiff`` against
+    ``truth_dir/<id>_<kind>.tiff``; fields without a predicted file (skipped ones) are left out."""
+    rows = []
+    for field_id in field_ids:
+        predicted = Path(labels_dir) / f"{field_id}_{kind}.tiff"
+        if not predicted.is_file():
+            continue
+        truth = read_image(Path(truth_dir) / f"{field_id}_{kind}.tiff", allow_constant=True)
+        rows.append({"Metadata_FieldId": field_id,
+                     **segmentation_scores(truth, read_image(predicted, allow_constant=True))})
+    return pd.DataFrame(rows)

@@ -18,8 +18,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
+from morphospace.atomic import atomic_file
+
 __all__ = ["channel_colors", "composite", "montage", "crop_montage_figure", "segmentation_overlay_figure",
-           "save_figure"]
+           "prediction_figure", "save_figure"]
 
 _NAMED_COLORS = {
     "dna": (0.2, 0.4, 1.0), "dapi": (0.2, 0.4, 1.0), "hoechst": (0.2, 0.4, 1.0), "nuclei": (0.2, 0.4, 1.0),
@@ -32,10 +34,8 @@ _CYCLE = [(1.0, 0.2, 0.2), (0.2, 1.0, 0.2), (0.2, 0.4, 1.0), (1.0, 0.0, 1.0), (1
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a figure as PNG through a temporary name (no half-written file on failure)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -109,4 +109,20 @@ def segmentation_overlay_figure(
     ax.imshow(rgb)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+def prediction_figure(source: np.ndarray, truth: np.ndarray, prediction: np.ndarray, source_name: str,
+                      target_name: str) -> Figure:
+    """Input, truth and prediction planes (H, W) side by side; truth and prediction share the
+    truth's 1st-99.7th percentile display range, so brightness compares."""
+    fig = Figure(figsize=(9, 3.2))
+    low, high = np.percentile(truth, [1, 99.7])
+    panels = ((source_name, source, {}), (f"{target_name} (truth)", truth, {"vmin": low, "vmax": high}),
+              (f"{target_name} (predicted)", prediction, {"vmin": low, "vmax": high}))
+    for ax, (title, image, limits) in zip(fig.subplots(1, 3), panels):
+        ax.imshow(image, cmap="gray", **limits)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
     return fig

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from morphospace.io.atomic import write_text_atomic
+from morphospace.atomic import atomic_file, write_text_atomic
 
 __all__ = ["Report"]
 
@@ -88,7 +88,8 @@ class Report:
         figures_dir = path.parent / "figures"
         figures_dir.mkdir(parents=True, exist_ok=True)
         for name, data in self.figures.items():
-            (figures_dir / name).write_bytes(data)
+            with atomic_file(figures_dir / name) as tmp:
+                tmp.write_bytes(data)
         body = "\n".join(self.blocks)
         document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                     f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>")

@@ -1,5 +1,6 @@
-"""``report --run RUN``: one HTML page for a training run — its config, training curves, sample
-grids, latent-space figures and every evaluation found in the run directory."""
+"""``report --run RUN``: one HTML page for a training run of any family — its config, what it
+trained on, training curves, sample grids, latent-space figures and every evaluation found in the
+run directory (generation, MoA and retrieval of embeddings, in silico labeling, segmentation)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from matplotlib.figure import Figure
 
 from morphospace.errors import InputError
 from morphospace.explore.report import Report
+from morphospace.models.training import TrainSummary
 
 __all__ = ["write_run_report", "training_curves_figure"]
 
 _FIGURE_CAPTIONS = {
+    "prediction": "Input, truth and prediction of a held-out field (same display range for truth and prediction)",
     "generated": "Samples from the prior",
     "interpolation_noise": "Interpolations between pairs of noise vectors",
     "interpolation_cells": "Interpolations between pairs of real cells",
@@ -76,12 +79,21 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
 
 def _training_section(report: Report, run_dir: Path) -> None:
     report.section("Training")
-    if (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        rows = [{"epochs": summary["epochs"], "optimizer steps": summary["optimizer_steps"],
-                 "seconds (last session)": summary["seconds_this_session"],
-                 "images/s": summary["images_per_second"]}]
+    if (run_dir / "data.json").is_file():
+        data = json.loads((run_dir / "data.json").read_text())
+        rows = [{"batch key": key, "kind": entry["kind"], "shape per sample": " x ".join(map(str, entry["shape"])) or "-",
+                 "names": ", ".join(entry["names"][:8]) + (" ..." if len(entry["names"]) > 8 else "")}
+                for key, entry in data.get("batch", {}).items()]
+        report.text(f"Family {data.get('family')}, data source {data.get('source')}; what each batch carries:")
         report.table(pd.DataFrame(rows))
+    if (run_dir / "summary.json").is_file():
+        summary = TrainSummary.read(run_dir)
+        rows = [{"epochs": summary.epochs, "optimizer steps": summary.optimizer_steps, "processes": summary.processes,
+                 "seconds (last session)": summary.seconds_this_session,
+                 f"{summary.sample_unit}/s": summary.samples_per_second}]
+        report.table(pd.DataFrame(rows))
+        for key, note in summary.notes.items():
+            report.text(f"{key.replace('_', ' ')}: {note}", note=True)
     if (run_dir / "metrics.csv").is_file():
         fig = training_curves_figure(pd.read_csv(run_dir / "metrics.csv"))
         if fig is not None:
@@ -117,5 +129,33 @@ def _evaluation_section(report: Report, evaluation: Path) -> None:
             rows = [{"evaluation": k, **{m: v for m, v in payload[k].items() if not isinstance(v, (dict, list))}}
                     for k in ("nsc", "nscb", "nscb_multi_batch_moas", "moa", "replicates") if k in payload]
             report.table(pd.DataFrame(rows))
+    _isl_section(report, evaluation / "isl.json")
+    _segmentation_section(report, evaluation / "segmentation.json")
     for path in sorted((evaluation / "figures").glob("*.png")) if (evaluation / "figures").is_dir() else []:
         report.image(path, f"evaluation_{path.stem}", _caption(path.stem))
+
+
+def _isl_section(report: Report, path: Path) -> None:
+    if not path.is_file():
+        return
+    payload = json.loads(path.read_text())
+    report.section(f"In silico labeling ({payload.get('split', 'test')} regions)", payload["convention"])
+    rows = []
+    for target, scores in payload["targets"].items():
+        row = {"target": target, "crops": scores["crops"], "empty crops": scores["empty_crops"]}
+        for kind in ("non_empty", "empty", "all"):
+            row[f"PCC {kind.replace('_', '-')}"] = scores["pcc"][kind]["mean"]
+        row["SSIM non-empty"], row["PSNR non-empty"] = scores["ssim"]["mean"], scores["psnr"]["mean"]
+        if "nuclei_jaccard" in scores:
+            row["nuclei Jaccard"] = scores["nuclei_jaccard"]["mean"]
+        rows.append(row)
+    report.table(pd.DataFrame(rows), caption=f"{payload.get('crop_size')} px crops")
+
+
+def _segmentation_section(report: Report, path: Path) -> None:
+    if not path.is_file():
+        return
+    payload = json.loads(path.read_text())
+    report.section(f"Segmentation ({payload.get('split', 'test')} regions)", payload["convention"])
+    keys = ("crops", "crops_with_nuclei", "mean_iou", "mean_iou_non_empty", "f1_pooled", "f1_mean", "tp", "fp", "fn")
+    report.table(pd.DataFrame([{key: payload.get(key) for key in keys}]), caption=f"{payload.get('crop_size')} px crops")

@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
+from morphospace.atomic import atomic_file
 from morphospace.errors import InputError
 
 __all__ = ["read_image", "write_tiff", "write_png", "check_pixels"]
@@ -81,18 +82,14 @@ def check_pixels(image: np.ndarray, source: str | os.PathLike, allow_constant: b
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 image (H, W) or (H, W, 3) as PNG through a temporary name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    iio.imwrite(tmp, np.asarray(image), extension=".png")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        iio.imwrite(tmp, np.asarray(image), extension=".png")
     return path
 
 
 def write_tiff(path: str | os.PathLike, image: np.ndarray, compress: bool = True) -> Path:
     """Write ``image`` as TIFF (zlib-compressed by default) through a temporary name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, image, compression="zlib" if compress else None, photometric="minisblack")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tifffile.imwrite(tmp, image, compression="zlib" if compress else None, photometric="minisblack")
     return path

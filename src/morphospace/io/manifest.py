@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from morphospace.errors import InputError
+from morphospace.io.images import read_image
 from morphospace.io.importers import metadata_column_name
 
-__all__ = ["FieldSpec", "read_manifest", "FILE_PREFIX"]
+__all__ = ["FieldSpec", "read_manifest", "read_field", "FILE_PREFIX"]
 
 FILE_PREFIX = "FileName_"
 
@@ -107,3 +109,26 @@ def read_manifest(path: str | os.PathLike, channels: Sequence[str] | None = None
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(f"{path}: {len(missing)} missing image file(s): " + "; ".join(missing[:5]) + more)
     return fields
+
+
+def read_field(spec: FieldSpec, max_projection: bool = True) -> dict[str, np.ndarray]:
+    """Read and check every channel of a field: one 2-D plane (H, W) per channel, all of one shape.
+
+    z-stacks (Z, H, W) are max-projected when ``max_projection`` is set. Raises InputError naming
+    the file on unreadable data, NaN/inf, empty images, colour images or mismatched shapes.
+    """
+    planes: dict[str, np.ndarray] = {}
+    for channel, path in spec.files.items():
+        image = read_image(path, ndim=(2, 3))
+        if image.ndim == 3:
+            if image.shape[-1] <= 4 and image.shape[0] > 4:
+                raise InputError(f"{path}: holds {image.shape[-1]} colour channels; give one channel per file")
+            if not max_projection:
+                raise InputError(f"{path}: is a z-stack of shape {image.shape}; enable max_projection")
+            image = image.max(axis=0)
+        planes[channel] = image
+    shapes = {c: p.shape for c, p in planes.items()}
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{spec.files[c].name}: {s}" for c, s in shapes.items())
+        raise InputError(f"field {spec.field_id}: channel images differ in shape ({detail})")
+    return planes

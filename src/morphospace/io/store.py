@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import zarr
 
 from morphospace.errors import StoreError
-from morphospace.io.atomic import replace_directory, temporary_sibling, write_text_atomic
+from morphospace.atomic import replace_directory, temporary_sibling, write_text_atomic
 
 __all__ = ["CropStore", "CropStoreWriter", "STORE_FORMAT", "STORE_FORMAT_VERSION", "MASK_ENCODING"]
 
@@ -255,6 +255,8 @@ class CropStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         info_path = self.path / "store.json"
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: crop store not found")
         if not info_path.is_file():
             raise StoreError(f"{self.path}: not a crop store (no store.json)")
         try:

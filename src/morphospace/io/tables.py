@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from morphospace.atomic import atomic_file
 from morphospace.errors import InputError
 
 __all__ = ["read_table", "write_table"]
@@ -43,11 +44,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``table`` as Parquet (or CSV for a ``.csv`` name) through a temporary name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if _is_csv(path):
-        table.to_csv(tmp, index=False, compression="gzip" if path.name.endswith(".gz") else None)
-    else:
-        table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        if _is_csv(path):
+            table.to_csv(tmp, index=False, compression="gzip" if path.name.endswith(".gz") else None)
+        else:
+            table.to_parquet(tmp, index=False)
     return path

@@ -1,6 +1,6 @@
-"""What every generative model family shares: a LightningModule that knows its image shape and
-latent size, decodes latents to images, samples, embeds images, and keeps the batch in channels-last
-memory when asked.
+"""What the generative model families (GAN, VAE) share: a LightningModule that knows its image
+shape and latent size, decodes latents to images, samples, embeds images, and keeps the batch in
+channels-last memory when asked; and the family rules that go with it.
 
 Images entering and leaving the models are (N, C, H, W) floats in [-1, 1] (the data module's
 ``out_range``), so that the generator's tanh and the data agree.
@@ -8,12 +8,25 @@ Images entering and leaving the models are (N, C, H, W) floats in [-1, 1] (the d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
-__all__ = ["GenerativeModel"]
+from morphospace.config import key_error
+from morphospace.data.spec import DataSpec
+from morphospace.models.blocks import doublings
+from morphospace.models.family import Family
+from morphospace.models.training import RunConfig
+
+__all__ = ["GenerativeModel", "GenerativeFamily", "to_unit_range"]
+
+
+def to_unit_range(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Model images in [-1, 1] -> numpy in [0, 1]."""
+    array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    return np.clip((array + 1) / 2, 0, 1)
 
 
 class GenerativeModel(pl.LightningModule):
@@ -73,3 +86,39 @@ class GenerativeModel(pl.LightningModule):
             return self.decode(self.prior(n, generator))
         finally:
             self.train(was_training)
+
+
+class GenerativeFamily(Family):
+    """A family of :class:`GenerativeModel` modules on crops: they embed, sample and explore, and
+    are scored by ``evaluate generation``."""
+
+    data: ClassVar[str] = "crops"
+    verbs: ClassVar[frozenset[str]] = frozenset({"embed", "generate", "explore", "evaluate"})
+
+    def check(self, config: RunConfig, spec: DataSpec) -> None:
+        _, *spatial = spec.shape("image")
+        if len(spatial) != 2:
+            raise key_error("data.store", f"the {self.name} family takes 2-D crops; the store holds {spatial} crops")
+        height, width = spatial
+        if height != width:
+            raise key_error("data.crop_size", f"crops are {height} x {width} px; the {self.name} family needs square "
+                                              "crops: set data.crop_size")
+        try:
+            doublings(height)
+        except ValueError:
+            nearest = sorted({max(8, 4 * round(height / 4)), max(8, 4 * (height // 4)), 4 * (height // 4 + 1)})
+            raise key_error("data.crop_size", f"{height} px crops: the {self.name} family's networks need a side that "
+                                              f"is a multiple of 4 and at least 8 (e.g. {' or '.join(map(str, nearest))})"
+                            ) from None
+        normalization = config.data.normalization
+        if normalization.method == "zscore" or tuple(normalization.out_range) != (-1.0, 1.0):
+            raise key_error("data.normalization.out_range", "generative models output tanh values in [-1, 1]: use a "
+                                                            "percentile or fixed normalisation with out_range [-1, 1]")
+
+    def build(self, config: RunConfig, spec: DataSpec, data: pl.LightningDataModule
+              ) -> tuple[pl.LightningModule, dict[str, str]]:
+        model = config.model.to_dict()
+        return self.module_class(model)(model, spec.shape("image"), config.trainer.channels_last), {}
+
+    def evaluations(self, model: Any) -> tuple[str, ...]:
+        return ("generation",)

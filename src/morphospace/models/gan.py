@@ -15,7 +15,7 @@ Lightning counts optimiser steps in ``global_step``: a batch with a generator up
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import pydantic
 import torch
@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from morphospace.config import Config
-from morphospace.models.base import GenerativeModel
+from morphospace.models.base import GenerativeFamily, GenerativeModel
+from morphospace.models.training import log_metrics
 from morphospace.models.blocks import (
     Discriminator, GANLoss, Generator, frozen_batch_norm_stats, gan_losses, gradient_penalty,
 )
 
-__all__ = ["GANConfig", "GAN", "ema_update"]
+__all__ = ["GANConfig", "GAN", "GANFamily", "FAMILY", "ema_update"]
 
 
 def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor,
@@ -113,7 +114,7 @@ class GAN(GenerativeModel):
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
-        self.log_dict({"d_loss": d_loss.detach(), **logs}, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        log_metrics(self, {"d_loss": d_loss, **logs}, n, prog_bar=True)
         if (batch_idx + 1) % self.cfg.discriminator_steps:
             return
         for _ in range(self.cfg.generator_steps):
@@ -125,7 +126,7 @@ class GAN(GenerativeModel):
             opt_g.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.generator)
-        self.log("g_loss", g_loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        log_metrics(self, {"g_loss": g_loss}, n, prog_bar=True)
 
     @property
     def sampling_generator(self) -> torch.nn.Module:
@@ -155,3 +156,22 @@ class GAN(GenerativeModel):
                 optimizer.step()
         generator.train(was_training)
         return z.detach()
+
+
+class GANFamily(GenerativeFamily):
+    """``model.family: gan``: CytoGAN's DCGAN, LSGAN and WGAN-GP."""
+
+    name = "gan"
+    config = GANConfig
+    presets = {
+        "dcgan": {"loss": "dcgan"},
+        "lsgan": {"loss": "lsgan"},
+        "wgan_gp": {"loss": "wgan-gp", "discriminator_steps": 5, "lr_generator": 1e-4, "lr_discriminator": 1e-4,
+                    "betas": [0.0, 0.9]},
+    }
+
+    def module_class(self, model: Mapping[str, Any]) -> type[GAN]:
+        return GAN
+
+
+FAMILY = GANFamily()

@@ -15,11 +15,14 @@ Batches are dicts with ``input`` (N, Ci, s, s), ``target`` (N, Ct, s, s) and, fo
 ``init`` starts the network from a finished run (transfer learning): tensors that match are copied,
 and the output layer of a one-channel head takes the row of ``init.target`` (the seed's few-shot
 nuclei segmentation initialised from the DAPI in-silico-labeling model).
+
+The family (``model.family: isl``) trains on the ``paired`` data source; its runs support
+``predict`` (whole fields) and ``evaluate isl`` or ``evaluate segmentation`` (by task).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import lightning.pytorch as pl
 import pydantic
@@ -27,14 +30,22 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss, PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
+from torchmetrics.functional import pearson_corrcoef
 
-from morphospace.config import Config
-from morphospace.evaluate.isl import pearson_per_crop
-from morphospace.models.perceptual import PerceptualLoss, SmallEncoder, VGG16Features
+from morphospace.config import Config, key_error
+from morphospace.data.spec import DataSpec
+from morphospace.data.tiles import PairedDataModule
+from morphospace.errors import InputError
+from morphospace.models.family import Family
+from morphospace.models.perceptual import (
+    PerceptualLoss, SmallEncoder, VGG16Features, fit_in_domain_features, load_vgg16_features,
+)
 from morphospace.models.tiled import predict_field
+from morphospace.models.training import RunConfig, log_metrics
 from morphospace.models.unet import UNetConfig, build_unet
+from morphospace.models.weights import transfer_weights
 
-__all__ = ["ISLLossConfig", "InitConfig", "ISLModelConfig", "ImageToImage"]
+__all__ = ["ISLLossConfig", "InitConfig", "ISLModelConfig", "ImageToImage", "ISLFamily", "FAMILY", "batch_pcc"]
 
 
 class ISLLossConfig(Config):
@@ -148,8 +159,7 @@ class ImageToImage(pl.LightningModule):
             self._pix2pix_step(x, y)
             return None
         terms = self.loss_terms(self(x), y)
-        self.log_dict({f"train_{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, prog_bar=False,
-                      batch_size=len(x))
+        log_metrics(self, {f"train_{k}": v for k, v in terms.items()}, len(x))
         return terms["loss"]
 
     def _critic(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -170,8 +180,8 @@ class ImageToImage(pl.LightningModule):
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         opt_g.step()
-        self.log_dict({"train_loss": g_loss, "train_l1": l1, "train_adversarial": adversarial, "train_d_loss": d_loss},
-                      on_step=True, on_epoch=True, batch_size=len(x))
+        log_metrics(self, {"train_loss": g_loss, "train_l1": l1, "train_adversarial": adversarial,
+                           "train_d_loss": d_loss}, len(x))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x, y = batch["input"], self._target(batch)
@@ -179,11 +189,10 @@ class ImageToImage(pl.LightningModule):
         metrics = {"val_l1": F.l1_loss(prediction, y)} if self.cfg.task == "labeling" else {
             "val_loss": self.jaccard(prediction, y)}
         if self.cfg.task == "labeling":
-            pcc = pearson_per_crop(prediction[:, 0].detach().float().cpu().numpy(), y[:, 0].float().cpu().numpy())
-            metrics["val_pcc"] = torch.tensor(float(pcc[pcc == pcc].mean()) if (pcc == pcc).any() else 0.0)
+            metrics["val_pcc"] = batch_pcc(prediction[:, 0], y[:, 0])
         else:
             metrics["val_iou"] = _batch_iou(prediction > 0, y > 0.5)
-        self.log_dict(metrics, on_epoch=True, batch_size=len(x))
+        log_metrics(self, metrics, len(x), on_step=False)
 
     def configure_optimizers(self):
         generator = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
@@ -208,8 +217,106 @@ class ImageToImage(pl.LightningModule):
         return torch.sigmoid(output) if self.cfg.task == "segmentation" else output
 
 
+def batch_pcc(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Pearson correlation over the crops (N, H, W) of a batch where both are non-constant; 0
+    when none is.
+
+    >>> x = torch.rand(3, 8, 8)
+    >>> round(float(batch_pcc(2 * x + 1, x)), 5)
+    1.0
+    """
+    p, t = prediction.detach().float().flatten(1), target.detach().float().flatten(1)
+    defined = (p.std(1) > 0) & (t.std(1) > 0)
+    if not defined.any():
+        return torch.tensor(0.0)
+    return pearson_corrcoef(p[defined].T, t[defined].T).mean()
+
+
 def _batch_iou(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Mean IoU over the images of a batch of boolean masks (N, 1, H, W); 1 where both are empty."""
     intersection = (prediction & truth).flatten(1).sum(1).float()
     union = (prediction | truth).flatten(1).sum(1).float()
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union)).mean()
+
+
+def _perceptual_features(model: ImageToImage, config: RunConfig, data: PairedDataModule) -> str | None:
+    """Give the perceptual loss its feature network; returns what was used."""
+    loss = config.model.loss
+    if loss.kind != "perceptual":
+        return None
+    if loss.vgg_weights:
+        model.set_perceptual_features(load_vgg16_features(loss.vgg_weights, tuple(loss.vgg_layers)))
+        return f"VGG-16 {loss.vgg_layers} from {loss.vgg_weights}"
+    tiles = torch.stack([data.train_set[i]["target"] for i in range(min(256, len(data.train_set)))])
+    features, losses = fit_in_domain_features(tiles, steps=loss.in_domain_steps, seed=config.seed)
+    model.set_perceptual_features(features)
+    return (f"in-domain autoencoder features on {len(tiles)} training target tiles, {loss.in_domain_steps} "
+            f"steps (reconstruction MSE {losses[0]:.3g} -> {losses[-1]:.3g}); no VGG weights given")
+
+
+def _initialise(model: ImageToImage, init: InitConfig) -> str:
+    """Start ``model`` from the run named by ``model.init``; returns what was done."""
+    from morphospace.models.run import load_module  # the run module reaches every family through the registry
+
+    source_config, source = load_module(init.run)
+    if not isinstance(source, ImageToImage):
+        raise key_error("model.init.run", f"{init.run} is a {source_config.model.family} run, not an isl run")
+    index = None
+    if init.target is not None:
+        targets = source_config.data.channels.targets
+        if init.target not in targets:
+            raise key_error("model.init.target", f"{init.target!r} is not a target of {init.run} (has {targets})")
+        index = targets.index(init.target)
+    counts = transfer_weights(source.net.state_dict(), model.net, index)
+    if counts["copied"] + counts["sliced"] == 0:
+        raise InputError(f"{init.run}: no tensor of its network fits this run's network (model.init)")
+    target = f", output row of {init.target}" if init.target else ""
+    return (f"{init.run}: {counts['copied']} tensors copied, {counts['sliced']} sliced{target}, "
+            f"{counts['skipped']} left at random")
+
+
+class ISLFamily(Family):
+    """``model.family: isl``: in silico labeling (task ``labeling``) and nuclei segmentation
+    (task ``segmentation``) U-Nets on paired fields."""
+
+    name = "isl"
+    config = ISLModelConfig
+    data = "paired"
+    verbs = frozenset({"predict", "evaluate"})
+    sample_unit = "tiles"
+
+    def module_class(self, model: Mapping[str, Any]) -> type[ImageToImage]:
+        return ImageToImage
+
+    def batch_requirements(self, model: ISLModelConfig) -> dict[str, str]:
+        return {"input": "input", "mask": "mask"} if model.task == "segmentation" else {"input": "input",
+                                                                                      "target": "target"}
+
+    def check(self, config: RunConfig, spec: DataSpec) -> None:
+        channels = config.data.channels
+        if config.model.task == "segmentation" and not channels.mask:
+            raise key_error("data.channels.mask", "task 'segmentation' needs the nuclei label column")
+        if config.model.task == "labeling" and not channels.targets:
+            raise key_error("data.channels.targets", "task 'labeling' needs target channels")
+        factor = config.model.net.size_factor
+        if config.data.tiles.size % factor:
+            raise key_error("data.tiles.size", f"{config.data.tiles.size} px is not a multiple of the network's "
+                                               f"factor {factor}")
+
+    def build(self, config: RunConfig, spec: DataSpec, data: PairedDataModule
+              ) -> tuple[ImageToImage, dict[str, str]]:
+        out_channels = 1 if config.model.task == "segmentation" else spec.shape("target")[0]
+        model = ImageToImage(config.model.to_dict(), spec.shape("input")[0], out_channels)
+        notes = {}
+        features = _perceptual_features(model, config, data)
+        if features:
+            notes["perceptual_features"] = features
+        if config.model.init is not None:
+            notes["initialised_from"] = _initialise(model, config.model.init)
+        return model, notes
+
+    def evaluations(self, model: ISLModelConfig) -> tuple[str, ...]:
+        return ("segmentation",) if model.task == "segmentation" else ("isl",)
+
+
+FAMILY = ISLFamily()

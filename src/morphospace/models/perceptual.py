@@ -127,7 +127,7 @@ def fit_in_domain_features(images: torch.Tensor, steps: int = 300, batch_size: i
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     encoder.eval().requires_grad_(False)
     return encoder, losses
 

@@ -1,79 +1,170 @@
-"""Model families by name: configs select a family (``family: gan`` or ``family: vae``), never an
-import path; checkpoints are restored without unpickling arbitrary objects."""
+"""The model families by name: configs select a family (``model.family: gan``), never an import
+path, and every command dispatches through this registry.
+
+The built-in families are the modules listed in :data:`BUILTIN_FAMILIES`, each exposing a
+``FAMILY`` object; other packages add theirs through the ``morphospace.families`` entry-point group
+(an entry point naming a :class:`~morphospace.models.family.Family` instance or subclass), and a
+notebook or test can call :func:`register_family`.
+
+Examples
+--------
+>>> get_family("vae").data, sorted(get_family("gan").verbs)
+('crops', ['embed', 'evaluate', 'explore', 'generate'])
+>>> config = resolve_run_config({"name": "demo", "data": {"store": "store"}, "model": {"family": "vae"}})
+>>> type(config).__name__, config.model.latent_dim
+('VaeRunConfig', 64)
+>>> resolve_run_config({"name": "demo", "data": {"store": "store"}, "model": {"family": "gam"}})
+Traceback (most recent call last):
+...
+morphospace.config.ConfigError: config: key 'model.family': unknown family 'gam'; choose from ['gan', 'isl', 'vae']
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
-import pickle
-import zipfile
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Mapping, Sequence
 
 import pydantic
-import torch
 
+from morphospace.config import ConfigError, apply_overrides, read_config_file, resolve_config
+from morphospace.data.sources import data_source
 from morphospace.errors import InputError
-from morphospace.models.base import GenerativeModel
-from morphospace.models.gan import GAN, GANConfig
-from morphospace.models.vae import VAE, VAEGAN, VAEConfig
+from morphospace.models.family import Family
+from morphospace.models.training import RunConfig
 
-__all__ = ["ModelConfig", "PRESETS", "model_class", "build_model", "load_model", "read_checkpoint",
-           "model_from_checkpoint"]
+__all__ = [
+    "BUILTIN_FAMILIES", "ENTRY_POINT_GROUP", "register_family", "unregister_family", "get_family", "family_names",
+    "run_config_model", "resolve_run_config", "load_run_config", "read_run_config", "preset",
+]
 
-ModelConfig = Annotated[GANConfig | VAEConfig, pydantic.Field(discriminator="family")]
+logger = logging.getLogger(__name__)
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "dcgan": {"family": "gan", "loss": "dcgan"},
-    "lsgan": {"family": "gan", "loss": "lsgan"},
-    "wgan_gp": {"family": "gan", "loss": "wgan-gp", "discriminator_steps": 5, "lr_generator": 1e-4,
-                "lr_discriminator": 1e-4, "betas": [0.0, 0.9]},
-    "vae": {"family": "vae"},
-    "beta_vae": {"family": "vae", "beta": 4.0},
-    "vae_gan": {"family": "vae", "adversarial": {"loss": "lsgan", "weight": 1.0, "feature_matching": 1.0}},
-}
-"""The model of each example config (``configs/<preset>_*.yaml``), by name."""
+BUILTIN_FAMILIES = ("morphospace.models.gan", "morphospace.models.vae", "morphospace.models.isl")
+"""Modules of the built-in families; each defines ``FAMILY``."""
+
+ENTRY_POINT_GROUP = "morphospace.families"
 
 
-def model_class(config: dict[str, Any]) -> type[GenerativeModel]:
-    """The LightningModule class of a model config (as a plain dict)."""
-    if config["family"] == "gan":
-        return GAN
-    return VAEGAN if config.get("adversarial") else VAE
+class _Registry:
+    """Families by name, filled on first use from the built-in modules and the entry points."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Family] = {}
+        self.run_configs: dict[str, type[RunConfig]] = {}
+        self.loaded = False
+
+    def load(self) -> None:
+        if self.loaded:
+            return
+        self.loaded = True
+        for module in BUILTIN_FAMILIES:
+            self.add(importlib.import_module(module).FAMILY)
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                family = entry.load()
+            except Exception as exc:  # a broken plug-in must not break the built-in families
+                logger.warning("model family plug-in %s (%s) failed to load: %s", entry.name, entry.value, exc)
+                continue
+            self.add(family() if isinstance(family, type) else family)
+
+    def add(self, family: Family, replace: bool = False) -> Family:
+        if not isinstance(family, Family):
+            raise TypeError(f"{family!r} is not a morphospace.models.family.Family")
+        data_source(family.data)
+        if family.name in self.families and not replace and self.families[family.name] is not family:
+            raise ValueError(f"a model family named {family.name!r} is already registered")
+        self.families[family.name] = family
+        self.run_configs.pop(family.name, None)
+        return family
 
 
-def build_model(config: GANConfig | VAEConfig, image_shape: tuple[int, int, int],
-                channels_last: bool = False) -> GenerativeModel:
-    """A fresh model of ``config`` for crops of ``image_shape`` (C, H, W)."""
-    data = config.to_dict()
-    return model_class(data)(data, tuple(image_shape), channels_last)
+_REGISTRY = _Registry()
 
 
-def read_checkpoint(checkpoint: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
-    """The content of a checkpoint file, loaded without unpickling objects (tensors and plain types).
+def register_family(family: Family, replace: bool = False) -> Family:
+    """Add ``family`` under its name; ValueError when another family has the name, unless ``replace``."""
+    _REGISTRY.load()
+    return _REGISTRY.add(family, replace)
 
-    Raises InputError naming the file when it is missing, truncated or not a plain checkpoint.
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise InputError(f"{checkpoint}: checkpoint not found")
+
+def unregister_family(name: str) -> None:
+    """Remove a registered family (no error when absent)."""
+    _REGISTRY.load()
+    _REGISTRY.families.pop(name, None)
+    _REGISTRY.run_configs.pop(name, None)
+
+
+def family_names() -> list[str]:
+    """Names of the registered families, sorted."""
+    _REGISTRY.load()
+    return sorted(_REGISTRY.families)
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``; ConfigError naming ``model.family`` and the choices otherwise."""
+    _REGISTRY.load()
+    if name not in _REGISTRY.families:
+        raise ConfigError(f"key 'model.family': unknown family {name!r}; choose from {family_names()}")
+    return _REGISTRY.families[name]
+
+
+def run_config_model(family: Family) -> type[RunConfig]:
+    """The run config model of ``family``: :class:`RunConfig` with its data source's config as
+    ``data`` and its model config as ``model``."""
+    _REGISTRY.load()
+    if family.name not in _REGISTRY.run_configs:
+        _REGISTRY.run_configs[family.name] = pydantic.create_model(
+            f"{family.name.title().replace('_', '')}RunConfig", __base__=RunConfig,
+            __doc__=f"A training run of the {family.name} family.",
+            data=(data_source(family.data).config, ...), model=(family.config, ...),
+        )
+    return _REGISTRY.run_configs[family.name]
+
+
+def _family_name(data: Mapping[str, Any], source: str) -> str:
+    model = data.get("model")
+    if not isinstance(model, Mapping) or not model.get("family"):
+        raise ConfigError(f"{source}: key 'model.family': missing; choose from {family_names()}")
+    return str(model["family"])
+
+
+def resolve_run_config(data: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "config") -> RunConfig:
+    """Validate a training config (plus ``key=value`` overrides) against its family's run config
+    model; the family comes from ``model.family`` after the overrides."""
+    merged = apply_overrides(data, overrides)
+    name = _family_name(merged, source)
     try:
-        return torch.load(checkpoint, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, RuntimeError) as exc:
-        raise InputError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        family = get_family(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return resolve_config(run_config_model(family), merged, source=source)
 
 
-def model_from_checkpoint(state: dict[str, Any], source: str = "checkpoint") -> GenerativeModel:
-    """Rebuild a model from checkpoint content (see :func:`read_checkpoint`), in eval mode."""
+def load_run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a training YAML (plus overrides) into its family's run config (see :func:`resolve_run_config`)."""
+    return resolve_run_config(read_config_file(path), overrides, source=str(path))
+
+
+def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The saved config of a run directory; InputError naming the folder when it is not a run."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise InputError(f"{run_dir}: not a training run (no config.yaml)")
     try:
-        hparams = state["hyper_parameters"]
-        model = model_class(hparams["config"])(hparams["config"], tuple(hparams["image_shape"]),
-                                               hparams.get("channels_last", False))
-        model.load_state_dict(state["state_dict"])
-    except (KeyError, TypeError, RuntimeError, ValueError, pydantic.ValidationError) as exc:
-        raise InputError(f"{source}: not a morphospace model checkpoint ({type(exc).__name__}: {exc})") from None
-    return model.eval()
+        return load_run_config(path)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
 
 
-def load_model(checkpoint: str | os.PathLike, map_location: str = "cpu") -> GenerativeModel:
-    """Restore a model from a Lightning checkpoint file, in eval mode."""
-    return model_from_checkpoint(read_checkpoint(checkpoint, map_location), str(checkpoint))
+def preset(name: str) -> dict[str, Any]:
+    """The ``model`` section of a named preset (``lsgan``, ``beta_vae``...) of any family."""
+    _REGISTRY.load()
+    for family in _REGISTRY.families.values():
+        if name in family.presets:
+            return {"family": family.name, **family.presets[name]}
+    known = sorted(p for family in _REGISTRY.families.values() for p in family.presets)
+    raise KeyError(f"unknown preset {name!r}; choose from {known}")

@@ -16,13 +16,26 @@ True
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
+import pydantic
 import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
-__all__ = ["predict_field", "pad_to_multiple"]
+from morphospace.config import Config
+
+__all__ = ["TiledInferenceConfig", "predict_field", "pad_to_multiple"]
+
+
+class TiledInferenceConfig(Config):
+    """How whole fields are predicted: tile side, overlap, tiles per pass, precision."""
+
+    tile: int = pydantic.Field(256, ge=16, description="inference tile side, px")
+    overlap: float = pydantic.Field(0.5, ge=0, lt=1)
+    batch_size: int = pydantic.Field(4, ge=1)
+    precision: Literal["32-true", "bf16-mixed", "auto"] = pydantic.Field(
+        "32-true", description="bf16-mixed: bf16 autocast; auto: bf16 where the hardware has bf16 units")
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -19,17 +19,21 @@ intermediate features of real and reconstructed crops (feature matching).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
 
+import lightning.pytorch as pl
 import pydantic
 import torch
 from torch import nn
 
 from morphospace.config import Config
-from morphospace.models.base import GenerativeModel
+from morphospace.models.base import GenerativeFamily, GenerativeModel
 from morphospace.models.blocks import ConvEncoder, Discriminator, Generator, frozen_batch_norm_stats, gan_losses
+from morphospace.models.training import RunConfig, log_metrics
 
-__all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "vae_terms"]
+__all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "VAEFamily", "FAMILY", "KLPerDimension", "vae_terms"]
 
 
 class AdversarialConfig(Config):
@@ -122,8 +126,8 @@ class VAE(GenerativeModel):
         return [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
 
     def _log_terms(self, terms: dict[str, torch.Tensor], prefix: str, batch_size: int) -> None:
-        self.log_dict({f"{prefix}{k}": terms[k].detach() for k in ("loss", "recon", "kl", "elbo")},
-                      prog_bar=prefix == "", on_step=prefix == "", on_epoch=True, batch_size=batch_size)
+        log_metrics(self, {f"{prefix}{k}": terms[k] for k in ("loss", "recon", "kl", "elbo")}, batch_size,
+                    on_step=prefix == "", prog_bar=prefix == "")
 
     def _accumulate_kl(self, kl_per_dim: torch.Tensor) -> None:
         kl = kl_per_dim.detach().float()
@@ -141,12 +145,14 @@ class VAE(GenerativeModel):
         images = self.prepare_images(batch["image"])
         self._log_terms(self.loss_terms(images), "val_", images.shape[0])
 
-    def finish_kl_epoch(self) -> None:
+    def finish_kl_epoch(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Set ``kl_per_dimension`` to the mean over the training batches since the last call and
-        log the active dimensions; a no-op when no batch was seen."""
+        log the active dimensions; a no-op when no batch was seen. ``reduce`` averages the mean over
+        the processes of a multi-process run (every process must call it)."""
         if self._kl_batches:
-            self.kl_per_dimension.copy_(self._kl_sum / self._kl_batches)
-            self.log("active_dims", float(self.active_dimensions()), prog_bar=True)
+            mean = self._kl_sum / self._kl_batches
+            self.kl_per_dimension.copy_(reduce(mean) if reduce is not None else mean)
+            self.log("active_dims", float(self.active_dimensions()), prog_bar=True, sync_dist=True)
         self._kl_sum, self._kl_batches = None, 0
 
     def on_train_epoch_end(self) -> None:
@@ -213,5 +219,45 @@ class VAEGAN(VAE):
         opt_vae.step()
         self._accumulate_kl(terms["kl_per_dim"])
         self._log_terms(terms, "", images.shape[0])
-        self.log_dict({"d_loss": d_loss.detach(), "adversarial": adv.detach(), "feature_matching": matching.detach()},
-                      on_step=True, on_epoch=True, batch_size=images.shape[0])
+        log_metrics(self, {"d_loss": d_loss, "adversarial": adv, "feature_matching": matching}, images.shape[0])
+
+
+class KLPerDimension(pl.Callback):
+    """Append each epoch's mean KL per latent dimension of a VAE to ``kl_per_dimension.csv``
+    (written by the process of global rank 0)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: VAE) -> None:
+        reduce = partial(trainer.strategy.reduce, reduce_op="mean") if trainer.world_size > 1 else None
+        module.finish_kl_epoch(reduce)  # callbacks run before the module's own epoch-end hook
+        if not trainer.is_global_zero:
+            return
+        kl = module.kl_per_dimension
+        header = not self.path.is_file()
+        with self.path.open("a") as handle:
+            if header:
+                handle.write("epoch," + ",".join(f"z{i}" for i in range(len(kl))) + "\n")
+            handle.write(f"{trainer.current_epoch}," + ",".join(f"{v:.6g}" for v in kl.tolist()) + "\n")
+
+
+class VAEFamily(GenerativeFamily):
+    """``model.family: vae``: VAE, beta-VAE (weighted or convex objective) and VAE-GAN."""
+
+    name = "vae"
+    config = VAEConfig
+    presets = {
+        "vae": {},
+        "beta_vae": {"beta": 4.0},
+        "vae_gan": {"adversarial": {"loss": "lsgan", "weight": 1.0, "feature_matching": 1.0}},
+    }
+
+    def module_class(self, model: Mapping[str, Any]) -> type[VAE]:
+        return VAEGAN if model.get("adversarial") else VAE
+
+    def callbacks(self, config: RunConfig, run_dir: Path) -> list[pl.Callback]:
+        return [KLPerDimension(run_dir / "kl_per_dimension.csv")]
+
+
+FAMILY = VAEFamily()

@@ -14,10 +14,21 @@ True
 from __future__ import annotations
 
 import numpy as np
+import pydantic
 from skimage.restoration import rolling_ball
 from skimage.transform import resize
 
-__all__ = ["subtract_background", "estimate_background"]
+from morphospace.config import Config
+
+__all__ = ["BackgroundConfig", "subtract_background", "estimate_background"]
+
+
+class BackgroundConfig(Config):
+    """Rolling-ball background subtraction."""
+
+    enabled: bool = True
+    radius: float = pydantic.Field(25.0, gt=0, description="ball radius, pixels")
+    shrink: int | None = pydantic.Field(None, ge=1, description="None: radius // 10")
 
 
 def estimate_background(image: np.ndarray, radius: float, shrink: int = 1) -> np.ndarray:

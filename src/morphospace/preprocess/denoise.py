@@ -14,11 +14,24 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pydantic
 from scipy import ndimage
 from skimage.morphology import disk
 from skimage.restoration import denoise_tv_chambolle
 
-__all__ = ["remove_outliers", "median_denoise", "tv_denoise", "denoise"]
+from morphospace.config import Config
+
+__all__ = ["DenoiseConfig", "remove_outliers", "median_denoise", "tv_denoise", "denoise"]
+
+
+class DenoiseConfig(Config):
+    """Optional outlier removal and denoising."""
+
+    method: Literal["none", "median", "tv"] = "none"
+    median_radius: int = pydantic.Field(1, ge=1)
+    tv_weight: float = pydantic.Field(0.05, gt=0)
+    outlier_radius: int | None = pydantic.Field(None, ge=1, description="selective median; None: off")
+    outlier_threshold: float = pydantic.Field(50.0, gt=0)
 
 
 def remove_outliers(image: np.ndarray, radius: int = 2, threshold: float = 50.0) -> np.ndarray:

@@ -22,10 +22,23 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+import pydantic
 from scipy import ndimage
 from skimage.transform import downscale_local_mean, resize
 
-__all__ = ["estimate_illumination", "correct_illumination"]
+from morphospace.config import Config
+
+__all__ = ["IlluminationConfig", "estimate_illumination", "correct_illumination"]
+
+
+class IlluminationConfig(Config):
+    """Per plate and channel flat-field correction."""
+
+    enabled: bool = True
+    sigma: float = pydantic.Field(50.0, gt=0, description="smoothing, pixels")
+    downsample: int = pydantic.Field(4, ge=1)
+    max_fields: int = pydantic.Field(64, ge=1, description="fields sampled per plate")
+    min_fields: int = pydantic.Field(3, ge=1, description="plates with fewer passing fields are not corrected")
 
 
 def estimate_illumination(

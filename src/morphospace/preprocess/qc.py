@@ -15,8 +15,23 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pydantic
 
-__all__ = ["power_log_log_slope", "saturation_fraction", "intensity_stats", "field_qc_metrics", "qc_failures"]
+from morphospace.config import Config
+
+__all__ = ["QCConfig", "power_log_log_slope", "saturation_fraction", "intensity_stats", "field_qc_metrics",
+           "qc_failures"]
+
+
+class QCConfig(Config):
+    """Field quality control; failing fields are skipped and listed with the reason."""
+
+    enabled: bool = True
+    focus_channel: str | None = pydantic.Field(None, description="default: the nuclei channel")
+    focus_min_slope: float | None = None
+    focus_mad_k: float | None = pydantic.Field(4.0, gt=0)
+    min_fields_for_outliers: int = pydantic.Field(8, ge=3)
+    saturation_max_fraction: float | None = pydantic.Field(0.01, ge=0, le=1)
 
 
 def power_log_log_slope(image: np.ndarray, min_frequency: int = 2, max_fraction: float = 0.3) -> float:

@@ -16,14 +16,42 @@ from __future__ import annotations
 
 from typing import Literal
 
+from typing import Mapping, Sequence
+
 import numpy as np
+import pydantic
 from scipy import ndimage
 from skimage.filters import sobel
 from skimage.segmentation import expand_labels, watershed
 
+from morphospace.config import Config
 from morphospace.segment.nuclei import foreground_mask
 
-__all__ = ["segment_cells"]
+__all__ = ["CellsConfig", "segment_cells", "cytoplasm_image"]
+
+
+class CellsConfig(Config):
+    """Cell segmentation settings (see :func:`segment_cells`) and the cytoplasm channels it uses."""
+
+    method: Literal["watershed", "voronoi"] = "watershed"
+    elevation: Literal["gradient", "intensity"] = "gradient"
+    channels: list[str] = ["Actin", "Tubulin"]
+    sigma: float = pydantic.Field(1.5, ge=0)
+    threshold_factor: float = pydantic.Field(1.0, gt=0)
+    max_distance: float | None = pydantic.Field(40.0, gt=0)
+    compactness: float = pydantic.Field(0.0, ge=0)
+
+
+def cytoplasm_image(planes: Mapping[str, np.ndarray], channels: Sequence[str]) -> np.ndarray | None:
+    """Sum of the ``channels`` planes (H, W), each divided by its 99th percentile so that they
+    weigh alike; None when no channel is named."""
+    if not channels:
+        return None
+    total = np.zeros_like(next(iter(planes.values())), dtype=np.float32)
+    for name in channels:
+        image = planes[name]
+        total += image / max(float(np.percentile(image, 99)), 1e-6)
+    return total
 
 
 def segment_cells(

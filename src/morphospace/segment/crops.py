@@ -21,12 +21,26 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pydantic
 from scipy import ndimage
 
-__all__ = ["CropResult", "crop_cells", "principal_angle", "skew_flips"]
+from morphospace.config import Config
+
+__all__ = ["CropsConfig", "CropResult", "crop_cells", "principal_angle", "skew_flips"]
 
 BorderMode = Literal["pad", "drop"]
 PadMode = Literal["constant", "reflect"]
+
+
+class CropsConfig(Config):
+    """Nucleus-centred crops (see :func:`crop_cells`) and their stored pixel type."""
+
+    size: int = pydantic.Field(64, ge=4)
+    border: BorderMode = "pad"
+    pad_mode: PadMode = "constant"
+    mask_outside_cell: bool = False
+    align: bool = False
+    dtype: Literal["float32", "uint16"] = "float32"
 
 
 @dataclass

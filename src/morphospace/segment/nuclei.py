@@ -13,6 +13,7 @@ Examples
 from __future__ import annotations
 
 import numpy as np
+import pydantic
 from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
@@ -20,7 +21,22 @@ from skimage.measure import label
 from skimage.morphology import h_maxima, remove_small_holes
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
-__all__ = ["segment_nuclei", "foreground_mask", "split_touching", "filter_by_area", "instances_from_probability"]
+from morphospace.config import Config
+
+__all__ = ["NucleiConfig", "segment_nuclei", "foreground_mask", "split_touching", "filter_by_area", "instances_from_probability"]
+
+
+class NucleiConfig(Config):
+    """Nuclei segmentation settings (see :func:`segment_nuclei`) and the channel it runs on."""
+
+    channel: str = "DNA"
+    sigma: float = pydantic.Field(1.0, ge=0)
+    threshold_factor: float = pydantic.Field(1.0, gt=0)
+    min_area: int = pydantic.Field(30, ge=0)
+    max_area: int | None = pydantic.Field(5000, ge=1)
+    min_distance: int = pydantic.Field(5, ge=1)
+    h: float = pydantic.Field(1.0, ge=0)
+    remove_border: bool = False
 
 
 def foreground_mask(image: np.ndarray, sigma: float = 1.0, threshold_factor: float = 1.0) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from morphospace.config import save_config
-from morphospace.io.atomic import atomic_directory
+from morphospace.atomic import atomic_directory
 from morphospace.io.images import write_tiff
 from morphospace.parallel import compute_context, run_parallel
 from morphospace.simulate.config import SimulateConfig

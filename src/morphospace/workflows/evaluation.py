@@ -23,7 +23,7 @@ from morphospace.evaluate.moa import COMPOUND, MOA, confusion_table, evaluate_mo
 from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
 from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
-from morphospace.io.atomic import write_text_atomic
+from morphospace.atomic import write_text_atomic
 from morphospace.io.tables import write_table
 
 __all__ = [
@@ -222,24 +222,24 @@ class GenerationConfig(Config):
     cytoplasm_channels: list[str] = ["Actin", "Tubulin"]
 
 
-def _real_crops(data, store, indices: np.ndarray) -> np.ndarray:
-    from morphospace.workflows.latent import run_dataset
-    from morphospace.workflows.train import to_unit_range
+def _real_crops(data, indices: np.ndarray) -> np.ndarray:
+    """Crops of the run's store at ``indices`` as the model saw them, in [0, 1]."""
+    from morphospace.models.base import to_unit_range
 
-    dataset = run_dataset(data, store, indices)
+    dataset = data.dataset_for(data.store, indices)
     return np.concatenate([to_unit_range(dataset.load(np.arange(s, min(s + 512, len(indices)))))
                            for s in range(0, len(indices), 512)])
 
 
 def _extractor_key(data, store, config: GenerationConfig) -> dict[str, Any]:
     """What an extractor's inputs depend on; a cached extractor is reused only for the same key."""
-    return {"store": str(store.path.resolve()), "channels": list(data.config.channels or store.channels),
+    return {"store": str(store.path.resolve()), "channels": data.image_channels,
             "crop_size": data.config.crop_size, "normalization": data.config.normalization.to_dict(),
             "labels": config.extractor_labels}
 
 
 def _extractor(config: GenerationConfig, data, store, run_dir: Path):
-    from morphospace.evaluate.generation import load_feature_extractor, save_feature_extractor, train_feature_extractor
+    from morphospace.models.extractor import load_feature_extractor, save_feature_extractor, train_feature_extractor
 
     key = _extractor_key(data, store, config)
     default = Path(run_dir).parent / "extractors" / f"{store.path.name}_{len(key['channels'])}ch_{key['crop_size']}px.pt"
@@ -258,7 +258,7 @@ def _extractor(config: GenerationConfig, data, store, run_dir: Path):
     labels = store.cells[config.extractor_labels].astype(str).to_numpy()[picks]
     logger.info("training the in-domain FID extractor on %d crops (labels: %s) -> %s", len(picks),
                 config.extractor_labels, path)
-    extractor = train_feature_extractor(_real_crops(data, store, picks), labels, epochs=config.extractor_epochs,
+    extractor = train_feature_extractor(_real_crops(data, picks), labels, epochs=config.extractor_epochs,
                                         seed=config.seed, progress=False)
     save_feature_extractor(extractor, path)
     write_text_atomic(key_path, json.dumps(key, indent=2))
@@ -273,17 +273,19 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     import torch
 
     from morphospace.evaluate import generation
-    from morphospace.workflows.train import load_run, to_unit_range
+    from morphospace.models.base import to_unit_range
+    from morphospace.models.run import load_run
 
     config = config or GenerationConfig()
-    train_config, model, data = load_run(run_dir)
+    run = load_run(run_dir, "evaluate", "generation")
+    model, data = run.module, run.data
     store = data.store
     rng = np.random.default_rng(config.seed)
     training = data.indices("train")
     held_out = np.concatenate([data.indices("test"), data.indices("val")])
     real_idx = np.sort(rng.choice(training, min(config.n, len(training)), replace=False))
     holdout_idx = np.sort(rng.choice(held_out, min(config.n, len(held_out)), replace=False))
-    real = _real_crops(data, store, real_idx)
+    real = _real_crops(data, real_idx)
     fake = np.concatenate([to_unit_range(model.sample(min(256, config.n - s), torch.Generator().manual_seed(config.seed + s)))
                            for s in range(0, config.n, 256)])
     extractor, extractor_path = _extractor(config, data, store, Path(run_dir))
@@ -302,13 +304,13 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
                                                             kid_subset_size=max(2, len(real) // 2))
     except InputError as exc:
         payload["inception"] = f"InceptionV3 not available: {exc}"
-    channels = list(train_config.data.channels or store.channels)
+    channels = data.image_channels
     k = min(config.feature_cells, config.n)
     distances = generation.feature_distances(real[:k], fake[:k], channels, feature_set=config.feature_set,
                                              nucleus_channel=config.nucleus_channel,
                                              cytoplasm_channels=config.cytoplasm_channels)
     payload["feature_distances"] = generation.summarize_feature_distances(distances)
-    holdout = _real_crops(data, store, holdout_idx) if len(holdout_idx) else None
+    holdout = _real_crops(data, holdout_idx) if len(holdout_idx) else None
     memorisation = generation.nearest_real_neighbours(real, fake, holdout, extractor)
     payload["memorisation"] = {k: v for k, v in memorisation.items() if not isinstance(v, np.ndarray)}
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"

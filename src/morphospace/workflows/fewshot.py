@@ -6,7 +6,7 @@ fixed tiles (``data.tiles.fixed_tiles``; ``all`` = new random tiles of the whole
 every epoch) for the same number of optimiser steps: once from random weights, once starting from
 ``pretrained_run`` (matching tensors copied, the one-channel head taken from the output row of
 ``pretrained_target``). Each run is scored on the same held-out region by
-:func:`morphospace.workflows.isl_inference.evaluate_isl_run`.
+:func:`morphospace.workflows.isl.evaluate_isl_run`.
 
 Writes into ``runs_dir/name/``: one run directory per (N, start), ``fewshot.csv`` (one row per run),
 ``fewshot.json`` (rows, convention, resolved study config) and ``fewshot.png`` (mean Jaccard against N).
@@ -23,13 +23,16 @@ import pandas as pd
 import pydantic
 from matplotlib.figure import Figure
 
-from morphospace.config import Config, load_config, resolve_config
+from morphospace.atomic import write_text_atomic
+from morphospace.config import Config
 from morphospace.errors import InputError
+from morphospace.evaluate.isl import InferenceConfig
 from morphospace.explore.figures import save_figure
-from morphospace.io.atomic import write_text_atomic
-from morphospace.runs import read_run_config
-from morphospace.workflows.isl import ISLTrainConfig, trained_isl
-from morphospace.workflows.isl_inference import InferenceConfig, evaluate_isl_run
+from morphospace.io.tables import write_table
+from morphospace.models.registry import load_run_config, read_run_config, resolve_run_config
+from morphospace.models.training import RunConfig
+from morphospace.workflows.isl import evaluate_isl_run
+from morphospace.workflows.train import trained
 
 __all__ = ["FewShotConfig", "run_fewshot", "fewshot_figure"]
 
@@ -61,11 +64,15 @@ class FewShotConfig(Config):
         return Path(self.runs_dir) / self.name
 
 
-def _base_config(config: FewShotConfig) -> ISLTrainConfig:
-    base = load_config(ISLTrainConfig, config.segmentation, config.overrides)
+def _base_config(config: FewShotConfig) -> RunConfig:
+    base = load_run_config(config.segmentation, config.overrides)
+    if base.model.family != "isl":
+        raise InputError(f"{config.segmentation}: the few-shot study needs model.family: isl")
     if base.model.task != "segmentation":
         raise InputError(f"{config.segmentation}: the few-shot study needs model.task: segmentation")
-    pretrained = read_run_config(config.pretrained_run, ISLTrainConfig)
+    pretrained = read_run_config(config.pretrained_run)
+    if pretrained.model.family != "isl":
+        raise InputError(f"{config.pretrained_run}: a {pretrained.model.family} run, not an isl run")
     if pretrained.data.channels.inputs != base.data.channels.inputs:
         raise InputError(f"{config.pretrained_run}: its inputs {pretrained.data.channels.inputs} differ from "
                          f"the segmentation inputs {base.data.channels.inputs}")
@@ -76,14 +83,14 @@ def _base_config(config: FewShotConfig) -> ISLTrainConfig:
     return base
 
 
-def _run_config(base: ISLTrainConfig, config: FewShotConfig, size: int | str, start: str) -> ISLTrainConfig:
+def _run_config(base: RunConfig, config: FewShotConfig, size: int | str, start: str) -> RunConfig:
     overrides = [f"name=n{size}_{start}", f"runs_dir={config.out_dir}",
                  f"data.tiles.fixed_tiles={'null' if size == 'all' else size}", f"trainer.max_steps={config.steps}",
                  "trainer.max_minutes=null", f"trainer.max_epochs={config.steps}"]
     if start == "pretrained":
         overrides += [f"model.init.run={config.pretrained_run}",
                       f"model.init.target={config.pretrained_target or 'null'}"]
-    return resolve_config(ISLTrainConfig, base.to_dict(), overrides, source=f"few-shot run n{size}_{start}")
+    return resolve_run_config(base.to_dict(), overrides, source=f"few-shot run n{size}_{start}")
 
 
 def run_fewshot(config: FewShotConfig, progress: bool = False) -> pd.DataFrame:
@@ -95,13 +102,13 @@ def run_fewshot(config: FewShotConfig, progress: bool = False) -> pd.DataFrame:
     for size in config.sizes:
         for start in STARTS:
             run = _run_config(base, config, size, start)
-            summary = trained_isl(run, progress)
+            summary = trained(run, progress)
             scores = evaluate_isl_run(run.run_dir, settings=config.inference).scores
-            rows.append({"tiles": size, "start": start, "steps": summary.steps, "mean_iou": scores["mean_iou"],
+            rows.append({"tiles": size, "start": start, "steps": summary.optimizer_steps, "mean_iou": scores["mean_iou"],
                          "mean_iou_non_empty": scores["mean_iou_non_empty"], "f1_pooled": scores["f1_pooled"],
                          "test_crops": scores["crops"], "run": str(run.run_dir)})
     table = pd.DataFrame(rows)
-    table.to_csv(out / "fewshot.csv", index=False)
+    write_table(table, out / "fewshot.csv")
     write_text_atomic(out / "fewshot.json", json.dumps({
         "convention": (f"mean foreground IoU (Jaccard) over the {config.inference.crop_size or base.data.tiles.size} "
                        "px crops of the test region, 1 when truth and prediction are both empty; also over crops "

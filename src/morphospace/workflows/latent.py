@@ -1,7 +1,9 @@
-"""``embed``, ``generate`` and ``explore``: use a trained run.
+"""``embed``, ``generate`` and ``explore``: use a trained run of a family that supports them.
 
-- :func:`embed_store`: the encoder's vectors for every crop of a store -> ``embeddings.parquet``
-  (the store's ``Metadata_*`` columns, ``Metadata_StoreIndex``, then ``Embedding_000`` ...).
+- :func:`embed_store`: the module's vectors for every crop of a store -> ``embeddings.parquet``
+  (the store's ``Metadata_*`` columns, ``Metadata_StoreIndex``, then ``Embedding_000`` ...); the
+  module's ``embed_batch`` sees the whole batch (image and conditions) when it has one, else
+  ``embed`` sees the image.
 - :func:`generate`: sample images and a grid figure.
 - :func:`explore_interpolate`, :func:`explore_algebra`, :func:`explore_traverse`: figures in the
   run's ``figures/`` folder.
@@ -9,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,21 +23,22 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from morphospace.data.dataset import CropDataset, CropDataModule
-from morphospace.errors import InputError
+from morphospace.atomic import atomic_file
+from morphospace.data.dataset import CropDataModule
+from morphospace.errors import InputError, MorphospaceError
+from morphospace.explore.figures import save_figure
 from morphospace.explore.latent import (
     apply_attribute, attribute_vector, image_rows_figure, interpolate, quick_measures, traverse,
 )
-from morphospace.explore.figures import save_figure
+from morphospace.explore.samples import sample_grid
 from morphospace.io.images import write_png
 from morphospace.io.store import CropStore
 from morphospace.io.tables import write_table
-from morphospace.models.base import GenerativeModel
-from morphospace.workflows.train import load_run, sample_grid, to_unit_range
+from morphospace.models.base import GenerativeModel, to_unit_range
+from morphospace.models.run import load_run
 
 __all__ = [
-    "EmbedSummary", "embed_store", "run_dataset", "generate", "explore_interpolate", "explore_algebra",
-    "explore_traverse",
+    "EmbedSummary", "embed_store", "generate", "explore_interpolate", "explore_algebra", "explore_traverse",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,44 +58,41 @@ class EmbedSummary:
                 f"({self.n_cells / max(self.seconds, 1e-9):.0f} cells/s) -> {self.out}")
 
 
-def run_dataset(data: CropDataModule, store: CropStore, indices: np.ndarray | None = None,
-                channels: Sequence[str] | None = None) -> CropDataset:
-    """The crops of ``store`` prepared exactly as the run's model saw them (channels, fitted
-    normalisation, crop size), without augmentation."""
-    rows = np.arange(len(store)) if indices is None else np.asarray(indices)
-    return CropDataset(store, rows, channels or data.config.channels, data.normalizer, data.config.crop_size)
+def _open_store(path: str | os.PathLike) -> CropStore:
+    try:
+        return CropStore(path)
+    except MorphospaceError as exc:
+        raise InputError(str(exc)) from None
 
 
-def _check_compatible(run_dir: Path, data: CropDataModule, store: CropStore) -> list[str]:
-    """The run's channel names; raises InputError when ``store`` lacks them or has other-sized crops."""
-    saved = json.loads((run_dir / "data.json").read_text())
-    channels, shape = saved["channels"], saved["image_shape"]
-    missing = [c for c in channels if c not in store.channels]
-    if missing:
-        raise InputError(f"{store.path}: lacks channel(s) {missing} the run {run_dir.name} was trained on "
-                         f"({channels}); the store has {store.channels}")
-    if data.config.crop_size is None and tuple(store.crop_shape) != tuple(shape[1:]):
+def _check_crop_size(run_dir: Path, data: CropDataModule, store: CropStore) -> None:
+    trained = tuple(data.crop_shape)
+    if data.config.crop_size is None and tuple(store.crop_shape) != trained:
         raise InputError(f"{store.path}: crops are {store.crop_shape}, the run {run_dir.name} was trained on "
-                         f"{tuple(shape[1:])}; set data.crop_size when training to accept other sizes")
-    return channels
+                         f"{trained}; set data.crop_size when training to accept other sizes")
+
+
+def _embed(module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return module.embed_batch(batch) if hasattr(module, "embed_batch") else module.embed(batch["image"])
 
 
 def embed_store(run_dir: str | os.PathLike, store_path: str | os.PathLike | None = None,
                 out: str | os.PathLike | None = None, batch_size: int = 256, overwrite: bool = False,
                 progress: bool = True) -> EmbedSummary:
-    """Embed every crop of ``store_path`` (default: the run's training store) with the run's encoder."""
-    config, model, data = load_run(run_dir)
-    store = CropStore(store_path or config.data.store)
+    """Embed every crop of ``store_path`` (default: the run's training store) with the run's module."""
+    run = load_run(run_dir, "embed")
+    store = _open_store(store_path or run.config.data.store)
     out = Path(out) if out is not None else Path(run_dir) / "embeddings.parquet"
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
-    dataset = run_dataset(data, store, channels=_check_compatible(Path(run_dir), data, store))
+    dataset = run.data.dataset_for(store)
+    _check_crop_size(run.path, run.data, store)
     start = time.perf_counter()
     vectors = []
     with torch.no_grad():
         for first in tqdm(range(0, len(dataset), batch_size), desc="embed", unit="batch", disable=not progress):
-            positions = np.arange(first, min(first + batch_size, len(dataset)))
-            vectors.append(model.embed(dataset.load(positions)).float().cpu().numpy())
+            batch = dataset.batch(np.arange(first, min(first + batch_size, len(dataset))))
+            vectors.append(_embed(run.module, batch).float().cpu().numpy())
     matrix = np.concatenate(vectors)
     seconds = time.perf_counter() - start
     columns = [f"Embedding_{i:03d}" for i in range(matrix.shape[1])]
@@ -112,22 +111,27 @@ def _figures(run_dir: str | os.PathLike) -> Path:
 
 
 def _channels(data: CropDataModule) -> list[str]:
-    return list(data.config.channels or data.store.channels)
+    return data.image_channels
 
 
 def generate(run_dir: str | os.PathLike, n: int = 64, seed: int = 0, columns: int = 8,
-             out: str | os.PathLike | None = None) -> tuple[np.ndarray, Path]:
+             out: str | os.PathLike | None = None, npz: str | os.PathLike | None = None) -> tuple[np.ndarray, Path]:
     """``n`` samples from the prior (seeded) as (n, C, H, W) in [0, 1], and their grid PNG
-    (default ``figures/generated_seed<seed>.png``)."""
-    _, model, data = load_run(run_dir)
-    images = model.sample(n, torch.Generator().manual_seed(seed))
+    (default ``figures/generated_seed<seed>.png``); with ``npz`` the samples are also saved there
+    (array ``images``)."""
+    run = load_run(run_dir, "generate")
+    images = run.module.sample(n, torch.Generator().manual_seed(seed))
     path = Path(out) if out is not None else _figures(run_dir) / f"generated_seed{seed}.png"
-    write_png(path, (sample_grid(images, _channels(data), columns) * 255).astype(np.uint8))
-    return to_unit_range(images), path
+    write_png(path, (sample_grid(images, _channels(run.data), columns) * 255).astype(np.uint8))
+    unit = to_unit_range(images)
+    if npz is not None:
+        with atomic_file(npz) as tmp, open(tmp, "xb") as handle:
+            np.savez_compressed(handle, images=unit)
+    return unit, path
 
 
-def _real_latents(model: GenerativeModel, data: CropDataModule, store: CropStore, indices: Sequence[int]) -> torch.Tensor:
-    images = run_dataset(data, store, np.asarray(indices)).load(np.arange(len(indices)))
+def _real_latents(model: GenerativeModel, data: CropDataModule, indices: Sequence[int]) -> torch.Tensor:
+    images = data.dataset_for(data.store, np.asarray(indices)).load(np.arange(len(indices)))
     return model.encode_latent(images).float().cpu()
 
 
@@ -136,11 +140,12 @@ def explore_interpolate(run_dir: str | os.PathLike, seeds: Sequence[int] = (0, 1
     """Rows of transitions between pairs of noise vectors (from ``seeds``, consecutive pairs) or,
     with ``cells``, between pairs of real cells of the run's store (their latents: the encoder's
     mean for VAEs, z projection for GANs). Writes ``figures/interpolation_<kind>.png``."""
-    _, model, data = load_run(run_dir)
+    run = load_run(run_dir, "explore")
+    model, data = run.module, run.data
     if cells is not None:
         if len(cells) < 2 or len(cells) % 2:
             raise InputError("interpolation between cells needs an even number of store indices")
-        latents = _real_latents(model, data, data.store, cells)
+        latents = _real_latents(model, data, cells)
         kind = "cells"
     else:
         if len(seeds) < 2 or len(seeds) % 2:
@@ -168,17 +173,18 @@ def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float 
     DMSO). ``n_base`` cells from the middle are shifted by ``scales`` times the vector. Writes
     ``figures/algebra_<attribute>.png``.
     """
-    _, model, data = load_run(run_dir)
+    run = load_run(run_dir, "explore")
+    model, data = run.module, run.data
     store = data.store
     rng = np.random.default_rng(seed)
     candidates = data.indices("all")
     picks = np.sort(rng.choice(candidates, min(n_cells, len(candidates)), replace=False))
     table = store.cells.iloc[picks].reset_index(drop=True)
-    unit = to_unit_range(run_dataset(data, store, picks).load(np.arange(len(picks))))
+    unit = to_unit_range(data.dataset_for(store, picks).load(np.arange(len(picks))))
     masks = store.read_masks(picks) if store.masks is not None else None
     table = pd.concat([table, quick_measures(unit, _channels(data), masks)], axis=1)
     with_attribute, without_attribute = _groups(table, attribute, quantile, query_with, query_without)
-    latents = _real_latents(model, data, store, picks)
+    latents = _real_latents(model, data, picks)
     vector = attribute_vector(latents, with_attribute, without_attribute)
     middle = np.flatnonzero(~with_attribute & ~without_attribute)
     base = rng.choice(middle if len(middle) >= n_base else np.arange(len(picks)), n_base, replace=False)
@@ -219,7 +225,8 @@ def explore_traverse(run_dir: str | os.PathLike, n_dims: int = 8, extent: float 
     """Latent traversals: each of the ``n_dims`` most informative dimensions (highest mean KL for a
     VAE, else the first) from -extent to +extent with the others at 0. Writes
     ``figures/traversal.png``."""
-    _, model, data = load_run(run_dir)
+    run = load_run(run_dir, "explore")
+    model, data = run.module, run.data
     kl = getattr(model, "kl_per_dimension", None)
     order = torch.argsort(kl, descending=True).tolist() if kl is not None else list(range(model.latent_dim))
     dims = order[: min(n_dims, model.latent_dim)]

@@ -30,135 +30,40 @@ import pandas as pd
 import pydantic
 from tqdm.auto import tqdm
 
-from morphospace.config import Config
+from morphospace.atomic import replace_directory, temporary_sibling
 from morphospace.errors import InputError
-from morphospace.io.atomic import replace_directory, temporary_sibling
 from morphospace.io.images import read_image, write_tiff
-from morphospace.io.manifest import FieldSpec, read_manifest
+from morphospace.io.manifest import FieldSpec, read_field, read_manifest
 from morphospace.io.store import CropStoreWriter
+from morphospace.io.tables import write_table
 from morphospace.parallel import compute_context, run_parallel
-from morphospace.preprocess.background import subtract_background
-from morphospace.preprocess.denoise import denoise, remove_outliers
-from morphospace.preprocess.illumination import correct_illumination, estimate_illumination
-from morphospace.preprocess.qc import field_qc_metrics, qc_failures
+from morphospace.preprocess.illumination import IlluminationConfig, estimate_illumination
+from morphospace.preprocess.normalize import NormalizeConfig, plate_scales
+from morphospace.preprocess.qc import QCConfig, field_qc_metrics, qc_failures
 from morphospace.runs import RunConflictError, log_to_file, open_run_directory
-from morphospace.segment.cells import segment_cells
-from morphospace.segment.crops import CropResult, crop_cells
-from morphospace.segment.nuclei import segment_nuclei
+from morphospace.segment.crops import CropResult
+from morphospace.segment.field import FieldConfig, process_field
 
 __all__ = [
     "PrepareConfig",
     "PrepareSummary",
-    "FieldResult",
     "prepare",
-    "read_field",
-    "process_field",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-class QCConfig(Config):
-    """Field quality control; failing fields are skipped and listed with the reason."""
-
-    enabled: bool = True
-    focus_channel: str | None = pydantic.Field(None, description="default: the nuclei channel")
-    focus_min_slope: float | None = None
-    focus_mad_k: float | None = pydantic.Field(4.0, gt=0)
-    min_fields_for_outliers: int = pydantic.Field(8, ge=3)
-    saturation_max_fraction: float | None = pydantic.Field(0.01, ge=0, le=1)
-
-
-class IlluminationConfig(Config):
-    """Per plate and channel flat-field correction."""
-
-    enabled: bool = True
-    sigma: float = pydantic.Field(50.0, gt=0, description="smoothing, pixels")
-    downsample: int = pydantic.Field(4, ge=1)
-    max_fields: int = pydantic.Field(64, ge=1, description="fields sampled per plate")
-    min_fields: int = pydantic.Field(3, ge=1, description="plates with fewer passing fields are not corrected")
-
-
-class BackgroundConfig(Config):
-    """Rolling-ball background subtraction."""
-
-    enabled: bool = True
-    radius: float = pydantic.Field(25.0, gt=0, description="ball radius, pixels")
-    shrink: int | None = pydantic.Field(None, ge=1, description="None: radius // 10")
-
-
-class DenoiseConfig(Config):
-    """Optional outlier removal and denoising."""
-
-    method: Literal["none", "median", "tv"] = "none"
-    median_radius: int = pydantic.Field(1, ge=1)
-    tv_weight: float = pydantic.Field(0.05, gt=0)
-    outlier_radius: int | None = pydantic.Field(None, ge=1, description="selective median; None: off")
-    outlier_threshold: float = pydantic.Field(50.0, gt=0)
-
-
-class NormalizeConfig(Config):
-    """Field intensity scaling before cropping.
-
-    ``plate`` divides each channel by its plate's median over fields of (percentile - median) of
-    the raw field, which evens out plate and batch intensity shifts.
-    """
-
-    method: Literal["none", "plate"] = "none"
-    percentile: float = pydantic.Field(99.0, gt=50, lt=100)
-
-
-class NucleiConfig(Config):
-    """Nuclei segmentation (see :func:`morphospace.segment.nuclei.segment_nuclei`)."""
-
-    channel: str = "DNA"
-    sigma: float = pydantic.Field(1.0, ge=0)
-    threshold_factor: float = pydantic.Field(1.0, gt=0)
-    min_area: int = pydantic.Field(30, ge=0)
-    max_area: int | None = pydantic.Field(5000, ge=1)
-    min_distance: int = pydantic.Field(5, ge=1)
-    h: float = pydantic.Field(1.0, ge=0)
-    remove_border: bool = False
-
-
-class CellsConfig(Config):
-    """Cell segmentation (see :func:`morphospace.segment.cells.segment_cells`)."""
-
-    method: Literal["watershed", "voronoi"] = "watershed"
-    elevation: Literal["gradient", "intensity"] = "gradient"
-    channels: list[str] = ["Actin", "Tubulin"]
-    sigma: float = pydantic.Field(1.5, ge=0)
-    threshold_factor: float = pydantic.Field(1.0, gt=0)
-    max_distance: float | None = pydantic.Field(40.0, gt=0)
-    compactness: float = pydantic.Field(0.0, ge=0)
-
-
-class CropsConfig(Config):
-    """Nucleus-centred crops."""
-
-    size: int = pydantic.Field(64, ge=4)
-    border: Literal["pad", "drop"] = "pad"
-    pad_mode: Literal["constant", "reflect"] = "constant"
-    mask_outside_cell: bool = False
-    align: bool = False
-    dtype: Literal["float32", "uint16"] = "float32"
-
-
-class PrepareConfig(Config):
-    """Everything ``prepare`` does; every step can be switched."""
+class PrepareConfig(FieldConfig):
+    """Everything ``prepare`` does: the per-field steps plus reading, QC, illumination and plate
+    scaling; every step can be switched."""
 
     channels: list[str] | None = pydantic.Field(None, description="channel order; None: manifest order")
     max_projection: bool = True
     pixel_size_um: float | None = pydantic.Field(None, gt=0)
     on_error: Literal["raise", "skip"] = "raise"
-    qc: QCConfig = QCConfig()
-    illumination: IlluminationConfig = IlluminationConfig()
-    background: BackgroundConfig = BackgroundConfig()
-    denoise: DenoiseConfig = DenoiseConfig()
-    normalize: NormalizeConfig = NormalizeConfig()
-    nuclei: NucleiConfig = NucleiConfig()
-    cells: CellsConfig = CellsConfig()
-    crops: CropsConfig = CropsConfig()
+    qc: QCConfig = pydantic.Field(default_factory=QCConfig)
+    illumination: IlluminationConfig = pydantic.Field(default_factory=IlluminationConfig)
+    normalize: NormalizeConfig = pydantic.Field(default_factory=NormalizeConfig)
 
     def check_channels(self, channels: Sequence[str], source: str) -> None:
         """Raise InputError naming the config key when a configured channel is not in ``channels``."""
@@ -169,16 +74,6 @@ class PrepareConfig(Config):
             unknown = [n for n in names if n not in channels]
             if unknown:
                 raise InputError(f"{source}: config key '{key}' names channel(s) {unknown}; available: {list(channels)}")
-
-
-@dataclass
-class FieldResult:
-    """One processed field: ``corrected`` (C, H, W) float32, label images (H, W), and its crops."""
-
-    corrected: np.ndarray
-    nuclei: np.ndarray
-    cells: np.ndarray
-    crops: CropResult
 
 
 @dataclass
@@ -198,97 +93,6 @@ class PrepareSummary:
         return (f"prepared {self.n_cells} cells from {self.n_fields - self.n_qc_failed - self.n_errors} of "
                 f"{self.n_fields} fields ({self.n_qc_failed} failed QC, {self.n_errors} errors) "
                 f"in {self.seconds:.1f} s -> {self.store}")
-
-
-def read_field(spec: FieldSpec, max_projection: bool = True) -> dict[str, np.ndarray]:
-    """Read and check every channel of a field: one 2-D plane per channel, all of one shape.
-
-    z-stacks (Z, H, W) are max-projected when ``max_projection`` is set. Raises InputError naming
-    the file on unreadable data, NaN/inf, empty images, colour images or mismatched shapes.
-    """
-    planes: dict[str, np.ndarray] = {}
-    for channel, path in spec.files.items():
-        image = read_image(path, ndim=(2, 3))
-        if image.ndim == 3:
-            if image.shape[-1] <= 4 and image.shape[0] > 4:
-                raise InputError(f"{path}: holds {image.shape[-1]} colour channels; give one channel per file")
-            if not max_projection:
-                raise InputError(f"{path}: is a z-stack of shape {image.shape}; enable max_projection")
-            image = image.max(axis=0)
-        planes[channel] = image
-    shapes = {c: p.shape for c, p in planes.items()}
-    if len(set(shapes.values())) > 1:
-        detail = ", ".join(f"{spec.files[c].name}: {s}" for c, s in shapes.items())
-        raise InputError(f"field {spec.field_id}: channel images differ in shape ({detail})")
-    return planes
-
-
-def process_field(
-    planes: dict[str, np.ndarray],
-    config: PrepareConfig,
-    illumination: dict[str, np.ndarray] | None = None,
-    scales: dict[str, float] | None = None,
-) -> FieldResult:
-    """Correct, segment and crop one field held in memory (the notebook entry point).
-
-    Parameters
-    ----------
-    planes
-        Channel name -> (H, W) image, in channel order.
-    config
-        The prepare configuration.
-    illumination
-        Channel name -> illumination function (H, W), for the channels to correct.
-    scales
-        Channel name -> divisor from plate normalisation.
-    """
-    corrected = {name: _correct_channel(image, name, config, illumination, scales) for name, image in planes.items()}
-    nuclei = segment_nuclei(
-        corrected[config.nuclei.channel], sigma=config.nuclei.sigma,
-        threshold_factor=config.nuclei.threshold_factor, min_area=config.nuclei.min_area,
-        max_area=config.nuclei.max_area, min_distance=config.nuclei.min_distance, h=config.nuclei.h,
-        remove_border=config.nuclei.remove_border,
-    )
-    cells = segment_cells(
-        nuclei, _cytoplasm_image(corrected, config.cells.channels), method=config.cells.method,
-        elevation=config.cells.elevation, sigma=config.cells.sigma, threshold_factor=config.cells.threshold_factor,
-        max_distance=config.cells.max_distance, compactness=config.cells.compactness,
-    )
-    stack = np.stack(list(corrected.values()))
-    crops = crop_cells(
-        stack, nuclei, cells, size=config.crops.size, border=config.crops.border, pad_mode=config.crops.pad_mode,
-        mask_outside_cell=config.crops.mask_outside_cell, align=config.crops.align,
-    )
-    return FieldResult(stack, nuclei, cells, crops)
-
-
-def _correct_channel(
-    image: np.ndarray, name: str, config: PrepareConfig,
-    illumination: dict[str, np.ndarray] | None, scales: dict[str, float] | None,
-) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float32)
-    if illumination and name in illumination:
-        image = correct_illumination(image, illumination[name])
-    if config.background.enabled:
-        shrink = config.background.shrink or max(1, int(config.background.radius // 10))
-        image = subtract_background(image, config.background.radius, shrink)
-    if config.denoise.outlier_radius:
-        image = remove_outliers(image, config.denoise.outlier_radius, config.denoise.outlier_threshold)
-    image = denoise(image, config.denoise.method, config.denoise.median_radius, config.denoise.tv_weight)
-    if scales and name in scales:
-        image = image / np.float32(scales[name])
-    return image
-
-
-def _cytoplasm_image(corrected: dict[str, np.ndarray], channels: Sequence[str]) -> np.ndarray | None:
-    """Sum of the cytoplasm channels, each scaled by its 99th percentile so they weigh alike."""
-    if not channels:
-        return None
-    total = np.zeros_like(next(iter(corrected.values())), dtype=np.float32)
-    for name in channels:
-        image = corrected[name]
-        total += image / max(float(np.percentile(image, 99)), 1e-6)
-    return total
 
 
 # --- the resumable, parallel pipeline ---------------------------------------------------------
@@ -352,17 +156,6 @@ def _write_field_crops(target: Path, spec: FieldSpec, crops: CropResult) -> None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _plate_scales(qc: pd.DataFrame, channels: Sequence[str], config: NormalizeConfig) -> dict[str, dict[str, float]]:
-    if config.method == "none":
-        return {}
-    scales = {}
-    for plate, group in qc.groupby("Metadata_Plate"):
-        scales[str(plate)] = {
-            c: max(float((group[f"q99_{c}"] - group[f"median_{c}"]).median()), 1e-6) for c in channels
-        }
-    return scales
 
 
 def prepare(
@@ -431,7 +224,7 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
     qc = _qc_pass(fields, config, work_dir, client, progress)
     passing = [f for f, ok in zip(fields, (qc["status"] == "ok").to_numpy()) if ok]
     illumination = _illumination_pass(passing, channels, config, work_dir, client, progress)
-    scales = _plate_scales(qc[qc["status"] == "ok"], channels, config.normalize)
+    scales = plate_scales(qc[qc["status"] == "ok"], channels, config.normalize)
     done = {p.name for p in (work_dir / "fields").glob("*") if p.is_dir() and not p.name.startswith(".")}
     tasks = [
         _FieldTask(f, config, work_dir, illumination.get(f.plate, {}), scales.get(f.plate, {}))
@@ -441,7 +234,7 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
         logger.info("resuming: %d of %d fields already processed", len(done), len(passing))
     outcomes = {r["Metadata_FieldId"]: r for _, r in run_parallel(_process_field_task, tasks, client, progress, "fields")}
     qc = _record_outcomes(qc, outcomes)
-    qc.to_csv(work_dir / "qc.csv", index=False)
+    write_table(qc, work_dir / "qc.csv")
     n_cells = _assemble(passing, channels, config, manifest, out, work_dir, qc, progress)
     failed = qc[qc["status"] == "qc_failed"]
     summary = PrepareSummary(
@@ -477,7 +270,7 @@ def _qc_pass(fields, config, work_dir, client, progress) -> pd.DataFrame:
         for field_id, reason in zip(qc.loc[failed.index, "Metadata_FieldId"], failed):
             logger.warning("field %s skipped: %s", field_id, reason)
     qc = qc.drop(columns="error")
-    qc.to_parquet(saved, index=False)
+    write_table(qc, saved)
     return qc
 
 

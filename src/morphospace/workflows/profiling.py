@@ -22,7 +22,7 @@ import pandas as pd
 
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import FeaturesConfig, feature_columns, masks_by_segmentation, measure_crops
-from morphospace.io.atomic import write_text_atomic
+from morphospace.atomic import write_text_atomic
 from morphospace.io.store import CropStore
 from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.tables import read_table, write_table

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from morphospace.config import ConfigError, resolve_config
-from morphospace.preprocess.normalize import ChannelNormalizer, NormalizationConfig
+from morphospace.data.normalize import ChannelNormalizer, NormalizationConfig
 
 
 def _crops():

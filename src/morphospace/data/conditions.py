@@ -1,0 +1,305 @@
+"""Conditions: what a sample carries beside its image, named in ``data.conditions``.
+
+Each condition is a batch entry under its name, fitted on the training split and saved with the
+run (``conditions.json`` and the Lightning checkpoint), so that inference encodes exactly as
+training did:
+
+``categorical``
+    A metadata column as int64 indices (B,) into a vocabulary of the values seen in the training
+    split (sorted as strings). A value outside the vocabulary is an error naming it.
+``numeric``
+    A metadata column as float32 (B,), optionally ``log10(value + offset)`` (``offset`` defaults
+    to half the smallest positive training value, so that a dose of 0 stays finite), standardised
+    to mean 0 and SD 1 on the training split.
+``features``
+    Numeric columns of a table joined on ``Metadata_StoreIndex`` (the crop's store row, as
+    ``morphospace features`` writes it), as float32 (B, F), each standardised on the training
+    split; missing values become the training mean (0 after standardising), constant features
+    keep SD 1.
+``channels``
+    Other channels of the same crop, (B, Cr, H, W), normalised and augmented together with the
+    image (handled by :class:`~morphospace.data.dataset.CropDataModule`, not here).
+
+Examples
+--------
+>>> import pandas as pd
+>>> cells = pd.DataFrame({"Metadata_Compound": ["taxol", "DMSO", "taxol"],
+...                       "Metadata_Concentration": [1.0, 0.0, 10.0]})
+>>> compound = fit_condition("compound", CategoricalCondition(column="Metadata_Compound"), cells)
+>>> compound.vocabulary, compound.encode(cells).tolist()
+(['DMSO', 'taxol'], [1, 0, 1])
+>>> dose = fit_condition("dose", NumericCondition(column="Metadata_Concentration", log=True), cells)
+>>> dose.offset, dose.encode(cells).astype(float).round(3).tolist()
+(0.5, [-0.224, -1.097, 1.321])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+from morphospace.config import Config, ConfigError, key_error
+from morphospace.errors import InputError
+from morphospace.io.tables import read_table
+
+__all__ = [
+    "CategoricalCondition", "NumericCondition", "FeatureCondition", "ChannelCondition", "ConditionConfig",
+    "CategoricalEncoder", "NumericEncoder", "FeatureEncoder", "Encoder", "fit_condition", "encoder_from_dict",
+    "STORE_INDEX", "RESERVED_KEYS",
+]
+
+STORE_INDEX = "Metadata_StoreIndex"
+RESERVED_KEYS = ("image", "index")
+
+
+class CategoricalCondition(Config):
+    """A metadata column as indices into the training split's vocabulary."""
+
+    kind: Literal["categorical"] = "categorical"
+    column: str
+
+
+class NumericCondition(Config):
+    """A numeric metadata column, optionally on a log scale, standardised on the training split."""
+
+    kind: Literal["numeric"] = "numeric"
+    column: str
+    log: bool = pydantic.Field(False, description="log10(value + offset)")
+    offset: float | None = pydantic.Field(
+        None, ge=0, description="added before the log; null: half the smallest positive training value")
+
+
+class FeatureCondition(Config):
+    """Feature columns of a table joined on Metadata_StoreIndex, standardised on the training split."""
+
+    kind: Literal["features"] = "features"
+    table: str = pydantic.Field(description="Parquet or CSV table with Metadata_StoreIndex (morphospace features)")
+    columns: list[str] | None = pydantic.Field(
+        None, min_length=1, description="feature columns; null: every numeric non-Metadata column")
+
+
+class ChannelCondition(Config):
+    """Channels of the same crop given as the condition of the image channels."""
+
+    kind: Literal["channels"] = "channels"
+    channels: list[str] = pydantic.Field(min_length=1)
+
+
+ConditionConfig = Annotated[
+    Union[CategoricalCondition, NumericCondition, FeatureCondition, ChannelCondition],
+    pydantic.Field(discriminator="kind"),
+]
+
+
+def _key(name: str, field: str) -> str:
+    return f"data.conditions.{name}.{field}"
+
+
+def _column(cells: pd.DataFrame, name: str, column: str) -> pd.Series:
+    if column not in cells.columns:
+        raise key_error(_key(name, "column"), f"no column {column!r} in the cell table "
+                                              f"(metadata columns: {[c for c in cells.columns][:12]})")
+    values = cells[column]
+    if values.isna().any():
+        raise key_error(_key(name, "column"), f"column {column!r} has {int(values.isna().sum())} missing value(s); "
+                                              "restrict the rows with data.include")
+    return values
+
+
+class CategoricalEncoder:
+    """Fitted categorical condition: ``vocabulary`` (sorted strings); index i means vocabulary[i]."""
+
+    kind = "categorical"
+
+    def __init__(self, name: str, column: str, vocabulary: list[str]) -> None:
+        self.name, self.column, self.vocabulary = name, column, list(vocabulary)
+        self._codes = {value: i for i, value in enumerate(self.vocabulary)}
+
+    @classmethod
+    def fit(cls, name: str, config: CategoricalCondition, train: pd.DataFrame) -> "CategoricalEncoder":
+        values = _column(train, name, config.column).astype(str)
+        return cls(name, config.column, sorted(values.unique()))
+
+    def encode(self, cells: pd.DataFrame) -> np.ndarray:
+        """int64 indices (N,); InputError naming values outside the vocabulary."""
+        values = _column(cells, self.name, self.column).astype(str)
+        unknown = sorted(set(values.unique()) - set(self._codes))
+        if unknown:
+            raise InputError(f"condition {self.name!r}: value(s) {unknown[:8]} of {self.column} were not in the "
+                             f"training split (vocabulary of {len(self.vocabulary)}: {self.vocabulary[:8]}...)")
+        return values.map(self._codes).to_numpy(np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def names(self) -> list[str]:
+        return self.vocabulary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "column": self.column, "vocabulary": self.vocabulary}
+
+
+class NumericEncoder:
+    """Fitted numeric condition: ``(transform(value) - mean) / std``, transform the optional log."""
+
+    kind = "numeric"
+
+    def __init__(self, name: str, column: str, log: bool, offset: float, mean: float, std: float) -> None:
+        self.name, self.column, self.log, self.offset, self.mean, self.std = name, column, log, offset, mean, std
+
+    @staticmethod
+    def _values(cells: pd.DataFrame, name: str, column: str) -> np.ndarray:
+        values = pd.to_numeric(_column(cells, name, column), errors="coerce")
+        if values.isna().any():
+            raise InputError(f"condition {name!r}: column {column} holds non-numeric value(s)")
+        return values.to_numpy(np.float64)
+
+    def _transform(self, values: np.ndarray) -> np.ndarray:
+        if not self.log:
+            return values
+        shifted = values + self.offset
+        if (shifted <= 0).any():
+            raise InputError(f"condition {self.name!r}: log10 of {self.column} + {self.offset:g} is undefined for "
+                             f"{int((shifted <= 0).sum())} value(s) <= {-self.offset:g}")
+        return np.log10(shifted)
+
+    @classmethod
+    def fit(cls, name: str, config: NumericCondition, train: pd.DataFrame) -> "NumericEncoder":
+        values = cls._values(train, name, config.column)
+        offset = config.offset
+        if config.log and offset is None:
+            positive = values[values > 0]
+            if not positive.size:
+                raise key_error(_key(name, "offset"), f"{config.column} has no positive training value; set an offset")
+            offset = float(positive.min()) / 2
+        encoder = cls(name, config.column, config.log, float(offset or 0.0), 0.0, 1.0)
+        try:
+            transformed = encoder._transform(values)
+        except InputError as exc:
+            raise key_error(_key(name, "offset"), str(exc)) from None
+        std = float(transformed.std())
+        encoder.mean, encoder.std = float(transformed.mean()), std if std > 0 else 1.0
+        return encoder
+
+    def encode(self, cells: pd.DataFrame) -> np.ndarray:
+        """float32 (N,) standardised values."""
+        values = self._transform(self._values(cells, self.name, self.column))
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def names(self) -> list[str]:
+        return [self.column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "column": self.column, "log": self.log, "offset": self.offset,
+                "mean": self.mean, "std": self.std}
+
+
+class FeatureEncoder:
+    """Fitted feature condition: per-column training mean and SD of a table joined on the store row."""
+
+    kind = "features"
+
+    def __init__(self, name: str, table: str, columns: list[str], mean: list[float], std: list[float]) -> None:
+        self.name, self.table, self.columns = name, table, list(columns)
+        self.mean, self.std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        self._rows: pd.DataFrame | None = None
+
+    @staticmethod
+    def _read(name: str, table: str) -> pd.DataFrame:
+        try:
+            frame = read_table(table)
+        except InputError as exc:
+            raise key_error(_key(name, "table"), str(exc)) from None
+        if STORE_INDEX not in frame.columns:
+            raise key_error(_key(name, "table"), f"{table} has no {STORE_INDEX} column to join on "
+                                                 "(write it with morphospace features)")
+        duplicated = frame[STORE_INDEX].duplicated()
+        if duplicated.any():
+            raise key_error(_key(name, "table"), f"{table}: {int(duplicated.sum())} repeated {STORE_INDEX} value(s)")
+        return frame.set_index(STORE_INDEX)
+
+    def rows(self, store_rows: np.ndarray) -> pd.DataFrame:
+        """The feature columns of ``store_rows``; InputError when the table lacks some of them."""
+        if self._rows is None:
+            self._rows = self._read(self.name, self.table)[self.columns].apply(pd.to_numeric, errors="coerce")
+        missing = np.setdiff1d(store_rows, self._rows.index.to_numpy())
+        if missing.size:
+            raise InputError(f"{self.table}: no features for {missing.size} crop(s) of condition {self.name!r} "
+                             f"(store rows {missing[:5].tolist()}...)")
+        return self._rows.loc[store_rows]
+
+    @classmethod
+    def fit(cls, name: str, config: FeatureCondition, train: pd.DataFrame) -> "FeatureEncoder":
+        frame = cls._read(name, config.table)
+        columns = config.columns or [c for c in frame.columns
+                                     if not str(c).startswith("Metadata_") and pd.api.types.is_numeric_dtype(frame[c])]
+        absent = [c for c in columns if c not in frame.columns]
+        if absent or not columns:
+            raise key_error(_key(name, "columns"), f"{config.table} lacks column(s) {absent[:8]}" if absent
+                            else f"{config.table} has no numeric feature column")
+        encoder = cls(name, config.table, columns, [0.0] * len(columns), [1.0] * len(columns))
+        try:
+            values = encoder.rows(train.index.to_numpy()).to_numpy(np.float64)
+        except InputError as exc:
+            raise key_error(_key(name, "table"), str(exc)) from None
+        encoder.mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else encoder.mean
+        std = np.nan_to_num(np.nanstd(values, axis=0))
+        encoder.std = np.where(std > 0, std, 1.0)
+        return encoder
+
+    def encode(self, cells: pd.DataFrame) -> np.ndarray:
+        """float32 (N, F) standardised features of the crops whose store rows are ``cells.index``."""
+        values = self.rows(cells.index.to_numpy()).to_numpy(np.float64)
+        values = np.where(np.isfinite(values), values, self.mean)
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.columns),)
+
+    @property
+    def names(self) -> list[str]:
+        return self.columns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "table": str(Path(self.table)), "columns": self.columns,
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+Encoder = CategoricalEncoder | NumericEncoder | FeatureEncoder
+_ENCODERS = {"categorical": CategoricalEncoder, "numeric": NumericEncoder, "features": FeatureEncoder}
+
+
+def fit_condition(name: str, config: ConditionConfig, train: pd.DataFrame) -> Encoder:
+    """Fit the metadata condition ``name`` on the training split's cell table (its index the store
+    rows); raises ConfigError naming the condition's key when the data does not fit the config."""
+    if isinstance(config, ChannelCondition):
+        raise ValueError("channel conditions are read with the image, not fitted on the cell table")
+    try:
+        return _ENCODERS[config.kind].fit(name, config, train)
+    except ConfigError:
+        raise
+    except InputError as exc:
+        raise key_error(f"data.conditions.{name}", str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise key_error(f"data.conditions.{name}", f"cannot be fitted ({exc})") from None
+
+
+def encoder_from_dict(name: str, state: dict[str, Any]) -> Encoder:
+    """Rebuild an encoder saved with its ``to_dict``."""
+    state = dict(state)
+    kind = state.pop("kind")
+    if kind not in _ENCODERS:
+        raise InputError(f"condition {name!r}: unknown saved kind {kind!r}")
+    return _ENCODERS[kind](name, **state)

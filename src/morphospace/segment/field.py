@@ -1,0 +1,87 @@
+"""One field from corrected channels to single-cell crops: correction, nuclei, cells, crops.
+
+:func:`process_field` is the notebook entry point of what ``prepare`` does to every field;
+``prepare`` (:mod:`morphospace.workflows.prepare`) adds QC, illumination estimation, parallelism,
+resuming and the crop store around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pydantic
+
+from morphospace.config import Config
+from morphospace.preprocess.background import BackgroundConfig
+from morphospace.preprocess.correct import correct_channel
+from morphospace.preprocess.denoise import DenoiseConfig
+from morphospace.segment.cells import CellsConfig, cytoplasm_image, segment_cells
+from morphospace.segment.crops import CropResult, CropsConfig, crop_cells
+from morphospace.segment.nuclei import NucleiConfig, segment_nuclei
+
+__all__ = ["FieldConfig", "FieldResult", "process_field"]
+
+
+class FieldConfig(Config):
+    """The per-field steps: background, denoising, nuclei, cells, crops."""
+
+    background: BackgroundConfig = pydantic.Field(default_factory=BackgroundConfig)
+    denoise: DenoiseConfig = pydantic.Field(default_factory=DenoiseConfig)
+    nuclei: NucleiConfig = pydantic.Field(default_factory=NucleiConfig)
+    cells: CellsConfig = pydantic.Field(default_factory=CellsConfig)
+    crops: CropsConfig = pydantic.Field(default_factory=CropsConfig)
+
+
+@dataclass
+class FieldResult:
+    """One processed field: ``corrected`` (C, H, W) float32, label images (H, W), and its crops."""
+
+    corrected: np.ndarray
+    nuclei: np.ndarray
+    cells: np.ndarray
+    crops: CropResult
+
+
+def process_field(
+    planes: dict[str, np.ndarray],
+    config: FieldConfig,
+    illumination: dict[str, np.ndarray] | None = None,
+    scales: dict[str, float] | None = None,
+) -> FieldResult:
+    """Correct, segment and crop one field held in memory.
+
+    Parameters
+    ----------
+    planes
+        Channel name -> (H, W) image, in channel order.
+    config
+        The per-field steps (a ``prepare`` config works too).
+    illumination
+        Channel name -> illumination function (H, W), for the channels to correct.
+    scales
+        Channel name -> divisor from plate normalisation.
+    """
+    illumination, scales = illumination or {}, scales or {}
+    corrected = {name: correct_channel(image, config.background, config.denoise, illumination.get(name),
+                                       scales.get(name))
+                 for name, image in planes.items()}
+    nuclei_config = config.nuclei
+    nuclei = segment_nuclei(
+        corrected[nuclei_config.channel], sigma=nuclei_config.sigma, threshold_factor=nuclei_config.threshold_factor,
+        min_area=nuclei_config.min_area, max_area=nuclei_config.max_area, min_distance=nuclei_config.min_distance,
+        h=nuclei_config.h, remove_border=nuclei_config.remove_border,
+    )
+    cells_config = config.cells
+    cells = segment_cells(
+        nuclei, cytoplasm_image(corrected, cells_config.channels), method=cells_config.method,
+        elevation=cells_config.elevation, sigma=cells_config.sigma, threshold_factor=cells_config.threshold_factor,
+        max_distance=cells_config.max_distance, compactness=cells_config.compactness,
+    )
+    stack = np.stack(list(corrected.values()))
+    crops_config = config.crops
+    crops = crop_cells(
+        stack, nuclei, cells, size=crops_config.size, border=crops_config.border, pad_mode=crops_config.pad_mode,
+        mask_outside_cell=crops_config.mask_outside_cell, align=crops_config.align,
+    )
+    return FieldResult(stack, nuclei, cells, crops)

@@ -1,0 +1,161 @@
+"""Conditions in batches: categorical, numeric, feature-table and channel conditions, fitted on the
+training split, carried by every batch, saved and restored with the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from morphospace.config import ConfigError, resolve_config
+from morphospace.data.conditions import (
+    CategoricalCondition, FeatureCondition, NumericCondition, encoder_from_dict, fit_condition,
+)
+from morphospace.data.dataset import CropDataModule, DataConfig
+from morphospace.errors import InputError
+from morphospace.io.store import CropStore, CropStoreWriter
+from morphospace.io.tables import write_table
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    """40 crops (3 channels, 8 x 8) on plates P0..P3; crop i has value i in DNA, 100 + i in Actin,
+    -i in Tubulin; compound c{i % 3} (c3 on plate P3 only), dose i / 10."""
+    n = 40
+    images = np.stack([np.full((8, 8), i, np.float32) for i in range(n)])
+    images = np.stack([images, images + 100, -images], axis=1)
+    images[:, :, 0, 0] += 0.5  # a corner marker to follow flips
+    plates = np.repeat(["P0", "P1", "P2", "P3"], 10)
+    compounds = [f"c{i % 3}" if plate != "P3" else "c3" for i, plate in enumerate(plates)]
+    table = pd.DataFrame({"Metadata_Plate": plates, "Metadata_Compound": compounds,
+                          "Metadata_Concentration": np.arange(n) / 10})
+    path = tmp_path / "store"
+    with CropStoreWriter(path, ["DNA", "Actin", "Tubulin"], (8, 8), "float32", chunk_cells=8) as writer:
+        writer.append(images, table)
+    features = pd.DataFrame({"Metadata_StoreIndex": np.arange(n), "Nuclei_Area": 2.0 * np.arange(n),
+                             "Cells_Area": np.where(np.arange(n) == 5, np.nan, 1.0)})
+    write_table(features, tmp_path / "features.parquet")
+    return path
+
+
+def _module(store: Path, conditions: dict, **data) -> CropDataModule:
+    config = {"store": str(store), "batch_size": 8, "conditions": conditions,
+              "split": {"by": "Metadata_Plate", "train": 0.5, "val": 0.25, "test": 0.25},
+              "normalization": {"method": "fixed", "fixed_ranges": [[0, 100], [0, 200], [-50, 0]]},
+              "augment": {"flips": False, "rot90": False}, **data}
+    module = CropDataModule(resolve_config(DataConfig, config))
+    module.setup()
+    return module
+
+
+def test_categorical_vocabulary_comes_from_the_training_split():
+    cells = pd.DataFrame({"Metadata_Compound": ["b", "a", "b", "c"]}, index=[10, 11, 12, 13])
+    encoder = fit_condition("compound", CategoricalCondition(column="Metadata_Compound"), cells.iloc[:3])
+    assert encoder.vocabulary == ["a", "b"] and encoder.encode(cells.iloc[:3]).tolist() == [1, 0, 1]
+    with pytest.raises(InputError, match=r"value\(s\) \['c'\] of Metadata_Compound were not in the training split"):
+        encoder.encode(cells)
+    restored = encoder_from_dict("compound", json.loads(json.dumps(encoder.to_dict())))
+    assert restored.encode(cells.iloc[:3]).tolist() == [1, 0, 1]
+
+
+def test_numeric_log_and_standardisation_by_hand():
+    train = pd.DataFrame({"dose": [0.0, 1.0, 9.0]})
+    encoder = fit_condition("dose", NumericCondition(column="dose", log=True), train)
+    logs = np.log10(np.array([0.5, 1.5, 9.5]))  # offset = half the smallest positive dose
+    assert encoder.offset == 0.5
+    np.testing.assert_allclose(encoder.encode(train), (logs - logs.mean()) / logs.std(), rtol=1e-6)
+    plain = fit_condition("dose", NumericCondition(column="dose"), train)
+    np.testing.assert_allclose(plain.encode(pd.DataFrame({"dose": [4.0]})), [(4 - 10 / 3) / np.std([0, 1, 9])],
+                               rtol=1e-6)
+    with pytest.raises(ConfigError, match="key 'data.conditions.dose.offset'"):
+        fit_condition("dose", NumericCondition(column="dose", log=True, offset=0.0), train)
+
+
+def test_features_are_joined_on_the_store_row_and_standardised_on_training(store: Path, tmp_path: Path):
+    table = str(tmp_path / "features.parquet")
+    train = pd.DataFrame(index=[3, 4, 5, 6])
+    encoder = fit_condition("features", FeatureCondition(table=table), train)
+    assert encoder.columns == ["Nuclei_Area", "Cells_Area"]
+    values = encoder.encode(pd.DataFrame(index=[4, 5, 30]))
+    area_mean, area_sd = 9.0, np.std([6.0, 8.0, 10.0, 12.0])
+    np.testing.assert_allclose(values[:, 0], (np.array([8.0, 10.0, 60.0]) - area_mean) / area_sd, rtol=1e-6)
+    assert values[1, 1] == 0.0  # a missing value becomes the training mean
+    with pytest.raises(InputError, match="no features for 1 crop"):
+        encoder.encode(pd.DataFrame(index=[99]))
+    with pytest.raises(ConfigError, match="key 'data.conditions.features.columns'"):
+        fit_condition("features", FeatureCondition(table=table, columns=["Nope"]), train)
+
+
+def test_batches_carry_every_condition(store: Path, tmp_path: Path):
+    conditions = {"compound": {"kind": "categorical", "column": "Metadata_Compound"},
+                  "dose": {"kind": "numeric", "column": "Metadata_Concentration"},
+                  "features": {"kind": "features", "table": str(tmp_path / "features.parquet")},
+                  "reference": {"kind": "channels", "channels": ["Actin"]}}
+    module = _module(store, conditions, channels=["DNA"], include={"Metadata_Plate": ["P0", "P1", "P2"]},
+                     split={"by": "Metadata_Plate", "train": 0.34, "val": 0.33, "test": 0.33},
+                     normalization={"method": "fixed", "fixed_ranges": [[0, 100], [0, 200]]})
+    spec = module.spec
+    assert {key: spec.entry(key).kind for key in spec.entries} == {
+        "image": "image", "index": "index", "compound": "categorical", "dose": "numeric", "features": "features",
+        "reference": "channels"}
+    assert spec.shape("image") == (1, 8, 8) and spec.shape("reference") == (1, 8, 8) and spec.shape("features") == (2,)
+    batch = next(iter(module.train_dataloader()))
+    rows = batch["index"].numpy()
+    np.testing.assert_allclose(batch["image"][:, 0, 4, 4].numpy(), rows / 100)
+    np.testing.assert_allclose(batch["reference"][:, 0, 4, 4].numpy(), (rows + 100) / 200)
+    assert batch["compound"].dtype == torch.int64 and batch["dose"].dtype == torch.float32
+    vocabulary = spec.names("compound")
+    assert [vocabulary[i] for i in batch["compound"]] == [f"c{r % 3}" for r in rows]
+    assert batch["features"].shape == (len(rows), 2)
+
+
+def test_reference_channels_are_augmented_with_the_image(store: Path):
+    module = _module(store, {"reference": {"kind": "channels", "channels": ["Tubulin"]}},
+                     augment={"flips": True, "rot90": True})
+    assert module.image_channels == ["DNA", "Actin"]
+    batch = module.dataset("train").batch(np.arange(8), augment=True)
+    image_corner = batch["image"][:, 0] == batch["image"][:, 0].amax((1, 2), keepdim=True)
+    reference_corner = batch["reference"][:, 0] == batch["reference"][:, 0].amax((1, 2), keepdim=True)
+    assert torch.equal(image_corner, reference_corner)  # the marked corner moved the same way in both
+    assert (~image_corner[:, 0, 0]).any()  # and it did move
+
+
+def test_values_outside_the_training_split_and_bad_columns_name_the_key(store: Path):
+    compound = {"compound": {"kind": "categorical", "column": "Metadata_Compound"}}
+    split = {"by": "Metadata_Plate", "train": 0.25, "val": 0.5, "test": 0.25}  # seed 0: P3 (all c3) validates
+    with pytest.raises(ConfigError, match="key 'data.conditions.compound': .*'c3'.*out of training"):
+        _module(store, compound, split=split, seed=0)
+    with pytest.raises(ConfigError, match="key 'data.conditions.compound.column': no column 'Metadata_MoA'"):
+        _module(store, {"compound": {"kind": "categorical", "column": "Metadata_MoA"}})
+    with pytest.raises(ConfigError, match="key 'data.conditions.reference.channels': .*\\['GFP'\\]"):
+        _module(store, {"reference": {"kind": "channels", "channels": ["GFP"]}})
+    with pytest.raises(ConfigError, match="key 'data.conditions': channel\\(s\\) \\['DNA'\\] are both"):
+        _module(store, {"reference": {"kind": "channels", "channels": ["DNA"]}}, channels=["DNA"])
+    with pytest.raises(ConfigError, match="key 'data.normalization.fixed_ranges': 3 range\\(s\\) for the 2 channels"):
+        _module(store, {}, channels=["DNA", "Actin"])
+    with pytest.raises(ConfigError, match="condition name"):
+        resolve_config(DataConfig, {"store": "s", "conditions": {"image": {"kind": "channels", "channels": ["A"]}}})
+
+
+def test_conditions_are_saved_restored_and_refused_for_unseen_values(store: Path, tmp_path: Path):
+    conditions = {"compound": {"kind": "categorical", "column": "Metadata_Compound"},
+                  "dose": {"kind": "numeric", "column": "Metadata_Concentration", "log": True}}
+    module = _module(store, conditions, include={"Metadata_Plate": ["P0", "P1", "P2"]},
+                     split={"by": "Metadata_Plate", "train": 0.34, "val": 0.33, "test": 0.33})
+    module.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "conditions.json").read_text())
+    assert saved["compound"]["vocabulary"] == ["c0", "c1", "c2"] and saved["dose"]["log"] is True
+    restored = CropDataModule(module.config)
+    restored.load_state_dict(module.state_dict())
+    restored.setup()
+    for key in ("compound", "dose"):
+        np.testing.assert_array_equal(restored.condition_values[key], module.condition_values[key])
+    whole = CropStore(store)
+    with pytest.raises(InputError, match=r"\['c3'\]"):
+        restored.dataset_for(whole)
+    batch = restored.dataset_for(whole, np.arange(5)).batch(np.arange(5))
+    assert batch["compound"].tolist() == [0, 1, 2, 0, 1]
