@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny generated data only (tests never need ../shared/data)."""
+"""Shared fixtures: tiny generated data only (tests never need ../shared/data).
+
+Tests that train models, run whole workflows or start processes are marked ``slow`` (``pytest -m
+"not slow"`` runs the rest in well under two minutes); every test that uses the trained runs of
+:func:`trained_runs` is marked so here.
+"""
 
 from pathlib import Path
 
@@ -77,3 +82,43 @@ def trained_runs(blob_store: Path, tmp_path_factory) -> dict[str, Path]:
 def tiny_config():
     """Factory of small training configs: ``tiny_config(store, runs_dir, name, model, **trainer)``."""
     return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def transmitted_screen(tmp_path_factory):
+    """A transmitted-light screen: 3 fields of 96 px with DNA and membrane fluorescence and nuclei labels."""
+    from morphospace.simulate import SimulateConfig, simulate_screen
+
+    config = SimulateConfig(mode="transmitted", plates=1, dmso_wells_per_plate=2, moas=["Eg5 inhibitors"],
+                            compounds_per_moa=1, concentrations=1, field_size=96, cells_per_field=5)
+    return simulate_screen(config, tmp_path_factory.mktemp("isl") / "screen", progress=False)
+
+
+def _isl_config(screen, tmp_path: Path, **model) -> Path:
+    """A tiny in-silico-labeling YAML (16 px tiles, 2 epochs) on ``screen``, written into ``tmp_path``."""
+    import yaml
+
+    config = {
+        "name": "isl_test", "runs_dir": str(tmp_path / "runs"), "seed": 1,
+        "data": {"manifest": str(screen.manifest_path),
+                 "channels": {"inputs": ["Transmitted"], "targets": ["DNA"], "mask": "NucleiLabels"},
+                 "split": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
+                 "tiles": {"size": 16, "tiles_per_epoch": 16, "batch_size": 8}},
+        "model": {"family": "isl", "net": {"channels": [8, 16], "residual_units": 1}, **model},
+        "trainer": {"max_epochs": 2, "precision": "32-true"},
+    }
+    path = tmp_path / "isl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture()
+def isl_config():
+    """Factory of tiny in-silico-labeling YAMLs: ``isl_config(screen, tmp_path, **model)``."""
+    return _isl_config
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "trained_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -45,6 +45,7 @@ def test_bad_input_exits_non_zero_with_message(tmp_path: Path, capsys):
     assert "key 'platez': unknown key" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_simulate_then_prepare(tmp_path: Path, capsys):
     code = main(["--no-progress", "simulate", "--out", str(tmp_path / "sim"), "--seed", "2", "--set", "plates=1",
                  "--set", "moas=[Actin disruptors]", "--set", "compounds_per_moa=1", "--set", "concentrations=1",
@@ -56,6 +57,7 @@ def test_simulate_then_prepare(tmp_path: Path, capsys):
     assert CropStore(tmp_path / "store").crop_shape == (32, 32)
 
 
+@pytest.mark.slow
 def test_simulate_transmitted_mode(tmp_path: Path, capsys):
     code = main(["--no-progress", "simulate", "--out", str(tmp_path / "sim"), "--mode", "transmitted", "--set",
                  "plates=1", "--set", "moas=[Actin disruptors]", "--set", "compounds_per_moa=1", "--set",
@@ -66,6 +68,7 @@ def test_simulate_transmitted_mode(tmp_path: Path, capsys):
     assert "mode: transmitted" in (tmp_path / "sim" / "simulate_config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_features_profiles_and_evaluations(tmp_path: Path, capsys):
     from morphospace.io.store import CropStoreWriter
     import json
@@ -107,6 +110,7 @@ def test_features_profiles_and_evaluations(tmp_path: Path, capsys):
     assert "Metadata_Nope" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_model_commands(trained_runs, tmp_path: Path, capsys):
     run = str(trained_runs["vae"])
     assert main(["--no-progress", "embed", "--run", run, "--out", str(tmp_path / "e.parquet")]) == 0
@@ -125,6 +129,7 @@ def test_model_commands(trained_runs, tmp_path: Path, capsys):
     assert "not a training run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_command(blob_store: Path, tmp_path: Path, capsys):
     import yaml
 

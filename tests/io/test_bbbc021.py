@@ -60,6 +60,7 @@ def test_unmatched_rows_are_an_error(tables: Path):
 
 @pytest.mark.skipif(not (DATA / "bbbc021_crops68_dmso_6plates.npz").is_file(),
                     reason="real BBBC021 crops not available (../shared/data/bbbc021 is absent)")
+@pytest.mark.slow
 def test_real_bbbc021_dmso_import(tmp_path: Path):
     store = import_npz(DATA / "bbbc021_crops68_dmso_6plates.npz", tmp_path / "s", channels=["DNA", "Actin", "Tubulin"],
                        bbbc021_dir=DATA, progress=False)

@@ -70,7 +70,7 @@ def test_a_family_from_outside_the_package_trains_embeds_and_reports(toy, blob_s
     html = (run / "report.html").read_text()
     assert "Family toy" in html and "categorical" in html and "Losses per epoch" in html
     assert main(["generate", "--run", str(run)]) == 2
-    assert "a toy run does not support 'generate'; it supports embed" in capsys.readouterr().err
+    assert "runs of the toy family do not support 'generate'; this one supports embed" in capsys.readouterr().err
 
 
 def test_registry_dispatches_on_model_family_after_overrides(toy, tmp_path: Path):

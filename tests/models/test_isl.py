@@ -62,6 +62,7 @@ def _fit(model: ImageToImage, data: PairedDataModule, steps: int) -> None:
     trainer.fit(model, datamodule=data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["l1", "l2", "pix2pix", "perceptual", "jaccard"])
 def test_every_loss_falls(fields, data, kind):
     if kind == "jaccard":  # nuclei from the DNA stain: learnable in a few steps by a tiny net
@@ -92,6 +93,7 @@ def test_prediction_shapes_and_ranges_on_an_odd_field(data):
     assert labeling.predict_field(field, tile=32).shape == (2, 45, 70)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_outputs(data, tmp_path):
     model = ImageToImage(ISLModelConfig(net=TINY_NET, loss={"kind": "perceptual"}).to_dict(), 1, 1)
     _fit(model, data, 3)

@@ -33,6 +33,7 @@ def _epoch_means(run: Path, column: str) -> pd.Series:
     return metrics.dropna(subset=[column]).groupby("epoch")[column].mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_trains_with_falling_loss(name, blob_store: Path, tmp_path: Path, tiny_config):
     config = tiny_config(blob_store, tmp_path, name, MODELS[name])
@@ -54,6 +55,7 @@ def test_every_model_trains_with_falling_loss(name, blob_store: Path, tmp_path: 
     assert embedding.shape == (4, 100 if MODELS[name]["family"] == "gan" else 8)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_gives_identical_outputs(blob_store: Path, tmp_path: Path, tiny_config):
     config = tiny_config(blob_store, tmp_path, "roundtrip", MODELS["lsgan"], max_epochs=1)
     train(config, progress=False)
@@ -66,6 +68,7 @@ def test_save_load_round_trip_gives_identical_outputs(blob_store: Path, tmp_path
     assert torch.equal(reloaded.embed(images), again.embed(images))
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(blob_store: Path, tmp_path: Path, monkeypatch, tiny_config):
     class Interrupt(Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -96,6 +99,7 @@ def test_resume_continues_from_the_checkpoint(blob_store: Path, tmp_path: Path, 
         train(tiny_config(blob_store, tmp_path, "resume", {"family": "vae", "beta": 2.0}), progress=False)
 
 
+@pytest.mark.slow
 def test_bf16_and_channels_last_options_run(blob_store: Path, tmp_path: Path, tiny_config):
     config = tiny_config(blob_store, tmp_path, "bf16", MODELS["vae"], max_epochs=1, precision="bf16-mixed",
                          channels_last=True, limit_train_batches=2)
@@ -103,6 +107,7 @@ def test_bf16_and_channels_last_options_run(blob_store: Path, tmp_path: Path, ti
     assert np.isfinite(summary.metrics["loss_epoch"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(blob_store: Path, tmp_path: Path, tiny_config):
     a = train(tiny_config(blob_store, tmp_path / "a", "run", MODELS["vae"], max_epochs=1), progress=False)
     b = train(tiny_config(blob_store, tmp_path / "b", "run", MODELS["vae"], max_epochs=1), progress=False)
@@ -128,6 +133,7 @@ def test_missing_run_and_checkpoint(tmp_path: Path):
         read_checkpoint(tmp_path / "missing.ckpt")
 
 
+@pytest.mark.slow
 def test_tensorboard_needs_its_package(blob_store: Path, tmp_path: Path, tiny_config):
     import importlib.util
 
@@ -138,6 +144,7 @@ def test_tensorboard_needs_its_package(blob_store: Path, tmp_path: Path, tiny_co
         train(config, progress=False)
 
 
+@pytest.mark.slow
 def test_generator_steps_follow_discriminator_steps(blob_store: Path, tmp_path: Path, tiny_config):
     config = tiny_config(blob_store, tmp_path, "critic", {**MODELS["lsgan"], "discriminator_steps": 2}, max_epochs=1,
                          limit_train_batches=4)
@@ -147,6 +154,7 @@ def test_generator_steps_follow_discriminator_steps(blob_store: Path, tmp_path: 
     assert not any(p.requires_grad for p in model.ema.parameters())
 
 
+@pytest.mark.slow
 def test_kl_per_dimension_is_written_for_the_epoch_just_finished(blob_store: Path, tmp_path: Path, tiny_config):
     train(tiny_config(blob_store, tmp_path, "kl", MODELS["vae"], max_epochs=2), progress=False)
     kl = pd.read_csv(tmp_path / "kl" / "kl_per_dimension.csv").drop(columns="epoch")

@@ -111,11 +111,13 @@ def test_images_and_truth_files_are_consistent(screen):
         assert (field_cells["Metadata_Well"] == row.Metadata_Well).all()
 
 
+@pytest.mark.slow
 def test_two_workers_write_identical_files(screen, tmp_path):
     parallel = simulate_screen(SMALL, tmp_path / "parallel", workers=2, progress=False)
     assert _files(parallel.root) == _files(screen.root)
 
 
+@pytest.mark.slow
 def test_same_seed_repeats_and_other_seed_differs(screen, tmp_path):
     again = simulate_screen(SMALL, tmp_path / "again", progress=False)
     assert _files(again.root) == _files(screen.root)

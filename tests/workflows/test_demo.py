@@ -10,8 +10,23 @@ SMALL = {"simulate": {"plates": 1, "moas": ["Actin disruptors", "Eg5 inhibitors"
                       "compounds_per_moa": 2, "concentrations": 1, "dmso_wells_per_plate": 2, "field_size": 192,
                       "cells_per_field": 8},
          "montage_cells": 4, "overlay_fields": 2,
-         "models": {"presets": ["vae"], "minutes": 0.2, "max_epochs": 1, "crop_size": 32, "base_channels": 8},
-         "isl": {"minutes": 0.2, "max_epochs": 2, "tile": 32, "channels": [8, 16]}}
+         "models": {"presets": {"vae": 2}, "crop_size": 32, "base_channels": 8},
+         "isl": {"max_epochs": 2, "tile": 32, "channels": [8, 16]}}
+
+pytestmark = pytest.mark.slow
+
+
+def _numbers(summary) -> dict:
+    """The summary line's numbers, without the time it took and where it wrote."""
+    return {k: v for k, v in vars(summary).items() if k not in ("seconds", "out", "report")}
+
+
+def test_same_seed_same_numbers_in_another_folder(tmp_path: Path):
+    config = resolve_config(DemoConfig, SMALL)
+    first = run_demo(tmp_path / "first", config, workers=1, progress=False)
+    second = run_demo(tmp_path / "second", config, workers=2, progress=False)
+    assert _numbers(first) == _numbers(second)
+    assert first.line().split("; ")[:-1] == second.line().split("; ")[:-1]  # all but the time and the path
 
 
 def test_demo_report_and_rerun(tmp_path: Path):

@@ -11,6 +11,8 @@ import yaml
 from morphospace.cli import main
 from morphospace.simulate import SimulateConfig, simulate_screen
 
+pytestmark = pytest.mark.slow  # trains models or runs whole workflows
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):

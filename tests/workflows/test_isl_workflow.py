@@ -12,33 +12,14 @@ import tifffile
 import yaml
 
 from morphospace.cli import main
-from morphospace.simulate import SimulateConfig, simulate_screen
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def screen(tmp_path_factory):
-    config = SimulateConfig(mode="transmitted", plates=1, dmso_wells_per_plate=2, moas=["Eg5 inhibitors"],
-                            compounds_per_moa=1, concentrations=1, field_size=96, cells_per_field=5)
-    return simulate_screen(config, tmp_path_factory.mktemp("isl") / "screen", progress=False)
 
 
-def _config(screen, tmp_path: Path, **model) -> Path:
-    config = {
-        "name": "isl_test", "runs_dir": str(tmp_path / "runs"), "seed": 1,
-        "data": {"manifest": str(screen.manifest_path),
-                 "channels": {"inputs": ["Transmitted"], "targets": ["DNA"], "mask": "NucleiLabels"},
-                 "split": {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
-                 "tiles": {"size": 16, "tiles_per_epoch": 16, "batch_size": 8}},
-        "model": {"family": "isl", "net": {"channels": [8, 16], "residual_units": 1}, **model},
-        "trainer": {"max_epochs": 2, "precision": "32-true"},
-    }
-    path = tmp_path / "isl.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def test_train_writes_the_run_and_resumes(screen, tmp_path, capsys):
-    path = _config(screen, tmp_path, loss={"kind": "perceptual", "in_domain_steps": 5})
+def test_train_writes_the_run_and_resumes(transmitted_screen, isl_config, tmp_path, capsys):
+    path = isl_config(transmitted_screen, tmp_path, loss={"kind": "perceptual", "in_domain_steps": 5})
     assert main(["--no-progress", "train", str(path)]) == 0
     assert "trained 2 epoch(s)" in capsys.readouterr().out
     run = tmp_path / "runs" / "isl_test"
@@ -52,17 +33,25 @@ def test_train_writes_the_run_and_resumes(screen, tmp_path, capsys):
     assert len(list((run / "logs").glob("session_*"))) == 2
 
 
-def test_segmentation_without_a_mask_column_is_a_config_error(screen, tmp_path, capsys):
-    path = _config(screen, tmp_path, task="segmentation", loss={"kind": "jaccard"})
+def test_segmentation_without_a_mask_column_is_a_config_error(transmitted_screen, isl_config, tmp_path, capsys):
+    path = isl_config(transmitted_screen, tmp_path, task="segmentation", loss={"kind": "jaccard"})
     data = yaml.safe_load(path.read_text())
     data["data"]["channels"].pop("mask")
     path.write_text(yaml.safe_dump(data))
     assert main(["train", str(path)]) == 2
-    assert "data.channels.mask" in capsys.readouterr().err
+    assert f"{path}: key 'data.channels.mask'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
-def test_predict_and_evaluate_labeling(screen, tmp_path, capsys):
-    path = _config(screen, tmp_path, loss={"kind": "l1"})
+def test_tiles_off_the_network_factor_are_a_config_error(transmitted_screen, isl_config, tmp_path, capsys):
+    path = isl_config(transmitted_screen, tmp_path)
+    assert main(["train", str(path), "--set", "data.tiles.size=18", "--set", "model.net.channels=[8,16,32]"]) == 2
+    assert "key 'data.tiles.size': 18 px is not a multiple of the network's factor 4" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_and_evaluate_labeling(transmitted_screen, isl_config, tmp_path, capsys):
+    path = isl_config(transmitted_screen, tmp_path, loss={"kind": "l1"})
     assert main(["--no-progress", "train", str(path)]) == 0
     run = tmp_path / "runs" / "isl_test"
     assert main(["predict", "--run", str(run), "--out", str(tmp_path / "pred"), "--set", "tile=32"]) == 0
@@ -80,8 +69,8 @@ def test_predict_and_evaluate_labeling(screen, tmp_path, capsys):
     assert len(crops) == dna["crops"] and crops["box"].str.contains("77").all()  # test band starts at x = 77
 
 
-def test_segmentation_run_is_scored_with_iou_and_f1(screen, tmp_path, capsys):
-    path = _config(screen, tmp_path, task="segmentation", loss={"kind": "jaccard"})
+def test_segmentation_run_is_scored_with_iou_and_f1(transmitted_screen, isl_config, tmp_path, capsys):
+    path = isl_config(transmitted_screen, tmp_path, task="segmentation", loss={"kind": "jaccard"})
     assert main(["--no-progress", "train", str(path)]) == 0
     capsys.readouterr()
     run = tmp_path / "runs" / "isl_test"
@@ -91,6 +80,11 @@ def test_segmentation_run_is_scored_with_iou_and_f1(screen, tmp_path, capsys):
     assert main(["predict", "--run", str(run), "--out", str(tmp_path / "seg"), "--set", "tile=32"]) == 0
     labels = sorted((tmp_path / "seg").glob("*_nuclei_labels.tiff"))
     assert len(labels) == 3 and tifffile.imread(labels[0]).dtype == np.uint16
+    assert main(["evaluate", "isl", "--run", str(run)]) == 2
+    assert "runs of the isl family do not support 'evaluate isl'; this one supports predict, evaluate segmentation" in (
+        capsys.readouterr().err)
+    assert main(["embed", "--run", str(run)]) == 2
+    assert "do not support 'embed'" in capsys.readouterr().err
 
 
 def test_evaluating_a_missing_run_names_it(tmp_path, capsys):
@@ -98,8 +92,9 @@ def test_evaluating_a_missing_run_names_it(tmp_path, capsys):
     assert "nope: not a training run" in capsys.readouterr().err
 
 
-def test_tiles_larger_than_a_split_region_are_an_error_before_anything_is_written(screen, tmp_path, capsys):
-    path = _config(screen, tmp_path)
+def test_tiles_larger_than_a_split_region_are_a_config_error(transmitted_screen, isl_config, tmp_path, capsys):
+    path = isl_config(transmitted_screen, tmp_path)
     assert main(["train", str(path), "--set", "data.tiles.size=32"]) == 2  # the val band is 19 px wide
-    assert "val split: no region is at least 32 x 32 px" in capsys.readouterr().err
+    assert "key 'data.tiles.size': " in (error := capsys.readouterr().err)
+    assert "val split: no region is at least 32 x 32 px" in error
     assert not (tmp_path / "runs" / "isl_test").exists()

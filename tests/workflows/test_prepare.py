@@ -16,6 +16,8 @@ from morphospace.workflows import prepare as prepare_module
 from morphospace.evaluate.segmentation import score_label_files
 from morphospace.workflows.prepare import PrepareConfig, prepare
 
+pytestmark = pytest.mark.slow  # trains models or runs whole workflows
+
 
 def _copy_screen(screen: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "screen"

@@ -70,7 +70,7 @@ def require_verb(run_dir: str | os.PathLike, config: RunConfig, verb: str, kind:
     family = get_family(config.model.family)
     if not family.supports(verb, config.model, kind):
         wanted = f"{verb} {kind}" if kind else verb
-        raise InputError(f"{run_dir}: a {family.name} run does not support '{wanted}'; it supports "
+        raise InputError(f"{run_dir}: runs of the {family.name} family do not support '{wanted}'; this one supports "
                          f"{family.describe(config.model)}")
     return family
 

@@ -53,22 +53,25 @@ _MINUTES = ("optional wall-clock limit; the numbers then depend on the machine's
 
 
 class DemoModelsConfig(Config):
-    """Generative models the demo trains on the prepared crops (presets of the gan and vae families)."""
+    """Generative models the demo trains on the prepared crops: presets of the gan and vae families
+    with their epochs (about a minute each on 2 CPU cores)."""
 
-    presets: list[str] = ["vae", "lsgan"]
-    max_epochs: int = pydantic.Field(12, ge=1, description="training budget per model")
+    presets: dict[str, int] = pydantic.Field(default_factory=lambda: {"vae": 10, "lsgan": 6},
+                                             description="preset name -> training epochs")
     minutes: float | None = pydantic.Field(None, gt=0, description=_MINUTES)
     crop_size: int = pydantic.Field(64, ge=8)
     base_channels: int = pydantic.Field(32, ge=4)
 
     @pydantic.field_validator("presets")
     @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        for name in value:
+    def _known(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, epochs in value.items():
             try:
                 preset(name)
             except KeyError as exc:
                 raise ValueError(str(exc).strip("'\"")) from None
+            if epochs < 1:
+                raise ValueError(f"preset {name}: epochs must be at least 1, got {epochs}")
         return value
 
     def train_config(self, name: str, store: Path, runs_dir: Path, seed: int) -> RunConfig:
@@ -79,7 +82,7 @@ class DemoModelsConfig(Config):
                      "normalization": {"out_range": [-1, 1]}, "split": {"by": None, "train": 1.0, "val": 0.0,
                                                                          "test": 0.0}},
             "model": {**preset(name), "latent_dim": 100, "base_channels": self.base_channels},
-            "trainer": {"max_minutes": self.minutes, "max_epochs": self.max_epochs, "sample_every_n_epochs": 5},
+            "trainer": {"max_minutes": self.minutes, "max_epochs": self.presets[name], "sample_every_n_epochs": 5},
         }, source=f"demo model {name}")
 
 
@@ -211,7 +214,7 @@ def _train_and_evaluate(out: Path, config: DemoConfig, name: str, progress: bool
     train_config = config.models.train_config(name, out / "store", out / "runs", config.simulate.seed)
     run = train_config.run_dir
     if not (run / "summary.json").is_file():
-        logger.info("training %s on the prepared crops (%d epochs)", name, config.models.max_epochs)
+        logger.info("training %s on the prepared crops (%d epochs)", name, config.models.presets[name])
     trained(train_config, progress=progress)
     embeddings = run / "embeddings.parquet"
     if not embeddings.is_file():
