@@ -23,7 +23,6 @@ benchmark resumes (training continues from its last checkpoint).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, data_dir, print_table, write_result
-from morphospace.config import load_config, resolve_config
+from morphospace.config import resolve_config
 from morphospace.data.transforms import center_crop_or_pad
 from morphospace.evaluate.moa import evaluate_moa, treatment_profiles
 from morphospace.features.cellprofiler import FeaturesConfig
@@ -41,7 +40,8 @@ from morphospace.io.store import CropStore
 from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
 from morphospace.workflows.latent import embed_store, explore_algebra, explore_interpolate, generate
 from morphospace.workflows.profiling import extract_features, make_profiles
-from morphospace.workflows.train import TrainConfig, train
+from morphospace.models.registry import load_run_config
+from morphospace.workflows.train import train
 
 MODELS = ["dcgan", "lsgan", "wgan_gp", "vae", "beta_vae", "vae_gan"]
 CHANNELS = ["DNA", "Actin", "Tubulin"]
@@ -96,8 +96,9 @@ def _baselines(training: Path, allmoa: Path, work: Path) -> list[dict]:
 
 
 def _run_model(name: str, training: Path, allmoa: Path, work: Path, minutes: float) -> dict:
-    config = load_config(TrainConfig, ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
-                         [f"data.store={training}", f"runs_dir={work / 'runs'}", f"trainer.max_minutes={minutes}"])
+    config = load_run_config(ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
+                             [f"data.store={training}", f"runs_dir={work / 'runs'}", f"trainer.max_minutes={minutes}",
+                              "trainer.max_epochs=1000"])
     summary = train(config, progress=False)
     run = config.run_dir
     embeddings = run / "embeddings_allmoa.parquet"
@@ -108,8 +109,7 @@ def _run_model(name: str, training: Path, allmoa: Path, work: Path, minutes: flo
     explore_interpolate(run, seeds=tuple(range(8)), steps=8)
     explore_algebra(run, "NucleusArea", n_cells=120)  # GANs project each cell by optimising z: keep it small
     explore_algebra(run, "Mean_Tubulin", n_cells=120)
-    saved = json.loads((run / "summary.json").read_text())
-    return {"model": name, "epochs": summary.epochs, "train_images_per_s": saved["images_per_second"],
+    return {"model": name, "epochs": summary.epochs, "train_images_per_s": summary.samples_per_second,
             **moa_scores(pd.read_parquet(embeddings)),
             "fid": generation["in_domain"]["fid"], "kid": generation["in_domain"]["kid_mean"],
             "feature_distance_median": generation["feature_distances"]["median_normalized_wasserstein"],

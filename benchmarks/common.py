@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import morphospace
+from morphospace.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -25,7 +26,7 @@ def data_dir(value: str | None) -> Path:
 
 
 def machine() -> dict[str, Any]:
-    from morphospace.workflows.train import cpu_has_bf16
+    from morphospace.models.training import cpu_has_bf16
 
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "cpu_bf16_units": cpu_has_bf16(), "morphospace": morphospace.__version__}
@@ -39,7 +40,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     document = {"benchmark": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                 **payload}
     text = json.dumps(document, indent=2, default=str)
-    path.write_text(text.replace(str(ROOT.parent) + os.sep, ""))  # paths in the repository: relative to it
+    write_text_atomic(path, text.replace(str(ROOT.parent) + os.sep, ""))  # paths in the repository: relative to it
     return path
 
 

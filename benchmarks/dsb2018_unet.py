@@ -29,12 +29,14 @@ import torch
 
 from common import ROOT, data_dir, print_table, write_result
 from dsb2018_segmentation import SETTINGS, grayscale
-from morphospace.config import resolve_config
 from morphospace.evaluate.segmentation import pooled_scores, segmentation_scores
 from morphospace.io.images import write_tiff
 from morphospace.io.paired import normalize_image
+from morphospace.models.registry import resolve_run_config
+from morphospace.models.run import load_module
+from morphospace.models.training import RunConfig
 from morphospace.segment.nuclei import instances_from_probability, segment_nuclei
-from morphospace.workflows.isl import ISLTrainConfig, load_isl_run, train_isl
+from morphospace.workflows.train import train as train_run
 
 WATERSHED = dict(min_area=10, min_distance=3, h=0.5)
 
@@ -58,8 +60,8 @@ def _prepare(root, work) -> tuple[list[str], list[str]]:
     return train, test
 
 
-def _config(work, minutes: float) -> ISLTrainConfig:
-    return resolve_config(ISLTrainConfig, {
+def _config(work, minutes: float) -> RunConfig:
+    return resolve_run_config({
         "name": "dsb2018_unet", "runs_dir": str(work / "runs"), "seed": 0,
         "data": {"manifest": str(work / "train_manifest.csv"),
                  "channels": {"inputs": ["Image"], "mask": "Nuclei"},
@@ -88,8 +90,8 @@ def main() -> None:
     work = ROOT / "work" / "dsb2018"
     train, test = _prepare(root, work)
     config = _config(work, args.minutes)
-    summary = train_isl(config, progress=False)
-    _, model = load_isl_run(config.run_dir)
+    summary = train_run(config, progress=False)
+    _, model = load_module(config.run_dir)
     learned, classical = [], []
     normalization = config.data.normalization
     for image_id in test:

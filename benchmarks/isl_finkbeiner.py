@@ -26,11 +26,14 @@ import torch
 from matplotlib.figure import Figure
 
 from common import RESULTS, ROOT, data_dir, print_table, write_result
-from morphospace.config import load_config
+from morphospace.data.tiles import load_fields
+from morphospace.evaluate.isl import InferenceConfig
 from morphospace.explore.figures import save_figure
-from morphospace.runs import read_run_config
-from morphospace.workflows.isl import ISLSummary, ISLTrainConfig, load_fields, load_isl_run, trained_isl
-from morphospace.workflows.isl_inference import InferenceConfig, evaluate_isl_run
+from morphospace.models.registry import load_run_config, read_run_config
+from morphospace.models.run import load_module
+from morphospace.models.training import TrainSummary
+from morphospace.workflows.isl import evaluate_isl_run
+from morphospace.workflows.train import trained
 
 TARGETS = {"DAPI": "dapi", "MAP2": "map2", "NFH": "nfh"}
 SEED_DAPI_PCC = {"unet": 0.933, "pretrained-encoder unet": 0.952}
@@ -47,9 +50,9 @@ def finkbeiner_manifest(field_dir: Path, work: Path, extra: dict[str, str] | Non
     return str(path)
 
 
-def _row(arch: str, loss: str, summary: ISLSummary, crop: int, scores: dict) -> dict:
+def _row(arch: str, loss: str, summary: TrainSummary, crop: int, scores: dict) -> dict:
     row = {"network": arch, "loss": loss, "crop": crop, "epochs": summary.epochs,
-           "tiles_per_s": round(summary.tiles_per_second, 1)}
+           "tiles_per_s": round(summary.samples_per_second, 1)}
     for name, pcc in scores["pcc"].items():
         row[f"{name}_non_empty"] = pcc["non_empty"]["mean"]
         row[f"{name}_n"] = pcc["non_empty"]["n"]
@@ -69,12 +72,12 @@ def _window(truth: np.ndarray, region: list[int], height: int = 384) -> tuple[sl
 def _figure(runs: dict[str, Path], path: Path) -> None:
     """Phase (middle plane), truth and every run's prediction on a window of the test band, one row per target."""
     first = next(iter(runs.values()))
-    config = read_run_config(first, ISLTrainConfig)
+    config = read_run_config(first)
     field = load_fields(config.data)[0]
     rows, columns = _window(field.targets, json.loads((first / "regions.json").read_text())["test"][0]["region"])
     predictions = {}
     for label, run in runs.items():
-        _, model = load_isl_run(run)
+        _, model = load_module(run)
         predictions[label] = model.predict_field(torch.from_numpy(field.inputs), 256, 0.5).numpy()
     names = config.data.channels.targets
     fig = Figure(figsize=(1.6 * (2 + len(runs)), 3.2 * len(names)))
@@ -108,11 +111,11 @@ def main() -> None:
     rows, details, runs = [], {}, {}
     for arch in [a for a in args.archs.split(",") if a]:
         for loss in [k for k in args.losses.split(",") if k]:
-            config = load_config(ISLTrainConfig, ROOT.parent / "configs" / "isl_finkbeiner.yaml", [
+            config = load_run_config(ROOT.parent / "configs" / "isl_finkbeiner.yaml", [
                 f"name=isl_finkbeiner_{loss}_{arch}", f"runs_dir={work / 'runs'}", f"data.manifest={manifest}",
                 f"model.loss.kind={loss}", f"model.net.arch={arch}", f"trainer.max_minutes={args.minutes}",
                 f"trainer.max_epochs={args.epochs or 1000}"])
-            summary = trained_isl(config, progress=False)
+            summary = trained(config, progress=False)
             runs[f"{arch} {loss}"] = config.run_dir
             details[f"{arch}/{loss}"] = {"training": summary.model_dump(mode="json"), "scores": {}}
             for crop in crops:

@@ -3,7 +3,7 @@ PyTorch loop of the same network, with fp32 and with bf16 autocast, in one proce
 
 Network and data: configs/isl_finkbeiner.yaml (MONAI UNet 32-512, 13 phase planes -> DAPI, MAP2,
 NFH, L1 loss, 128 px tiles, batch 8) on the real Finkbeiner field. Training: tiles/s after one
-warm-up batch; morphospace = ``train_isl`` (Lightning fit loop, tiles cut and augmented on the fly);
+warm-up batch; morphospace = ``train`` (Lightning fit loop, tiles cut and augmented on the fly);
 bare = the same network and L1 loss with plain Adam steps on the same tiles held in memory.
 Inference: seconds for the whole 1024 x 1024 field; morphospace = ``predict_field`` (MONAI sliding
 window, 256 px tiles, Gaussian blending, overlap 0.5 by default and 0 for a like-for-like
@@ -28,10 +28,11 @@ import torch.nn.functional as F
 
 from common import ROOT, data_dir, print_table, write_result
 from isl_finkbeiner import finkbeiner_manifest
-from morphospace.config import load_config, resolve_config
-from morphospace.data.tiles import PairedDataModule
+from morphospace.data.tiles import PairedDataModule, load_fields
 from morphospace.models.isl import ImageToImage
-from morphospace.workflows.isl import ISLTrainConfig, load_fields, train_isl
+from morphospace.models.registry import load_run_config, resolve_run_config
+from morphospace.models.training import RunConfig
+from morphospace.workflows.train import train
 
 TILE = 256
 
@@ -54,12 +55,12 @@ def _bare_tiles_per_second(model: ImageToImage, batches: list[dict], bf16: bool)
     return sum(len(b["input"]) for b in batches[1:]) / (time.perf_counter() - start)
 
 
-def _morphospace_tiles_per_second(config: ISLTrainConfig, n_batches: int, bf16: bool, runs: Path) -> float:
-    run = resolve_config(ISLTrainConfig, config.to_dict(), [
+def _morphospace_tiles_per_second(config: RunConfig, n_batches: int, bf16: bool, runs: Path) -> float:
+    run = resolve_run_config(config.to_dict(), [
         f"name=isl_speed_{'bf16' if bf16 else 'fp32'}", f"runs_dir={runs}", f"trainer.max_steps={n_batches + 1}",
         f"data.tiles.tiles_per_epoch={(n_batches + 1) * config.data.tiles.batch_size}", "trainer.max_minutes=null",
         f"trainer.precision={'bf16-mixed' if bf16 else '32-true'}"])
-    return train_isl(run, progress=False).tiles_per_second
+    return train(run, progress=False).samples_per_second
 
 
 def _seconds(function: Callable[[], object], repeats: int) -> float:
@@ -120,8 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = finkbeiner_manifest(data_dir(args.data) / "isl_finkbeiner", tmp)
-        config = load_config(ISLTrainConfig, ROOT.parent / "configs" / "isl_finkbeiner.yaml",
-                             [f"data.manifest={manifest}"])
+        config = load_run_config(ROOT.parent / "configs" / "isl_finkbeiner.yaml", [f"data.manifest={manifest}"])
         fields = load_fields(config.data)
         data = PairedDataModule(fields, config.data.split, config.data.tiles, config.seed)
         batches = list(itertools.islice(data.train_dataloader(), args.batches + 1))

@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from common import ROOT, data_dir, print_table, write_result
-from morphospace.config import load_config
 from morphospace.data.dataset import CropDataModule
 from morphospace.io.importers import import_npz
 from morphospace.models.blocks import gan_losses, gradient_penalty
-from morphospace.models.registry import build_model
+from morphospace.models.registry import get_family, load_run_config
+from morphospace.models.training import RunConfig
 from morphospace.workflows.latent import embed_store
-from morphospace.workflows.train import TrainConfig, train
+from morphospace.workflows.train import train
 
 MODELS = ["dcgan", "lsgan", "wgan_gp", "vae", "beta_vae", "vae_gan"]
 
@@ -78,9 +78,10 @@ def _bare_step(model, batch: torch.Tensor, optimizers: list[torch.optim.Optimize
     opt_vae.step()
 
 
-def _bare_images_per_second(config: TrainConfig, batches: list[torch.Tensor], bf16: bool) -> float:
+def _bare_images_per_second(config: RunConfig, batches: list[torch.Tensor], bf16: bool) -> float:
     torch.manual_seed(0)
-    model = build_model(config.model, tuple(batches[0].shape[1:])).train()
+    settings = config.model.to_dict()
+    model = get_family(config.model.family).module_class(settings)(settings, tuple(batches[0].shape[1:])).train()
     optimizers = model.configure_optimizers()
     optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -91,13 +92,13 @@ def _bare_images_per_second(config: TrainConfig, batches: list[torch.Tensor], bf
     return sum(len(b) for b in batches[1:]) / (time.perf_counter() - start)
 
 
-def _lightning_images_per_second(config: TrainConfig, n_batches: int, bf16: bool, runs: Path) -> float:
+def _lightning_images_per_second(config: RunConfig, n_batches: int, bf16: bool, runs: Path) -> float:
     overrides = config.model_copy(update={
         "name": f"{config.name}_{'bf16' if bf16 else 'fp32'}", "runs_dir": str(runs),
         "trainer": config.trainer.model_copy(update={
             "max_epochs": 1, "max_minutes": None, "limit_train_batches": n_batches,
             "precision": "bf16-mixed" if bf16 else "32-true", "channels_last": False, "sample_every_n_epochs": 1000})})
-    return train(overrides, progress=False).images_per_second
+    return train(overrides, progress=False).samples_per_second
 
 
 def main() -> None:
@@ -112,8 +113,8 @@ def main() -> None:
         store = import_npz(bbbc021 / "bbbc021_crops68_dmso_6plates.npz", tmp / "store",
                            ["DNA", "Actin", "Tubulin"], progress=False)
         for name in MODELS:
-            config = load_config(TrainConfig, ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
-                                 [f"data.store={store.path}", f"runs_dir={tmp / 'runs'}"])
+            config = load_run_config(ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
+                                     [f"data.store={store.path}", f"runs_dir={tmp / 'runs'}"])
             data = CropDataModule(config.data)
             data.setup()
             loader = iter(data.train_dataloader())

@@ -69,6 +69,7 @@ def test_a_family_from_outside_the_package_trains_embeds_and_reports(toy, blob_s
     assert main(["report", "--run", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "Family toy" in html and "categorical" in html and "Losses per epoch" in html
+    assert "embeddings.parquet: 96 cells x 8 dimensions" in html
     assert main(["generate", "--run", str(run)]) == 2
     assert "runs of the toy family do not support 'generate'; this one supports embed" in capsys.readouterr().err
 

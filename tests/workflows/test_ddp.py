@@ -64,3 +64,22 @@ def test_two_processes_train_on_different_samples_and_the_checkpoint_resumes_in_
     assert summary["processes"] == 1 and summary["epochs"] == 2 and summary["resumed"] is True
     assert "resuming recording_vae run" in result.stderr and len(list((run / "logs").glob("session_*"))) == 2
     assert pd.read_csv(run / "kl_per_dimension.csv")["epoch"].tolist() == [0, 1]
+
+
+@pytest.mark.slow
+def test_an_adversarial_model_trains_in_two_processes(blob_store: Path, tmp_path: Path):
+    """A GAN's discriminator step leaves the generator without gradients; multi-process training is
+    told so (DDP looks for unused parameters) instead of failing."""
+    config = tmp_path / "gan.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "gan", "runs_dir": str(tmp_path / "runs"),
+        "data": {"store": str(blob_store), "batch_size": 8, "normalization": {"out_range": [-1, 1]},
+                 "split": {"by": None, "train": 1.0, "val": 0.0, "test": 0.0}},
+        "model": {"family": "gan", "loss": "lsgan", "latent_dim": 4, "base_channels": 4},
+        "trainer": {"max_epochs": 1, "precision": "32-true", "sample_images": 4}}))
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_PORT", "SLURM_PROCID")}
+    result = _train(config, env, "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "gan" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["optimizer_steps"] == 12  # 48 crops per process, batch 8, G + D

@@ -245,6 +245,7 @@ class PairedDataModule(pl.LightningDataModule):
         if not fields:
             raise ValueError("no fields to tile")
         self.fields, self.split, self.tiles, self.seed = fields, split, tiles, seed
+        self.channel_names: dict[str, list[str]] = {}
         self.regions = split_regions(fields, split)
         self.train_set = TileDataset(fields, self.regions["train"], tiles.size, True, tiles.tiles_per_epoch,
                                      tiles.flips_and_rotations, seed, fixed=tiles.fixed_tiles)
@@ -263,19 +264,26 @@ class PairedDataModule(pl.LightningDataModule):
         ``data.split`` when the tiles do not fit the split regions."""
         fields = load_fields(config)
         try:
-            return cls(fields, config.split, config.tiles, seed)
+            module = cls(fields, config.split, config.tiles, seed)
         except ValueError as exc:
             raise key_error("data.tiles.size", f"{config.manifest}: {exc} (or change data.split.fractions)") from None
+        module.channel_names = {"input": list(config.channels.inputs), "target": list(config.channels.targets)}
+        return module
 
     @property
     def spec(self) -> DataSpec:
         """Batch entries: ``input`` and ``target`` (C, s, s) and, with labels, ``mask`` (1, s, s)."""
         first, size = self.fields[0], self.tiles.size
-        entries = {"input": BatchEntry("input", (first.inputs.shape[0], size, size)),
-                   "target": BatchEntry("target", (first.targets.shape[0], size, size))}
+        entries = {key: BatchEntry(key, (planes, size, size), tuple(self._names(key, planes)))
+                   for key, planes in (("input", first.inputs.shape[0]), ("target", first.targets.shape[0]))}
         if first.mask is not None:
             entries["mask"] = BatchEntry("mask", (1, size, size))
         return DataSpec("paired", entries)
+
+    def _names(self, key: str, planes: int) -> list[str]:
+        """The channel names of ``key`` when each file gave one plane (a stack file gives several)."""
+        names = self.channel_names.get(key, [])
+        return names if len(names) == planes else []
 
     @property
     def has_validation(self) -> bool:

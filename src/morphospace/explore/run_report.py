@@ -73,8 +73,20 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
         report.section("Generation and latent space")
         for path in others:
             report.image(path, path.stem, _caption(path.stem))
+    _embeddings_section(report, run_dir / "embeddings.parquet")
     _evaluation_section(report, run_dir / "evaluation")
     return report.write(run_dir / "report.html")
+
+
+def _embeddings_section(report: Report, path: Path) -> None:
+    if not path.is_file():
+        return
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    dimensions = sum(name.startswith("Embedding_") for name in schema.names)
+    report.section("Embeddings", f"{path.name}: {pq.read_metadata(path).num_rows} cells x {dimensions} dimensions, "
+                                 "beside the store's metadata (morphospace profiles and evaluate read it).")
 
 
 def _training_section(report: Report, run_dir: Path) -> None:

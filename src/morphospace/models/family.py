@@ -15,7 +15,9 @@ What a family declares:
   naming the key;
 - :meth:`Family.build`: a fresh LightningModule for the data's :class:`~morphospace.data.spec.DataSpec`;
 - :meth:`Family.restore`: the module again from the hyper-parameters its checkpoint saved;
-- :meth:`Family.callbacks`: family-specific training callbacks.
+- :meth:`Family.callbacks`: family-specific training callbacks;
+- :meth:`Family.has_unused_parameters`: whether multi-process training must look for parameters a
+  backward pass does not reach (adversarial models).
 
 LightningModules save their constructor arguments as plain hyper-parameters
 (``save_hyperparameters``), so a checkpoint restores without unpickling objects.
@@ -82,6 +84,11 @@ class Family:
     def evaluations(self, model: Config) -> tuple[str, ...]:
         """The ``evaluate`` kinds that apply to runs of ``model``."""
         return ()
+
+    def has_unused_parameters(self, model: Config) -> bool:
+        """Whether some backward passes of the module leave parameters without gradients (a GAN's
+        discriminator step leaves the generator's), which multi-process training must be told."""
+        return False
 
     def supports(self, verb: str, model: Config | None = None, kind: str | None = None) -> bool:
         """Whether runs of this family support ``verb`` (and, for ``evaluate``, the ``kind``)."""

@@ -173,5 +173,8 @@ class GANFamily(GenerativeFamily):
     def module_class(self, model: Mapping[str, Any]) -> type[GAN]:
         return GAN
 
+    def has_unused_parameters(self, model: GANConfig) -> bool:
+        return True
+
 
 FAMILY = GANFamily()

@@ -318,5 +318,8 @@ class ISLFamily(Family):
     def evaluations(self, model: ISLModelConfig) -> tuple[str, ...]:
         return ("segmentation",) if model.task == "segmentation" else ("isl",)
 
+    def has_unused_parameters(self, model: ISLModelConfig) -> bool:
+        return model.loss.kind == "pix2pix"
+
 
 FAMILY = ISLFamily()

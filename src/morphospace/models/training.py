@@ -29,7 +29,7 @@ from morphospace.errors import InputError
 __all__ = [
     "TrainerConfig", "RunConfig", "TrainSummary", "Throughput", "build_trainer", "callback_metrics",
     "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning", "ProcessSeed",
-    "log_metrics", "RESUMABLE_KEYS",
+    "log_metrics", "resolve_strategy", "RESUMABLE_KEYS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -204,11 +204,36 @@ def quiet_lightning() -> Iterator[None]:
             log.setLevel(level)
 
 
+_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def resolve_strategy(trainer: TrainerConfig, unused_parameters: bool = False) -> str:
+    """The Lightning strategy of ``trainer``; for a module whose backward passes leave some
+    parameters without gradients, its DDP variant that looks for them (also when ``auto`` would
+    choose DDP: several devices or nodes).
+
+    >>> resolve_strategy(TrainerConfig(strategy="ddp"), unused_parameters=True)
+    'ddp_find_unused_parameters_true'
+    >>> resolve_strategy(TrainerConfig(devices=1), unused_parameters=True)
+    'auto'
+    """
+    strategy = trainer.strategy
+    if not unused_parameters:
+        return strategy
+    if strategy in _DDP_STRATEGIES:
+        return f"{strategy}_find_unused_parameters_true"
+    several = trainer.num_nodes > 1 or (isinstance(trainer.devices, int) and trainer.devices > 1) or (
+        trainer.devices in ("auto", "-1", -1) and trainer.accelerator in ("auto", "gpu", "cuda")
+        and torch.cuda.device_count() > 1)
+    return "ddp_find_unused_parameters_true" if strategy == "auto" and several else strategy
+
+
 def build_trainer(config: RunConfig, run_dir: Path, progress: bool, callbacks: list[pl.Callback],
-                  **options: Any) -> pl.Trainer:
-    """The Lightning Trainer of a run: its budget, precision and processes, a ``last.ckpt``
-    checkpoint every epoch, CSV logs per session (and TensorBoard when asked), then ``callbacks``;
-    ``options`` are further Trainer arguments. Build (and fit) it inside :func:`quiet_lightning`."""
+                  unused_parameters: bool = False, **options: Any) -> pl.Trainer:
+    """The Lightning Trainer of a run: its budget, precision and processes (see
+    :func:`resolve_strategy` for ``unused_parameters``), a ``last.ckpt`` checkpoint every epoch, CSV
+    logs per session (and TensorBoard when asked), then ``callbacks``; ``options`` are further
+    Trainer arguments. Build (and fit) it inside :func:`quiet_lightning`."""
     trainer = config.trainer
     loggers = [CSVLogger(run_dir / "logs", name="", version=f"session_{count_sessions(run_dir):02d}")]
     if trainer.tensorboard:
@@ -220,7 +245,7 @@ def build_trainer(config: RunConfig, run_dir: Path, progress: bool, callbacks: l
         limit_train_batches=trainer.limit_train_batches,
         precision=resolve_precision(trainer.precision, trainer.accelerator),
         accelerator=trainer.accelerator, devices=trainer.devices, num_nodes=trainer.num_nodes,
-        strategy=trainer.strategy, log_every_n_steps=trainer.log_every_n_steps,
+        strategy=resolve_strategy(trainer, unused_parameters), log_every_n_steps=trainer.log_every_n_steps,
         callbacks=[checkpoint, *callbacks], logger=loggers, default_root_dir=run_dir,
         enable_progress_bar=progress, enable_model_summary=False, **options,
     )

@@ -259,5 +259,8 @@ class VAEFamily(GenerativeFamily):
     def callbacks(self, config: RunConfig, run_dir: Path) -> list[pl.Callback]:
         return [KLPerDimension(run_dir / "kl_per_dimension.csv")]
 
+    def has_unused_parameters(self, model: VAEConfig) -> bool:
+        return model.adversarial is not None
+
 
 FAMILY = VAEFamily()

@@ -120,7 +120,8 @@ def train(config: RunConfig, overwrite: bool = False, progress: bool = True) -> 
         throughput = Throughput(next(iter(plan.data.spec.entries)))
         validates = plan.data.has_validation and is_overridden("validation_step", plan.module)
         trainer = build_trainer(config, run_dir, progress, [throughput, *_callbacks(plan, run_dir)],
-                                **plan.data.trainer_options, limit_val_batches=1.0 if validates else 0)
+                                plan.family.has_unused_parameters(config.model), **plan.data.trainer_options,
+                                limit_val_batches=1.0 if validates else 0)
         logger.info("%s %s run %s: %s x %s, precision %s", "resuming" if plan.checkpoint else "starting",
                     plan.family.name, run_dir, trainer.num_nodes * trainer.num_devices,
                     type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.precision)
