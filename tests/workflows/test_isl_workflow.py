@@ -46,6 +46,8 @@ def test_tiles_off_the_network_factor_are_a_config_error(transmitted_screen, isl
     path = isl_config(transmitted_screen, tmp_path)
     assert main(["train", str(path), "--set", "data.tiles.size=18", "--set", "model.net.channels=[8,16,32]"]) == 2
     assert "key 'data.tiles.size': 18 px is not a multiple of the network's factor 4" in capsys.readouterr().err
+    assert main(["train", str(path), "--set", "model.loss.kind=pix2pix"]) == 2  # 16 px, 3 discriminator layers
+    assert "key 'data.tiles.size': 16 px tiles are too small for the pix2pix discriminator" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

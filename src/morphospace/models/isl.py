@@ -298,10 +298,15 @@ class ISLFamily(Family):
             raise key_error("data.channels.mask", "task 'segmentation' needs the nuclei label column")
         if config.model.task == "labeling" and not channels.targets:
             raise key_error("data.channels.targets", "task 'labeling' needs target channels")
-        factor = config.model.net.size_factor
-        if config.data.tiles.size % factor:
-            raise key_error("data.tiles.size", f"{config.data.tiles.size} px is not a multiple of the network's "
-                                               f"factor {factor}")
+        factor, size = config.model.net.size_factor, config.data.tiles.size
+        if size % factor:
+            raise key_error("data.tiles.size", f"{size} px is not a multiple of the network's factor {factor}")
+        loss = config.model.loss
+        smallest = 3 * 2 ** loss.discriminator_layers  # each PatchGAN layer halves the tile, the last needs 3 px
+        if loss.kind == "pix2pix" and size < smallest:
+            raise key_error("data.tiles.size", f"{size} px tiles are too small for the pix2pix discriminator of "
+                                               f"{loss.discriminator_layers} layers (at least {smallest} px); use "
+                                               "larger tiles or fewer model.loss.discriminator_layers")
 
     def build(self, config: RunConfig, spec: DataSpec, data: PairedDataModule
               ) -> tuple[ImageToImage, dict[str, str]]:

@@ -38,6 +38,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from morphospace.atomic import write_text_atomic
 from morphospace.config import ConfigError, key_error
 from morphospace.data.sources import RunDataModule, data_source
+from morphospace.errors import InputError
 from morphospace.explore.samples import SampleGrid
 from morphospace.models.family import Family
 from morphospace.models.registry import get_family
@@ -102,7 +103,7 @@ def plan_run(config: RunConfig, overwrite: bool = False) -> RunPlan:
 def _previous_notes(run_dir: Path) -> dict[str, str]:
     try:
         return TrainSummary.read(run_dir).notes
-    except Exception:  # an interrupted first session leaves no summary
+    except InputError:  # an interrupted first session leaves no summary
         return {}
 
 
