@@ -64,7 +64,8 @@ def main() -> None:
                     runs.append({"model": model, "processes": processes, "repeat": repeat,
                                  "images_per_s": summary["samples_per_second"], "steps": summary["optimizer_steps"],
                                  "torch_threads": summary["torch_threads"],
-                                 "final_metrics": {k: v for k, v in summary["metrics"].items() if k.endswith("_epoch")}})
+                                 "final_metrics": {k: v for k, v in summary["metrics"].items()
+                                                   if k.endswith("_epoch")}})
             one, two = statistics.median(speeds[1]), statistics.median(speeds[2])
             rows.append({"model": model, "images_per_s_1_process": one, "images_per_s_2_processes": two,
                          "ratio_2_vs_1": two / one})

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from morphospace.config import Config
-from morphospace.runs import RunConflictError, open_run_directory, setup_logging
+from morphospace.runs import RunConflictError, check_run_directory, open_run_directory, setup_logging
 
 
 class RunConfig(Config):
@@ -39,3 +39,19 @@ def test_logging_goes_to_file(tmp_path: Path):
     assert "hello from the test" in (tmp_path / "log.txt").read_text()
     setup_logging(None)
     assert sum(isinstance(h, logging.FileHandler) for h in logging.getLogger("morphospace").handlers) == 0
+
+
+def test_a_key_added_since_with_its_default_is_no_difference(tmp_path: Path):
+    import yaml
+
+    run, _ = open_run_directory(tmp_path / "run", RunConfig())
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))  # written before `size` existed
+    assert check_run_directory(run, RunConfig()) is True
+    with pytest.raises(RunConflictError, match="keys size differ"):
+        check_run_directory(run, RunConfig(size=9))
+
+
+def test_another_process_temporary_file_does_not_make_a_folder_foreign(tmp_path: Path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".config.yaml.123.abcd.tmp").write_text("half")
+    assert check_run_directory(tmp_path / "run", RunConfig()) is False

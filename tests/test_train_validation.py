@@ -26,6 +26,10 @@ CASES = {
     "unknown family": (["model.family=diffusion"], "key 'model.family': unknown family 'diffusion'", "['gan', "),
     "unknown model key": (["model.bta=2"], "key 'model.bta': unknown key", ""),
     "family value out of range": (["model.objective=convex", "model.beta=2"], "beta must lie in [0, 1]", ""),
+    "z-scored input of a generative model": (["data.normalization.method=zscore"],
+                                             "key 'data.normalization.method'", "tanh values"),
+    "a strategy whose children cannot report": (["trainer.strategy=ddp_spawn"], "key 'trainer.strategy'",
+                                                "use 'ddp'"),
 }
 
 

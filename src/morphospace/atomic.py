@@ -1,7 +1,8 @@
 """Atomic writes: a file or directory appears complete under its final name, or not at all.
 
-Every file and directory morphospace writes goes through here. Temporary names are unique per
-process and call (so that concurrent writers of the same file, e.g. the ranks of a multi-process
+Every result, config, table, figure, report and store morphospace writes whole goes through here
+(logs that grow line by line are appended; Lightning writes its checkpoints itself). Temporary
+names are unique per process and call (so that concurrent writers of the same file, e.g. the ranks of a multi-process
 run, never share one), and they are created by the writer with the default modes filtered by the
 user's umask (0644 files and 0755 directories under umask 022), never the 0600 / 0700 of
 :mod:`tempfile`.

@@ -47,7 +47,12 @@ ConfigT = TypeVar("ConfigT", bound="Config")
 
 
 class ConfigError(MorphospaceError, ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+    """A configuration file or override is invalid; the message names the key (``key`` and
+    ``problem`` hold them apart when the error is about one key)."""
+
+    def __init__(self, message: str, key: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.key, self.problem = key, problem
 
 
 def key_error(key: str, problem: str) -> ConfigError:
@@ -57,7 +62,7 @@ def key_error(key: str, problem: str) -> ConfigError:
     >>> str(key_error("data.crop_size", "66 is not a multiple of 4; use 64 or 68"))
     "key 'data.crop_size': 66 is not a multiple of 4; use 64 or 68"
     """
-    return ConfigError(f"key '{key}': {problem}")
+    return ConfigError(f"key '{key}': {problem}", key, problem)
 
 
 class Config(pydantic.BaseModel):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import pydantic
 import yaml
 
 from morphospace.config import Config, save_config
@@ -68,7 +69,7 @@ def check_run_directory(
         return False
     saved = path / config_name
     if saved.is_file():
-        old = yaml.safe_load(saved.read_text()) or {}
+        old = _saved_values(saved, config)
         fixed = [key for key in config_differences(old, config.to_dict()) if key not in mutable]
         if fixed:
             raise RunConflictError(
@@ -76,7 +77,7 @@ def check_run_directory(
                 "choose another output, restore the config, or overwrite"
             )
         return True
-    if any(path.iterdir()):
+    if any(not entry.name.startswith(".") for entry in path.iterdir()):  # another process's temporary files are hidden
         raise RunConflictError(f"{path}: exists and is not a morphospace run (no {config_name}); choose another output")
     return False
 
@@ -96,12 +97,22 @@ def open_run_directory(
     if overwrite and path.exists():
         shutil.rmtree(path)
     if resumed:
-        differences = config_differences(yaml.safe_load((path / config_name).read_text()) or {}, config.to_dict())
+        differences = config_differences(_saved_values(path / config_name, config), config.to_dict())
         if differences:
             logger.info("%s: resuming with new %s", path, ", ".join(differences))
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, path / config_name)
     return path, resumed
+
+
+def _saved_values(saved: Path, config: Config) -> dict[str, Any]:
+    """A saved config's values as ``config``'s model reads them today (so that a key added since,
+    with its default, is no difference); the raw values when they no longer validate."""
+    old = yaml.safe_load(saved.read_text()) or {}
+    try:
+        return type(config).model_validate(old).to_dict()
+    except pydantic.ValidationError:
+        return old
 
 
 def is_rank_zero() -> bool:

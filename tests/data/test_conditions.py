@@ -76,7 +76,7 @@ def test_numeric_log_and_standardisation_by_hand():
 
 
 def test_features_are_joined_on_the_store_row_and_standardised_on_training(store: Path, tmp_path: Path):
-    table = str(tmp_path / "features.parquet")
+    table = str(tmp_path / "features.parquet")  # written beside the store by its fixture
     train = pd.DataFrame(index=[3, 4, 5, 6])
     encoder = fit_condition("features", FeatureCondition(table=table), train)
     assert encoder.columns == ["Nuclei_Area", "Cells_Area"]

@@ -23,7 +23,7 @@ def test_report_of_a_generative_run(trained_runs, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["labeling", "segmentation"])
-def test_report_of_an_image_to_image_run_with_its_evaluation(task, transmitted_screen, isl_config, tmp_path, capsys):
+def test_report_of_an_image_to_image_run_with_its_evaluation(task, transmitted_screen, isl_config, tmp_path):
     model = {"task": "segmentation", "loss": {"kind": "jaccard"}} if task == "segmentation" else {}
     path = isl_config(transmitted_screen, tmp_path, **model)
     assert main(["--no-progress", "train", str(path)]) == 0

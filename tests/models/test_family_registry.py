@@ -74,7 +74,7 @@ def test_a_family_from_outside_the_package_trains_embeds_and_reports(toy, blob_s
     assert "runs of the toy family do not support 'generate'; this one supports embed" in capsys.readouterr().err
 
 
-def test_registry_dispatches_on_model_family_after_overrides(toy, tmp_path: Path):
+def test_registry_dispatches_on_model_family_after_overrides(toy):
     assert "toy" in family_names() and get_family("toy") is toy
     data = {"name": "x", "data": {"store": "s"}, "model": {"family": "vae"}}
     config = resolve_run_config(data, ["model.family=toy", "model.condition=compound"])
@@ -105,3 +105,19 @@ def test_unknown_verbs_are_rejected_when_a_family_is_defined():
     with pytest.raises(TypeError, match="unknown verb"):
         type("Bad", (Family,), {"name": "bad", "verbs": frozenset({"dance"})})
     assert np.all([isinstance(get_family(name).verbs, frozenset) for name in family_names()])
+
+
+def test_a_broken_plug_in_leaves_the_other_families_working(monkeypatch, caplog):
+    from morphospace.models import registry
+    from morphospace.models.gan import GANFamily
+
+    class Entry:
+        def __init__(self, name, load):
+            self.name, self.value, self.load = name, f"plugin:{name}", load
+
+    monkeypatch.setattr(registry, "_REGISTRY", registry._Registry())  # a fresh registry, loaded on first use
+    monkeypatch.setattr(registry, "entry_points", lambda group: [
+        Entry("gan", lambda: GANFamily), Entry("broken", lambda: 1 / 0), Entry("toy", lambda: _plugin_module().ToyFamily)])
+    assert registry.family_names() == ["gan", "isl", "toy", "vae"]
+    assert "plug-in gan (plugin:gan) was not registered: a model family named 'gan' is already registered" in caplog.text
+    assert "plug-in broken (plugin:broken) was not registered: division by zero" in caplog.text

@@ -161,3 +161,14 @@ def test_kl_per_dimension_is_written_for_the_epoch_just_finished(blob_store: Pat
     model = load_run(tmp_path / "kl").module
     assert kl.iloc[0].sum() > 0
     np.testing.assert_allclose(kl.iloc[-1].to_numpy(), model.kl_per_dimension.numpy(), rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_reused_and_a_larger_budget_resumes_it(blob_store: Path, tmp_path: Path, tiny_config):
+    from morphospace.workflows.train import trained
+
+    first = trained(tiny_config(blob_store, tmp_path, "budget", MODELS["vae"], max_epochs=1), progress=False)
+    again = trained(tiny_config(blob_store, tmp_path, "budget", MODELS["vae"], max_epochs=1), progress=False)
+    assert first.epochs == again.epochs == 1 and len(list((tmp_path / "budget" / "logs").glob("session_*"))) == 1
+    longer = trained(tiny_config(blob_store, tmp_path, "budget", MODELS["vae"], max_epochs=2), progress=False)
+    assert longer.epochs == 2 and longer.resumed

@@ -144,3 +144,16 @@ def test_generation_uses_the_training_split_and_checks_the_extractor(trained_run
     (tmp_path / "x.pt.json").write_text(json.dumps({**key, "crop_size": 99}))
     with pytest.raises(InputError, match="trained on other inputs"):
         run_generation_evaluation(run, tmp_path / "e", config)
+
+
+@pytest.mark.slow
+def test_embedding_encodes_only_the_conditions_the_model_reads(blob_store: Path, tmp_path: Path, tiny_config):
+    from morphospace.models.registry import resolve_run_config
+    from morphospace.workflows.train import train
+
+    config = tiny_config(blob_store, tmp_path, "big_only", {"family": "vae"}, max_epochs=1).to_dict()
+    config["data"] |= {"include": {"Metadata_Compound": ["big"]},
+                       "conditions": {"compound": {"kind": "categorical", "column": "Metadata_Compound"}}}
+    train(resolve_run_config(config), progress=False)
+    summary = embed_store(tmp_path / "big_only", out=tmp_path / "all.parquet", progress=False)
+    assert summary.n_cells == 96  # the 'small' cells were never trained on, and the VAE does not read compounds

@@ -320,7 +320,8 @@ class CropDataModule(pl.LightningDataModule):
         used = [c for names in named.values() for c in names]
         repeated = sorted({c for c in used if used.count(c) > 1})
         if repeated:
-            raise key_error("data.conditions", f"channel(s) {repeated} are both image and condition, or in two conditions")
+            raise key_error("data.conditions", f"channel(s) {repeated} are both image and condition, or in two "
+                                               "conditions")
         ranges = self.config.normalization.fixed_ranges
         if self.config.normalization.method == "fixed" and len(ranges) != len(used):
             raise key_error("data.normalization.fixed_ranges", f"{len(ranges)} range(s) for the {len(used)} channels "
@@ -365,8 +366,9 @@ class CropDataModule(pl.LightningDataModule):
             try:
                 values[name] = encoder.encode(self.table)
             except InputError as exc:
-                raise key_error(f"data.conditions.{name}", f"{exc}; the split (data.split) leaves these values "
-                                                           "out of training") from None
+                unseen = encoder.kind == "categorical"
+                reason = "; the split (data.split) leaves these values out of training" if unseen else ""
+                raise key_error(f"data.conditions.{name}", f"{exc}{reason}") from None
         return values
 
     # ------------------------------------------------------------------------------ what it serves
@@ -433,9 +435,11 @@ class CropDataModule(pl.LightningDataModule):
             self.channel_conditions, self._in_memory(len(rows)), self.config.seed if seed is None else seed,
         )
 
-    def dataset_for(self, store: CropStore, indices: Sequence[int] | np.ndarray | None = None) -> CropDataset:
+    def dataset_for(self, store: CropStore, indices: Sequence[int] | np.ndarray | None = None,
+                    conditions: Sequence[str] | None = None) -> CropDataset:
         """Crops of another ``store`` (all, or its rows ``indices``) prepared exactly as this
-        module's (channels, fitted normalisation and conditions, crop size), without augmentation.
+        module's (channels, fitted normalisation, crop size), without augmentation, carrying the
+        metadata ``conditions`` named (all when None; a model that reads none needs none encoded).
 
         Raises InputError when the store lacks a channel or holds condition values the training
         split never had.
@@ -446,15 +450,17 @@ class CropDataModule(pl.LightningDataModule):
         if missing:
             raise InputError(f"{store.path}: lacks channel(s) {missing} the model was trained on; "
                              f"the store has {store.channels}")
+        encoders = {name: encoder for name, encoder in self.encoders.items()
+                    if conditions is None or name in conditions}
         foreign = Path(store.path).resolve() != Path(self.store.path).resolve()
-        joined = [name for name, encoder in self.encoders.items() if encoder.kind == "features"]
+        joined = [name for name, encoder in encoders.items() if encoder.kind == "features"]
         if foreign and joined:
             raise InputError(f"{store.path}: condition(s) {joined} join a feature table on the store rows of "
                              f"{self.store.path}; they cannot describe the crops of another store")
         cells = store.cells.iloc[rows].set_axis(rows)
-        conditions = {name: encoder.encode(cells) for name, encoder in self.encoders.items()}
         return CropDataset(store, rows, self.image_channels, self.normalizer, self.config.crop_size,
-                           conditions=conditions, channel_conditions=self.channel_conditions)
+                           conditions={name: encoder.encode(cells) for name, encoder in encoders.items()},
+                           channel_conditions=self.channel_conditions)
 
     def _in_memory(self, n: int) -> bool:
         if self.config.in_memory != "auto":
@@ -467,16 +473,17 @@ class CropDataModule(pl.LightningDataModule):
         return int(trainer.global_rank) if trainer is not None else 0
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split, seed=self.config.seed + (self._rank() if shuffle else 0))
+        seed = self.config.seed + (self._rank() if shuffle else 0)  # augmentation: each process its own draws
+        dataset = self.dataset(split, seed=seed)
         if len(dataset) == 0:
             raise InputError(f"{self.config.store}: the {split} split is empty; adjust data.split")
-        generator = torch.Generator().manual_seed(self.config.seed)
         sampler = None
-        if shuffle and dataset.cached is None:
-            sampler = ChunkShuffleSampler(dataset.indices, self.store.images.chunks[0], generator=generator)
+        if shuffle and dataset.cached is None:  # the same order in every process, which then takes its share
+            sampler = ChunkShuffleSampler(dataset.indices, self.store.images.chunks[0],
+                                          generator=torch.Generator().manual_seed(self.config.seed))
         return DataLoader(
             dataset, batch_size=self.config.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-            num_workers=self.config.num_workers, generator=generator,
+            num_workers=self.config.num_workers, generator=torch.Generator().manual_seed(seed),
             drop_last=shuffle and len(dataset) > self.config.batch_size,
         )
 
@@ -494,7 +501,8 @@ class CropDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         self.setup()
         dataset = self.dataset("all", augment=False)
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=self.config.num_workers)
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False,
+                          num_workers=self.config.num_workers)
 
     # ------------------------------------------------------------------------------ state
 

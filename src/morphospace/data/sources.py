@@ -42,8 +42,9 @@ class RunDataModule(Protocol):
 @dataclass(frozen=True)
 class DataSource:
     """A kind of training data: its config model, its data module class, and how the module is
-    built (set up, ready to serve) from a config, the run's seed and, when resuming, the state a
-    checkpoint saved under the module's class name."""
+    built (set up, ready to serve) from a config, the run's seed (paired fields draw their tiles
+    from it; crops split, shuffle and augment with their own ``data.seed``) and, when resuming, the
+    state a checkpoint saved under the module's class name."""
 
     name: str
     config: type[Config]

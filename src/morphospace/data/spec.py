@@ -61,9 +61,3 @@ class DataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "batch": {key: entry.to_dict() for key, entry in self.entries.items()}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DataSpec":
-        entries = {key: BatchEntry(value["kind"], tuple(value["shape"]), tuple(value.get("names", ())))
-                   for key, value in data["batch"].items()}
-        return cls(data["source"], entries)

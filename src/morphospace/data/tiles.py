@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from morphospace.atomic import write_text_atomic
-from morphospace.config import Config, key_error
+from morphospace.config import Config, ConfigError, key_error
 from morphospace.data.spec import BatchEntry, DataSpec
 from morphospace.io.paired import (
     PairedChannels, PairedField, PairedNormalization, load_paired_field, read_paired_manifest,
@@ -115,7 +115,7 @@ def split_regions(fields: list[PairedField], config: TileSplitConfig) -> dict[st
                 result[name].append((index, region))
         return result
     if len(fields) < len(config.fractions):
-        raise ValueError(f"{len(fields)} field(s) cannot fill {len(config.fractions)} splits by field; "
+        raise key_error("data.split.by", f"{len(fields)} field(s) cannot fill {len(config.fractions)} splits by field; "
                          "use split.by: region")
     order = np.random.default_rng(config.seed).permutation(len(fields))
     counts = np.maximum(1, np.rint(np.array(list(config.fractions.values())) * len(fields)).astype(int))
@@ -165,7 +165,7 @@ class TileDataset(Dataset):
                  max_tiles_per_region: int | None = None, fixed: int | None = None) -> None:
         usable = [(i, r) for i, r in regions if r[1] - r[0] >= size and r[3] - r[2] >= size]
         if not usable:
-            raise ValueError(f"no region is at least {size} x {size} px; use smaller tiles")
+            raise key_error("data.tiles.size", f"no region is at least {size} x {size} px; use smaller tiles")
         self.fields, self.size, self.random, self.augment, self.seed = fields, size, random, augment, seed
         self.regions = usable
         self.epoch = 0
@@ -202,7 +202,8 @@ class TileDataset(Dataset):
                     boxes.append((index, (y0, y1, x0, x1)))
                     break
             else:
-                raise ValueError(f"no {self.size} px training tile holds a labelled nucleus in {tries} draws")
+                raise key_error("data.tiles.fixed_tiles", f"no {self.size} px training tile holds a labelled nucleus "
+                                                          f"in {tries} draws")
         return boxes
 
     def _box(self, item: int, rng: np.random.Generator | None) -> tuple[int, Region]:
@@ -255,18 +256,18 @@ class PairedDataModule(pl.LightningDataModule):
                 try:
                     self._evaluation_sets[name] = TileDataset(fields, self.regions[name], tiles.size, random=False,
                                                               max_tiles_per_region=tiles.eval_tiles_per_field)
-                except ValueError as exc:
-                    raise ValueError(f"{name} split: {exc}") from None
+                except ConfigError as exc:
+                    raise key_error(exc.key, f"{name} split: {exc.problem}") from None
 
     @classmethod
     def from_config(cls, config: PairedDataConfig, seed: int = 0) -> "PairedDataModule":
-        """Read the manifest's fields and tile them; ConfigError names ``data.tiles.size`` or
-        ``data.split`` when the tiles do not fit the split regions."""
+        """Read the manifest's fields and tile them; ConfigError names the key (``data.tiles.size``,
+        ``data.tiles.fixed_tiles``, ``data.split.by``) when the tiles do not fit the fields' splits."""
         fields = load_fields(config)
         try:
             module = cls(fields, config.split, config.tiles, seed)
-        except ValueError as exc:
-            raise key_error("data.tiles.size", f"{config.manifest}: {exc} (or change data.split.fractions)") from None
+        except ConfigError as exc:
+            raise key_error(exc.key, f"{config.manifest}: {exc.problem}") from None
         module.channel_names = {"input": list(config.channels.inputs), "target": list(config.channels.targets)}
         return module
 

@@ -93,23 +93,33 @@ def _training_section(report: Report, run_dir: Path) -> None:
     report.section("Training")
     if (run_dir / "data.json").is_file():
         data = json.loads((run_dir / "data.json").read_text())
-        rows = [{"batch key": key, "kind": entry["kind"], "shape per sample": " x ".join(map(str, entry["shape"])) or "-",
+        rows = [{"batch key": key, "kind": entry["kind"],
+                 "shape per sample": " x ".join(map(str, entry["shape"])) or "-",
                  "names": ", ".join(entry["names"][:8]) + (" ..." if len(entry["names"]) > 8 else "")}
                 for key, entry in data.get("batch", {}).items()]
         report.text(f"Family {data.get('family')}, data source {data.get('source')}; what each batch carries:")
         report.table(pd.DataFrame(rows))
     if (run_dir / "summary.json").is_file():
-        summary = TrainSummary.read(run_dir)
-        rows = [{"epochs": summary.epochs, "optimizer steps": summary.optimizer_steps, "processes": summary.processes,
-                 "seconds (last session)": summary.seconds_this_session,
-                 f"{summary.sample_unit}/s": summary.samples_per_second}]
-        report.table(pd.DataFrame(rows))
-        for key, note in summary.notes.items():
-            report.text(f"{key.replace('_', ' ')}: {note}", note=True)
+        _summary_table(report, run_dir)
     if (run_dir / "metrics.csv").is_file():
         fig = training_curves_figure(pd.read_csv(run_dir / "metrics.csv"))
         if fig is not None:
             report.figure(fig, "training_curves", "Losses per epoch (training and validation)")
+
+
+def _summary_table(report: Report, run_dir: Path) -> None:
+    """The last session's numbers; a summary of an older layout is shown as it is."""
+    try:
+        summary = TrainSummary.read(run_dir)
+    except InputError:
+        saved = json.loads((run_dir / "summary.json").read_text())
+        report.table(pd.DataFrame([{k: v for k, v in saved.items() if isinstance(v, (int, float, str))}]))
+        return
+    report.table(pd.DataFrame([{"epochs": summary.epochs, "optimizer steps": summary.optimizer_steps,
+                                "processes": summary.processes, "seconds (last session)": summary.seconds_this_session,
+                                f"{summary.sample_unit}/s": summary.samples_per_second}]))
+    for key, note in summary.notes.items():
+        report.text(f"{key.replace('_', ' ')}: {note}", note=True)
 
 
 def _evaluation_section(report: Report, evaluation: Path) -> None:
@@ -170,4 +180,5 @@ def _segmentation_section(report: Report, path: Path) -> None:
     payload = json.loads(path.read_text())
     report.section(f"Segmentation ({payload.get('split', 'test')} regions)", payload["convention"])
     keys = ("crops", "crops_with_nuclei", "mean_iou", "mean_iou_non_empty", "f1_pooled", "f1_mean", "tp", "fp", "fn")
-    report.table(pd.DataFrame([{key: payload.get(key) for key in keys}]), caption=f"{payload.get('crop_size')} px crops")
+    report.table(pd.DataFrame([{key: payload.get(key) for key in keys}]),
+                 caption=f"{payload.get('crop_size')} px crops")

@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -21,7 +22,7 @@ from morphospace.explore.figures import composite, montage
 from morphospace.io.images import write_png
 from morphospace.models.base import to_unit_range
 
-__all__ = ["sample_grid", "SampleGrid"]
+__all__ = ["sample_grid", "write_sample_grid", "SampleGrid"]
 
 
 def sample_grid(images: torch.Tensor | np.ndarray, channels: list[str], columns: int = 8) -> np.ndarray:
@@ -32,6 +33,12 @@ def sample_grid(images: torch.Tensor | np.ndarray, channels: list[str], columns:
     flat = np.moveaxis(unit, 1, 0).reshape(unit.shape[1], -1)
     limits = [tuple(np.percentile(channel, [1.0, 99.5])) for channel in flat]
     return montage(np.stack([composite(image, channels, limits=limits) for image in unit]), columns)
+
+
+def write_sample_grid(path: str | os.PathLike, images: torch.Tensor | np.ndarray, channels: list[str],
+                      columns: int = 8) -> Path:
+    """Write :func:`sample_grid` of model images (N, C, H, W) in [-1, 1] as an 8-bit PNG."""
+    return write_png(path, (sample_grid(images, channels, columns) * 255).astype(np.uint8))
 
 
 class SampleGrid(pl.Callback):
@@ -46,5 +53,4 @@ class SampleGrid(pl.Callback):
         if not trainer.is_global_zero or ((epoch + 1) % self.every and epoch + 1 != trainer.max_epochs):
             return
         images = module.sample(self.n, torch.Generator().manual_seed(self.seed))
-        grid = (sample_grid(images, self.channels) * 255).astype(np.uint8)
-        write_png(self.directory / f"samples_epoch_{epoch + 1:03d}.png", grid)
+        write_sample_grid(self.directory / f"samples_epoch_{epoch + 1:03d}.png", images, self.channels)

@@ -107,13 +107,16 @@ class GenerativeFamily(Family):
             doublings(height)
         except ValueError:
             nearest = sorted({max(8, 4 * round(height / 4)), max(8, 4 * (height // 4)), 4 * (height // 4 + 1)})
+            sizes = " or ".join(map(str, nearest))
             raise key_error("data.crop_size", f"{height} px crops: the {self.name} family's networks need a side that "
-                                              f"is a multiple of 4 and at least 8 (e.g. {' or '.join(map(str, nearest))})"
-                            ) from None
+                                              f"is a multiple of 4 and at least 8 (e.g. {sizes})") from None
         normalization = config.data.normalization
-        if normalization.method == "zscore" or tuple(normalization.out_range) != (-1.0, 1.0):
-            raise key_error("data.normalization.out_range", "generative models output tanh values in [-1, 1]: use a "
-                                                            "percentile or fixed normalisation with out_range [-1, 1]")
+        if normalization.method == "zscore":
+            raise key_error("data.normalization.method", "generative models output tanh values in [-1, 1]: use a "
+                                                         "percentile or fixed normalisation with out_range [-1, 1]")
+        if tuple(normalization.out_range) != (-1.0, 1.0):
+            raise key_error("data.normalization.out_range", "generative models output tanh values in [-1, 1]: set "
+                                                            "out_range [-1, 1]")
 
     def build(self, config: RunConfig, spec: DataSpec, data: pl.LightningDataModule
               ) -> tuple[pl.LightningModule, dict[str, str]]:

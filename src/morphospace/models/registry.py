@@ -66,10 +66,9 @@ class _Registry:
         for entry in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 family = entry.load()
+                self.add(family() if isinstance(family, type) else family)
             except Exception as exc:  # a broken plug-in must not break the built-in families
-                logger.warning("model family plug-in %s (%s) failed to load: %s", entry.name, entry.value, exc)
-                continue
-            self.add(family() if isinstance(family, type) else family)
+                logger.warning("model family plug-in %s (%s) was not registered: %s", entry.name, entry.value, exc)
 
     def add(self, family: Family, replace: bool = False) -> Family:
         if not isinstance(family, Family):

@@ -16,13 +16,13 @@ import pydantic
 import torch
 
 from morphospace.data.sources import data_source
-from morphospace.data.spec import DataSpec
 from morphospace.errors import InputError
 from morphospace.models.family import Family
 from morphospace.models.registry import get_family, read_run_config
 from morphospace.models.training import RunConfig
 
-__all__ = ["Run", "load_run", "load_module", "read_checkpoint", "module_from_checkpoint", "require_verb"]
+__all__ = ["Run", "load_run", "load_module", "last_checkpoint", "read_checkpoint", "module_from_checkpoint",
+           "require_verb"]
 
 
 @dataclass
@@ -34,10 +34,6 @@ class Run:
     family: Family
     module: pl.LightningModule
     data: pl.LightningDataModule
-
-    @property
-    def spec(self) -> DataSpec:
-        return self.data.spec
 
 
 def read_checkpoint(checkpoint: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
@@ -60,7 +56,8 @@ def module_from_checkpoint(family: Family, state: dict[str, Any], source: str = 
         module = family.restore(state["hyper_parameters"])
         module.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError, pydantic.ValidationError) as exc:
-        raise InputError(f"{source}: not a checkpoint of the {family.name} family ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{source}: not a checkpoint of the {family.name} family "
+                         f"({type(exc).__name__}: {exc})") from None
     return module.eval()
 
 
@@ -75,23 +72,33 @@ def require_verb(run_dir: str | os.PathLike, config: RunConfig, verb: str, kind:
     return family
 
 
-def load_module(run_dir: str | os.PathLike) -> tuple[RunConfig, pl.LightningModule]:
-    """The config and trained module (eval mode) of a run, without its data."""
-    run_dir = Path(run_dir)
+def last_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """Where a run keeps the checkpoint it resumes from and is used from."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def _restore(run_dir: Path, verb: str | None, kind: str | None
+             ) -> tuple[RunConfig, Family, dict[str, Any], pl.LightningModule]:
     config = read_run_config(run_dir)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    return config, module_from_checkpoint(get_family(config.model.family), read_checkpoint(checkpoint), str(checkpoint))
+    family = require_verb(run_dir, config, verb, kind) if verb else get_family(config.model.family)
+    checkpoint = last_checkpoint(run_dir)
+    state = read_checkpoint(checkpoint)
+    return config, family, state, module_from_checkpoint(family, state, str(checkpoint))
+
+
+def load_module(run_dir: str | os.PathLike, verb: str | None = None, kind: str | None = None
+                ) -> tuple[RunConfig, pl.LightningModule]:
+    """The config and trained module (eval mode) of a run, without its data; InputError as for
+    :func:`load_run`."""
+    config, _, _, module = _restore(Path(run_dir), verb, kind)
+    return config, module
 
 
 def load_run(run_dir: str | os.PathLike, verb: str | None = None, kind: str | None = None) -> Run:
     """Load a finished (or interrupted) run for ``verb``; raises InputError when the folder is not
     a run, has no checkpoint, or its family does not support ``verb``."""
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    family = require_verb(run_dir, config, verb, kind) if verb else get_family(config.model.family)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    state = read_checkpoint(checkpoint)
-    module = module_from_checkpoint(family, state, str(checkpoint))
+    config, family, state, module = _restore(run_dir, verb, kind)
     source = data_source(family.data)
     data = source.build(config.data, config.seed, source.checkpoint_state(state))
     return Run(run_dir, config, family, module, data)

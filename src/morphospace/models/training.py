@@ -73,11 +73,19 @@ class TrainerConfig(Config):
     devices: int | str = pydantic.Field(
         "auto", description="devices (processes) per node, e.g. 2 for two GPUs or two CPU processes with ddp")
     num_nodes: int = pydantic.Field(1, ge=1, description="machines of a multi-node run (torchrun or SLURM)")
-    strategy: str = pydantic.Field("auto", description="auto, ddp (one process per device), ddp_spawn, ...")
+    strategy: str = pydantic.Field("auto", description="auto, ddp (one process per device), deepspeed, fsdp, ...")
     log_every_n_steps: int = pydantic.Field(20, ge=1)
     sample_every_n_epochs: int = pydantic.Field(1, ge=1, description="sampling families: grid of samples")
     sample_images: int = pydantic.Field(64, ge=1)
     tensorboard: bool = pydantic.Field(False, description="also log to TensorBoard (needs the tensorboard extra)")
+
+    @pydantic.field_validator("strategy")
+    @classmethod
+    def _launched_processes(cls, value: str) -> str:
+        if any(word in value for word in ("spawn", "fork", "notebook")):
+            raise ValueError(f"{value!r} trains in child processes that cannot write the run's summary; use 'ddp' "
+                             "(the launcher starts one process per device running the same command)")
+        return value
 
 
 class RunConfig(Config):
@@ -144,7 +152,6 @@ class Throughput(Callback):
     def __init__(self, key: str = "image") -> None:
         self.key = key
         self.samples, self.seconds, self._start, self._batches = 0, 0.0, 0.0, 0
-        self.processes = 1
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self._batches += 1
@@ -155,10 +162,9 @@ class Throughput(Callback):
         self.seconds = time.perf_counter() - self._start
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.processes = trainer.world_size
-        if trainer.world_size > 1:  # a collective: every process reaches it
-            totals = trainer.strategy.reduce(torch.tensor(float(self.samples)), reduce_op="sum")
-            self.samples = int(totals.item())
+        if trainer.world_size > 1:  # a collective: every process reaches it (on its device: NCCL needs CUDA)
+            samples = torch.tensor(float(self.samples), device=trainer.strategy.root_device)
+            self.samples = int(trainer.strategy.reduce(samples, reduce_op="sum").item())
 
     @property
     def samples_per_second(self) -> float:
@@ -204,9 +210,6 @@ def quiet_lightning() -> Iterator[None]:
             log.setLevel(level)
 
 
-_DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
-
-
 def resolve_strategy(trainer: TrainerConfig, unused_parameters: bool = False) -> str:
     """The Lightning strategy of ``trainer``; for a module whose backward passes leave some
     parameters without gradients, its DDP variant that looks for them (also when ``auto`` would
@@ -220,8 +223,8 @@ def resolve_strategy(trainer: TrainerConfig, unused_parameters: bool = False) ->
     strategy = trainer.strategy
     if not unused_parameters:
         return strategy
-    if strategy in _DDP_STRATEGIES:
-        return f"{strategy}_find_unused_parameters_true"
+    if strategy == "ddp":
+        return "ddp_find_unused_parameters_true"
     several = trainer.num_nodes > 1 or (isinstance(trainer.devices, int) and trainer.devices > 1) or (
         trainer.devices in ("auto", "-1", -1) and trainer.accelerator in ("auto", "gpu", "cuda")
         and torch.cuda.device_count() > 1)
@@ -257,7 +260,8 @@ def _tensorboard_logger(run_dir: Path):
     try:
         return TensorBoardLogger(run_dir / "tensorboard", name="", version=f"session_{count_sessions(run_dir):02d}")
     except ModuleNotFoundError as exc:
-        raise InputError(f"trainer.tensorboard needs TensorBoard ({exc}); pip install 'morphospace[tensorboard]'") from None
+        raise InputError(f"trainer.tensorboard needs TensorBoard ({exc}); "
+                         "pip install 'morphospace[tensorboard]'") from None
 
 
 def callback_metrics(trainer: pl.Trainer) -> dict[str, float]:

@@ -226,7 +226,7 @@ def _real_crops(data, indices: np.ndarray) -> np.ndarray:
     """Crops of the run's store at ``indices`` as the model saw them, in [0, 1]."""
     from morphospace.models.base import to_unit_range
 
-    dataset = data.dataset_for(data.store, indices)
+    dataset = data.dataset_for(data.store, indices, conditions=())
     return np.concatenate([to_unit_range(dataset.load(np.arange(s, min(s + 512, len(indices)))))
                            for s in range(0, len(indices), 512)])
 

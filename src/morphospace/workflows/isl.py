@@ -22,13 +22,15 @@ import torch
 from morphospace.atomic import write_text_atomic
 from morphospace.data.tiles import load_fields
 from morphospace.errors import InputError
-from morphospace.evaluate.isl import InferenceConfig, ISLEvaluation, evaluation_crops, score_labeling, score_segmentation
+from morphospace.evaluate.isl import (
+    InferenceConfig, ISLEvaluation, evaluation_crops, score_labeling, score_segmentation,
+)
 from morphospace.explore.figures import prediction_figure, save_figure
 from morphospace.io.images import write_tiff
-from morphospace.io.paired import PairedChannels, PairedField, load_paired_field, read_paired_manifest
+from morphospace.io.paired import PairedChannels, PairedField
 from morphospace.io.tables import write_table
 from morphospace.models.registry import read_run_config
-from morphospace.models.run import load_module, require_verb
+from morphospace.models.run import load_module
 from morphospace.models.training import RunConfig, resolve_precision
 from morphospace.segment.nuclei import instances_from_probability
 
@@ -45,23 +47,22 @@ def _prediction_fields(config: RunConfig, manifest: str | os.PathLike | None) ->
     if manifest is None:
         return load_fields(config.data)
     inputs_only = PairedChannels(inputs=config.data.channels.inputs)
-    return [load_paired_field(spec, inputs_only, config.data.normalization)
-            for spec in read_paired_manifest(manifest, inputs_only)]
+    return load_fields(config.data.model_copy(update={"manifest": str(manifest), "channels": inputs_only}))
 
 
 def predict_fields(run_dir: str | os.PathLike, out: str | os.PathLike, manifest: str | os.PathLike | None = None,
                    settings: InferenceConfig | None = None) -> list[Path]:
     """Predict every field of ``manifest`` (default: the run's own) into the folder ``out``; returns the files."""
     settings = settings or InferenceConfig()
-    require_verb(run_dir, read_run_config(run_dir), "predict")
-    config, model = load_module(run_dir)
+    config, model = load_module(run_dir, "predict")
     out = Path(out)
     written = []
     for field in _prediction_fields(config, manifest):
         prediction = _predict(model, field, settings)
         if config.model.task == "segmentation":
             probability = prediction[0]
-            written.append(write_tiff(out / f"{field.field_id}_nuclei_probability.tiff", probability.astype(np.float32)))
+            written.append(write_tiff(out / f"{field.field_id}_nuclei_probability.tiff",
+                                      probability.astype(np.float32)))
             labels = instances_from_probability(probability, settings.probability_threshold)
             written.append(write_tiff(out / f"{field.field_id}_nuclei_labels.tiff", labels.astype(np.uint16)))
             continue
@@ -79,19 +80,19 @@ def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     kind = kind or ("segmentation" if getattr(config.model, "task", None) == "segmentation" else "isl")
-    require_verb(run_dir, config, "evaluate", kind)
-    _, model = load_module(run_dir)
+    _, model = load_module(run_dir, "evaluate", kind)
     regions = json.loads((run_dir / "regions.json").read_text())
     if split not in regions:
         raise InputError(f"{run_dir}: no {split!r} split in regions.json (has {list(regions)})")
     fields = load_fields(config.data)
-    boxes = evaluation_crops(fields, regions[split], settings.crop_size or config.data.tiles.size)
+    crop_size = settings.crop_size or config.data.tiles.size
+    boxes = evaluation_crops(fields, regions[split], crop_size)
     predictions = {i: _predict(model, fields[i], settings) for i in sorted({i for i, _ in boxes})}
     if kind == "segmentation":
         evaluation = score_segmentation(fields, predictions, boxes, settings)
     else:
         evaluation = score_labeling(config.data.channels.targets, fields, predictions, boxes, settings)
-    evaluation.scores |= {"split": split, "run": str(run_dir), "crop_size": settings.crop_size or config.data.tiles.size}
+    evaluation.scores |= {"split": split, "run": str(run_dir), "crop_size": crop_size}
     out = Path(out) if out else run_dir / "evaluation"
     write_text_atomic(out / f"{kind}.json", json.dumps(evaluation.scores, indent=2, default=float))
     write_table(evaluation.crops, out / "crops.csv")

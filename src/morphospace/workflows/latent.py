@@ -25,13 +25,12 @@ from tqdm.auto import tqdm
 
 from morphospace.atomic import atomic_file
 from morphospace.data.dataset import CropDataModule
-from morphospace.errors import InputError, MorphospaceError
+from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
 from morphospace.explore.latent import (
     apply_attribute, attribute_vector, image_rows_figure, interpolate, quick_measures, traverse,
 )
-from morphospace.explore.samples import sample_grid
-from morphospace.io.images import write_png
+from morphospace.explore.samples import write_sample_grid
 from morphospace.io.store import CropStore
 from morphospace.io.tables import write_table
 from morphospace.models.base import GenerativeModel, to_unit_range
@@ -58,13 +57,6 @@ class EmbedSummary:
                 f"({self.n_cells / max(self.seconds, 1e-9):.0f} cells/s) -> {self.out}")
 
 
-def _open_store(path: str | os.PathLike) -> CropStore:
-    try:
-        return CropStore(path)
-    except MorphospaceError as exc:
-        raise InputError(str(exc)) from None
-
-
 def _check_crop_size(run_dir: Path, data: CropDataModule, store: CropStore) -> None:
     trained = tuple(data.crop_shape)
     if data.config.crop_size is None and tuple(store.crop_shape) != trained:
@@ -81,11 +73,11 @@ def embed_store(run_dir: str | os.PathLike, store_path: str | os.PathLike | None
                 progress: bool = True) -> EmbedSummary:
     """Embed every crop of ``store_path`` (default: the run's training store) with the run's module."""
     run = load_run(run_dir, "embed")
-    store = _open_store(store_path or run.config.data.store)
+    store = CropStore(store_path or run.config.data.store)
     out = Path(out) if out is not None else Path(run_dir) / "embeddings.parquet"
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
-    dataset = run.data.dataset_for(store)
+    dataset = run.data.dataset_for(store, conditions=list(run.family.batch_requirements(run.config.model)))
     _check_crop_size(run.path, run.data, store)
     start = time.perf_counter()
     vectors = []
@@ -122,7 +114,7 @@ def generate(run_dir: str | os.PathLike, n: int = 64, seed: int = 0, columns: in
     run = load_run(run_dir, "generate")
     images = run.module.sample(n, torch.Generator().manual_seed(seed))
     path = Path(out) if out is not None else _figures(run_dir) / f"generated_seed{seed}.png"
-    write_png(path, (sample_grid(images, _channels(run.data), columns) * 255).astype(np.uint8))
+    write_sample_grid(path, images, _channels(run.data), columns)
     unit = to_unit_range(images)
     if npz is not None:
         with atomic_file(npz) as tmp, open(tmp, "xb") as handle:
@@ -131,7 +123,7 @@ def generate(run_dir: str | os.PathLike, n: int = 64, seed: int = 0, columns: in
 
 
 def _real_latents(model: GenerativeModel, data: CropDataModule, indices: Sequence[int]) -> torch.Tensor:
-    images = data.dataset_for(data.store, np.asarray(indices)).load(np.arange(len(indices)))
+    images = data.dataset_for(data.store, np.asarray(indices), conditions=()).load(np.arange(len(indices)))
     return model.encode_latent(images).float().cpu()
 
 
@@ -180,7 +172,7 @@ def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float 
     candidates = data.indices("all")
     picks = np.sort(rng.choice(candidates, min(n_cells, len(candidates)), replace=False))
     table = store.cells.iloc[picks].reset_index(drop=True)
-    unit = to_unit_range(data.dataset_for(store, picks).load(np.arange(len(picks))))
+    unit = to_unit_range(data.dataset_for(store, picks, conditions=()).load(np.arange(len(picks))))
     masks = store.read_masks(picks) if store.masks is not None else None
     table = pd.concat([table, quick_measures(unit, _channels(data), masks)], axis=1)
     with_attribute, without_attribute = _groups(table, attribute, quantile, query_with, query_without)

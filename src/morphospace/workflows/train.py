@@ -42,7 +42,7 @@ from morphospace.errors import InputError
 from morphospace.explore.samples import SampleGrid
 from morphospace.models.family import Family
 from morphospace.models.registry import get_family
-from morphospace.models.run import read_checkpoint
+from morphospace.models.run import last_checkpoint, read_checkpoint
 from morphospace.models.training import (
     RESUMABLE_KEYS, ProcessSeed, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
     merge_session_logs, quiet_lightning,
@@ -78,7 +78,7 @@ def plan_run(config: RunConfig, overwrite: bool = False) -> RunPlan:
     family = get_family(config.model.family)
     try:
         resumed = check_run_directory(config.run_dir, config, mutable=RESUMABLE_KEYS, overwrite=overwrite)
-        last = config.run_dir / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(config.run_dir)
         checkpoint = last if resumed and last.is_file() else None
         state = read_checkpoint(checkpoint) if checkpoint else {}
         pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -177,9 +177,22 @@ def _metrics(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, float
 
 
 def trained(config: RunConfig, progress: bool = True) -> TrainSummary:
-    """The summary of the run of ``config``: read when the run finished before (a rerun changes
-    nothing), else trained (an interrupted run resumes)."""
-    if (config.run_dir / "summary.json").is_file():
-        check_run_directory(config.run_dir, config, mutable=RESUMABLE_KEYS)
-        return TrainSummary.read(config.run_dir)
+    """The summary of the run of ``config``: read when the run already reached the config's budget
+    (a rerun changes nothing), else trained (an interrupted run, or one given a larger budget,
+    resumes)."""
+    if check_run_directory(config.run_dir, config, mutable=RESUMABLE_KEYS):
+        try:
+            summary = TrainSummary.read(config.run_dir)
+        except InputError:  # interrupted before its first summary, or written by an older release
+            return train(config, progress=progress)
+        if _reached_budget(summary, config):
+            return summary
     return train(config, progress=progress)
+
+
+def _reached_budget(summary: TrainSummary, config: RunConfig) -> bool:
+    """Whether a session ended at the budget of ``config``: its epochs or steps, or (with a
+    wall-clock limit, which the summary cannot tell from an interruption) any finished session."""
+    trainer = config.trainer
+    return (summary.epochs >= trainer.max_epochs or 0 < trainer.max_steps <= summary.optimizer_steps
+            or trainer.max_minutes is not None)
