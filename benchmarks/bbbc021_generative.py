@@ -103,7 +103,7 @@ def _run_model(name: str, training: Path, allmoa: Path, work: Path, minutes: flo
     run = config.run_dir
     embeddings = run / "embeddings_allmoa.parquet"
     embed_store(run, allmoa, embeddings, overwrite=True, progress=False)
-    generation = run_generation_evaluation(run, config=GenerationConfig(
+    generation = run_generation_evaluation(run, overwrite=True, config=GenerationConfig(
         n=1000, extractor=str(work / "extractors" / "bbbc021_all.pt"), feature_cells=300))
     generate(run, n=32, seed=0)
     explore_interpolate(run, seeds=tuple(range(8)), steps=8)

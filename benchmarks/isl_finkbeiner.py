@@ -119,7 +119,7 @@ def main() -> None:
             runs[f"{arch} {loss}"] = config.run_dir
             details[f"{arch}/{loss}"] = {"training": summary.model_dump(mode="json"), "scores": {}}
             for crop in crops:
-                evaluation = evaluate_isl_run(config.run_dir, config.run_dir / f"evaluation_{crop}px",
+                evaluation = evaluate_isl_run(config.run_dir, config.run_dir / f"evaluation_{crop}px", overwrite=True,
                                               settings=InferenceConfig(tile=256, crop_size=crop))
                 details[f"{arch}/{loss}"]["scores"][f"{crop}px"] = evaluation.scores
                 rows.append(_row(arch, loss, summary, crop, evaluation.scores))

@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "morphospace"
 
 LAYERS = [
-    {"__init__", "errors", "atomic", "config", "runs", "parallel"},
+    {"__init__", "errors", "atomic", "locks", "config", "runs", "parallel"},
     {"io"},
     {"simulate", "preprocess"},
     {"segment"},

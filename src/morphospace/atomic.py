@@ -26,7 +26,15 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_file", "write_text_atomic", "atomic_directory", "temporary_sibling", "replace_directory"]
+__all__ = ["atomic_file", "write_text_atomic", "atomic_directory", "temporary_sibling", "replace_directory",
+           "refuse_existing"]
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """FileExistsError naming ``path`` when it exists and ``overwrite`` is not set: every command
+    that writes results keeps earlier ones unless told to replace them."""
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (choose another output, or overwrite it: --overwrite)")
 
 
 def _temporary_name(path: Path, suffix: str = ".tmp") -> Path:
@@ -88,8 +96,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         If ``path`` exists and ``overwrite`` is False (checked before any work starts).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (choose another output or overwrite it)")
+    refuse_existing(path, overwrite)
     tmp = temporary_sibling(path)
     try:
         yield tmp

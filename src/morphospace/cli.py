@@ -148,6 +148,7 @@ def _add_evaluate(subparsers) -> None:
     generation.add_argument("--run", type=Path, required=True, help="training run directory")
     generation.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
     generation.add_argument("--json", action="store_true", help="print every number as JSON")
+    generation.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
     _add_config_options(generation)
     generation.set_defaults(handler=_evaluate_generation)
     for kind, text in (("isl", "Per-crop PCC (empty / non-empty), SSIM, PSNR and nuclei Jaccard of an "
@@ -159,6 +160,7 @@ def _add_evaluate(subparsers) -> None:
         sub.add_argument("--split", default="test", help="split of regions.json to score (default test)")
         sub.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
         sub.add_argument("--json", action="store_true", help="print every number as JSON")
+        sub.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
         _add_config_options(sub)
         sub.set_defaults(handler=_evaluate_isl)
     for kind, text in _EVALUATIONS.items():
@@ -167,8 +169,14 @@ def _add_evaluate(subparsers) -> None:
                          help="profile or embedding table (.parquet, .csv[.gz])")
         sub.add_argument("--out", type=Path, help="folder for JSON, CSV and figures")
         sub.add_argument("--json", action="store_true", help="print every number as JSON")
+        sub.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
         if kind == "clustering":
             sub.add_argument("--label", help="label column (default Metadata_MoA)")
+        else:
+            for column, default in (("compound", "Metadata_Compound"), ("concentration", "Metadata_Concentration"),
+                                    ("moa", "Metadata_MoA"), ("batch", "Metadata_Batch")):
+                sub.add_argument(f"--{column}-column", dest=f"{column}_column",
+                                 help=f"{column} column of the table (default {default})")
         _add_config_options(sub)
         sub.set_defaults(handler=_evaluate)
 
@@ -179,6 +187,7 @@ def _add_predict(subparsers) -> None:
     parser.add_argument("--run", type=Path, required=True, help="training run directory")
     parser.add_argument("--manifest", type=Path, help="fields to predict (default: the run's own manifest)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier predictions in the output")
     _add_config_options(parser)
     parser.set_defaults(handler=_predict)
 
@@ -351,9 +360,12 @@ def _evaluate(args: argparse.Namespace) -> int:
               "retrieval": (evaluation.RetrievalConfig, evaluation.run_retrieval_evaluation),
               "clustering": (evaluation.ClusteringConfig, evaluation.run_clustering_evaluation)}
     model, run = models[args.evaluation]
-    overrides = list(args.overrides) + ([f"label={args.label}"] if getattr(args, "label", None) else [])
+    options = {key: getattr(args, key, None) for key in ("label", "compound_column", "concentration_column",
+                                                          "moa_column", "batch_column")}
+    overrides = list(args.overrides) + [f"{key}={value}" for key, value in options.items() if value]
     config = load_config(model, args.config, overrides)
-    payload = run(cellprofiler_metadata(read_table(args.table)), args.out, config)
+    payload = run(cellprofiler_metadata(read_table(args.table)), args.out, config, source=str(args.table),
+                  overwrite=args.overwrite)
     if args.json:
         print(json.dumps(payload, indent=2, default=str))
     else:
@@ -365,7 +377,9 @@ def _evaluation_line(kind: str, payload: dict) -> str:
     if kind == "moa":
         parts = [f"{k.upper()} {payload[k]['accuracy']:.1%} ({payload[k]['treatments']} treatments)"
                  for k in ("nsc", "nscb", "nscb_multi_batch_moas") if k in payload]
-        return "MoA accuracy: " + ", ".join(parts).replace("NSCB_MULTI_BATCH_MOAS", "NSCB without single-batch MoAs")
+        note = f"; {payload['nscb_note']}" if "nscb_note" in payload else ""
+        return ("MoA accuracy: " + ", ".join(parts).replace("NSCB_MULTI_BATCH_MOAS", "NSCB without single-batch MoAs")
+                + note)
     if kind == "retrieval":
         parts = [f"{k} mAP {payload[k]['mean_average_precision']:.3f}, {payload[k]['fraction_retrieved']:.0%} "
                  f"retrieved" for k in ("moa", "replicates") if k in payload]
@@ -432,7 +446,7 @@ def _evaluate_generation(args: argparse.Namespace) -> int:
     from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
 
     config = load_config(GenerationConfig, args.config, args.overrides)
-    payload = run_generation_evaluation(args.run, args.out, config)
+    payload = run_generation_evaluation(args.run, args.out, config, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(payload, indent=2, default=str))
     else:
@@ -448,7 +462,7 @@ def _predict(args: argparse.Namespace) -> int:
     from morphospace.workflows.isl import predict_fields
 
     settings = load_config(InferenceConfig, args.config, args.overrides)
-    written = predict_fields(args.run, args.out, args.manifest, settings)
+    written = predict_fields(args.run, args.out, args.manifest, settings, overwrite=args.overwrite)
     print(f"predicted {len(written)} image(s) -> {args.out}")
     return 0
 
@@ -458,7 +472,8 @@ def _evaluate_isl(args: argparse.Namespace) -> int:
     from morphospace.workflows.isl import evaluate_isl_run
 
     settings = load_config(InferenceConfig, args.config, args.overrides)
-    evaluation = evaluate_isl_run(args.run, args.out, args.split, settings, kind=args.evaluation)
+    evaluation = evaluate_isl_run(args.run, args.out, args.split, settings, kind=args.evaluation,
+                                  overwrite=args.overwrite)
     print(json.dumps(evaluation.scores, indent=2, default=str) if args.json else evaluation.line())
     return 0
 

@@ -74,7 +74,7 @@ def check_run_directory(
         if fixed:
             raise RunConflictError(
                 f"{path}: made with a different config (keys {', '.join(fixed[:8])} differ); "
-                "choose another output, restore the config, or overwrite"
+                "choose another output, restore the config, or start again: --overwrite"
             )
         return True
     if any(not entry.name.startswith(".") for entry in path.iterdir()):  # another process's temporary files are hidden

@@ -92,7 +92,11 @@ def test_state_round_trip_and_saved_files(small_store: Path, tmp_path: Path):
 
 def test_chunk_sampler_is_a_permutation_reading_chunk_runs():
     rows = np.arange(100)
-    order = list(ChunkShuffleSampler(rows, chunk_cells=10, window=2, generator=torch.Generator().manual_seed(0)))
+    sampler = ChunkShuffleSampler(rows, chunk_cells=10, window=2, seed=0)
+    order = list(sampler)
+    assert list(sampler) == order  # the same epoch, the same order
+    sampler.set_epoch(1)
+    assert list(sampler) != order and sorted(sampler) == list(range(100))
     assert sorted(order) == list(range(100)) and order != list(range(100))
     first_twenty_chunks = {r // 10 for r in order[:20]}
     assert len(first_twenty_chunks) == 2

@@ -115,3 +115,21 @@ def test_sparse_missing_values_are_filled_and_frequent_ones_dropped():
     profiles = build_profiles(wells, ProfilesConfig(aggregate={"enabled": False}, sphere={"enabled": False}))
     assert "f2" not in profiles and profiles.loc[3, "f1"] == 0.0
     assert np.isfinite(profiles[["f1", "f3"]].to_numpy()).all()
+
+
+def test_a_singular_whitening_is_refused():
+    import numpy as np
+    import pandas as pd
+
+    from morphospace.config import ConfigError, resolve_config
+    from morphospace.errors import InputError
+    from morphospace.features.profiles import ProfilesConfig, sphere_profiles
+
+    with pytest.raises(ConfigError, match="sphere.shrinkage"):
+        resolve_config(ProfilesConfig, {"sphere": {"shrinkage": 0}})
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(5, 20)), columns=[f"f{i}" for i in range(20)])  # 5 controls, 20 features
+    table.insert(0, "Metadata_Compound", "DMSO")
+    with pytest.raises(InputError, match="whitening is singular.*raise sphere.shrinkage"):
+        sphere_profiles(table, shrinkage=1e-14)
+    assert np.isfinite(sphere_profiles(table, shrinkage=0.05).iloc[:, 1:].to_numpy()).all()

@@ -33,8 +33,7 @@ def test_ambiguous_layout_needs_a_hint():
 
 def test_npz_import_keeps_pixels_and_metadata(tmp_path: Path):
     images = _crops()
-    np.savez(tmp_path / "c.npz", images=images, plate=np.array(list("AABBB")), concentration=np.arange(5.0),
-             extra=np.zeros((2, 2)))
+    np.savez(tmp_path / "c.npz", images=images, plate=np.array(list("AABBB")), concentration=np.arange(5.0))
     store = import_npz(tmp_path / "c.npz", tmp_path / "s", channels=["DNA", "Actin", "Tubulin"], progress=False)
     np.testing.assert_array_equal(store.read(slice(None)), np.moveaxis(images, 3, 1))
     assert store.images.dtype == np.uint16
@@ -115,3 +114,21 @@ def test_several_npz_files_into_one_store(tmp_path: Path):
     with pytest.raises(InputError, match="c.npz: crops .* differ from the first file"):
         import_npz([tmp_path / "a.npz", tmp_path / "c.npz"], tmp_path / "s2", progress=False)
     assert not (tmp_path / "s2").exists()
+
+
+def test_bad_metadata_frames_and_files_are_named(tmp_path: Path):
+    images = np.ones((4, 8, 8, 2), np.uint16)
+    np.savez(tmp_path / "short.npz", images=images, plate=np.array(["A"] * 3))
+    with pytest.raises(InputError, match="array 'plate' of shape \\(3,\\) is not per-crop metadata.*\\(4"):
+        import_npz(tmp_path / "short.npz", tmp_path / "s1", progress=False)
+    np.savez(tmp_path / "flat.npz", images=images, table=np.ones((4, 2)))
+    with pytest.raises(InputError, match="array 'table' of shape \\(4, 2\\) is not per-crop metadata"):
+        import_npz(tmp_path / "flat.npz", tmp_path / "s2", progress=False)
+    (tmp_path / "pickle.npz").write_bytes(b"\x80\x04not numpy")
+    with pytest.raises(InputError, match="pickle.npz: not an npz file"):
+        import_npz(tmp_path / "pickle.npz", tmp_path / "s3", progress=False)
+    tifffile.imwrite(tmp_path / "stack.tiff", np.random.default_rng(0).integers(0, 99, (3, 8, 8), np.uint16))
+    pd.DataFrame({"file": ["stack.tiff"], "frame": ["first"]}).to_csv(tmp_path / "crops.csv", index=False)
+    with pytest.raises(InputError, match="crops.csv: 'frame' of the row for 'stack.tiff' is 'first', not a whole"):
+        import_tiff(tmp_path, tmp_path / "crops.csv", tmp_path / "s4", progress=False)
+    assert not any((tmp_path / name).exists() for name in ("s1", "s2", "s3", "s4"))

@@ -100,3 +100,13 @@ def test_broken_stores_raise_store_error(tmp_path: Path):
     _table(2).to_parquet(tmp_path / "s" / "cells.parquet")
     with pytest.raises(StoreError, match="inconsistent store"):
         CropStore(tmp_path / "s")
+
+
+def test_a_missing_chunk_is_an_error_not_zeros(tmp_path: Path):
+    import shutil
+
+    with CropStoreWriter(tmp_path / "store", ["DNA"], (8, 8), chunk_cells=4) as writer:
+        writer.append(np.ones((10, 1, 8, 8), np.float32), pd.DataFrame({"Metadata_Plate": ["P"] * 10}))
+    shutil.rmtree(tmp_path / "store" / "images.zarr" / "c" / "1")
+    with pytest.raises(StoreError, match="images.zarr: 1 of 3 chunk\\(s\\) are missing"):
+        CropStore(tmp_path / "store")

@@ -92,6 +92,8 @@ def test_resume_continues_from_the_checkpoint(blob_store: Path, tmp_path: Path, 
     resumed = train(config, progress=False)
     uninterrupted = train(tiny_config(blob_store, tmp_path, "straight", MODELS["vae"]), progress=False)
     assert resumed.epochs == uninterrupted.epochs == 3 and resumed.optimizer_steps == uninterrupted.optimizer_steps
+    weights = [load_run(tmp_path / name).module.state_dict() for name in ("resume", "straight")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[1])  # as if never interrupted
     assert sorted(pd.read_csv(tmp_path / "resume" / "metrics.csv")["epoch"].dropna().unique()) == [0, 1, 2]
     longer = tiny_config(blob_store, tmp_path, "resume", MODELS["vae"], max_epochs=4)
     assert train(longer, progress=False).epochs == 4
@@ -172,3 +174,13 @@ def test_a_finished_run_is_reused_and_a_larger_budget_resumes_it(blob_store: Pat
     assert first.epochs == again.epochs == 1 and len(list((tmp_path / "budget" / "logs").glob("session_*"))) == 1
     longer = trained(tiny_config(blob_store, tmp_path, "budget", MODELS["vae"], max_epochs=2), progress=False)
     assert longer.epochs == 2 and longer.resumed
+
+
+@pytest.mark.slow
+def test_without_last_ckpt_the_newest_epoch_checkpoint_resumes(blob_store: Path, tmp_path: Path, tiny_config):
+    train(tiny_config(blob_store, tmp_path, "lost", MODELS["vae"], max_epochs=2), progress=False)
+    (tmp_path / "lost" / "checkpoints" / "last.ckpt").unlink()
+    summary = train(tiny_config(blob_store, tmp_path, "lost", MODELS["vae"], max_epochs=3), progress=False)
+    assert summary.resumed and summary.epochs == 3
+    epochs = pd.read_csv(tmp_path / "lost" / "metrics.csv").dropna(subset=["loss_epoch"])["epoch"].tolist()
+    assert epochs == [0, 1, 2]  # resumed after epoch 1, not restarted with duplicate rows

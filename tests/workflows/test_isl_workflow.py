@@ -64,7 +64,9 @@ def test_predict_and_evaluate_labeling(transmitted_screen, isl_config, tmp_path,
     dna = scores["targets"]["DNA"]
     assert dna["crops"] == 3 * 6  # 3 fields x six 16-px crops down the 19-px test band
     assert -1 <= dna["pcc"]["all"]["mean"] <= 1 and "nuclei_jaccard" in dna
-    assert main(["evaluate", "isl", "--run", str(run), "--set", "tile=32"]) == 0
+    assert main(["evaluate", "isl", "--run", str(run), "--set", "tile=32"]) == 2
+    assert "isl.json: already exists" in capsys.readouterr().err  # earlier results are kept unless told otherwise
+    assert main(["evaluate", "isl", "--run", str(run), "--set", "tile=32", "--overwrite"]) == 0
     assert "DNA: PCC non-empty" in capsys.readouterr().out
     crops = pd.read_csv(run / "evaluation" / "crops.csv")
     assert len(crops) == dna["crops"] and crops["box"].str.contains("77").all()  # test band starts at x = 77

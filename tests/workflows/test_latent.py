@@ -142,8 +142,10 @@ def test_generation_uses_the_training_split_and_checks_the_extractor(trained_run
     assert payload["memorisation"]["n_baseline"] == len(data.indices("val"))
     key = json.loads((tmp_path / "x.pt.json").read_text())
     (tmp_path / "x.pt.json").write_text(json.dumps({**key, "crop_size": 99}))
-    with pytest.raises(InputError, match="trained on other inputs"):
+    with pytest.raises(FileExistsError, match="generation.json: already exists"):
         run_generation_evaluation(run, tmp_path / "e", config)
+    with pytest.raises(InputError, match="trained on other inputs"):
+        run_generation_evaluation(run, tmp_path / "e", config, overwrite=True)
 
 
 @pytest.mark.slow

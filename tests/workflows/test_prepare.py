@@ -1,4 +1,8 @@
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,17 +122,22 @@ def test_config_naming_a_missing_channel(screen: Path, tmp_path: Path):
         prepare(screen / "manifest.csv", tmp_path / "store", config, progress=False)
 
 
-def test_resume_after_interruption_gives_the_same_store(screen: Path, prepared: Path, tmp_path: Path, monkeypatch):
+def _interrupted_after(n_fields: int, process_field):
+    """``process_field`` that raises KeyboardInterrupt once ``n_fields`` fields are done."""
     calls = {"n": 0}
-    original = prepare_module.process_field
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] > 5:
+        if calls["n"] > n_fields:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return process_field(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_module, "process_field", interrupted)
+    return interrupted
+
+
+def test_resume_after_interruption_gives_the_same_store(screen: Path, prepared: Path, tmp_path: Path, monkeypatch):
+    original = prepare_module.process_field
+    monkeypatch.setattr(prepare_module, "process_field", _interrupted_after(5, original))
     with pytest.raises(KeyboardInterrupt):
         prepare(screen / "manifest.csv", tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()
@@ -166,6 +175,9 @@ def test_aligned_masked_crops_and_z_stacks(screen: Path, tmp_path: Path):
     config = resolve_config(PrepareConfig, {"crops": {"align": True, "mask_outside_cell": True, "size": 48,
                                                       "border": "drop"},
                                             "illumination": {"enabled": False}, "denoise": {"method": "median"}})
+    with pytest.raises(InputError, match="holds 3 planes .* planar colour or a short z-stack.*short_stacks: true"):
+        prepare(copy / "manifest.csv", tmp_path / "store", config, progress=False)
+    config.short_stacks = True
     prepare(copy / "manifest.csv", tmp_path / "store", config, progress=False)
     store = CropStore(tmp_path / "store")
     images, masks = store.read(slice(None)), store.read_masks(slice(None))
@@ -183,3 +195,76 @@ def test_existing_dask_scheduler(screen: Path, tmp_path: Path):
         summary = prepare(copy / "manifest.csv", tmp_path / "store", scheduler=cluster.scheduler_address,
                           progress=False)
     assert summary.n_fields == 3 and len(CropStore(tmp_path / "store")) == summary.n_cells > 0
+
+
+def test_resume_with_a_reordered_and_changed_manifest_keys_results_by_field(screen: Path, tmp_path: Path,
+                                                                            monkeypatch):
+    copy = _copy_screen(screen, tmp_path)
+    original = prepare_module.process_field
+    monkeypatch.setattr(prepare_module, "process_field", _interrupted_after(6, original))
+    with pytest.raises(KeyboardInterrupt):
+        prepare(copy / "manifest.csv", tmp_path / "store", progress=False)
+    monkeypatch.setattr(prepare_module, "process_field", original)
+    manifest = _manifest(copy)
+    noisy = manifest.iloc[2]  # done before the interruption, now replaced by camera noise
+    image = tifffile.imread(copy / noisy["FileName_DNA"])
+    noise = np.random.default_rng(0).normal(image.mean(), image.std() / 4 + 1, image.shape)
+    tifffile.imwrite(copy / noisy["FileName_DNA"], noise.clip(0, None).astype(image.dtype))
+    manifest.iloc[::-1].to_csv(copy / "manifest.csv", index=False)  # and the rows reversed
+    prepare(copy / "manifest.csv", tmp_path / "store", progress=False)
+    shutil.rmtree(tmp_path / "store.lock", ignore_errors=True)
+    prepare(copy / "manifest.csv", tmp_path / "fresh", progress=False)  # the same inputs, never interrupted
+    resumed, fresh = CropStore(tmp_path / "store"), CropStore(tmp_path / "fresh")
+    np.testing.assert_array_equal(resumed.read(slice(None)), fresh.read(slice(None)))
+    pd.testing.assert_frame_equal(resumed.cells, fresh.cells)
+    qc = pd.read_csv(tmp_path / "store" / "qc.csv").set_index("Metadata_FieldId")
+    assert qc.loc[noisy["Metadata_FieldId"], "status"] == "qc_failed"
+    assert qc.loc[noisy["Metadata_FieldId"], "reason"].startswith("no_foreground")
+    assert noisy["Metadata_FieldId"] not in set(resumed.cells["Metadata_FieldId"])
+    assert not (tmp_path / "store" / "labels" / f"{noisy['Metadata_FieldId']}_nuclei.tiff").exists()
+
+
+def test_a_second_prepare_of_the_same_store_stops_at_once(screen: Path, tmp_path: Path):
+    import json
+
+    from morphospace.locks import LockedError, lock_path
+
+    lock = lock_path(tmp_path / "store")
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now",
+                                "command": "morphospace prepare ..."}))
+    with pytest.raises(LockedError, match=f"store.lock: another morphospace process is writing .*pid {os.getpid()}"):
+        prepare(screen / "manifest.csv", tmp_path / "store", progress=False)
+    assert not (tmp_path / "store.partial").exists() and lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))  # a stale lock
+    copy = _copy_screen(screen, tmp_path)
+    _manifest(copy).head(3).to_csv(copy / "manifest.csv", index=False)
+    assert prepare(copy / "manifest.csv", tmp_path / "store", progress=False).n_cells > 0
+    assert not lock.exists()
+
+
+def test_fields_of_noise_another_size_or_missing_are_listed_not_fatal(screen: Path, tmp_path: Path):
+    copy = _copy_screen(screen, tmp_path)
+    manifest = _manifest(copy)
+    noise = manifest.iloc[0]
+    for channel in ("DNA", "Actin", "Tubulin"):  # a field of pure camera noise: no fake cells
+        shape = tifffile.imread(copy / noise[f"FileName_{channel}"]).shape
+        tifffile.imwrite(copy / noise[f"FileName_{channel}"],
+                         np.random.default_rng(1).poisson(100, shape).astype(np.uint16))
+    smaller = manifest.iloc[1]  # a field of another size in the same plate
+    for channel in ("DNA", "Actin", "Tubulin"):
+        path = copy / smaller[f"FileName_{channel}"]
+        tifffile.imwrite(path, tifffile.imread(path)[:200, :180])
+    missing = manifest.iloc[2]
+    (copy / missing["FileName_Actin"]).unlink()
+    config = resolve_config(PrepareConfig, {"on_error": "skip"})
+    summary = prepare(copy / "manifest.csv", tmp_path / "store", config, progress=False)
+    qc = pd.read_csv(tmp_path / "store" / "qc.csv").set_index("Metadata_FieldId")
+    assert qc.loc[noise["Metadata_FieldId"], "reason"].startswith("no_foreground") and summary.n_errors == 1
+    assert qc.loc[missing["Metadata_FieldId"], "status"] == "error" and "not found" in qc.loc[
+        missing["Metadata_FieldId"], "reason"]
+    assert qc.loc[smaller["Metadata_FieldId"], "status"] == "ok" and qc.loc[smaller["Metadata_FieldId"], "n_cells"] > 0
+    cells = CropStore(tmp_path / "store").cells
+    assert noise["Metadata_FieldId"] not in set(cells["Metadata_FieldId"])
+    illumination = sorted(p.name for p in (tmp_path / "store" / "illumination").glob("*_DNA_*.tiff"))
+    assert len(illumination) == 1 and "_256x256_" in illumination[0]  # one field of 200 x 180 px: too few to estimate

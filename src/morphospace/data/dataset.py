@@ -6,9 +6,10 @@ categorical (B,) int64, numeric (B,) float32, features (B, F) float32, channels 
 float32. Reads are batched (``__getitems__``), so a lazily read store touches each Zarr chunk once
 per batch; small stores can be held in memory.
 
-Determinism: the split, the fitted normalisation and conditions, the shuffling and the
-augmentation follow ``seed`` (for a given ``num_workers``; each process of a multi-process run
-augments with ``seed + rank``).
+Determinism: the split, the fitted normalisation and conditions follow ``seed``; the shuffling and
+the augmentation of each training epoch follow only ``seed`` and the epoch (for a given
+``num_workers``; each process of a multi-process run augments with ``seed + rank``), so a run
+resumed at an epoch continues as an uninterrupted run would.
 
 Every problem with the config against the store (a missing channel, column or split group) is a
 :class:`~morphospace.config.ConfigError` naming the key, raised by :meth:`CropDataModule.setup`
@@ -43,7 +44,7 @@ from morphospace.errors import InputError, MorphospaceError
 from morphospace.io.store import CropStore
 from morphospace.io.tables import write_table
 
-__all__ = ["SplitConfig", "DataConfig", "CropDataset", "ChunkShuffleSampler", "CropDataModule"]
+__all__ = ["SplitConfig", "DataConfig", "CropDataset", "ChunkShuffleSampler", "CropDataModule", "epoch_seed"]
 
 _IN_MEMORY_AUTO_BYTES = 2 * 1024**3
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -152,6 +153,7 @@ class CropDataset(Dataset):
             if len(values) != len(self.indices):
                 raise ValueError(f"condition {name!r}: {len(values)} values for {len(self.indices)} crops")
         self.seed = seed
+        self.epoch = 0
         self.cached = self.store.read(self.indices, self.read_channels) if in_memory else None
         self._generator: torch.Generator | None = None
         self._generator_pid: int | None = None
@@ -159,10 +161,15 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch``'s augmentation stream (it depends only on the seed and the epoch)."""
+        self.epoch, self._generator = epoch, None
+
     def _rng(self) -> torch.Generator:
         if self._generator is None or self._generator_pid != os.getpid():
             worker = get_worker_info()
-            self._generator = torch.Generator().manual_seed(worker.seed if worker else self.seed)
+            seed = worker.seed if worker else epoch_seed(self.seed, self.epoch)
+            self._generator = torch.Generator().manual_seed(seed % 2**63)
             self._generator_pid = os.getpid()
         return self._generator
 
@@ -208,11 +215,23 @@ class CropDataset(Dataset):
         return self.__getitems__([position])[0]
 
 
+def epoch_seed(*parts: int) -> int:
+    """A seed for torch generators that depends only on ``parts`` (seed, epoch, rank...).
+
+    >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
+    True
+    """
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
 class ChunkShuffleSampler(Sampler[int]):
     """Random order that reads a lazily stored dataset chunk by chunk.
 
     Chunks are visited in random order; the cells of ``window`` consecutive chunks are shuffled
-    together, so each batch decompresses a few chunks instead of one per cell.
+    together, so each batch decompresses a few chunks instead of one per cell (``chunk_cells=1``
+    gives a plain random permutation). The order depends only on ``seed`` and the epoch set by
+    :meth:`set_epoch` (Lightning calls it every epoch), so a resumed run sees the orders an
+    uninterrupted one would have.
 
     Parameters
     ----------
@@ -222,25 +241,29 @@ class ChunkShuffleSampler(Sampler[int]):
         Crops per Zarr chunk.
     window
         Chunks mixed together.
-    generator
-        Source of randomness (advances from epoch to epoch).
+    seed
+        Seed of every epoch's order.
     """
 
-    def __init__(self, store_rows: np.ndarray, chunk_cells: int, window: int = 8,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, store_rows: np.ndarray, chunk_cells: int, window: int = 8, seed: int = 0) -> None:
         self.chunks = np.asarray(store_rows) // chunk_cells
         self.window = window
-        self.generator = generator
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.chunks)
 
     def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         unique = np.unique(self.chunks)
-        order = unique[torch.randperm(len(unique), generator=self.generator).numpy()]
+        order = unique[torch.randperm(len(unique), generator=generator).numpy()]
         for start in range(0, len(order), self.window):
             positions = np.flatnonzero(np.isin(self.chunks, order[start : start + self.window]))
-            yield from positions[torch.randperm(len(positions), generator=self.generator).numpy()].tolist()
+            yield from positions[torch.randperm(len(positions), generator=generator).numpy()].tolist()
 
 
 class CropDataModule(pl.LightningDataModule):
@@ -262,6 +285,7 @@ class CropDataModule(pl.LightningDataModule):
         self.encoders: dict[str, Encoder] = {}
         self.condition_values: dict[str, np.ndarray] = {}
         self._state: dict[str, Any] | None = None
+        self._train_streams: tuple[CropDataset, torch.Generator, int] | None = None
 
     # ------------------------------------------------------------------------------ set-up and checks
 
@@ -478,14 +502,25 @@ class CropDataModule(pl.LightningDataModule):
         if len(dataset) == 0:
             raise InputError(f"{self.config.store}: the {split} split is empty; adjust data.split")
         sampler = None
-        if shuffle and dataset.cached is None:  # the same order in every process, which then takes its share
-            sampler = ChunkShuffleSampler(dataset.indices, self.store.images.chunks[0],
-                                          generator=torch.Generator().manual_seed(self.config.seed))
+        if shuffle:  # the same order in every process, which then takes its share
+            chunk_cells = self.store.images.chunks[0] if dataset.cached is None else 1
+            sampler = ChunkShuffleSampler(dataset.indices, chunk_cells, seed=self.config.seed)
+        generator = torch.Generator().manual_seed(seed)  # seeds of worker processes
+        if shuffle:
+            self._train_streams = (dataset, generator, seed)
         return DataLoader(
-            dataset, batch_size=self.config.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-            num_workers=self.config.num_workers, generator=torch.Generator().manual_seed(seed),
-            drop_last=shuffle and len(dataset) > self.config.batch_size,
+            dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=self.config.num_workers,
+            generator=generator, drop_last=shuffle and len(dataset) > self.config.batch_size,
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start training epoch ``epoch``'s augmentation and worker streams, which depend only on
+        the seed, the process rank and the epoch (the sampler's order follows Lightning's own
+        ``set_epoch``), so that a run resumed at an epoch continues as an uninterrupted one."""
+        if self._train_streams is not None:
+            dataset, generator, seed = self._train_streams
+            dataset.set_epoch(epoch)
+            generator.manual_seed(epoch_seed(seed, epoch))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

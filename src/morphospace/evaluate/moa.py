@@ -126,6 +126,9 @@ def nsc_accuracy(
     features = feature_columns(rows)
     if len(rows) < 2 or not features:
         raise InputError(f"MoA evaluation needs at least 2 annotated treatments and features; got {len(rows)}")
+    if rows[COMPOUND].nunique() < 2:
+        raise InputError(f"{'NSCB' if exclude_batch else 'NSC'} not computed: it needs at least two compounds "
+                         f"(a neighbour of another compound), the table has {rows[COMPOUND].nunique()}")
     similarity = _cosine_similarity(rows[features].to_numpy(dtype=float))
     compounds = rows[COMPOUND].to_numpy()
     admissible = compounds[:, None] != compounds[None, :]

@@ -100,7 +100,8 @@ def _profiles_section(report: Report, out: Path, config: Any, evaluations: dict)
 def _qc_section(report: Report, qc: pd.DataFrame) -> None:
     report.section("Quality control")
     counts = qc["status"].value_counts().rename_axis("status").reset_index(name="fields")
-    report.table(counts, caption="ok: used; qc_failed: skipped for focus or saturation; error: unreadable input")
+    report.table(counts, caption="ok: used; qc_failed: skipped for focus, saturation or no foreground (see "
+                                 "qc.csv); error: unreadable or missing input")
     failed = qc.loc[qc["status"] != "ok", ["Metadata_FieldId", "status", "reason"]]
     if len(failed):
         report.table(failed, caption="Skipped fields and why")

@@ -39,6 +39,7 @@ from morphospace.features.cellprofiler import feature_columns
 
 __all__ = [
     "ProfilesConfig",
+    "finite_features",
     "aggregate_profiles",
     "normalize_profiles",
     "select_features",
@@ -92,7 +93,9 @@ class SphereConfig(Config):
     enabled: bool = True
     by: str | None = pydantic.Field(None, description="fit per group (e.g. Metadata_Batch); None: all controls")
     method: Literal["ZCA", "PCA"] = pydantic.Field("ZCA", description="ZCA keeps feature names; PCA gives PC1..")
-    shrinkage: float = pydantic.Field(0.05, ge=0, le=1, description="covariance shrunk towards trace/d * identity")
+    shrinkage: float = pydantic.Field(0.05, gt=0, le=1, description="covariance shrunk towards trace/d * identity "
+                                                              "(> 0: with fewer controls than features, or collinear "
+                                                              "ones, the plain covariance cannot be inverted)")
     control: str = CONTROL_QUERY
 
 
@@ -226,7 +229,11 @@ def _whiten(group: pd.DataFrame, features: list[str], is_control: pd.Series, met
     covariance = (1 - shrinkage) * covariance + shrinkage * np.trace(covariance) / d * np.eye(d)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1]
-    eigenvalues = np.maximum(eigenvalues[order], np.finfo(float).tiny)
+    eigenvalues = eigenvalues[order]
+    if eigenvalues[-1] <= 1e-10 * eigenvalues[0]:
+        raise InputError(f"whitening is singular: the control covariance of {len(controls)} rows and {d} features has "
+                         f"condition number {eigenvalues[0] / max(eigenvalues[-1], 1e-300):.1e}; raise "
+                         "sphere.shrinkage (default 0.05)")
     eigenvectors = eigenvectors[:, order]
     transform = eigenvectors / np.sqrt(eigenvalues)
     if method == "ZCA":
@@ -282,24 +289,26 @@ def select_features(table: pd.DataFrame, config: FeatureSelectConfig) -> pd.Data
     return table[[*metadata_columns(table), *kept]]
 
 
-def build_profiles(table: pd.DataFrame, config: ProfilesConfig | None = None) -> pd.DataFrame:
+def build_profiles(table: pd.DataFrame, config: ProfilesConfig | None = None,
+                   source: str = "the table") -> pd.DataFrame:
     """Aggregate, normalise, select and sphere as configured; returns the profile table.
 
-    Raises InputError when the table has no numeric feature columns or a configured column is
-    missing.
+    Raises InputError naming ``source`` when the table has no numeric feature columns, none with
+    finite values, or a configured column is missing.
     """
     config = config or ProfilesConfig()
     if not feature_columns(table):
-        raise InputError("the table has no numeric feature columns (besides Metadata_*)")
+        raise InputError(f"{source}: no numeric feature columns (besides Metadata_*)")
     profiles = table
     if config.aggregate.enabled:
         profiles = aggregate_profiles(profiles, config.aggregate.strata, config.aggregate.operation)
     profiles = exclude_features(profiles, config.exclude_features)
-    profiles = _drop_non_finite(profiles, config.max_nan_fraction, "before normalisation")
+    profiles = finite_features(profiles, config.max_nan_fraction, "before normalisation", source)
     if config.log_transform:
         profiles = log_transform(profiles)
     profiles = normalize_profiles(profiles, config.normalize.method, config.normalize.by, config.normalize.control)
-    profiles = _drop_non_finite(profiles, config.max_nan_fraction, "after normalisation (e.g. constant in controls)")
+    profiles = finite_features(profiles, config.max_nan_fraction, "after normalisation (e.g. constant in controls)",
+                               source)
     profiles = _fill_missing(profiles)
     profiles = select_features(profiles, config.feature_select)
     if config.sphere.enabled:
@@ -308,15 +317,35 @@ def build_profiles(table: pd.DataFrame, config: ProfilesConfig | None = None) ->
     return profiles
 
 
-def _drop_non_finite(table: pd.DataFrame, max_fraction: float, stage: str) -> pd.DataFrame:
-    """Drop features that are NaN or infinite in more than ``max_fraction`` of the rows, logging them."""
+def finite_features(table: pd.DataFrame, max_fraction: float = 0.0, stage: str = "",
+                    source: str = "the table") -> pd.DataFrame:
+    """``table`` without the feature columns that are NaN or infinite in more than ``max_fraction``
+    of its rows (0: in any row), each named in a warning; a column that is neither ``Metadata_*``
+    nor numeric is named in a warning too (it is not a feature).
+
+    Every command that reads a feature, profile or embedding table goes through here, so that no
+    score is computed with a non-finite value. Raises InputError naming ``source`` when no feature
+    is left.
+
+    >>> table = pd.DataFrame({"Metadata_Well": ["A", "B"], "area": [1.0, 2.0], "bad": [np.nan, 1.0]})
+    >>> list(finite_features(table).columns)
+    ['Metadata_Well', 'area']
+    """
+    text = [c for c in table.columns if not str(c).startswith("Metadata_") and c not in feature_columns(table)]
+    if text:
+        logger.warning("%s: left out %d non-numeric column(s) that are not Metadata_*: %s", source, len(text),
+                       ", ".join(map(str, text[:5])) + (" ..." if len(text) > 5 else ""))
     features = feature_columns(table)
-    missing = (~np.isfinite(table[features].to_numpy(dtype=float))).mean(axis=0)
+    missing = (~np.isfinite(table[features].to_numpy(dtype=float))).mean(axis=0) if len(table) else []
     dropped = [f for f, share in zip(features, missing) if share > max_fraction]
     if dropped:
-        logger.warning("dropped %d feature(s) with NaN or infinite values in over %.0f%% of rows %s: %s", len(dropped),
-                       100 * max_fraction, stage, ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
-    return table.drop(columns=dropped)
+        logger.warning("%s: dropped %d feature(s) with NaN or infinite values in %s of rows%s: %s", source,
+                       len(dropped), f"over {max_fraction:.0%}" if max_fraction else "any", f" {stage}" if stage else "",
+                       ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+    if len(dropped) == len(features):
+        raise InputError(f"{source}: no feature column with finite values{f' {stage}' if stage else ''} "
+                         f"({len(features)} numeric column(s), all dropped)")
+    return table.drop(columns=[*dropped, *text])
 
 
 def _fill_missing(table: pd.DataFrame) -> pd.DataFrame:

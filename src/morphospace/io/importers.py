@@ -110,8 +110,8 @@ def _npz_metadata(archive: np.lib.npyio.NpzFile, images_key: str, n: int, source
             continue
         values = archive[key]
         if values.ndim != 1 or len(values) != n:
-            logger.warning("%s: array %r of shape %s is not per-crop metadata; skipped", source, key, values.shape)
-            continue
+            raise InputError(f"{source}: array {key!r} of shape {values.shape} is not per-crop metadata: it needs "
+                             f"one value per crop ({n}, like {images_key!r}); remove it or fix its length")
         columns[metadata_column_name(key)] = values.astype(str) if values.dtype.kind in "US" else values
     columns["Metadata_SourceIndex"] = np.arange(n)
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
@@ -119,6 +119,10 @@ def _npz_metadata(archive: np.lib.npyio.NpzFile, images_key: str, n: int, source
 
 def _read_npz(path: Path, images_key: str, layout: Layout, bbbc021_dir) -> tuple[np.ndarray, pd.DataFrame]:
     """Crops (N, C, H, W) and their metadata from one npz file, checked."""
+    if path.is_file():
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # every npz is a zip archive
+                raise InputError(f"{path}: not an npz file (save crops with numpy.savez)")
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -131,6 +135,8 @@ def _read_npz(path: Path, images_key: str, layout: Layout, bbbc021_dir) -> tuple
         try:
             raw = archive[images_key]
             metadata = _npz_metadata(archive, images_key, len(raw), str(path))
+        except InputError:
+            raise
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise InputError(f"{path}: unreadable or truncated npz file ({exc})") from None
     images = to_channels_first(raw, layout, str(path))
@@ -319,7 +325,14 @@ def _tiff_crop(
     data = last_file[path]
     frame = row.get(frame_column)
     if frame is not None and not pd.isna(frame):
-        if data.ndim == 2 or not 0 <= int(frame) < data.shape[0]:
+        try:
+            if float(frame) != int(float(frame)):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InputError(f"{csv}: {frame_column!r} of the row for {name!r} is {frame!r}, not a whole number "
+                             "(the crop's index in its stack, from 0)") from None
+        frame = int(float(frame))
+        if data.ndim == 2 or not 0 <= frame < data.shape[0]:
             raise InputError(f"{path}: frame {frame} out of range for an image of shape {data.shape}")
         stack = to_channels_first(data, layout, str(path))
         return stack[int(frame)]

@@ -13,6 +13,7 @@ from plate, well and site, or from the row number.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,19 @@ class FieldSpec:
     def plate(self) -> str:
         return str(self.metadata.get("Metadata_Plate", ""))
 
+    def fingerprint(self) -> str:
+        """A digest of the field's id and of each channel's file (path, size, modification time),
+        which changes when any file of the field is replaced, edited or goes missing."""
+        digest = hashlib.sha1(self.field_id.encode())
+        for channel, path in self.files.items():
+            try:
+                stat = path.stat()
+                state = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                state = "missing"
+            digest.update(f"|{channel}={path.resolve()}:{state}".encode())
+        return digest.hexdigest()
+
 
 def _field_ids(table: pd.DataFrame) -> pd.Series:
     if "Metadata_FieldId" in table:
@@ -52,7 +66,8 @@ def _field_ids(table: pd.DataFrame) -> pd.Series:
     return pd.Series([f"field{i:05d}" for i in range(len(table))], index=table.index)
 
 
-def read_manifest(path: str | os.PathLike, channels: Sequence[str] | None = None) -> list[FieldSpec]:
+def read_manifest(path: str | os.PathLike, channels: Sequence[str] | None = None,
+                  missing_files: bool = False) -> list[FieldSpec]:
     """Read and check a manifest.
 
     Parameters
@@ -61,6 +76,9 @@ def read_manifest(path: str | os.PathLike, channels: Sequence[str] | None = None
         The CSV file.
     channels
         Channels to use, in this order; all ``FileName_*`` columns in file order when None.
+    missing_files
+        Accept rows whose files do not exist (reading them raises InputError then), so that a
+        caller can list them and go on.
 
     Raises
     ------
@@ -105,17 +123,19 @@ def read_manifest(path: str | os.PathLike, channels: Sequence[str] | None = None
             files[channel] = file
         record = {k: (None if pd.isna(v) else v) for k, v in metadata.loc[index].items()}
         fields.append(FieldSpec(str(ids[index]), files, record))
-    if missing:
+    if missing and not missing_files:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(f"{path}: {len(missing)} missing image file(s): " + "; ".join(missing[:5]) + more)
     return fields
 
 
-def read_field(spec: FieldSpec, max_projection: bool = True) -> dict[str, np.ndarray]:
+def read_field(spec: FieldSpec, max_projection: bool = True, short_stacks: bool = False) -> dict[str, np.ndarray]:
     """Read and check every channel of a field: one 2-D plane (H, W) per channel, all of one shape.
 
-    z-stacks (Z, H, W) are max-projected when ``max_projection`` is set. Raises InputError naming
-    the file on unreadable data, NaN/inf, empty images, colour images or mismatched shapes.
+    z-stacks (Z, H, W) are max-projected when ``max_projection`` is set. A file of 3 or 4 planes
+    may as well be planar RGB(A) colour: it is read as a z-stack only with ``short_stacks``.
+    Raises InputError naming the file on unreadable data, NaN/inf, empty images, colour images,
+    such ambiguous planes, or mismatched shapes.
     """
     planes: dict[str, np.ndarray] = {}
     for channel, path in spec.files.items():
@@ -123,6 +143,10 @@ def read_field(spec: FieldSpec, max_projection: bool = True) -> dict[str, np.nda
         if image.ndim == 3:
             if image.shape[-1] <= 4 and image.shape[0] > 4:
                 raise InputError(f"{path}: holds {image.shape[-1]} colour channels; give one channel per file")
+            if image.shape[0] in (3, 4) and not short_stacks:
+                raise InputError(f"{path}: holds {image.shape[0]} planes of {image.shape[1:]}, which may be planar "
+                                 "colour or a short z-stack; give one channel per file, or set short_stacks: true "
+                                 "to max-project them as a z-stack")
             if not max_projection:
                 raise InputError(f"{path}: is a z-stack of shape {image.shape}; enable max_projection")
             image = image.max(axis=0)

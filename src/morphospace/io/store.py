@@ -34,12 +34,13 @@ import pyarrow.parquet as pq
 import zarr
 
 from morphospace.errors import StoreError
-from morphospace.atomic import replace_directory, temporary_sibling, write_text_atomic
+from morphospace.atomic import refuse_existing, replace_directory, temporary_sibling, write_text_atomic
 
 __all__ = ["CropStore", "CropStoreWriter", "STORE_FORMAT", "STORE_FORMAT_VERSION", "MASK_ENCODING"]
 
 STORE_FORMAT = "morphospace-crop-store"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
+"""1: zarr arrays may omit chunks equal to the fill value; 2: every chunk is written."""
 MASK_ENCODING = "0 = background or other cells, 1 = own nucleus, 2 = own cell outside the nucleus"
 _SUPPORTED_DTYPES = {"uint8", "uint16", "float32"}
 
@@ -105,8 +106,7 @@ class CropStoreWriter:
             raise ValueError(f"crop_shape must be (H, W) or (D, H, W), got {crop_shape}")
         if len(set(self.channels)) != len(self.channels) or not self.channels:
             raise ValueError(f"channel names must be unique and non-empty, got {self.channels}")
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path}: already exists (choose another output or overwrite it)")
+        refuse_existing(self.path, overwrite)
         self.with_masks = with_masks
         self.pixel_size_um = pixel_size_um
         self.provenance = dict(provenance or {})
@@ -132,6 +132,7 @@ class CropStoreWriter:
             shape=image_shape,
             chunks=(self.chunk_cells, *image_shape[1:]),
             dtype=self.dtype,
+            config={"write_empty_chunks": True},  # every chunk on disk, so that a missing one is detected
         )
         if self.with_masks:
             self._masks = zarr.create_array(
@@ -139,6 +140,7 @@ class CropStoreWriter:
                 shape=(0, *self.crop_shape),
                 chunks=(self.chunk_cells, *self.crop_shape),
                 dtype="uint8",
+                config={"write_empty_chunks": True},
             )
         return self
 
@@ -306,6 +308,13 @@ class CropStore:
             raise StoreError(f"{self.path}: {self.images.shape[1]} image channels but names {self.channels}")
         if self.masks is not None and self.masks.shape != (n, *self.images.shape[2:]):
             raise StoreError(f"{self.path}: masks shape {self.masks.shape} does not match images")
+        complete = [("images.zarr", self.images)]  # version 1 left empty mask chunks out: only images are sure
+        if self.info.get("format_version", 0) >= 2:
+            complete.append(("masks.zarr", self.masks))
+        for name, array in complete:
+            if array is not None and array.nchunks_initialized < array.nchunks:  # zarr would read zeros there
+                raise StoreError(f"{self.path / name}: {array.nchunks - array.nchunks_initialized} of {array.nchunks} "
+                                 "chunk(s) are missing; the store is damaged (import or prepare it again)")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,14 @@ def require_verb(run_dir: str | os.PathLike, config: RunConfig, verb: str, kind:
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> Path:
-    """Where a run keeps the checkpoint it resumes from and is used from."""
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
+    """The checkpoint a run resumes from and is used from: ``checkpoints/last.ckpt``, or when it is
+    gone (it links to the newest epoch's file), the checkpoint of the latest epoch and step."""
+    folder = Path(run_dir) / "checkpoints"
+    last = folder / "last.ckpt"
+    if last.is_file():
+        return last
+    saved = [(tuple(int(n) for n in re.findall(r"\d+", path.stem)), path) for path in folder.glob("epoch=*.ckpt")]
+    return max(saved)[1] if saved else last
 
 
 def _restore(run_dir: Path, verb: str | None, kind: str | None

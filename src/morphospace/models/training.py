@@ -24,11 +24,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from morphospace.atomic import atomic_file, write_text_atomic
 from morphospace.config import Config
+from morphospace.data.dataset import epoch_seed
 from morphospace.errors import InputError
 
 __all__ = [
     "TrainerConfig", "RunConfig", "TrainSummary", "Throughput", "build_trainer", "callback_metrics",
-    "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning", "ProcessSeed",
+    "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning", "EpochSeed",
     "log_metrics", "resolve_strategy", "RESUMABLE_KEYS",
 ]
 
@@ -288,17 +289,21 @@ def merge_session_logs(run_dir: Path) -> None:
             pd.concat(parts, ignore_index=True).to_csv(tmp, index=False)
 
 
-class ProcessSeed(Callback):
-    """With several processes, reseed each process's torch generator with ``seed + rank`` when
-    training starts, so that their random draws (GAN noise, VAE sampling, dropout) differ; a
-    single process keeps the stream seeded from ``seed`` before the model was built."""
+class EpochSeed(Callback):
+    """Each training epoch starts from random streams that depend only on the seed, the epoch and
+    the process rank: torch's generator (model noise: GAN priors, VAE sampling, dropout) and, through
+    its ``set_epoch``, the data module's augmentation. A run resumed from an epoch's checkpoint
+    therefore continues exactly as an uninterrupted one would, and the processes of a
+    multi-process run draw differently."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.world_size > 1:
-            torch.manual_seed(self.seed + trainer.global_rank)
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank))
+        set_epoch = getattr(trainer.datamodule, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(trainer.current_epoch)
 
 
 def log_metrics(module: pl.LightningModule, values: Mapping[str, torch.Tensor | float], batch_size: int,

@@ -70,7 +70,7 @@ def process_field(
     nuclei = segment_nuclei(
         corrected[nuclei_config.channel], sigma=nuclei_config.sigma, threshold_factor=nuclei_config.threshold_factor,
         min_area=nuclei_config.min_area, max_area=nuclei_config.max_area, min_distance=nuclei_config.min_distance,
-        h=nuclei_config.h, remove_border=nuclei_config.remove_border,
+        h=nuclei_config.h, remove_border=nuclei_config.remove_border, min_contrast=nuclei_config.min_contrast,
     )
     cells_config = config.cells
     cells = segment_cells(

@@ -205,8 +205,8 @@ def _profile_and_evaluate(out: Path, config: DemoConfig, workers: int, progress:
         make_profiles(features, profiles, config.profiles)
     table = pd.read_parquet(profiles)
     evaluation = out / "evaluation"
-    return {"moa": run_moa_evaluation(table, evaluation, config.moa),
-            "retrieval": run_retrieval_evaluation(table, evaluation, config.retrieval)}
+    return {"moa": run_moa_evaluation(table, evaluation, config.moa, overwrite=True),
+            "retrieval": run_retrieval_evaluation(table, evaluation, config.retrieval, overwrite=True)}
 
 
 def _train_and_evaluate(out: Path, config: DemoConfig, name: str, progress: bool) -> dict:
@@ -222,7 +222,7 @@ def _train_and_evaluate(out: Path, config: DemoConfig, name: str, progress: bool
     generate(run, n=32, seed=0)
     explore_interpolate(run, seeds=tuple(range(8)), steps=8)
     profiles = make_profiles(embeddings, config=config.profiles)
-    return {"moa": run_moa_evaluation(profiles, run / "evaluation", config.moa), "run": str(run)}
+    return {"moa": run_moa_evaluation(profiles, run / "evaluation", config.moa, overwrite=True), "run": str(run)}
 
 
 def _in_silico_labeling(out: Path, config: DemoConfig, workers: int, progress: bool) -> dict:
@@ -234,5 +234,5 @@ def _in_silico_labeling(out: Path, config: DemoConfig, workers: int, progress: b
                         workers=workers, progress=progress)
     train_config = config.isl.train_config(screen / "manifest.csv", out / "runs", config.simulate.seed)
     trained(train_config, progress=progress)
-    evaluation = evaluate_isl_run(train_config.run_dir)
+    evaluation = evaluate_isl_run(train_config.run_dir, overwrite=True)
     return {"run": train_config.run_dir, "scores": evaluation.scores}

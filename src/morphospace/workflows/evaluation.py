@@ -19,11 +19,14 @@ from matplotlib.figure import Figure
 
 from morphospace.config import Config
 from morphospace.evaluate.clustering import dendrogram_figure, evaluate_clustering, scatter_figure
-from morphospace.evaluate.moa import COMPOUND, MOA, confusion_table, evaluate_moa, treatment_profiles
+from morphospace.evaluate.moa import (
+    BATCH, COMPOUND, CONCENTRATION, MOA, confusion_table, evaluate_moa, treatment_profiles,
+)
 from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
 from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
-from morphospace.atomic import write_text_atomic
+from morphospace.features.profiles import finite_features
+from morphospace.atomic import refuse_existing, write_text_atomic
 from morphospace.io.tables import write_table
 
 __all__ = [
@@ -49,19 +52,41 @@ MOA_CONVENTION = (
 )
 
 
-class MoAEvaluationConfig(Config):
+class AnnotationColumns(Config):
+    """Which columns of the table hold the compound, its concentration, the MoA and the batch (for
+    tables from other tools, e.g. pycytominer's ``Metadata_moa``)."""
+
+    compound_column: str = COMPOUND
+    concentration_column: str = CONCENTRATION
+    moa_column: str = MOA
+    batch_column: str = BATCH
+
+    def canonical(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` with these columns under morphospace's names; InputError naming the setting
+        when the compound or MoA column is missing."""
+        renames = {COMPOUND: self.compound_column, CONCENTRATION: self.concentration_column, MOA: self.moa_column,
+                   BATCH: self.batch_column}
+        for name, key in ((self.compound_column, "compound_column"), (self.moa_column, "moa_column")):
+            if name not in table.columns:
+                raise InputError(f"the table has no column {name!r} (set {key}; --{key.replace('_', '-')} on the "
+                                 f"command line); its metadata columns: {[c for c in table if str(c).startswith('Metadata_')]}")
+        moved = {given: canonical for canonical, given in renames.items() if given != canonical and given in table}
+        return table.drop(columns=[c for c in moved.values() if c in table.columns]).rename(columns=moved)
+
+
+class MoAEvaluationConfig(AnnotationColumns):
     """Treatment profiles and the MoA protocol."""
 
     operation: Literal["mean", "median"] = "mean"
-    treatment: list[str] = ["Metadata_Compound", "Metadata_Concentration"]
+    treatment: list[str] = [COMPOUND, CONCENTRATION]
     control: str = "DMSO"
 
 
-class RetrievalConfig(Config):
+class RetrievalConfig(AnnotationColumns):
     """copairs mAP settings."""
 
     operation: Literal["mean", "median"] = "mean"
-    treatment: list[str] = ["Metadata_Compound", "Metadata_Concentration"]
+    treatment: list[str] = [COMPOUND, CONCENTRATION]
     control: str = "DMSO"
     null_size: int = pydantic.Field(10000, ge=100)
     threshold: float = pydantic.Field(0.05, gt=0, lt=1)
@@ -114,12 +139,17 @@ def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
 
 
 def run_moa_evaluation(
-    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: MoAEvaluationConfig | None = None
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: MoAEvaluationConfig | None = None,
+    source: str = "the table", overwrite: bool = False,
 ) -> dict[str, Any]:
     """NSC / NSCB of a profile table (wells or cells); returns the JSON-ready result and, with
     ``out_dir``, writes ``moa.json``, ``moa_predictions.csv``, ``moa_per_moa.csv`` and
-    ``figures/moa_confusion_<convention>.png``."""
+    ``figures/moa_confusion_<convention>.png``. Features with non-finite values are left out (named
+    in a warning)."""
     config = config or MoAEvaluationConfig()
+    if out_dir is not None:
+        refuse_existing(Path(out_dir) / "moa.json", overwrite)
+    table = finite_features(config.canonical(table), source=source)
     profiles = treatment_profiles(table, config.treatment, config.operation)
     results = evaluate_moa(profiles, control=config.control)
     payload: dict[str, Any] = {
@@ -130,7 +160,8 @@ def run_moa_evaluation(
         "per_moa": {name: result.per_moa().set_index(MOA).to_dict(orient="index") for name, result in results.items()},
     }
     if "nscb" not in results:
-        payload["nscb_note"] = "not computed: no batches, or no treatment has a neighbour outside its batches"
+        payload["nscb_note"] = (f"NSCB not computed: no {config.batch_column} column" if BATCH not in profiles.columns
+                                else "NSCB not computed: no treatment has a neighbour outside its batches")
     if out_dir is not None:
         out_dir = Path(out_dir)
         predictions = pd.concat([r.predictions.assign(evaluation=name) for name, r in results.items()])
@@ -145,11 +176,16 @@ def run_moa_evaluation(
 
 
 def run_retrieval_evaluation(
-    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: RetrievalConfig | None = None
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: RetrievalConfig | None = None,
+    source: str = "the table", overwrite: bool = False,
 ) -> dict[str, Any]:
     """Same-MoA mAP over treatment profiles and replicate-vs-control mAP over the rows (wells) of
-    ``table``; with ``out_dir`` writes ``retrieval.json`` and per-group CSVs."""
+    ``table``; with ``out_dir`` writes ``retrieval.json`` and per-group CSVs. Features with
+    non-finite values are left out (named in a warning)."""
     config = config or RetrievalConfig()
+    if out_dir is not None:
+        refuse_existing(Path(out_dir) / "retrieval.json", overwrite)
+    table = finite_features(config.canonical(table), source=source)
     profiles = treatment_profiles(table, config.treatment, config.operation)
     common = dict(control=config.control, null_size=config.null_size, threshold=config.threshold, seed=config.seed)
     results, notes = {}, {}
@@ -179,11 +215,16 @@ def run_retrieval_evaluation(
 
 
 def run_clustering_evaluation(
-    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: ClusteringConfig | None = None
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: ClusteringConfig | None = None,
+    source: str = "the table", overwrite: bool = False,
 ) -> dict[str, Any]:
     """SVM cross-validation and clustering metrics of ``table`` by ``config.label``; with
-    ``out_dir`` writes ``clustering.json``, ``clustering_metrics.csv`` and dendrogram / scatter PNGs."""
+    ``out_dir`` writes ``clustering.json``, ``clustering_metrics.csv`` and dendrogram / scatter PNGs.
+    Features with non-finite values are left out (named in a warning)."""
     config = config or ClusteringConfig()
+    if out_dir is not None:
+        refuse_existing(Path(out_dir) / "clustering.json", overwrite)
+    table = finite_features(table, source=source)
     if config.exclude_control and config.label in table.columns:
         table = table[table[config.label] != config.control]
     result = evaluate_clustering(table, config.label, config.folds, config.seed, config.pca_components)
@@ -266,10 +307,12 @@ def _extractor(config: GenerationConfig, data, store, run_dir: Path):
 
 
 def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                              config: GenerationConfig | None = None) -> dict[str, Any]:
+                              config: GenerationConfig | None = None, overwrite: bool = False) -> dict[str, Any]:
     """FID / KID (in-domain extractor, and InceptionV3 when its weights are given), CellProfiler
     feature distances and the memorisation check of a run's samples against real crops of its store;
     writes ``generation.json`` and figures into ``out_dir`` (default ``RUN/evaluation``)."""
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
+    refuse_existing(out_dir / "generation.json", overwrite)
     import torch
 
     from morphospace.evaluate import generation
@@ -313,7 +356,6 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     holdout = _real_crops(data, holdout_idx) if len(holdout_idx) else None
     memorisation = generation.nearest_real_neighbours(real, fake, holdout, extractor)
     payload["memorisation"] = {k: v for k, v in memorisation.items() if not isinstance(v, np.ndarray)}
-    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
     write_table(distances.reset_index(names="feature"), out_dir / "generation_feature_distances.csv")
     _save_figure(_real_vs_generated_figure(real, fake, channels, memorisation), out_dir / "figures" / "real_vs_generated.png")
     _write_json(out_dir, "generation.json", payload)

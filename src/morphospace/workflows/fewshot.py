@@ -103,7 +103,7 @@ def run_fewshot(config: FewShotConfig, progress: bool = False) -> pd.DataFrame:
         for start in STARTS:
             run = _run_config(base, config, size, start)
             summary = trained(run, progress)
-            scores = evaluate_isl_run(run.run_dir, settings=config.inference).scores
+            scores = evaluate_isl_run(run.run_dir, settings=config.inference, overwrite=True).scores
             rows.append({"tiles": size, "start": start, "steps": summary.optimizer_steps, "mean_iou": scores["mean_iou"],
                          "mean_iou_non_empty": scores["mean_iou_non_empty"], "f1_pooled": scores["f1_pooled"],
                          "test_crops": scores["crops"], "run": str(run.run_dir)})

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morphospace.atomic import write_text_atomic
+from morphospace.atomic import refuse_existing, write_text_atomic
 from morphospace.data.tiles import load_fields
 from morphospace.errors import InputError
 from morphospace.evaluate.isl import (
@@ -50,14 +50,25 @@ def _prediction_fields(config: RunConfig, manifest: str | os.PathLike | None) ->
     return load_fields(config.data.model_copy(update={"manifest": str(manifest), "channels": inputs_only}))
 
 
+def _outputs(config: RunConfig, field_id: str) -> list[str]:
+    if config.model.task == "segmentation":
+        return [f"{field_id}_nuclei_probability.tiff", f"{field_id}_nuclei_labels.tiff"]
+    return [f"{field_id}_{name}.tiff" for name in config.data.channels.targets]
+
+
 def predict_fields(run_dir: str | os.PathLike, out: str | os.PathLike, manifest: str | os.PathLike | None = None,
-                   settings: InferenceConfig | None = None) -> list[Path]:
-    """Predict every field of ``manifest`` (default: the run's own) into the folder ``out``; returns the files."""
+                   settings: InferenceConfig | None = None, overwrite: bool = False) -> list[Path]:
+    """Predict every field of ``manifest`` (default: the run's own) into the folder ``out``; returns
+    the files. FileExistsError when a file it would write exists, unless ``overwrite``."""
     settings = settings or InferenceConfig()
     config, model = load_module(run_dir, "predict")
     out = Path(out)
+    fields = _prediction_fields(config, manifest)
+    for field in fields:
+        for name in _outputs(config, field.field_id):
+            refuse_existing(out / name, overwrite)
     written = []
-    for field in _prediction_fields(config, manifest):
+    for field in fields:
         prediction = _predict(model, field, settings)
         if config.model.task == "segmentation":
             probability = prediction[0]
@@ -72,15 +83,19 @@ def predict_fields(run_dir: str | os.PathLike, out: str | os.PathLike, manifest:
 
 
 def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, split: str = "test",
-                     settings: InferenceConfig | None = None, kind: str | None = None) -> ISLEvaluation:
+                     settings: InferenceConfig | None = None, kind: str | None = None,
+                     overwrite: bool = False) -> ISLEvaluation:
     """Score a run on its held-out ``split``; writes ``isl.json`` (or ``segmentation.json``),
-    ``crops.csv`` and figures into ``out`` (default ``RUN/evaluation``). ``kind`` (``isl`` or
-    ``segmentation``), when given, must be the run's."""
+    ``crops.csv`` and figures into ``out`` (default ``RUN/evaluation``); FileExistsError when the
+    JSON exists, unless ``overwrite``. ``kind`` (``isl`` or ``segmentation``), when given, must be
+    the run's."""
     settings = settings or InferenceConfig()
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     kind = kind or ("segmentation" if getattr(config.model, "task", None) == "segmentation" else "isl")
     _, model = load_module(run_dir, "evaluate", kind)
+    out = Path(out) if out else run_dir / "evaluation"
+    refuse_existing(out / f"{kind}.json", overwrite)
     regions = json.loads((run_dir / "regions.json").read_text())
     if split not in regions:
         raise InputError(f"{run_dir}: no {split!r} split in regions.json (has {list(regions)})")
@@ -93,7 +108,6 @@ def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     else:
         evaluation = score_labeling(config.data.channels.targets, fields, predictions, boxes, settings)
     evaluation.scores |= {"split": split, "run": str(run_dir), "crop_size": crop_size}
-    out = Path(out) if out else run_dir / "evaluation"
     write_text_atomic(out / f"{kind}.json", json.dumps(evaluation.scores, indent=2, default=float))
     write_table(evaluation.crops, out / "crops.csv")
     if kind == "isl":

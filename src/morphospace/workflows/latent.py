@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from morphospace.atomic import atomic_file
+from morphospace.atomic import atomic_file, refuse_existing
 from morphospace.data.dataset import CropDataModule
 from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
@@ -75,8 +75,7 @@ def embed_store(run_dir: str | os.PathLike, store_path: str | os.PathLike | None
     run = load_run(run_dir, "embed")
     store = CropStore(store_path or run.config.data.store)
     out = Path(out) if out is not None else Path(run_dir) / "embeddings.parquet"
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
+    refuse_existing(out, overwrite)
     dataset = run.data.dataset_for(store, conditions=list(run.family.batch_requirements(run.config.model)))
     _check_crop_size(run.path, run.data, store)
     start = time.perf_counter()

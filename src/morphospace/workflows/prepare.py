@@ -2,21 +2,27 @@
 
 Passes, each parallel over fields (or plates) and resumable:
 
-1. **QC**: read and check every field, measure focus, saturation and intensity statistics, decide
-   which fields fail (they are skipped and listed with the reason in ``qc.csv``).
-2. **Illumination**: per plate and channel, a smoothed median of up to ``max_fields`` passing
-   fields.
+1. **QC**: read and check every field, measure its size, focus, saturation, foreground contrast and
+   intensity statistics, decide which fields fail (they are skipped and listed with the reason in
+   ``qc.csv``: out of focus, saturated, ``no_foreground``, or an unreadable or missing file with
+   ``on_error: skip``).
+2. **Illumination**: per plate, field size and channel, a smoothed median of up to ``max_fields``
+   passing fields.
 3. **Fields**: correct, segment nuclei and cells, cut crops; each field's result lands in
    ``STORE.partial/fields/<field_id>/`` atomically, and its label images in ``labels/``.
-4. **Assembly**: stream the per-field results into the store, then rename ``STORE.partial`` to
-   ``STORE``.
+4. **Assembly**: stream the per-field results into the store, rename ``STORE.partial`` to
+   ``STORE``, then remove the per-field results.
 
-An interrupted run resumes from ``STORE.partial`` (same config required) and skips fields already
-done; the final store appears only when complete.
+An interrupted run resumes from ``STORE.partial`` (same config required). Every cached result is
+keyed by its field's id and files (path, size, modification time), not by its row in the manifest:
+a reordered manifest reuses everything, a changed or added field is computed, a removed one is left
+out, and an illumination estimate whose fields changed is estimated again along with the fields it
+corrects. One ``prepare`` at a time writes a store: ``STORE.lock`` names the one running.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -27,15 +33,17 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pydantic
 from tqdm.auto import tqdm
 
-from morphospace.atomic import replace_directory, temporary_sibling
+from morphospace.atomic import refuse_existing, replace_directory, temporary_sibling
 from morphospace.errors import InputError
 from morphospace.io.images import read_image, write_tiff
 from morphospace.io.manifest import FieldSpec, read_field, read_manifest
 from morphospace.io.store import CropStoreWriter
 from morphospace.io.tables import write_table
+from morphospace.locks import output_lock
 from morphospace.parallel import compute_context, run_parallel
 from morphospace.preprocess.illumination import IlluminationConfig, estimate_illumination
 from morphospace.preprocess.normalize import NormalizeConfig, plate_scales
@@ -59,6 +67,8 @@ class PrepareConfig(FieldConfig):
 
     channels: list[str] | None = pydantic.Field(None, description="channel order; None: manifest order")
     max_projection: bool = True
+    short_stacks: bool = pydantic.Field(
+        False, description="read files of 3 or 4 planes as z-stacks (they may be planar colour: an error otherwise)")
     pixel_size_um: float | None = pydantic.Field(None, gt=0)
     on_error: Literal["raise", "skip"] = "raise"
     qc: QCConfig = pydantic.Field(default_factory=QCConfig)
@@ -105,13 +115,14 @@ class _FieldTask:
     work_dir: Path
     illumination: dict[str, Path]
     scales: dict[str, float]
+    key: str
 
 
-def _qc_field(task: tuple[FieldSpec, bool, str]) -> dict:
-    spec, max_projection, on_error = task
-    row = {"Metadata_FieldId": spec.field_id, "Metadata_Plate": spec.plate}
+def _qc_field(task: tuple[FieldSpec, bool, bool, str]) -> dict:
+    spec, max_projection, short_stacks, on_error = task
+    row = {"Metadata_FieldId": spec.field_id, "Metadata_Plate": spec.plate, "fingerprint": spec.fingerprint()}
     try:
-        row.update(field_qc_metrics(read_field(spec, max_projection)))
+        row.update(field_qc_metrics(read_field(spec, max_projection, short_stacks)))
         row["error"] = ""
     except InputError as exc:
         if on_error == "raise":
@@ -120,9 +131,9 @@ def _qc_field(task: tuple[FieldSpec, bool, str]) -> dict:
     return row
 
 
-def _illumination_task(task: tuple[list[FieldSpec], str, IlluminationConfig, bool, Path]) -> str:
-    specs, channel, config, max_projection, path = task
-    images = (read_field(spec, max_projection)[channel] for spec in specs)
+def _illumination_task(task: tuple[list[FieldSpec], str, IlluminationConfig, bool, bool, Path]) -> str:
+    specs, channel, config, max_projection, short_stacks, path = task
+    images = (read_field(spec, max_projection, short_stacks)[channel] for spec in specs)
     write_tiff(path, estimate_illumination(images, sigma=config.sigma, downsample=config.downsample))
     return str(path)
 
@@ -130,7 +141,7 @@ def _illumination_task(task: tuple[list[FieldSpec], str, IlluminationConfig, boo
 def _process_field_task(task: _FieldTask) -> dict:
     spec, config, work_dir = task.spec, task.config, task.work_dir
     try:
-        planes = read_field(spec, config.max_projection)
+        planes = read_field(spec, config.max_projection, config.short_stacks)
         illumination = {c: read_image(p, ndim=(2,)) for c, p in task.illumination.items()}
         result = process_field(planes, config, illumination, task.scales)
     except InputError as exc:
@@ -140,11 +151,18 @@ def _process_field_task(task: _FieldTask) -> dict:
     label_dtype = np.uint16 if max(result.nuclei.max(), result.cells.max()) < 2**16 else np.uint32
     write_tiff(work_dir / "labels" / f"{spec.field_id}_nuclei.tiff", result.nuclei.astype(label_dtype))
     write_tiff(work_dir / "labels" / f"{spec.field_id}_cells.tiff", result.cells.astype(label_dtype))
-    _write_field_crops(work_dir / "fields" / spec.field_id, spec, result.crops)
+    _write_field_crops(work_dir / "fields" / spec.field_id, spec, result.crops, task.key)
     return {"Metadata_FieldId": spec.field_id, "n_cells": len(result.crops.table), "error": ""}
 
 
-def _write_field_crops(target: Path, spec: FieldSpec, crops: CropResult) -> None:
+def _field_key(spec: FieldSpec, illumination: dict[str, Path], scales: dict[str, float]) -> str:
+    """What a field's result depends on beside the (fixed) config: its files, the illumination
+    estimates (whose names carry their own inputs) and the plate scales."""
+    parts = [spec.fingerprint(), *sorted(p.name for p in illumination.values()), repr(sorted(scales.items()))]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+def _write_field_crops(target: Path, spec: FieldSpec, crops: CropResult, key: str) -> None:
     metadata = {k: v for k, v in spec.metadata.items() if k.startswith("Metadata_")}
     table = crops.table.assign(**{k: [v] * len(crops.table) for k, v in metadata.items()})
     ordered = [*metadata, *[c for c in crops.table.columns if c not in metadata]]
@@ -152,6 +170,7 @@ def _write_field_crops(target: Path, spec: FieldSpec, crops: CropResult) -> None
     try:
         np.savez(tmp / "crops.npz", images=crops.images, masks=crops.masks)
         table[ordered].to_parquet(tmp / "cells.parquet", index=False)
+        (tmp / "key.txt").write_text(key)
         replace_directory(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -192,15 +211,22 @@ def prepare(
     InputError
         Bad manifest or images (named in the message), a config naming a missing channel, or no
         cells found at all.
+    LockedError
+        Another process is preparing the same output (``<out>.lock`` names it).
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
     """
     start = time.perf_counter()
     config = config or PrepareConfig()
     manifest, out = Path(manifest), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
-    fields = read_manifest(manifest, config.channels)
+    with output_lock(out):
+        return _prepare_locked(manifest, out, config, workers, scheduler, overwrite, restart, progress, start)
+
+
+def _prepare_locked(manifest: Path, out: Path, config: PrepareConfig, workers: int, scheduler: str | None,
+                    overwrite: bool, restart: bool, progress: bool, start: float) -> PrepareSummary:
+    refuse_existing(out, overwrite)
+    fields = read_manifest(manifest, config.channels, missing_files=config.on_error == "skip")
     channels = list(fields[0].files)
     config.check_channels(channels, str(manifest))
     partial = out.with_name(out.name + ".partial")
@@ -222,17 +248,20 @@ def prepare(
 
 def _run(fields, channels, config, manifest, out, work_dir, resumed, client, progress, start) -> PrepareSummary:
     qc = _qc_pass(fields, config, work_dir, client, progress)
-    passing = [f for f, ok in zip(fields, (qc["status"] == "ok").to_numpy()) if ok]
-    illumination = _illumination_pass(passing, channels, config, work_dir, client, progress)
+    ok = set(qc.loc[qc["status"] == "ok", "Metadata_FieldId"])
+    passing = [f for f in fields if f.field_id in ok]
+    illumination = _illumination_pass(passing, qc, channels, config, work_dir, client, progress)
     scales = plate_scales(qc[qc["status"] == "ok"], channels, config.normalize)
-    done = {p.name for p in (work_dir / "fields").glob("*") if p.is_dir() and not p.name.startswith(".")}
-    tasks = [
-        _FieldTask(f, config, work_dir, illumination.get(f.plate, {}), scales.get(f.plate, {}))
-        for f in passing if f.field_id not in done
-    ]
+    tasks = [_FieldTask(f, config, work_dir, illumination.get(f.field_id, {}), scales.get(f.plate, {}),
+                        _field_key(f, illumination.get(f.field_id, {}), scales.get(f.plate, {}))) for f in passing]
+    done = {task.spec.field_id for task in tasks if _finished(work_dir / "fields" / task.spec.field_id, task.key)}
     if resumed and done:
         logger.info("resuming: %d of %d fields already processed", len(done), len(passing))
-    outcomes = {r["Metadata_FieldId"]: r for _, r in run_parallel(_process_field_task, tasks, client, progress, "fields")}
+    todo = [task for task in tasks if task.spec.field_id not in done]
+    outcomes = {r["Metadata_FieldId"]: r for _, r in run_parallel(_process_field_task, todo, client, progress, "fields")}
+    outcomes |= {field_id: {"Metadata_FieldId": field_id, "error": "",
+                            "n_cells": pq.read_metadata(work_dir / "fields" / field_id / "cells.parquet").num_rows}
+                 for field_id in done}
     qc = _record_outcomes(qc, outcomes)
     write_table(qc, work_dir / "qc.csv")
     n_cells = _assemble(passing, channels, config, manifest, out, work_dir, qc, progress)
@@ -246,13 +275,35 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
     return summary
 
 
-def _qc_pass(fields, config, work_dir, client, progress) -> pd.DataFrame:
+def _finished(field_dir: Path, key: str) -> bool:
+    """Whether ``field_dir`` holds the result of a field with this key (same files and inputs)."""
+    saved = field_dir / "key.txt"
+    return saved.is_file() and saved.read_text() == key
+
+
+def _qc_metrics(fields, config, work_dir, client, progress) -> pd.DataFrame:
+    """Per-field QC metrics in manifest order; those of a field whose files did not change since a
+    previous session are reused (by field id and fingerprint), the others measured."""
     saved = work_dir / "qc_metrics.parquet"
-    if saved.is_file():
-        return pd.read_parquet(saved)
-    tasks = [(f, config.max_projection, config.on_error) for f in fields]
-    rows = dict(run_parallel(_qc_field, tasks, client, progress, "QC"))
-    qc = pd.DataFrame([rows[i] for i in range(len(fields))])
+    cached = pd.read_parquet(saved).set_index("Metadata_FieldId") if saved.is_file() else pd.DataFrame()
+    fingerprints = {f.field_id: f.fingerprint() for f in fields}
+    reusable = {field_id for field_id, fingerprint in fingerprints.items()
+                if field_id in cached.index and cached.at[field_id, "fingerprint"] == fingerprint}
+    tasks = [(f, config.max_projection, config.short_stacks, config.on_error) for f in fields
+             if f.field_id not in reusable]
+    measured = {row["Metadata_FieldId"]: row for _, row in run_parallel(_qc_field, tasks, client, progress, "QC")}
+    rows = [measured[f.field_id] if f.field_id in measured else {"Metadata_FieldId": f.field_id,
+                                                                  **cached.loc[f.field_id].to_dict()}
+            for f in fields]
+    metrics = pd.DataFrame(rows)
+    metrics["error"] = metrics["error"].fillna("")
+    write_table(metrics, saved)
+    return metrics
+
+
+def _qc_pass(fields, config, work_dir, client, progress) -> pd.DataFrame:
+    """QC metrics with each field's ``status`` (ok, qc_failed, error) and ``reason``."""
+    qc = _qc_metrics(fields, config, work_dir, client, progress)
     qc["status"], qc["reason"] = "ok", ""
     errors = qc["error"] != ""
     qc.loc[errors, "status"] = "error"
@@ -263,42 +314,53 @@ def _qc_pass(fields, config, work_dir, client, progress) -> pd.DataFrame:
             qc[~errors], focus_channel, focus_min_slope=config.qc.focus_min_slope, focus_mad_k=config.qc.focus_mad_k,
             min_fields_for_outliers=config.qc.min_fields_for_outliers,
             saturation_max_fraction=config.qc.saturation_max_fraction,
+            min_contrast=config.nuclei.min_contrast, contrast_channel=config.nuclei.channel,
         )
         failed = reasons[reasons != ""]
         qc.loc[failed.index, "status"] = "qc_failed"
         qc.loc[failed.index, "reason"] = failed
         for field_id, reason in zip(qc.loc[failed.index, "Metadata_FieldId"], failed):
             logger.warning("field %s skipped: %s", field_id, reason)
-    qc = qc.drop(columns="error")
-    write_table(qc, saved)
-    return qc
+    for field_id, reason in zip(qc.loc[errors, "Metadata_FieldId"], qc.loc[errors, "reason"]):
+        logger.warning("field %s skipped: %s", field_id, reason)
+    return qc.drop(columns=["error", "fingerprint"])
 
 
-def _illumination_pass(passing, channels, config, work_dir, client, progress) -> dict[str, dict[str, Path]]:
+def _illumination_pass(passing, qc, channels, config, work_dir, client, progress) -> dict[str, dict[str, Path]]:
+    """The illumination estimate of each passing field, by field id: one per plate, field size and
+    channel, from up to ``max_fields`` of that group's fields; a file name carries a digest of the
+    fields it was estimated from, so a changed group is estimated again."""
     if not config.illumination.enabled:
         return {}
-    by_plate: dict[str, list[FieldSpec]] = {}
+    sizes = qc.set_index("Metadata_FieldId").loc[[s.field_id for s in passing], ["height", "width"]].astype(int)
+    groups: dict[tuple[str, int, int], list[FieldSpec]] = {}
     for spec in passing:
-        by_plate.setdefault(spec.plate, []).append(spec)
-    paths: dict[str, dict[str, Path]] = {}
+        height, width = sizes.loc[spec.field_id]
+        groups.setdefault((spec.plate, height, width), []).append(spec)
+    several_sizes = {plate for plate, *_ in groups if sum(key[0] == plate for key in groups) > 1}
+    result: dict[str, dict[str, Path]] = {}
     tasks = []
     rng = np.random.default_rng(0)
-    for plate, specs in sorted(by_plate.items()):
+    for (plate, height, width), specs in sorted(groups.items()):
+        label = f"plate {plate or '<none>'}" + (f", {height} x {width} px fields" if plate in several_sizes else "")
         if len(specs) < config.illumination.min_fields:
-            logger.warning("plate %s: %d passing field(s) < %d, no illumination correction",
-                           plate or "<none>", len(specs), config.illumination.min_fields)
+            logger.warning("%s: %d passing field(s) < %d, no illumination correction", label, len(specs),
+                           config.illumination.min_fields)
             continue
+        sample = specs
         if len(specs) > config.illumination.max_fields:
-            keep = np.sort(rng.choice(len(specs), config.illumination.max_fields, replace=False))
-            specs = [specs[i] for i in keep]
+            sample = [specs[i] for i in np.sort(rng.choice(len(specs), config.illumination.max_fields, replace=False))]
+        digest = hashlib.sha1("|".join(s.fingerprint() for s in sample).encode()).hexdigest()[:12]
+        paths = {}
         for channel in channels:
-            path = work_dir / "illumination" / f"{plate or 'all'}_{channel}.tiff"
-            paths.setdefault(plate, {})[channel] = path
+            path = work_dir / "illumination" / f"{plate or 'all'}_{height}x{width}_{channel}_{digest}.tiff"
+            paths[channel] = path
             if not path.is_file():
-                tasks.append((specs, channel, config.illumination, config.max_projection, path))
+                tasks.append((sample, channel, config.illumination, config.max_projection, config.short_stacks, path))
+        result |= {spec.field_id: paths for spec in specs}
     for _ in run_parallel(_illumination_task, tasks, client, progress, "illumination"):
         pass
-    return paths
+    return result
 
 
 def _record_outcomes(qc: pd.DataFrame, outcomes: dict[str, dict]) -> pd.DataFrame:
@@ -331,6 +393,10 @@ def _assemble(passing, channels, config, manifest, out, work_dir, qc, progress) 
             n_cells += len(images)
         if n_cells == 0:
             raise InputError(f"{manifest}: no cells found in any of {len(passing)} field(s); check the nuclei settings")
-        shutil.rmtree(work_dir / "fields")
-        (work_dir / "qc_metrics.parquet").unlink(missing_ok=True)
+        used = {f.field_id for f in passing}
+        for label in (work_dir / "labels").glob("*.tiff"):  # fields dropped from the manifest since
+            if label.name.rsplit("_", 1)[0] not in used:
+                label.unlink()
+    shutil.rmtree(out / "fields")  # only now that the store is complete under its name
+    (out / "qc_metrics.parquet").unlink(missing_ok=True)
     return n_cells

@@ -22,7 +22,7 @@ import pandas as pd
 
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import FeaturesConfig, feature_columns, masks_by_segmentation, measure_crops
-from morphospace.atomic import write_text_atomic
+from morphospace.atomic import refuse_existing, write_text_atomic
 from morphospace.io.store import CropStore
 from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.tables import read_table, write_table
@@ -104,8 +104,7 @@ def extract_features(
     start = time.perf_counter()
     config = config or FeaturesConfig()
     store, out = CropStore(store_path), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
+    refuse_existing(out, overwrite)
     channels = config.channels or store.channels
     missing = [c for c in channels if c not in store.channels]
     if missing:
@@ -165,18 +164,19 @@ def make_profiles(
     official BBBC021 tables first.
     """
     config = config or ProfilesConfig()
-    if out is not None and Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists (choose another output or overwrite it)")
-    table = features if isinstance(features, pd.DataFrame) else read_table(features)
+    if out is not None:
+        refuse_existing(out, overwrite)
+    source = None if isinstance(features, pd.DataFrame) else str(features)
+    table = features if source is None else read_table(features)
     table = cellprofiler_metadata(table)
     if bbbc021_dir is not None:
-        table.attrs["source"] = str(features) if not isinstance(features, pd.DataFrame) else "table"
+        table.attrs["source"] = source or "table"
         table = annotate_bbbc021(table, bbbc021_dir)
-    profiles = build_profiles(table, config)
+    profiles = build_profiles(table, config, source or "the table")
     if out is not None:
         out = Path(out)
         write_table(profiles, out)
-        report = {"source": str(features) if not isinstance(features, pd.DataFrame) else None,
+        report = {"source": source,
                   "config": config.to_dict(), "rows": len(profiles), "features": len(feature_columns(profiles)),
                   "bbbc021_tables": str(bbbc021_dir) if bbbc021_dir else None}
         write_text_atomic(out.with_name(out.name + ".json"), json.dumps(report, indent=2))

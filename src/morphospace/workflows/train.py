@@ -15,11 +15,13 @@ sampling families) and family files such as ``kl_per_dimension.csv``.
 
 Re-running a config resumes from the last checkpoint with the data state saved in it; only the
 budget and where it runs (:data:`~morphospace.models.training.RESUMABLE_KEYS`) may change between
-sessions, any other change is an error. A resumed session reseeds the random streams from the
-config's seed, so its batches differ from those an uninterrupted run would have drawn.
+sessions, any other change is an error. Every epoch's random streams depend only on the seed and
+the epoch (:class:`~morphospace.models.training.EpochSeed`), so a run interrupted and resumed ends
+with the same weights as an uninterrupted one.
 
 With several processes (``trainer.devices``, ``num_nodes``, ``strategy``) every process runs this
-same function; only global rank 0 writes.
+same function; only global rank 0 writes. The writing process holds ``runs_dir/<name>.lock`` while
+it writes, so a second ``train`` of the same run stops at once with a message naming the first.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ from morphospace.config import ConfigError, key_error
 from morphospace.data.sources import RunDataModule, data_source
 from morphospace.errors import InputError
 from morphospace.explore.samples import SampleGrid
+from morphospace.locks import output_lock
 from morphospace.models.family import Family
 from morphospace.models.registry import get_family
 from morphospace.models.run import last_checkpoint, read_checkpoint
 from morphospace.models.training import (
-    RESUMABLE_KEYS, ProcessSeed, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
+    RESUMABLE_KEYS, EpochSeed, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
     merge_session_logs, quiet_lightning,
 )
 from morphospace.runs import check_run_directory, is_rank_zero, log_to_file, open_run_directory
@@ -109,9 +112,17 @@ def _previous_notes(run_dir: Path) -> dict[str, str]:
 
 def train(config: RunConfig, overwrite: bool = False, progress: bool = True) -> TrainSummary:
     """Train (or resume) the run of ``config``; see the module docstring for what it writes."""
-    plan = plan_run(config, overwrite)
+    plan = plan_run(config, overwrite)  # read only: a bad config leaves nothing behind, not even a lock
     writer = is_rank_zero()
-    run_dir = config.run_dir
+    with output_lock(config.run_dir) if writer else contextlib.nullcontext():
+        if writer and plan.checkpoint is None and not overwrite and last_checkpoint(config.run_dir).is_file():
+            plan = plan_run(config)  # another process trained this run while we were planning: resume it
+        return _fit(plan, overwrite, progress, writer)
+
+
+def _fit(plan: RunPlan, overwrite: bool, progress: bool, writer: bool) -> TrainSummary:
+    """Write the run of ``plan`` (on the writing process) and fit it."""
+    config, run_dir = plan.config, plan.config.run_dir
     if writer:
         open_run_directory(run_dir, config, overwrite=overwrite, mutable=RESUMABLE_KEYS)
         plan.data.save(run_dir)
@@ -128,7 +139,7 @@ def train(config: RunConfig, overwrite: bool = False, progress: bool = True) -> 
                     type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(), trainer.precision)
         start = time.perf_counter()
         try:
-            trainer.fit(plan.module, datamodule=plan.data, ckpt_path=plan.checkpoint)
+            trainer.fit(plan.module, datamodule=plan.data, ckpt_path=plan.checkpoint, weights_only=True)
         finally:
             if trainer.is_global_zero:
                 merge_session_logs(run_dir)
@@ -161,7 +172,7 @@ def _session_logging(run_dir: Path, writer: bool):
 
 def _callbacks(plan: RunPlan, run_dir: Path) -> list[pl.Callback]:
     config = plan.config
-    callbacks: list[pl.Callback] = [ProcessSeed(config.seed), *plan.family.callbacks(config, run_dir)]
+    callbacks: list[pl.Callback] = [EpochSeed(config.seed), *plan.family.callbacks(config, run_dir)]
     if "generate" in plan.family.verbs:
         trainer = config.trainer
         callbacks.append(SampleGrid(run_dir / "figures", plan.data.spec.names("image"), trainer.sample_images,
