@@ -502,11 +502,10 @@ class CropDataModule(pl.LightningDataModule):
         if len(dataset) == 0:
             raise InputError(f"{self.config.store}: the {split} split is empty; adjust data.split")
         sampler = None
+        generator = torch.Generator().manual_seed(seed)  # seeds of worker processes
         if shuffle:  # the same order in every process, which then takes its share
             chunk_cells = self.store.images.chunks[0] if dataset.cached is None else 1
             sampler = ChunkShuffleSampler(dataset.indices, chunk_cells, seed=self.config.seed)
-        generator = torch.Generator().manual_seed(seed)  # seeds of worker processes
-        if shuffle:
             self._train_streams = (dataset, generator, seed)
         return DataLoader(
             dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=self.config.num_workers,

@@ -331,11 +331,12 @@ def finite_features(table: pd.DataFrame, max_fraction: float = 0.0, stage: str =
     >>> list(finite_features(table).columns)
     ['Metadata_Well', 'area']
     """
-    text = [c for c in table.columns if not str(c).startswith("Metadata_") and c not in feature_columns(table)]
+    features = feature_columns(table)
+    numeric = set(features)
+    text = [c for c in table.columns if not str(c).startswith("Metadata_") and c not in numeric]
     if text:
         logger.warning("%s: left out %d non-numeric column(s) that are not Metadata_*: %s", source, len(text),
                        ", ".join(map(str, text[:5])) + (" ..." if len(text) > 5 else ""))
-    features = feature_columns(table)
     missing = (~np.isfinite(table[features].to_numpy(dtype=float))).mean(axis=0) if len(table) else []
     dropped = [f for f, share in zip(features, missing) if share > max_fraction]
     if dropped:

@@ -181,11 +181,10 @@ def qc_failures(
             "", index=metrics.index)
         if {"height", "width"} <= set(metrics.columns):  # the spectrum's slope depends on the field's size
             groups = groups + "|" + metrics["height"].astype(str) + "x" + metrics["width"].astype(str)
-        judged = focus[~empty]
-        median = judged.groupby(groups[~empty]).median().reindex(groups).to_numpy()
-        mad = (judged - judged.groupby(groups[~empty]).transform("median")).abs().groupby(groups[~empty]).median()
-        mad = mad.reindex(groups).to_numpy() * 1.4826
-        size = judged.groupby(groups[~empty]).size().reindex(groups).fillna(0).to_numpy()
+        judged = focus.where(~empty)  # NaN: left out of the group statistics
+        median = judged.groupby(groups).transform("median")
+        mad = (judged - median).abs().groupby(groups).transform("median") * 1.4826
+        size = judged.groupby(groups).transform("count")
         outlier = ~empty & (size >= min_fields_for_outliers) & (mad > 0) & (focus < median - focus_mad_k * mad)
         add(outlier, pd.Series([f"out of focus (slope {v:.2f}, {focus_mad_k} MADs below its plate)" for v in focus],
                                index=metrics.index))

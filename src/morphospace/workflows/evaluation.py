@@ -61,15 +61,16 @@ class AnnotationColumns(Config):
     moa_column: str = MOA
     batch_column: str = BATCH
 
-    def canonical(self, table: pd.DataFrame) -> pd.DataFrame:
-        """``table`` with these columns under morphospace's names; InputError naming the setting
-        when the compound or MoA column is missing."""
+    def canonical(self, table: pd.DataFrame, source: str = "the table") -> pd.DataFrame:
+        """``table`` with these columns under morphospace's names; InputError naming ``source`` and
+        the setting when the compound or MoA column is missing."""
         renames = {COMPOUND: self.compound_column, CONCENTRATION: self.concentration_column, MOA: self.moa_column,
                    BATCH: self.batch_column}
         for name, key in ((self.compound_column, "compound_column"), (self.moa_column, "moa_column")):
             if name not in table.columns:
-                raise InputError(f"the table has no column {name!r} (set {key}; --{key.replace('_', '-')} on the "
-                                 f"command line); its metadata columns: {[c for c in table if str(c).startswith('Metadata_')]}")
+                metadata = [c for c in table if str(c).startswith("Metadata_")]
+                raise InputError(f"{source}: no column {name!r} (set {key}; --{key.replace('_', '-')} on the "
+                                 f"command line); its metadata columns: {metadata}")
         moved = {given: canonical for canonical, given in renames.items() if given != canonical and given in table}
         return table.drop(columns=[c for c in moved.values() if c in table.columns]).rename(columns=moved)
 
@@ -138,6 +139,14 @@ def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def _scored_table(table: pd.DataFrame, out_dir: str | os.PathLike | None, result: str, source: str,
+                  overwrite: bool) -> pd.DataFrame:
+    """``table`` with only finite features, after checking that ``out_dir/result`` may be written."""
+    if out_dir is not None:
+        refuse_existing(Path(out_dir) / result, overwrite)
+    return finite_features(table, source=source)
+
+
 def run_moa_evaluation(
     table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: MoAEvaluationConfig | None = None,
     source: str = "the table", overwrite: bool = False,
@@ -147,9 +156,7 @@ def run_moa_evaluation(
     ``figures/moa_confusion_<convention>.png``. Features with non-finite values are left out (named
     in a warning)."""
     config = config or MoAEvaluationConfig()
-    if out_dir is not None:
-        refuse_existing(Path(out_dir) / "moa.json", overwrite)
-    table = finite_features(config.canonical(table), source=source)
+    table = _scored_table(config.canonical(table, source), out_dir, "moa.json", source, overwrite)
     profiles = treatment_profiles(table, config.treatment, config.operation)
     results = evaluate_moa(profiles, control=config.control)
     payload: dict[str, Any] = {
@@ -183,9 +190,7 @@ def run_retrieval_evaluation(
     ``table``; with ``out_dir`` writes ``retrieval.json`` and per-group CSVs. Features with
     non-finite values are left out (named in a warning)."""
     config = config or RetrievalConfig()
-    if out_dir is not None:
-        refuse_existing(Path(out_dir) / "retrieval.json", overwrite)
-    table = finite_features(config.canonical(table), source=source)
+    table = _scored_table(config.canonical(table, source), out_dir, "retrieval.json", source, overwrite)
     profiles = treatment_profiles(table, config.treatment, config.operation)
     common = dict(control=config.control, null_size=config.null_size, threshold=config.threshold, seed=config.seed)
     results, notes = {}, {}
@@ -222,9 +227,7 @@ def run_clustering_evaluation(
     ``out_dir`` writes ``clustering.json``, ``clustering_metrics.csv`` and dendrogram / scatter PNGs.
     Features with non-finite values are left out (named in a warning)."""
     config = config or ClusteringConfig()
-    if out_dir is not None:
-        refuse_existing(Path(out_dir) / "clustering.json", overwrite)
-    table = finite_features(table, source=source)
+    table = _scored_table(table, out_dir, "clustering.json", source, overwrite)
     if config.exclude_control and config.label in table.columns:
         table = table[table[config.label] != config.control]
     result = evaluate_clustering(table, config.label, config.folds, config.seed, config.pca_components)

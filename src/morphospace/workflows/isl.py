@@ -50,10 +50,21 @@ def _prediction_fields(config: RunConfig, manifest: str | os.PathLike | None) ->
     return load_fields(config.data.model_copy(update={"manifest": str(manifest), "channels": inputs_only}))
 
 
-def _outputs(config: RunConfig, field_id: str) -> list[str]:
+def _outputs(config: RunConfig, out: Path, field_id: str) -> list[Path]:
+    """The files ``predict`` writes for one field, in the order of :func:`_planes`."""
     if config.model.task == "segmentation":
-        return [f"{field_id}_nuclei_probability.tiff", f"{field_id}_nuclei_labels.tiff"]
-    return [f"{field_id}_{name}.tiff" for name in config.data.channels.targets]
+        return [out / f"{field_id}_nuclei_probability.tiff", out / f"{field_id}_nuclei_labels.tiff"]
+    return [out / f"{field_id}_{name}.tiff" for name in config.data.channels.targets]
+
+
+def _planes(config: RunConfig, prediction: np.ndarray, settings: InferenceConfig) -> list[np.ndarray]:
+    """What ``predict`` writes of a prediction (C, H, W): each target, or the nuclei probability and
+    its instance labels."""
+    if config.model.task == "segmentation":
+        probability = prediction[0]
+        labels = instances_from_probability(probability, settings.probability_threshold)
+        return [probability.astype(np.float32), labels.astype(np.uint16)]
+    return [plane.astype(np.float32) for plane in prediction]
 
 
 def predict_fields(run_dir: str | os.PathLike, out: str | os.PathLike, manifest: str | os.PathLike | None = None,
@@ -65,20 +76,12 @@ def predict_fields(run_dir: str | os.PathLike, out: str | os.PathLike, manifest:
     out = Path(out)
     fields = _prediction_fields(config, manifest)
     for field in fields:
-        for name in _outputs(config, field.field_id):
-            refuse_existing(out / name, overwrite)
+        for path in _outputs(config, out, field.field_id):
+            refuse_existing(path, overwrite)
     written = []
     for field in fields:
-        prediction = _predict(model, field, settings)
-        if config.model.task == "segmentation":
-            probability = prediction[0]
-            written.append(write_tiff(out / f"{field.field_id}_nuclei_probability.tiff",
-                                      probability.astype(np.float32)))
-            labels = instances_from_probability(probability, settings.probability_threshold)
-            written.append(write_tiff(out / f"{field.field_id}_nuclei_labels.tiff", labels.astype(np.uint16)))
-            continue
-        for name, plane in zip(config.data.channels.targets, prediction):
-            written.append(write_tiff(out / f"{field.field_id}_{name}.tiff", plane.astype(np.float32)))
+        planes = _planes(config, _predict(model, field, settings), settings)
+        written += [write_tiff(path, plane) for path, plane in zip(_outputs(config, out, field.field_id), planes)]
     return written
 
 

@@ -120,7 +120,7 @@ class _FieldTask:
 
 def _qc_field(task: tuple[FieldSpec, bool, bool, str]) -> dict:
     spec, max_projection, short_stacks, on_error = task
-    row = {"Metadata_FieldId": spec.field_id, "Metadata_Plate": spec.plate, "fingerprint": spec.fingerprint()}
+    row = {"Metadata_FieldId": spec.field_id, "Metadata_Plate": spec.plate}
     try:
         row.update(field_qc_metrics(read_field(spec, max_projection, short_stacks)))
         row["error"] = ""
@@ -155,10 +155,10 @@ def _process_field_task(task: _FieldTask) -> dict:
     return {"Metadata_FieldId": spec.field_id, "n_cells": len(result.crops.table), "error": ""}
 
 
-def _field_key(spec: FieldSpec, illumination: dict[str, Path], scales: dict[str, float]) -> str:
-    """What a field's result depends on beside the (fixed) config: its files, the illumination
-    estimates (whose names carry their own inputs) and the plate scales."""
-    parts = [spec.fingerprint(), *sorted(p.name for p in illumination.values()), repr(sorted(scales.items()))]
+def _field_key(fingerprint: str, illumination: dict[str, Path], scales: dict[str, float]) -> str:
+    """What a field's result depends on beside the (fixed) config: its files (``fingerprint``), the
+    illumination estimates (whose names carry their own inputs) and the plate scales."""
+    parts = [fingerprint, *sorted(p.name for p in illumination.values()), repr(sorted(scales.items()))]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 
@@ -247,13 +247,15 @@ def _prepare_locked(manifest: Path, out: Path, config: PrepareConfig, workers: i
 
 
 def _run(fields, channels, config, manifest, out, work_dir, resumed, client, progress, start) -> PrepareSummary:
-    qc = _qc_pass(fields, config, work_dir, client, progress)
+    fingerprints = {f.field_id: f.fingerprint() for f in fields}  # the files' state, taken once per session
+    qc = _qc_pass(fields, fingerprints, config, work_dir, client, progress)
     ok = set(qc.loc[qc["status"] == "ok", "Metadata_FieldId"])
     passing = [f for f in fields if f.field_id in ok]
-    illumination = _illumination_pass(passing, qc, channels, config, work_dir, client, progress)
+    illumination = _illumination_pass(passing, fingerprints, qc, channels, config, work_dir, client, progress)
     scales = plate_scales(qc[qc["status"] == "ok"], channels, config.normalize)
     tasks = [_FieldTask(f, config, work_dir, illumination.get(f.field_id, {}), scales.get(f.plate, {}),
-                        _field_key(f, illumination.get(f.field_id, {}), scales.get(f.plate, {}))) for f in passing]
+                        _field_key(fingerprints[f.field_id], illumination.get(f.field_id, {}), scales.get(f.plate, {})))
+             for f in passing]
     done = {task.spec.field_id for task in tasks if _finished(work_dir / "fields" / task.spec.field_id, task.key)}
     if resumed and done:
         logger.info("resuming: %d of %d fields already processed", len(done), len(passing))
@@ -281,29 +283,27 @@ def _finished(field_dir: Path, key: str) -> bool:
     return saved.is_file() and saved.read_text() == key
 
 
-def _qc_metrics(fields, config, work_dir, client, progress) -> pd.DataFrame:
+def _qc_metrics(fields, fingerprints, config, work_dir, client, progress) -> pd.DataFrame:
     """Per-field QC metrics in manifest order; those of a field whose files did not change since a
     previous session are reused (by field id and fingerprint), the others measured."""
     saved = work_dir / "qc_metrics.parquet"
     cached = pd.read_parquet(saved).set_index("Metadata_FieldId") if saved.is_file() else pd.DataFrame()
-    fingerprints = {f.field_id: f.fingerprint() for f in fields}
     reusable = {field_id for field_id, fingerprint in fingerprints.items()
                 if field_id in cached.index and cached.at[field_id, "fingerprint"] == fingerprint}
     tasks = [(f, config.max_projection, config.short_stacks, config.on_error) for f in fields
              if f.field_id not in reusable]
     measured = {row["Metadata_FieldId"]: row for _, row in run_parallel(_qc_field, tasks, client, progress, "QC")}
-    rows = [measured[f.field_id] if f.field_id in measured else {"Metadata_FieldId": f.field_id,
-                                                                  **cached.loc[f.field_id].to_dict()}
-            for f in fields]
+    rows = [{**measured[f.field_id], "fingerprint": fingerprints[f.field_id]} if f.field_id in measured
+            else {"Metadata_FieldId": f.field_id, **cached.loc[f.field_id].to_dict()} for f in fields]
     metrics = pd.DataFrame(rows)
     metrics["error"] = metrics["error"].fillna("")
     write_table(metrics, saved)
     return metrics
 
 
-def _qc_pass(fields, config, work_dir, client, progress) -> pd.DataFrame:
+def _qc_pass(fields, fingerprints, config, work_dir, client, progress) -> pd.DataFrame:
     """QC metrics with each field's ``status`` (ok, qc_failed, error) and ``reason``."""
-    qc = _qc_metrics(fields, config, work_dir, client, progress)
+    qc = _qc_metrics(fields, fingerprints, config, work_dir, client, progress)
     qc["status"], qc["reason"] = "ok", ""
     errors = qc["error"] != ""
     qc.loc[errors, "status"] = "error"
@@ -326,7 +326,8 @@ def _qc_pass(fields, config, work_dir, client, progress) -> pd.DataFrame:
     return qc.drop(columns=["error", "fingerprint"])
 
 
-def _illumination_pass(passing, qc, channels, config, work_dir, client, progress) -> dict[str, dict[str, Path]]:
+def _illumination_pass(passing, fingerprints, qc, channels, config, work_dir, client,
+                       progress) -> dict[str, dict[str, Path]]:
     """The illumination estimate of each passing field, by field id: one per plate, field size and
     channel, from up to ``max_fields`` of that group's fields; a file name carries a digest of the
     fields it was estimated from, so a changed group is estimated again."""
@@ -350,7 +351,7 @@ def _illumination_pass(passing, qc, channels, config, work_dir, client, progress
         sample = specs
         if len(specs) > config.illumination.max_fields:
             sample = [specs[i] for i in np.sort(rng.choice(len(specs), config.illumination.max_fields, replace=False))]
-        digest = hashlib.sha1("|".join(s.fingerprint() for s in sample).encode()).hexdigest()[:12]
+        digest = hashlib.sha1("|".join(fingerprints[s.field_id] for s in sample).encode()).hexdigest()[:12]
         paths = {}
         for channel in channels:
             path = work_dir / "illumination" / f"{plate or 'all'}_{height}x{width}_{channel}_{digest}.tiff"
