@@ -1,6 +1,6 @@
 """CytoGAN and the VAE family on the real BBBC021 crops: train, embed, score MoA and generation.
 
-For each model (DCGAN, LSGAN, WGAN-GP, VAE, beta-VAE, VAE-GAN; configs/<model>_bbbc021.yaml):
+For each model (DCGAN, LSGAN, WGAN-GP, VAE, beta-VAE, VAE-GAN; the built-in configs <model>_bbbc021):
 train unsupervised on all 8,774 crops (the three npz files: DMSO of 6 plates, cycloheximide, 1,000
 all-MoA; 64 x 64 centre crops) within a wall-clock budget; embed the 1,000 all-MoA crops (GANs:
 the discriminator's penultimate layer, 100-d; VAEs: the posterior mean, 100-d); score MoA; score
@@ -96,7 +96,7 @@ def _baselines(training: Path, allmoa: Path, work: Path) -> list[dict]:
 
 
 def _run_model(name: str, training: Path, allmoa: Path, work: Path, minutes: float) -> dict:
-    config = load_run_config(ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
+    config = load_run_config(f"{name}_bbbc021",
                              [f"data.store={training}", f"runs_dir={work / 'runs'}", f"trainer.max_minutes={minutes}",
                               "trainer.max_epochs=1000"])
     summary = train(config, progress=False)

@@ -1,7 +1,7 @@
 """Multi-process training on one machine: images/s of 2-process DDP (gloo) against 1 process, on the
 real BBBC021 DMSO crops, measured in the same run.
 
-Each measurement is ``morphospace train configs/<model>_bbbc021.yaml`` in a fresh process for
+Each measurement is ``morphospace train <model>_bbbc021`` in a fresh process for
 ``--epochs`` epochs of the 5,318 DMSO crops (64 x 64, batch 64 per process, fp32 so that both sides
 compute alike): 1 process with all cores as torch threads, or ``--set trainer.devices=2
 trainer.strategy=ddp trainer.accelerator=cpu`` (Lightning gives each process cores / 2 threads).
@@ -34,7 +34,7 @@ def _run(model: str, store: Path, runs: Path, name: str, epochs: int, processes:
     overrides = [f"data.store={store}", f"runs_dir={runs}", f"name={name}", f"trainer.max_epochs={epochs}",
                  "trainer.precision=32-true", "trainer.sample_every_n_epochs=1000", *SETTINGS[processes]]
     command = [sys.executable, "-m", "morphospace", "--no-progress", "train",
-               str(ROOT.parent / "configs" / f"{model}_bbbc021.yaml"), *[a for o in overrides for a in ("--set", o)]]
+               f"{model}_bbbc021", *[a for o in overrides for a in ("--set", o)]]
     env = {key: value for key, value in os.environ.items()
            if key not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "OMP_NUM_THREADS")}
     result = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -2,7 +2,7 @@
 tiles from random weights and from the DAPI in-silico-labeling model (the seed's Figure 27).
 
 Truth masks come from segmenting the field's real DAPI (``segment_nuclei``, Otsu + watershed,
-sigma 2 px). ``configs/fewshot_finkbeiner.yaml`` trains ``configs/nuclei_finkbeiner.yaml`` on N = 1, 2,
+sigma 2 px). The built-in ``fewshot_finkbeiner`` config trains ``nuclei_finkbeiner`` on N = 1, 2,
 5, 10, 50 fixed 128 px tiles of the training band (each holding a nucleus) and on random tiles of the
 whole band, ``--steps`` optimiser steps each, and scores every run on the same 64 px crops of the test
 band (right 20%). The pretrained start is the L1 U-Net of ``isl_finkbeiner.py`` (run that first).
@@ -46,8 +46,8 @@ def main() -> None:
     labels = segment_nuclei(dapi, sigma=2.0, min_area=30)
     write_tiff(work / "nuclei_labels.tiff", labels.astype("uint16"))
     manifest = finkbeiner_manifest(field_dir, work, {"FileName_NucleiLabels": str(work / "nuclei_labels.tiff")})
-    config = load_config(FewShotConfig, ROOT.parent / "configs" / "fewshot_finkbeiner.yaml", [
-        f"runs_dir={work / 'runs'}", f"segmentation={ROOT.parent / 'configs' / 'nuclei_finkbeiner.yaml'}",
+    config = load_config(FewShotConfig, "fewshot_finkbeiner", [
+        f"runs_dir={work / 'runs'}", f"segmentation={'nuclei_finkbeiner'}",
         f"overrides=['data.manifest={manifest}']", f"pretrained_run={pretrained}", f"steps={args.steps}"])
     table = run_fewshot(config)
     figure = RESULTS / "fewshot_finkbeiner.png"

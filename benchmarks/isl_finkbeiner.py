@@ -1,6 +1,6 @@
 """In silico labeling on the real Finkbeiner field: 13 phase-contrast z-planes -> DAPI, MAP2, NFH.
 
-The field (1024 x 1024) is split spatially by ``configs/isl_finkbeiner.yaml``: left 65% train, next
+The field (1024 x 1024) is split spatially by the built-in config ``isl_finkbeiner``: left 65% train, next
 15% validation, right 20% test. Each run trains for ``--epochs`` epochs of 512 tiles (the same data
 for every run, whatever else shares the machine) or ``--minutes`` of wall clock from that config
 with the loss and network given, then is scored on the test band by ``evaluate isl`` (crops of each
@@ -111,7 +111,7 @@ def main() -> None:
     rows, details, runs = [], {}, {}
     for arch in [a for a in args.archs.split(",") if a]:
         for loss in [k for k in args.losses.split(",") if k]:
-            config = load_run_config(ROOT.parent / "configs" / "isl_finkbeiner.yaml", [
+            config = load_run_config("isl_finkbeiner", [
                 f"name=isl_finkbeiner_{loss}_{arch}", f"runs_dir={work / 'runs'}", f"data.manifest={manifest}",
                 f"model.loss.kind={loss}", f"model.net.arch={arch}", f"trainer.max_minutes={args.minutes}",
                 f"trainer.max_epochs={args.epochs or 1000}"])

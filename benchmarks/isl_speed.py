@@ -1,7 +1,7 @@
 """Speed of in-silico-labeling training and whole-field inference: morphospace against a bare
 PyTorch loop of the same network, with fp32 and with bf16 autocast, in one process.
 
-Network and data: configs/isl_finkbeiner.yaml (MONAI UNet 32-512, 13 phase planes -> DAPI, MAP2,
+Network and data: the built-in config isl_finkbeiner (MONAI UNet 32-512, 13 phase planes -> DAPI, MAP2,
 NFH, L1 loss, 128 px tiles, batch 8) on the real Finkbeiner field. Training: tiles/s after one
 warm-up batch; morphospace = ``train`` (Lightning fit loop, tiles cut and augmented on the fly);
 bare = the same network and L1 loss with plain Adam steps on the same tiles held in memory.
@@ -121,7 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = finkbeiner_manifest(data_dir(args.data) / "isl_finkbeiner", tmp)
-        config = load_run_config(ROOT.parent / "configs" / "isl_finkbeiner.yaml", [f"data.manifest={manifest}"])
+        config = load_run_config("isl_finkbeiner", [f"data.manifest={manifest}"])
         fields = load_fields(config.data)
         data = PairedDataModule(fields, config.data.split, config.data.tiles, config.seed)
         batches = list(itertools.islice(data.train_dataloader(), args.batches + 1))

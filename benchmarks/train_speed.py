@@ -1,7 +1,7 @@
 """Training speed of every model family through morphospace (Lightning) against a bare PyTorch loop
 of the same networks, in the same process, with fp32 and with bf16 autocast; and embedding speed.
 
-Both sides train the model built from configs/<model>_bbbc021.yaml (64 x 64 crops, batch 64) on
+Both sides train the model built from the built-in config <model>_bbbc021 (64 x 64 crops, batch 64) on
 the 5,318 real BBBC021 DMSO crops. The bare loop calls the module's own networks and losses with
 plain Adam steps on in-memory batches, mirroring each family's training step (GAN: a discriminator
 step every batch, a generator step every ``discriminator_steps`` batches; VAE: one step; VAE-GAN:
@@ -113,7 +113,7 @@ def main() -> None:
         store = import_npz(bbbc021 / "bbbc021_crops68_dmso_6plates.npz", tmp / "store",
                            ["DNA", "Actin", "Tubulin"], progress=False)
         for name in MODELS:
-            config = load_run_config(ROOT.parent / "configs" / f"{name}_bbbc021.yaml",
+            config = load_run_config(f"{name}_bbbc021",
                                      [f"data.store={store.path}", f"runs_dir={tmp / 'runs'}"])
             data = CropDataModule(config.data)
             data.setup()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from morphospace.atomic import atomic_directory, atomic_file, write_text_atomic
+from morphospace.atomic import atomic_directory, atomic_file, json_text, write_json_atomic, write_text_atomic
 from morphospace.io.images import write_png
 from morphospace.io.tables import write_table
 
@@ -55,6 +55,41 @@ def test_concurrent_writers_of_one_file_never_share_a_temporary_name(tmp_path: P
         first.write_text("first")
         second.write_text("second")
     assert target.read_text() == "first" and sorted(os.listdir(tmp_path)) == ["samples.png"]
+
+
+def _refuse(constant: str):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_json_is_strict_with_null_for_missing_values(tmp_path: Path):
+    import json
+
+    import torch
+
+    value = {"nan": float("nan"), "inf": -np.inf, "f32": np.float32(0.25), "i64": np.int64(3), "flag": np.bool_(True),
+             "nested": {"array": np.array([[1.0, np.nan]]), "tensor": torch.tensor([2.0, float("inf")]),
+                        "tuple": (1, float("nan"))},
+             7: Path("runs") / "vae"}
+    path = write_json_atomic(tmp_path / "result.json", value)
+    parsed = json.loads(path.read_text(), parse_constant=_refuse)
+    assert parsed == {"nan": None, "inf": None, "f32": 0.25, "i64": 3, "flag": True,
+                      "nested": {"array": [[1.0, None]], "tensor": [2.0, None], "tuple": [1, None]},
+                      "7": str(Path("runs") / "vae")}
+    assert json.loads(json_text(np.float64(np.nan), indent=None), parse_constant=_refuse) is None
+    with pytest.raises(ValueError, match="NaN"):
+        json.loads('{"a": NaN}', parse_constant=_refuse)  # the check the demo's JSON files pass
+
+
+def test_every_json_is_written_through_the_strict_writer():
+    import re
+
+    import morphospace
+
+    package = Path(morphospace.__file__).parent
+    pattern = re.compile(r"json\.dumps?\(|model_dump_json\(")
+    direct = [f"{path.relative_to(package)}: {match.group(0)}" for path in sorted(package.rglob("*.py"))
+              if path.name != "atomic.py" for match in pattern.finditer(path.read_text())]
+    assert not direct, f"JSON written without json_text / write_json_atomic (bare NaN possible): {direct}"
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ def test_version(capsys):
     assert info.value.code == 0 and __version__ in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["simulate", "prepare", "import", "demo", "features", "profiles", "evaluate",
+@pytest.mark.parametrize("command", ["simulate", "manifest", "prepare", "import", "demo", "features", "profiles", "evaluate",
                                      "train", "embed", "generate", "explore", "report", "predict"])
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit):

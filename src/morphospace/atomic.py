@@ -20,14 +20,16 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["atomic_file", "write_text_atomic", "atomic_directory", "temporary_sibling", "replace_directory",
-           "refuse_existing"]
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "json_text", "json_ready", "atomic_directory",
+           "temporary_sibling", "replace_directory", "refuse_existing"]
 
 
 def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -67,6 +69,42 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_file(path) as tmp, open(tmp, "x") as handle:
         handle.write(text)
     return path
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON types: NaN, infinities and pandas' NA / NaT become None (JSON
+    ``null``), numpy and torch scalars and arrays become numbers and lists, paths and other objects
+    their text; dict keys become text. Nested containers are converted throughout.
+
+    >>> import numpy as np
+    >>> json_ready({"a": np.float32(0.5), "b": [float("nan"), np.array([1, np.inf])], 3: Path("x")})
+    {'a': 0.5, 'b': [None, [1.0, None]], '3': 'x'}
+    """
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if hasattr(value, "tolist"):  # numpy and torch scalars and arrays
+        return json_ready(value.tolist())
+    from pandas import isna
+
+    return None if isna(value) is True else str(value)  # pandas' NA and NaT are missing values
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of ``value`` (see :func:`json_ready`): no bare ``NaN`` or ``Infinity``,
+    which strict parsers reject."""
+    return json.dumps(json_ready(value), indent=indent, allow_nan=False)
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> Path:
+    """Write ``value`` as strict JSON (:func:`json_text`, missing values as ``null``) to ``path``
+    through :func:`atomic_file`; returns ``path``. Every JSON file morphospace writes goes through here."""
+    return write_text_atomic(path, json_text(value))
 
 
 def temporary_sibling(path: str | os.PathLike, suffix: str = "") -> Path:

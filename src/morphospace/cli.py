@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from morphospace import __version__
+from morphospace.atomic import json_text
 from morphospace.config import load_config
 from morphospace.errors import MorphospaceError
 from morphospace.runs import is_rank_zero, setup_logging
@@ -18,34 +18,43 @@ logger = logging.getLogger("morphospace.cli")
 
 _EXAMPLES = {
     "simulate": "morphospace simulate --out screen --seed 1 --set plates=4 --workers 2",
+    "manifest": "morphospace manifest --from raw_fields --out raw_fields/manifest.csv --channels DAPI=DNA",
     "prepare": "morphospace prepare --manifest screen/manifest.csv --out store --set crops.size=68 --workers 2",
     "import": (
         "morphospace import --npz crops.npz --out store --channels DNA,Actin,Tubulin --annotate-bbbc021 BBBC021_tables/\n"
-        "  morphospace import --tiff crops/ --metadata crops.csv --out store"
+        "  morphospace import --images crops/ --metadata crops.csv --out store\n"
+        "  morphospace import --folders my_crops --label-column Metadata_Phenotype --out my_store"
     ),
     "demo": "morphospace demo --out morphospace-demo --workers 2",
+    "config": "morphospace config vae_simulated --out my_vae.yaml",
     "features": "morphospace features --store store --out cells.parquet --set feature_set=full --workers 2",
     "profiles": (
         "morphospace profiles --features cells.parquet --out profiles.parquet --set sphere.enabled=true\n"
-        "  morphospace profiles --features per_well.csv.gz --out profiles.parquet --annotate-bbbc021 BBBC021_tables/"
+        "  morphospace profiles --features per_well.csv.gz --out profiles.parquet --annotate-bbbc021 BBBC021_tables/\n"
+        "  morphospace profiles --features cells.parquet --out cell_profiles.parquet --level cells"
     ),
     "evaluate": "morphospace evaluate moa --profiles profiles.parquet --out eval --json",
     "moa": "morphospace evaluate moa --profiles profiles.parquet --out eval --set operation=median --json",
     "retrieval": "morphospace evaluate retrieval --profiles profiles.parquet --out eval",
     "clustering": "morphospace evaluate clustering --table embeddings.parquet --label Metadata_MoA --out eval",
-    "generation": "morphospace evaluate generation --run runs/lsgan_bbbc021 --set n=1000 --json",
-    "train": "morphospace train configs/lsgan_bbbc021.yaml --set trainer.max_minutes=20",
+    "generation": (
+        "morphospace evaluate generation --run runs/lsgan_bbbc021 --set n=1000 --json\n"
+        "  morphospace evaluate generation --run runs/vae_crops --labels Metadata_Phenotype"
+    ),
+    "train": "morphospace train lsgan_bbbc021 --set trainer.max_minutes=20",
     "embed": "morphospace embed --run runs/lsgan_bbbc021 --store bbbc021_allmoa --out embeddings.parquet",
     "generate": "morphospace generate --run runs/lsgan_bbbc021 --n 64 --seed 3",
     "explore": "morphospace explore algebra --run runs/vae_bbbc021 --attribute NucleusArea",
     "interpolate": "morphospace explore interpolate --run runs/lsgan_bbbc021 --seeds 0,1,2,3",
     "algebra": "morphospace explore algebra --run runs/vae_bbbc021 --attribute Mean_Tubulin --quantile 0.2",
     "traverse": "morphospace explore traverse --run runs/vae_bbbc021 --dims 8",
-    "fewshot": "morphospace explore fewshot configs/fewshot_finkbeiner.yaml --set steps=300",
+    "fewshot": "morphospace explore fewshot fewshot_finkbeiner --set steps=300",
     "report": "morphospace report --run runs/vae_bbbc021",
     "predict": "morphospace predict --run runs/isl_simulated --manifest screen/manifest.csv --out predicted",
     "isl": "morphospace evaluate isl --run runs/isl_simulated --set empty_threshold=2.0 --json",
     "segmentation": "morphospace evaluate segmentation --run runs/nuclei_simulated --json",
+    "segment": ("morphospace segment --manifest isl_finkbeiner/manifest.csv --channel DAPI --out isl_finkbeiner/nuclei "
+                "--manifest-out isl_finkbeiner/manifest_nuclei.csv --set nuclei.sigma=2"),
 }
 
 
@@ -80,6 +89,22 @@ def _add_simulate(subparsers) -> None:
     parser.set_defaults(handler=_simulate)
 
 
+def _add_manifest(subparsers) -> None:
+    parser = _subparser(subparsers, "manifest", "Folder of microscope files (TIFF, OME-TIFF, OME-Zarr, ND2, CZI, LIF) "
+                                                "-> manifest for prepare.")
+    parser.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR",
+                        help="folder searched, sub-folders included")
+    parser.add_argument("--out", type=Path, required=True, help="manifest CSV to write (paths relative to its folder)")
+    parser.add_argument("--pattern", help="regular expression searched in each path below DIR; its named groups "
+                                          "plate, well, site (or any name) become metadata, 'channel' names the "
+                                          "channel of one-channel-per-file layouts (default matches "
+                                          "Plate1_B02_s3.tif, Plate1/B02_s3_DNA.tif, Plate1_B02_s3_w1DAPI.tif)")
+    parser.add_argument("--channels", help="new channel names in the order found (DNA,Actin) or OLD=NEW pairs "
+                                           "(DAPI=DNA); default: the names in the files' metadata")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
+    parser.set_defaults(handler=_manifest)
+
+
 def _add_prepare(subparsers) -> None:
     parser = _subparser(subparsers, "prepare", "Raw fields -> crop store (QC, corrections, segmentation, crops).")
     parser.add_argument("--manifest", type=Path, required=True, help="CSV: one row per field, FileName_<channel> columns")
@@ -93,12 +118,18 @@ def _add_prepare(subparsers) -> None:
 
 
 def _add_import(subparsers) -> None:
-    parser = _subparser(subparsers, "import", "Existing crops (npz arrays or TIFF files) -> crop store.")
+    parser = _subparser(subparsers, "import", "Existing crops (npz arrays, image files, class folders) -> crop "
+                                              "store.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--npz", type=Path, nargs="+", help="npz file(s) with an 'images' array and per-crop "
                                                               "metadata arrays (several files go into one store)")
-    source.add_argument("--tiff", type=Path, help="folder of TIFF crops (needs --metadata)")
-    parser.add_argument("--metadata", type=Path, help="CSV with a 'file' column (and optional 'frame') for --tiff")
+    source.add_argument("--images", "--tiff", dest="images", type=Path,
+                        help="folder of image crops: TIFF, PNG, JPEG, BMP, ... (needs --metadata)")
+    source.add_argument("--folders", type=Path, metavar="DIR",
+                        help="folder with one sub-folder of images per class; the sub-folder name is the label")
+    parser.add_argument("--metadata", type=Path, help="CSV with a 'file' column (and optional 'frame') for --images")
+    parser.add_argument("--label-column", help="column for the class names of --folders (default Metadata_Label; "
+                                               "Metadata_ is prefixed when missing: phenotype -> Metadata_Phenotype)")
     parser.add_argument("--out", type=Path, required=True, help="crop store to create")
     parser.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Actin,Tubulin")
     parser.add_argument("--layout", default="auto", choices=["auto", "NHWC", "NCHW", "NHW"], help="image axis order")
@@ -127,6 +158,9 @@ def _add_profiles(subparsers) -> None:
     parser = _subparser(subparsers, "profiles", "Aggregate, normalise, select and sphere a feature or embedding table.")
     parser.add_argument("--features", type=Path, required=True, help="feature or embedding table (.parquet, .csv[.gz])")
     parser.add_argument("--out", type=Path, required=True, help="profile table to write (.parquet or .csv)")
+    parser.add_argument("--level", choices=["wells", "cells"],
+                        help="wells: aggregate cells per well (default); cells: one profile per cell, no aggregation, "
+                             "plates and controls used only when the table has them")
     _add_bbbc021_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_config_options(parser)
@@ -146,6 +180,9 @@ def _add_evaluate(subparsers) -> None:
     kinds = parser.add_subparsers(dest="evaluation", metavar="KIND", required=True)
     generation = _subparser(kinds, "generation", "FID/KID, CellProfiler feature distances and memorisation of a run.")
     generation.add_argument("--run", type=Path, required=True, help="training run directory")
+    generation.add_argument("--labels", metavar="COLUMN",
+                            help="store column the FID extractor learns to classify (config key extractor_labels; "
+                                 "default Metadata_Compound when the store has it, else self-supervised training)")
     generation.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
     generation.add_argument("--json", action="store_true", help="print every number as JSON")
     generation.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
@@ -192,10 +229,22 @@ def _add_predict(subparsers) -> None:
     parser.set_defaults(handler=_predict)
 
 
+def _add_segment(subparsers) -> None:
+    parser = _subparser(subparsers, "segment", "Nuclei label images of a manifest's fields, and a copy of the manifest "
+                                               "with their column (for paired-field configs' data.channels.mask).")
+    parser.add_argument("--manifest", type=Path, required=True, help="CSV: one row per field, FileName_<channel> columns")
+    parser.add_argument("--out", type=Path, required=True, help="folder for <field>_nuclei.tiff label images")
+    parser.add_argument("--channel", help="nuclear-stain channel (default: the one named like DNA, DAPI, Hoechst, ...)")
+    parser.add_argument("--manifest-out", type=Path, help="manifest copy with the label column (default OUT/manifest.csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing label images, manifest copy or column")
+    _add_config_options(parser)
+    parser.set_defaults(handler=_segment)
+
+
 def _add_train(subparsers) -> None:
     parser = _subparser(subparsers, "train", "Train a model from a YAML config; model.family picks the family "
                                              "(gan, vae: crop stores; isl: paired fields; or a registered plug-in).")
-    parser.add_argument("config", type=Path, help="training config (see configs/)")
+    parser.add_argument("config", type=Path, help="training YAML, or the name of a built-in config (morphospace config lists them)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set trainer.max_epochs=5 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
@@ -246,7 +295,7 @@ def _add_explore(subparsers) -> None:
         sub.set_defaults(handler=_explore)
     fewshot = _subparser(kinds, "fewshot", "Few-shot nuclei segmentation: N training tiles, from scratch vs "
                                            "initialised from an in-silico-labeling run; table and curve.")
-    fewshot.add_argument("config", type=Path, help="study config (see configs/fewshot_*.yaml)")
+    fewshot.add_argument("config", type=Path, help="study YAML, or a built-in name (fewshot_simulated, fewshot_finkbeiner)")
     fewshot.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a study key, e.g. --set steps=100 (repeatable)")
     fewshot.set_defaults(handler=_explore_fewshot)
@@ -268,6 +317,14 @@ def _add_demo(subparsers) -> None:
     parser.set_defaults(handler=_demo)
 
 
+def _add_config(subparsers) -> None:
+    parser = _subparser(subparsers, "config", "List the built-in example configs, or copy one to edit.")
+    parser.add_argument("name", nargs="?", help="built-in config to copy (e.g. vae_simulated); omit to list them")
+    parser.add_argument("--out", type=Path, help="file to write (default: print the YAML)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.set_defaults(handler=_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="morphospace",
@@ -278,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_simulate, _add_prepare, _add_import, _add_features, _add_profiles, _add_train, _add_embed,
-                _add_generate, _add_explore, _add_evaluate, _add_predict, _add_report, _add_demo):
+    for add in (_add_simulate, _add_manifest, _add_prepare, _add_import, _add_features, _add_profiles, _add_train,
+                _add_embed, _add_generate, _add_explore, _add_evaluate, _add_predict, _add_segment, _add_report, _add_demo,
+                _add_config):
         add(subparsers)
     return parser
 
@@ -306,24 +364,38 @@ def _prepare(args: argparse.Namespace) -> int:
     summary = prepare(args.manifest, args.out, config, workers=args.workers, scheduler=args.scheduler,
                       overwrite=args.overwrite, restart=args.restart, progress=args.progress)
     if args.json:
-        print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(summary).items()}, indent=2))
+        print(json_text(vars(summary)))
     else:
         print(summary.line())
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    from morphospace.io.importers import import_npz, import_tiff
+def _manifest(args: argparse.Namespace) -> int:
+    from morphospace.io.manifest import manifest_from_folder
 
     channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
-    common = dict(channels=channels, layout=args.layout, bbbc021_dir=args.annotate_bbbc021, pixel_size_um=args.pixel_size,
-                  overwrite=args.overwrite, progress=args.progress)
-    if args.npz:
-        store = import_npz(args.npz, args.out, **common)
+    print(manifest_from_folder(args.source, args.out, args.pattern, channels, overwrite=args.overwrite).line())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from morphospace.io.importers import import_folders, import_images, import_npz
+
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    common = dict(channels=channels, layout=args.layout, pixel_size_um=args.pixel_size, overwrite=args.overwrite,
+                  progress=args.progress)
+    if args.label_column and not args.folders:
+        raise MorphospaceError("--label-column names the class column of --folders")
+    if args.folders:
+        if args.annotate_bbbc021:
+            raise MorphospaceError("--annotate-bbbc021 needs plate and well columns, which --folders does not give")
+        store = import_folders(args.folders, args.out, args.label_column or "Metadata_Label", **common)
+    elif args.npz:
+        store = import_npz(args.npz, args.out, bbbc021_dir=args.annotate_bbbc021, **common)
     else:
         if args.metadata is None:
-            raise MorphospaceError("--tiff needs --metadata CSV naming each crop's file")
-        store = import_tiff(args.tiff, args.metadata, args.out, **common)
+            raise MorphospaceError("--images needs --metadata CSV naming each crop's file")
+        store = import_images(args.images, args.metadata, args.out, bbbc021_dir=args.annotate_bbbc021, **common)
     print(f"imported {len(store)} crops {store.crop_shape} with channels {','.join(store.channels)} -> {store.path}")
     return 0
 
@@ -343,7 +415,7 @@ def _profiles(args: argparse.Namespace) -> int:
     from morphospace.features.profiles import ProfilesConfig
     from morphospace.workflows.profiling import make_profiles
 
-    config = load_config(ProfilesConfig, args.config, args.overrides)
+    config = load_config(ProfilesConfig, args.config, args.overrides + ([f"level={args.level}"] if args.level else []))
     profiles = make_profiles(args.features, args.out, config, bbbc021_dir=args.annotate_bbbc021,
                              overwrite=args.overwrite)
     n_features = sum(not c.startswith("Metadata_") for c in profiles.columns)
@@ -367,10 +439,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     payload = run(cellprofiler_metadata(read_table(args.table)), args.out, config, source=str(args.table),
                   overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(payload, indent=2, default=str))
+        print(json_text(payload))
     else:
-        print(_evaluation_line(args.evaluation, payload) + (f" -> {args.out}" if args.out else ""))
+        print(_evaluation_line(args.evaluation, payload) + _dropped_line(payload.get("dropped_features", []))
+              + (f" -> {args.out}" if args.out else ""))
     return 0
+
+
+def _dropped_line(dropped: list[str]) -> str:
+    if not dropped:
+        return ""
+    return f"; left out {len(dropped)} feature(s) with NaN or infinite values: " + ", ".join(dropped[:5]) + (
+        " ..." if len(dropped) > 5 else "")
 
 
 def _evaluation_line(kind: str, payload: dict) -> str:
@@ -445,15 +525,30 @@ def _explore_fewshot(args: argparse.Namespace) -> int:
 def _evaluate_generation(args: argparse.Namespace) -> int:
     from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
 
-    config = load_config(GenerationConfig, args.config, args.overrides)
+    labels = [f"extractor_labels={args.labels}"] if args.labels else []
+    config = load_config(GenerationConfig, args.config, [*args.overrides, *labels])
     payload = run_generation_evaluation(args.run, args.out, config, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(payload, indent=2, default=str))
+        print(json_text(payload))
     else:
         in_domain = payload["in_domain"]
-        print(f"FID {in_domain['fid']:.4g}, KID {in_domain['kid_mean']:.4g} ({in_domain['extractor']}); "
+        column = payload["extractor_training"]["labels"]
+        trained_on = f"trained on {column}" if column else "self-supervised"
+        print(f"FID {in_domain['fid']:.4g}, KID {in_domain['kid_mean']:.4g} ({in_domain['extractor']}, {trained_on}); "
               f"median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
               f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from morphospace.workflows.segment import SegmentConfig, segment_manifest
+
+    config = load_config(SegmentConfig, args.config, args.overrides)
+    if args.channel:
+        config.nuclei.channel = args.channel
+    summary = segment_manifest(args.manifest, args.out, config, args.manifest_out, overwrite=args.overwrite,
+                               progress=args.progress)
+    print(summary.line())
     return 0
 
 
@@ -474,7 +569,7 @@ def _evaluate_isl(args: argparse.Namespace) -> int:
     settings = load_config(InferenceConfig, args.config, args.overrides)
     evaluation = evaluate_isl_run(args.run, args.out, args.split, settings, kind=args.evaluation,
                                   overwrite=args.overwrite)
-    print(json.dumps(evaluation.scores, indent=2, default=str) if args.json else evaluation.line())
+    print(json_text(evaluation.scores) if args.json else evaluation.line())
     return 0
 
 
@@ -491,6 +586,19 @@ def _demo(args: argparse.Namespace) -> int:
     config = load_config(DemoConfig, args.config, _seed_overrides(args, "simulate.seed"))
     summary = run_demo(args.out, config, workers=args.workers, overwrite=args.overwrite, progress=args.progress)
     print(summary.line())
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from morphospace.config import builtin_config_summary, copy_builtin_config
+
+    if args.name is None:
+        print(builtin_config_summary())
+    elif args.out is None:
+        print(copy_builtin_config(args.name).rstrip())
+    else:
+        copy_builtin_config(args.name, args.out, overwrite=args.overwrite)
+        print(f"wrote {args.out}: edit it, then pass it to the command its first lines name")
     return 0
 
 

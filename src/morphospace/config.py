@@ -23,8 +23,9 @@ morphospace.config.ConfigError: config: invalid configuration
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import pydantic
 import yaml
@@ -39,8 +40,15 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "read_config_file",
+    "builtin_configs",
+    "find_config",
+    "builtin_config_summary",
+    "copy_builtin_config",
     "resolve_config",
     "save_config",
+    "PATH",
+    "path_fields",
+    "resolve_paths",
 ]
 
 ConfigT = TypeVar("ConfigT", bound="Config")
@@ -150,13 +158,66 @@ def resolve_config(
     return config
 
 
+def builtin_configs() -> dict[str, Path]:
+    """The example configs shipped with the package, by name (``vae_simulated`` -> its YAML file)."""
+    folder = Path(str(resources.files("morphospace") / "configs"))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def find_config(name_or_path: str | os.PathLike) -> Path:
+    """A config file: the path itself when it exists, else the built-in config of that name.
+
+    ``vae_simulated`` and ``vae_simulated.yaml`` both name the shipped example, so commands work
+    from any folder; a file of that name in the working folder wins. Raises :class:`ConfigError`
+    listing the built-in names when neither exists.
+    """
+    path = Path(name_or_path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    builtin = builtin_configs()
+    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if stem in builtin:
+        return builtin[stem]
+    raise ConfigError(f"{path}: no such file, and no built-in config of that name "
+                      f"(built-in: {', '.join(builtin)}; `morphospace config NAME --out FILE` copies one)")
+
+
+def builtin_config_summary() -> str:
+    """One line per built-in config: its name and the first line of its leading comment."""
+    lines = []
+    for name, path in builtin_configs().items():
+        comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")),
+                       "")
+        lines.append(f"{name:<28} {comment}")
+    return "\n".join(lines)
+
+
+def copy_builtin_config(name: str, out: str | os.PathLike | None = None, overwrite: bool = False) -> str:
+    """The YAML text of the built-in config ``name``; also written to ``out`` when given.
+
+    Raises :class:`ConfigError` for an unknown name and FileExistsError when ``out`` exists and
+    ``overwrite`` is False.
+    """
+    builtin = builtin_configs()
+    if name.removesuffix(".yaml") not in builtin:
+        raise ConfigError(f"{name}: no built-in config of that name (built-in: {', '.join(builtin)})")
+    text = builtin[name.removesuffix(".yaml")].read_text()
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, text)
+    return text
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping of a YAML config file, not yet validated.
+    """The mapping of a YAML config file (or a built-in config's name, see :func:`find_config`).
 
     Raises :class:`ConfigError` naming the file when it is unreadable, malformed YAML, or not a
     mapping at the top level (an empty file is an empty mapping).
     """
-    path = Path(path)
+    path = find_config(path)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -193,3 +254,47 @@ def save_config(config: Config, path: str | os.PathLike) -> Path:
     write_text_atomic(path, text)
     return path
 
+
+class _PathField:
+    """Annotation marker of config fields holding a file or folder path."""
+
+    def __repr__(self) -> str:
+        return "PATH"
+
+
+PATH = _PathField()
+"""Marks a config field as a path, e.g. ``store: Annotated[str, PATH]``: :func:`resolve_paths`
+makes it absolute, so that a saved config means the same files from any working folder."""
+
+
+def _path_slots(config: Config, prefix: str = "") -> Iterator[tuple[Config, str, str]]:
+    """(section, field name, dotted key) of every set path field of ``config`` and its sections."""
+    for name, info in type(config).model_fields.items():
+        value, key = getattr(config, name), prefix + name
+        if any(marker is PATH for marker in info.metadata) and isinstance(value, str) and value:
+            yield config, name, key
+        if isinstance(value, dict):
+            items = [(f"{key}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(f"{key}.{i}", v) for i, v in enumerate(value)]
+        else:
+            items = [(key, value)]
+        for item_key, item in items:
+            if isinstance(item, Config):
+                yield from _path_slots(item, f"{item_key}.")
+
+
+def path_fields(config: Config) -> dict[str, str]:
+    """The set path fields (marked :data:`PATH`) of ``config`` and its sections: ``{dotted key: value}``."""
+    return {key: getattr(section, name) for section, name, key in _path_slots(config)}
+
+
+def resolve_paths(config: ConfigT, base: str | os.PathLike) -> ConfigT:
+    """A copy of ``config`` whose relative path fields (:data:`PATH`) are joined to the folder
+    ``base`` and normalised (``~`` expanded), so that they no longer depend on the working folder."""
+    resolved = config.model_copy(deep=True)
+    for section, name, _ in list(_path_slots(resolved)):
+        value = Path(getattr(section, name)).expanduser()
+        if not value.is_absolute():
+            setattr(section, name, os.path.normpath(Path(base).absolute() / value))
+    return resolved

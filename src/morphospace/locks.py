@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from morphospace.atomic import json_text
 from morphospace.errors import MorphospaceError
 
 __all__ = ["LockedError", "output_lock", "lock_path"]
@@ -72,7 +73,7 @@ def _create(path: Path) -> bool:
     except FileExistsError:
         return False
     with os.fdopen(handle, "w") as file:
-        file.write(json.dumps(_owner()))
+        file.write(json_text(_owner(), indent=None))
     return True
 
 

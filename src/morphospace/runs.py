@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import pydantic
 import yaml
 
-from morphospace.config import Config, save_config
+from morphospace.config import Config, resolve_paths, save_config
 from morphospace.errors import MorphospaceError
 
 __all__ = [
@@ -107,10 +107,11 @@ def open_run_directory(
 
 def _saved_values(saved: Path, config: Config) -> dict[str, Any]:
     """A saved config's values as ``config``'s model reads them today (so that a key added since,
-    with its default, is no difference); the raw values when they no longer validate."""
+    with its default, is no difference, nor a relative path saved by an older release that names
+    the same file from the working folder); the raw values when they no longer validate."""
     old = yaml.safe_load(saved.read_text()) or {}
     try:
-        return type(config).model_validate(old).to_dict()
+        return resolve_paths(type(config).model_validate(old), Path.cwd()).to_dict()
     except pydantic.ValidationError:
         return old
 

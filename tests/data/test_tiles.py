@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from morphospace.config import ConfigError
 from morphospace.data.tiles import (
-    PairedDataModule, TileConfig, TileDataset, TileSplitConfig, dihedral, grid_tiles, spatial_regions, split_regions,
+    PairedDataModule, TileConfig, TileDataset, TileSplitConfig, band_widths, dihedral, grid_tiles, spatial_regions,
+    split_regions,
 )
 from morphospace.io.paired import PairedField
 
@@ -20,6 +22,32 @@ def test_regions_tile_the_field_without_overlap():
     regions = spatial_regions((64, 96), {"train": 0.5, "val": 0.25, "test": 0.25}, axis="x")
     assert regions == {"train": (0, 64, 0, 48), "val": (0, 64, 48, 72), "test": (0, 64, 72, 96)}
     assert spatial_regions((64, 96), {"train": 0.75, "test": 0.25}, axis="y")["test"] == (48, 64, 0, 96)
+
+
+def test_bands_narrower_than_a_tile_are_widened_from_the_training_band():
+    fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
+    # 512 px: 358 / 51 / 102 px -> val and test take one 128 px tile each, train the rest
+    assert band_widths(512, fractions, 128) == {"train": 256, "val": 128, "test": 128}
+    assert band_widths(1024, fractions, 128) == {"train": 691, "val": 128, "test": 205}  # only val was short
+    regions = spatial_regions((512, 512), {"train": 0.65, "val": 0.15, "test": 0.2}, minimum=128)
+    assert regions == {"train": (0, 512, 0, 256), "val": (0, 512, 256, 384), "test": (0, 512, 384, 512)}
+
+
+def test_a_field_too_small_for_the_bands_states_widths_and_the_smallest_field():
+    with pytest.raises(ConfigError, match=r"key 'data.split': a 256 px field side gives bands of train 179 px, "
+                                          r"val 26 px, test 51 px, .* the smallest field side that works is 384 px"):
+        band_widths(256, {"train": 0.7, "val": 0.1, "test": 0.2}, 128)
+    with pytest.raises(ConfigError, match=r"field a \(64 x 96 px, bands along x\): .* works is 120 px"):
+        split_regions([_field("a")], TileSplitConfig(fractions={"train": 0.5, "val": 0.25, "test": 0.25}), tile=40)
+
+
+def test_the_shipped_simulated_configs_fit_the_default_simulated_field():
+    from morphospace.models.registry import load_run_config
+
+    for name in ("isl_simulated", "nuclei_simulated"):
+        data = load_run_config(name).data
+        widths = band_widths(256, data.split.fractions, data.tiles.size)  # simulate's default field_size
+        assert min(widths.values()) >= data.tiles.size
 
 
 def test_random_training_tiles_never_touch_test_columns():

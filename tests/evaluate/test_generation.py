@@ -16,6 +16,7 @@ from morphospace.evaluate.generation import (
 )
 from morphospace.models.extractor import (
     FeatureExtractor,
+    contrastive_loss,
     load_feature_extractor,
     save_feature_extractor,
     train_feature_extractor,
@@ -91,6 +92,29 @@ def test_training_needs_two_classes_and_one_label_per_image():
         train_feature_extractor(_cells(8, seed=0), [0] * 8, epochs=1, progress=False)
     with pytest.raises(InputError, match="one label per image"):
         train_feature_extractor(_cells(8, seed=0), [0, 1] * 3, epochs=1, progress=False)
+
+
+def test_contrastive_loss_is_lowest_when_each_view_matches_its_partner():
+    views = torch.eye(4)
+    # matched partners: similarity 1/0.2 = 5 against 0 for the 6 others -> -log(e^5 / (e^5 + 6 e^0))
+    assert contrastive_loss(views, views).item() == pytest.approx(np.log1p(6 * np.exp(-5.0)), rel=1e-5)
+    assert contrastive_loss(views, views.roll(1, 0)) > contrastive_loss(views, views)
+
+
+def test_self_supervised_training_without_labels_lowers_the_loss_and_keeps_the_embedding():
+    images = _cells(64, seed=5)
+    state = torch.get_rng_state()
+    extractor = train_feature_extractor(images, None, epochs=4, batch_size=32, num_features=32, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    history = extractor.loss_history
+    assert len(history) == 4 and history[-1] < history[0]
+    assert not extractor.training and extractor.head.out_features == 64  # the projection, not classes
+    with torch.no_grad():
+        assert extractor(torch.as_tensor(images[:5])).shape == (5, 32)
+    again = train_feature_extractor(images, None, epochs=4, batch_size=32, num_features=32, progress=False)
+    assert again.loss_history == history
+    with pytest.raises(InputError, match="at least 2 images"):
+        train_feature_extractor(images[:1], None, epochs=1, progress=False)
 
 
 def test_save_and_load_give_identical_embeddings(trained, real, tmp_path):
@@ -221,7 +245,7 @@ def test_summary_reports_median_mean_and_worst_features():
     table = pd.DataFrame({"normalized_wasserstein": [0.1, 2.0, np.nan, 0.3, 0.5]},
                          index=pd.Index(["a", "b", "c", "d", "e"], name="feature"))
     summary = summarize_feature_distances(table, n_worst=2)
-    assert summary == {"n_features": 4, "median_normalized_wasserstein": pytest.approx(0.4),
+    assert summary == {"n_features": 4, "objects": [], "median_normalized_wasserstein": pytest.approx(0.4),
                        "mean_normalized_wasserstein": pytest.approx(0.725), "worst_features": {"b": 2.0, "e": 0.5}}
 
 
@@ -239,8 +263,18 @@ def test_feature_distances_measure_crops_with_given_or_segmented_masks():
     segmented = feature_distances(images, images, CHANNELS)
     assert segmented.loc["Nuclei_AreaShape_Area", "n_real"] == 12
     assert np.allclose(segmented["wasserstein"], 0)
-    with pytest.raises(InputError, match="nucleus channel 'Hoechst'"):
+    with pytest.raises(InputError, match="'Hoechst' is not one of its channels"):
         feature_distances(images, images, CHANNELS, nucleus_channel="Hoechst")
+
+
+def test_feature_distances_of_one_channel_crops_find_the_channel_and_measure_nuclei_only():
+    nuclei = _cells(10, seed=4)[:, :1]
+    table = feature_distances(nuclei, nuclei * 0.8, ["ch0"])  # no channel called DNA, no cytoplasm stain
+    assert table.index.str.startswith("Nuclei_").all() and "Nuclei_Intensity_MeanIntensity_ch0" in table.index
+    assert table.loc["Nuclei_AreaShape_Area", "n_real"] == 10
+    assert summarize_feature_distances(table)["objects"] == ["Nuclei"]
+    with pytest.raises(InputError, match=r"cannot tell which channel holds the nuclei.*\['a', 'b'\]"):
+        feature_distances(np.concatenate([nuclei, nuclei], 1), np.concatenate([nuclei, nuclei], 1), ["a", "b"])
 
 
 # ----------------------------------------------------------------------------- memorisation

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from morphospace.evaluate.isl import (
-    empty_crops, isl_scores, nuclei_jaccard, pearson_per_crop, psnr_per_crop, ssim_per_crop,
+    ISLEvaluation, empty_crops, is_nuclear_stain, isl_scores, mask_reference_pcc, nuclei_jaccard, nucleus_means,
+    pearson_per_crop, per_nucleus_intensity, psnr_per_crop, ssim_per_crop,
 )
 
 
@@ -73,3 +74,54 @@ def test_shape_mismatch_is_an_error():
         pearson_per_crop(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         pearson_per_crop(np.zeros((4, 4)), np.zeros((4, 4)))
+
+
+def _nuclei(brightness: list[float], radius: int = 5, spacing: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """One crop (1, H, W) with a 4-column grid of discs of the given brightness on 0, and their labels."""
+    rows = -(-len(brightness) // 4)
+    yy, xx = np.mgrid[:rows * spacing, :4 * spacing]
+    image, labels = np.zeros((1, *yy.shape)), np.zeros((1, *yy.shape), int)
+    for k, value in enumerate(brightness):
+        cy, cx = spacing * (k // 4) + spacing // 2, spacing * (k % 4) + spacing // 2
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        image[0, disc], labels[0, disc] = value, k + 1
+    return image, labels
+
+
+def test_nucleus_means_hand_computed_per_crop():
+    image = np.array([[[1.0, 3.0, 0.0], [0.0, 5.0, 7.0]], [[2.0, 2.0, 9.0], [4.0, 0.0, 0.0]]])
+    labels = np.array([[[1, 1, 0], [0, 2, 2]], [[1, 0, 0], [1, 0, 0]]])  # label 1 of crop 2 is another nucleus
+    assert nucleus_means(image, labels).tolist() == [2.0, 6.0, 3.0]
+
+
+def test_per_nucleus_intensity_separates_brightness_from_position():
+    truth, labels = _nuclei([1, 2, 1, 2] * 4)
+    same = per_nucleus_intensity(truth, truth, labels)
+    assert same["r"] == pytest.approx(1.0) and same["n_nuclei"] == 16
+    # the same nuclei with brightness uncorrelated to the truth: centred products cancel in every row of four
+    shuffled, _ = _nuclei([1, 1, 2, 2] * 4)
+    assert per_nucleus_intensity(shuffled, truth, labels)["r"] == pytest.approx(0.0, abs=1e-12)
+    assert pearson_per_crop(shuffled, truth)[0] > 0.8  # the pixels still correlate: nuclei are in place
+    assert per_nucleus_intensity(truth[:, :16, :32], truth[:, :16, :32], labels[:, :16, :32])["r"] is None  # 2 nuclei
+
+
+def test_mask_reference_pcc_is_one_for_a_truth_that_is_the_blurred_mask():
+    from scipy import ndimage
+
+    _, labels = _nuclei([1.0] * 8)
+    truth = ndimage.gaussian_filter((labels > 0).astype(float)[0], 1.5)[None]
+    assert mask_reference_pcc(truth, labels, sigma=1.5)[0] == pytest.approx(1.0)
+    uneven, _ = _nuclei([1, 5, 1, 5, 1, 5, 1, 5])
+    assert mask_reference_pcc(uneven, labels, sigma=0)[0] < 0.9  # brightness the mask cannot know
+
+
+def test_scores_with_nuclei_labels_and_the_summary_line():
+    truth, labels = _nuclei([1, 2, 1, 2] * 4)
+    shuffled, _ = _nuclei([1, 1, 2, 2] * 4)
+    scores = isl_scores(shuffled, truth, threshold=0.5, labels=labels)
+    assert scores["per_nucleus_intensity"] == {"r": pytest.approx(0.0, abs=1e-12), "n_nuclei": 16}
+    assert scores["mask_reference_pcc"]["n"] == 1 and scores["mask_reference_pcc"]["mean"] > 0.8
+    line = ISLEvaluation({"targets": {"DNA": scores}}, None).line()
+    for part in ("DNA: PCC non-empty", "SSIM", "PSNR", "per-nucleus intensity r 0.000 (n=16)", "mask reference PCC"):
+        assert part in line
+    assert is_nuclear_stain("Hoechst33342") and is_nuclear_stain("dapi") and not is_nuclear_stain("MAP2")

@@ -6,7 +6,9 @@ import pytest
 from skimage.draw import disk
 
 from morphospace.errors import InputError
-from morphospace.features.cellprofiler import FeaturesConfig, masks_by_segmentation, measure_crops
+from morphospace.features.cellprofiler import (
+    FeaturesConfig, masks_by_segmentation, measurable_objects, measure_crops, resolve_nucleus_channel,
+)
 from morphospace.io.store import CropStore, CropStoreWriter
 from morphospace.workflows.profiling import extract_features
 
@@ -113,3 +115,72 @@ def test_extract_features_errors(masked_store: Path, tmp_path: Path):
     (tmp_path / "x.parquet").write_text("")
     with pytest.raises(FileExistsError):
         extract_features(masked_store, tmp_path / "x.parquet", progress=False)
+
+
+def test_nucleus_channel_is_chosen_from_the_names():
+    assert resolve_nucleus_channel(["Actin", "DAPI"]) == "DAPI"
+    assert resolve_nucleus_channel(["phase", "Hoechst33342"]) == "Hoechst33342"
+    assert resolve_nucleus_channel(["ch0"]) == "ch0"  # the only channel
+    assert resolve_nucleus_channel(["GFP", "RFP"], "RFP") == "RFP"
+    with pytest.raises(InputError) as ambiguous:
+        resolve_nucleus_channel(["DNA", "H2B-GFP", "Actin"], source="store")
+    assert str(ambiguous.value) == (
+        "store: cannot tell which channel holds the nuclei: channels ['DNA', 'H2B-GFP'] are all named like nuclear "
+        "stains; its channels are ['DNA', 'H2B-GFP', 'Actin']. Name it: --set nucleus_channel=NAME")
+    with pytest.raises(InputError, match=r"store: cannot tell .* no channel is named like a nuclear stain .* its "
+                                         r"channels are \['GFP', 'RFP'\]\. Name it: --set nucleus_channel=NAME"):
+        resolve_nucleus_channel(["GFP", "RFP"], source="store")
+    with pytest.raises(InputError, match=r"store: nucleus channel 'DNA' is not one of its channels \['ch0'\]; .*"
+                                         "--set nucleus_channel=NAME"):
+        resolve_nucleus_channel(["ch0"], "DNA", source="store")
+
+
+def test_cells_are_measured_only_where_the_data_outline_them():
+    everything = ["Nuclei", "Cells", "Cytoplasm"]
+    assert measurable_objects(everything, ["DNA", "Actin"], ["Actin", "Tubulin"]) == (everything, {})
+    assert measurable_objects(everything, ["DNA"], ["Actin"], masks="cells") == (everything, {})
+    objects, not_measured = measurable_objects(everything, ["DNA"], ["Actin"], masks="nuclei")
+    assert objects == ["Nuclei"] and not_measured == {"Cells": "the store's masks mark nuclei only",
+                                                      "Cytoplasm": "the store's masks mark nuclei only"}
+    objects, not_measured = measurable_objects(everything, ["ch0"], ["Actin"])
+    assert objects == ["Nuclei"] and "none of the cytoplasm channels ['Actin'] among the channels ['ch0']" in \
+        not_measured["Cells"]
+
+
+def _one_channel_store(path: Path, n: int = 8) -> Path:
+    """``n`` 8-bit one-channel crops (channel ``ch0``) of a bright disc, no masks."""
+    images = np.full((n, 1, 32, 32), 10, np.uint8)
+    for i in range(n):
+        images[i, 0][disk((16, 16), 5 + i % 3, shape=(32, 32))] = 200
+    table = pd.DataFrame({"Metadata_Phenotype": np.where(np.arange(n) % 2, "big", "small")})
+    with CropStoreWriter(path, ["ch0"], (32, 32), "uint8") as writer:
+        writer.append(images, table)
+    return path
+
+
+def test_a_nucleus_only_store_gives_nuclei_features_and_says_why(tmp_path: Path):
+    import json
+
+    store = _one_channel_store(tmp_path / "store")
+    summary = extract_features(store, tmp_path / "cells.parquet", FeaturesConfig(chunk_cells=3), progress=False)
+    table = pd.read_parquet(tmp_path / "cells.parquet")
+    features = [c for c in table.columns if not c.startswith("Metadata_")]
+    assert features and all(c.startswith("Nuclei_") for c in features)
+    assert table["Nuclei_AreaShape_Area"].tolist() == pytest.approx([len(np.flatnonzero(
+        disk((16, 16), 5 + i % 3, shape=(32, 32))[0])) for i in range(8)], rel=0.05)
+    report = json.loads((tmp_path / "cells.parquet.json").read_text())
+    assert report["nucleus_channel"] == "ch0" and report["objects"] == ["Nuclei"]
+    assert set(report["objects_not_measured"]) == {"Cells", "Cytoplasm"}
+    undefined = [f"Nuclei_AreaShape_NormalizedMoment_{p}_{q}" for p, q in ((0, 0), (0, 1), (1, 0))]  # by definition
+    assert report["dropped_features"] == undefined == summary.dropped_features
+    assert not set(undefined) & set(table.columns)
+    assert "measured" in summary.line() and "Nuclei features of 8 cells" in summary.line()
+    assert "Cells and Cytoplasm not measured: no cell masks" in summary.line()
+    assert "3 NaN in every cell dropped" in summary.line()
+
+
+def test_masks_by_segmentation_without_a_cytoplasm_channel_marks_the_nucleus_only():
+    image = np.zeros((1, 1, 32, 32), np.float32)
+    image[0, 0][disk((16, 16), 5)] = 1.0
+    masks = masks_by_segmentation(image, ["ch0"], "ch0", ["Actin"])
+    assert set(np.unique(masks)) == {0, 1} and masks[0, 16, 16] == 1

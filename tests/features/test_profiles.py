@@ -5,7 +5,8 @@ import pytest
 from morphospace.config import resolve_config
 from morphospace.errors import InputError
 from morphospace.features.profiles import (
-    FeatureSelectConfig, ProfilesConfig, aggregate_profiles, build_profiles, exclude_features, log_transform,
+    FeatureSelectConfig, ProfilesConfig, adapt_profiles_config, aggregate_profiles, build_profiles, exclude_features,
+    log_transform,
     normalize_profiles, select_features, sphere_profiles,
 )
 
@@ -133,3 +134,50 @@ def test_a_singular_whitening_is_refused():
     with pytest.raises(InputError, match="whitening is singular.*raise sphere.shrinkage"):
         sphere_profiles(table, shrinkage=1e-14)
     assert np.isfinite(sphere_profiles(table, shrinkage=0.05).iloc[:, 1:].to_numpy()).all()
+
+
+def _cells(seed=0, per_class=15):
+    """Cells of three phenotypes, no plate, well or compound: the table of a folder-per-class collection."""
+    rng = np.random.default_rng(seed)
+    n = 3 * per_class
+    phenotype = np.repeat(["round", "long", "big"], per_class)
+    return pd.DataFrame({"Metadata_Phenotype": phenotype, "Metadata_FileName": [f"{p}/{i}.png" for i, p in
+                                                                                enumerate(phenotype)],
+                         "Metadata_StoreIndex": np.arange(n), "Nuclei_AreaShape_Area": rng.normal(100, 10, n),
+                         "Nuclei_Intensity_MeanIntensity_ch0": rng.normal(0, 1, n)})
+
+
+def test_cell_level_profiles_need_no_wells_plates_or_controls():
+    cells = _cells()
+    cells.loc[3, ["Nuclei_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_ch0"]] = np.nan  # no nucleus found
+    config = resolve_config(ProfilesConfig, {"level": "cells", "sphere": {"enabled": False}})
+    applied, notes = adapt_profiles_config(cells, config, "cells.parquet")
+    assert not applied.aggregate.enabled and applied.normalize.by is None and applied.normalize.control is None
+    assert [n.rsplit("(", 1)[-1] for n in notes] == ["aggregate.enabled=false)", "normalize.by=null)",
+                                                       "normalize.control=null)"]
+    assert "normalize.control \"Metadata_Compound == 'DMSO'\" cannot be evaluated" in notes[2]
+    profiles = build_profiles(cells, config, "cells.parquet")
+    assert len(profiles) == len(cells) - 1 and 3 not in profiles["Metadata_StoreIndex"].tolist()
+    assert list(profiles.columns[:3]) == ["Metadata_Phenotype", "Metadata_FileName", "Metadata_StoreIndex"]
+    kept = cells.drop(index=3)
+    area = np.log(kept["Nuclei_AreaShape_Area"])  # positive in all rows: logged, then standardised on all cells
+    assert np.allclose(profiles["Nuclei_AreaShape_Area"], (area - area.mean()) / area.std(ddof=1))
+    sphered = build_profiles(cells, resolve_config(ProfilesConfig, {"level": "cells"}), "cells.parquet")
+    covariance = np.cov(sphered[["Nuclei_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_ch0"]].T)
+    assert np.allclose(covariance, np.eye(2), atol=0.06)  # whitened on all cells (5% shrinkage)
+
+
+def test_aggregation_or_controls_the_table_lacks_are_errors_that_say_what_to_set():
+    with pytest.raises(InputError) as aggregation:
+        build_profiles(_cells(), ProfilesConfig(), "cells.parquet")
+    assert str(aggregation.value).startswith(
+        "cells.parquet: cannot aggregate by ['Metadata_Plate', 'Metadata_Well']: no column(s) ['Metadata_Plate', "
+        "'Metadata_Well'] (its metadata columns: ['Metadata_Phenotype', 'Metadata_FileName', 'Metadata_StoreIndex']). "
+        "A table of single cells without wells: --level cells (no aggregation)")
+    wells = _wells().drop(columns="Metadata_Compound")
+    with pytest.raises(InputError, match=r"wells.csv: normalize.control .* cannot be evaluated .* use all rows: "
+                                         "--set normalize.control=null"):
+        build_profiles(wells, ProfilesConfig(), "wells.csv")
+    with pytest.raises(InputError, match="wells.csv: sphere.control .* selects no row"):
+        build_profiles(_wells().assign(Metadata_Compound="x"), resolve_config(
+            ProfilesConfig, {"normalize": {"method": "none"}}), "wells.csv")

@@ -84,6 +84,13 @@ def test_every_loss_falls(fields, data, kind):
     assert after < 0.9 * before, (kind, before, after)
 
 
+def test_in_domain_features_stop_at_their_time_limit():
+    images = torch.rand(4, 1, 16, 16)
+    _, losses = fit_in_domain_features(images, steps=10_000, max_seconds=0.0)
+    assert len(losses) == 1  # one step, then the limit
+    assert len(fit_in_domain_features(images, steps=3)[1]) == 3
+
+
 def test_prediction_shapes_and_ranges_on_an_odd_field(data):
     seg = ImageToImage(ISLModelConfig(task="segmentation", net=TINY_NET, loss={"kind": "jaccard"}).to_dict(), 1, 1)
     field = torch.rand(1, 45, 70)

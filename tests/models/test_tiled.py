@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from morphospace.models.tiled import pad_to_multiple, predict_field
+from morphospace.models.tiled import pad_to_multiple, predict_field, reflect_pad
 
 
 def _local_net() -> torch.nn.Module:
@@ -29,6 +29,25 @@ def test_tiled_equals_untiled_on_the_interior_of_an_odd_field():
 def test_small_field_is_padded_to_a_tile():
     out = predict_field(torch.nn.Identity(), torch.rand(1, 9, 20), tile=32)
     assert out.shape == (1, 9, 20)
+
+
+def test_a_constant_field_stays_constant_up_to_its_border():
+    blur = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)  # zero padding: dimmer at every tile edge
+    torch.nn.init.constant_(blur.weight, 1 / 9)
+    field = torch.full((1, 70, 90), 5.0)
+    predicted = predict_field(blur.eval(), field, tile=32, overlap=0.5)
+    # without padding the field, its edge pixels would come from tile edges only: 5 * 6/9 = 3.3, corners 2.2;
+    # what is left is the same everywhere: tile edges inside the field weigh 1e-3 in the Gaussian blend
+    deviation = (predicted - field).abs()[0]
+    assert deviation.max() < 0.02
+    border = torch.cat([deviation[0], deviation[-1], deviation[:, 0], deviation[:, -1]])
+    assert border.max() <= deviation[1:-1, 1:-1].max() + 1e-4
+
+
+def test_reflect_pad_mirrors_beyond_the_image_size():
+    image = torch.tensor([[[1.0, 2.0, 3.0]]])
+    assert reflect_pad(image, 2, 3, 0, 0)[0, 0].tolist() == [3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0, 2.0]
+    assert reflect_pad(image, 0, 0, 2, 1).shape == (1, 4, 3)  # a 1 px side is repeated
 
 
 def test_pad_to_multiple():

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,35 @@ def test_every_model_trains_with_falling_loss(name, blob_store: Path, tmp_path: 
     assert samples.shape == (5, 2, 16, 16) and float(samples.abs().max()) <= 1
     embedding = model.embed(data.dataset("all").load(np.arange(4)))
     assert embedding.shape == (4, 100 if MODELS[name]["family"] == "gan" else 8)
+
+
+def _strict_json(path: Path) -> dict:
+    def refuse(constant):
+        raise ValueError(f"{path}: bare {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, budget, epochs", [
+    ("vae", {"max_minutes": 1e-4, "max_epochs": 50}, 0.2),  # the clock stops it after its first batch of 5
+    ("lsgan", {"max_steps": 4}, 0.4),  # 2 optimiser steps per GAN batch: 2 of 5 batches
+])
+def test_a_run_stopped_part_way_writes_its_final_figures_and_fractional_epochs(
+        name, budget, epochs, blob_store: Path, tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, name, MODELS[name], sample_every_n_epochs=5, **budget)
+    summary = train(config, progress=False)
+    run = tmp_path / name
+    figures = {path.name for path in (run / "figures").glob("*.png")}
+    assert {"final_samples.png", "final_interpolation.png"} <= figures
+    assert ("final_reconstructions.png" in figures) == (name == "vae")  # models with an encoder
+    saved = _strict_json(run / "summary.json")
+    assert summary.epochs == saved["epochs"] == pytest.approx(epochs)
+    assert f"trained {epochs:g} epoch(s)" in summary.line() and "nan" not in summary.line().lower()
+    if name == "vae":  # one batch: no speed after the warm-up batch
+        assert saved["samples_per_second"] is None and "speed not measured" in summary.line()
+    else:
+        assert saved["samples_per_second"] > 0
 
 
 @pytest.mark.slow

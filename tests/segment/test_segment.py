@@ -3,9 +3,12 @@ import pytest
 from scipy import ndimage
 from skimage.draw import disk, ellipse
 
+from morphospace.config import resolve_config
+from morphospace.errors import InputError
 from morphospace.evaluate.segmentation import match_instances
 from morphospace.segment.cells import segment_cells
 from morphospace.segment.crops import crop_cells, principal_angle, skew_flips
+from morphospace.segment.field import FieldConfig, process_field
 from morphospace.segment.nuclei import segment_nuclei
 
 
@@ -108,3 +111,23 @@ def test_alignment_makes_major_axis_horizontal_and_skew_positive():
     assert min(angle, 180 - angle) < 3
     assert skew_flips(mask) == (False, False)
     assert result.masks[0][48, 48] == 1
+
+
+def test_field_channels_resolved_from_names():
+    config = FieldConfig().resolve_channels(["Hoechst", "Phalloidin", "Tubulin"], "plate.csv")
+    assert config.nuclei.channel == "Hoechst" and config.cells.channels == ["Phalloidin", "Tubulin"]
+    alone = FieldConfig().resolve_channels(["ch0"], "plate.csv")
+    assert alone.nuclei.channel == "ch0" and alone.cells.channels == []
+    with pytest.raises(InputError, match="plate.csv: cannot tell which channel.*DAPI.*Hoechst.*nuclei.channel=NAME"):
+        FieldConfig().resolve_channels(["DAPI", "Hoechst"], "plate.csv")
+    with pytest.raises(InputError, match="plate.csv: config key 'cells.channels' names channel.*Actin"):
+        resolve_config(FieldConfig, {"cells": {"channels": ["Actin"]}}).resolve_channels(["DNA", "GFP"], "plate.csv")
+
+
+def test_a_nucleus_only_field_invents_no_cell():
+    nuclei = _discs([(40, 20), (40, 50)], radius=5)
+    field = nuclei.astype(np.float32) * 0 + 100.0 * (nuclei > 0) + 10.0
+    config = resolve_config(FieldConfig, {"crops": {"size": 32}, "nuclei": {"min_contrast": None}})
+    result = process_field({"DAPI": field}, config.resolve_channels(["DAPI"], "one.csv"))
+    assert result.nuclei.max() == 2
+    np.testing.assert_array_equal(result.cells, result.nuclei)

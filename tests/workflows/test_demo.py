@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ def test_same_seed_same_numbers_in_another_folder(tmp_path: Path):
     assert first.line().split("; ")[:-1] == second.line().split("; ")[:-1]  # all but the time and the path
 
 
+def _strict(constant: str):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
 def test_demo_report_and_rerun(tmp_path: Path):
     config = resolve_config(DemoConfig, SMALL)
     summary = run_demo(tmp_path / "demo", config, workers=1, progress=False)
@@ -43,6 +48,10 @@ def test_demo_report_and_rerun(tmp_path: Path):
     assert -1 <= summary.isl_pcc <= 1 and "transmitted->DNA PCC" in summary.line()
     assert (tmp_path / "demo" / "runs" / "isl_dna" / "evaluation" / "isl.json").is_file()
     assert (tmp_path / "demo" / "config.yaml").is_file() and (tmp_path / "demo" / "demo.log").is_file()
+    written = sorted((tmp_path / "demo").rglob("*.json"))
+    assert {"moa.json", "retrieval.json", "isl.json", "summary.json", "store.json"} <= {p.name for p in written}
+    for path in written:  # every JSON the demo writes is valid for strict parsers (null, never NaN)
+        json.loads(path.read_text(), parse_constant=_strict)
     again = run_demo(tmp_path / "demo", config, workers=1, progress=False)
     assert again.n_cells == summary.n_cells and again.seconds < summary.seconds
     with pytest.raises(RunConflictError, match="simulate.seed"):

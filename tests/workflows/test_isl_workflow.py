@@ -24,6 +24,8 @@ def test_train_writes_the_run_and_resumes(transmitted_screen, isl_config, tmp_pa
     run = tmp_path / "runs" / "isl_test"
     summary = json.loads((run / "summary.json").read_text())
     assert "in-domain autoencoder" in summary["notes"]["perceptual_features"] and "val_pcc" in summary["metrics"]
+    assert "5 steps in" in summary["notes"]["perceptual_features"]  # fitted inside the training budget
+    assert "within the training budget" in summary["notes"]["perceptual_features"]
     regions = json.loads((run / "regions.json").read_text())
     assert set(regions) == {"train", "val", "test"} and len(regions["test"]) == 3  # every field is cut
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "metrics.csv").is_file()
@@ -95,9 +97,10 @@ def test_evaluating_a_missing_run_names_it(tmp_path, capsys):
     assert "nope: not a training run" in capsys.readouterr().err
 
 
-def test_tiles_larger_than_a_split_region_are_a_config_error(transmitted_screen, isl_config, tmp_path, capsys):
+def test_fields_too_small_for_a_tile_per_split_are_a_config_error(transmitted_screen, isl_config, tmp_path, capsys):
     path = isl_config(transmitted_screen, tmp_path)
-    assert main(["train", str(path), "--set", "data.tiles.size=32"]) == 2  # the val band is 19 px wide
-    assert "key 'data.tiles.size': " in (error := capsys.readouterr().err)
-    assert "val split: no region is at least 32 x 32 px" in error
+    assert main(["train", str(path), "--set", "data.tiles.size=48"]) == 2  # 96 px fields; 32 px tiles would fit
+    assert "key 'data.split': " in (error := capsys.readouterr().err)
+    assert "a 96 px field side gives bands of train 58 px, val 19 px, test 19 px" in error
+    assert "the smallest field side that works is 144 px" in error
     assert not (tmp_path / "runs" / "isl_test").exists()

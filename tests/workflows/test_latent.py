@@ -102,6 +102,8 @@ def test_generation_evaluation_and_report(trained_runs, tmp_path: Path):
     config = GenerationConfig(n=40, extractor=str(tmp_path / "extractor.pt"), extractor_epochs=2, feature_cells=16,
                               cytoplasm_channels=["Actin"])
     payload = run_generation_evaluation(run, tmp_path / "eval", config)
+    assert payload["extractor_training"] == {"objective": "classification of Metadata_Compound",
+                                             "labels": "Metadata_Compound"}  # the default when the store has it
     assert payload["in_domain"]["n_real"] == payload["in_domain"]["n_fake"] == 40
     assert payload["in_domain"]["fid"] >= 0 and "InceptionV3 not available" in payload["inception"]
     assert 0 <= payload["memorisation"]["memorised_fraction"] <= 1
@@ -113,6 +115,80 @@ def test_generation_evaluation_and_report(trained_runs, tmp_path: Path):
     html = write_run_report(run).read_text()
     for heading in ("Configuration", "Training", "Samples during training", "Generation quality"):
         assert heading in html
+
+
+def test_real_crops_are_drawn_at_random_and_kept_in_the_order_drawn(monkeypatch):
+    from morphospace.workflows import evaluation
+
+    reads = []
+
+    def crops_named_by_row(data, rows):  # crop k holds its store row, so the result tells which rows came
+        reads.append(rows)
+        return rows[:, None, None, None].astype(np.float32)
+
+    monkeypatch.setattr(evaluation, "_real_crops", crops_named_by_row)
+    rows = np.arange(100)  # a store sorted by class: rows 0-49 class A, 50-99 class B
+    first = evaluation._random_crops(None, rows, 8, np.random.default_rng(0))[:, 0, 0, 0].astype(int)
+    assert (first < 50).any() and (first >= 50).any()  # both classes among the first crops shown
+    assert sorted(first) != first.tolist() and np.all(np.diff(reads[0]) > 0)  # read in store order, drawn order kept
+    assert evaluation._random_crops(None, rows[:0], 8, np.random.default_rng(0)) is None
+
+
+@pytest.fixture(scope="module")
+def phenotype_run(tmp_path_factory) -> Path:
+    """A VAE trained one epoch on 64 one-channel crops named ch0 (discs, small then big: sorted by
+    class), with Metadata_Phenotype and no Metadata_Compound."""
+    from morphospace.io.store import CropStoreWriter
+    from morphospace.models.registry import resolve_run_config
+    from morphospace.workflows.train import train
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:16, :16]
+    radii = np.concatenate([rng.uniform(2.8, 3.6, 32), rng.uniform(4.2, 5.0, 32)])
+    images = np.stack([((yy - 7.5) ** 2 + (xx - 7.5) ** 2 < r ** 2)[None] * 0.8 + rng.normal(0, 0.03, (1, 16, 16))
+                       for r in radii]).clip(0, None).astype(np.float32)
+    root = tmp_path_factory.mktemp("phenotypes")
+    with CropStoreWriter(root / "store", ["ch0"], (16, 16), "float32") as writer:
+        writer.append(images, pd.DataFrame({"Metadata_Phenotype": np.repeat(["small", "big"], 32)}))
+    config = resolve_run_config({
+        "name": "vae", "runs_dir": str(root / "runs"), "seed": 0,
+        "data": {"store": str(root / "store"), "batch_size": 16, "normalization": {"out_range": [-1, 1]},
+                 "split": {"by": None, "train": 0.8, "val": 0.2, "test": 0.0}},
+        "model": {"family": "vae", "latent_dim": 8, "base_channels": 8},
+        "trainer": {"max_epochs": 1, "precision": "32-true", "channels_last": False, "sample_images": 4},
+    })
+    train(config, progress=False)
+    return root / "runs" / "vae"
+
+
+def _strict_json(path: Path) -> dict:
+    def refuse(constant):
+        raise ValueError(f"{path}: bare {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_generation_evaluation_of_a_one_channel_store_without_compounds(phenotype_run: Path, tmp_path: Path):
+    from morphospace.cli import main
+
+    config = GenerationConfig(n=24, extractor_epochs=2, feature_cells=24)
+    payload = run_generation_evaluation(phenotype_run, tmp_path / "self", config)
+    assert payload["extractor_training"]["labels"] is None
+    assert payload["extractor_training"]["objective"].startswith("self-supervised")
+    assert Path(payload["extractor_path"]).name == "store_1ch_16px_self-supervised.pt"
+    assert payload["feature_distances"]["objects"] == ["Nuclei"]  # no cytoplasm channel: no invented cells
+    assert _strict_json(tmp_path / "self" / "generation.json")["extractor_training"]["labels"] is None
+    options = ["--set", "n=24", "--set", "extractor_epochs=2", "--set", "feature_cells=24"]
+    assert main(["evaluate", "generation", "--run", str(phenotype_run), "--out", str(tmp_path / "labels"),
+                 "--labels", "Metadata_Phenotype", *options]) == 0
+    saved = _strict_json(tmp_path / "labels" / "generation.json")
+    assert saved["extractor_training"] == {"objective": "classification of Metadata_Phenotype",
+                                           "labels": "Metadata_Phenotype"}
+    assert saved["in_domain"]["extractor"] != payload["in_domain"]["extractor"]  # another extractor, cached apart
+    with pytest.raises(InputError, match="store: no column 'Metadata_Compound' .*'Metadata_Phenotype'"):
+        run_generation_evaluation(phenotype_run, tmp_path / "missing", config.model_copy(
+            update={"extractor_labels": "Metadata_Compound"}))
 
 
 def test_embed_needs_the_run_crop_size(trained_runs, small_store: Path, tmp_path: Path):

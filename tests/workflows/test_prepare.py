@@ -118,7 +118,7 @@ def test_skip_on_error_keeps_going(screen: Path, tmp_path: Path):
 
 def test_config_naming_a_missing_channel(screen: Path, tmp_path: Path):
     config = resolve_config(PrepareConfig, {"nuclei": {"channel": "Hoechst"}})
-    with pytest.raises(InputError, match="config key 'nuclei.channel'.*Hoechst"):
+    with pytest.raises(InputError, match="nucleus channel 'Hoechst' is not one of its channels.*nuclei.channel"):
         prepare(screen / "manifest.csv", tmp_path / "store", config, progress=False)
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from morphospace.config import Config, ConfigError, key_error
+from morphospace.config import PATH, Config, ConfigError, key_error
 from morphospace.errors import InputError
 from morphospace.io.tables import read_table
 
@@ -77,7 +77,7 @@ class FeatureCondition(Config):
     """Feature columns of a table joined on Metadata_StoreIndex, standardised on the training split."""
 
     kind: Literal["features"] = "features"
-    table: str = pydantic.Field(description="Parquet or CSV table with Metadata_StoreIndex (morphospace features)")
+    table: Annotated[str, PATH] = pydantic.Field(description="Parquet or CSV table with Metadata_StoreIndex (morphospace features)")
     columns: list[str] | None = pydantic.Field(
         None, min_length=1, description="feature columns; null: every numeric non-Metadata column")
 

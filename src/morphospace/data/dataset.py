@@ -18,11 +18,10 @@ before a run writes anything.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -31,8 +30,8 @@ import pydantic
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from morphospace.atomic import write_text_atomic
-from morphospace.config import Config, key_error
+from morphospace.atomic import write_json_atomic
+from morphospace.config import PATH, Config, key_error
 from morphospace.data.conditions import (
     RESERVED_KEYS, ChannelCondition, ConditionConfig, Encoder, encoder_from_dict, fit_condition,
 )
@@ -70,7 +69,7 @@ class SplitConfig(Config):
 class DataConfig(Config):
     """Which crops feed a model, what each sample carries beside its image, and how."""
 
-    store: str
+    store: Annotated[str, PATH]
     channels: list[str] | None = pydantic.Field(
         None, description="image channels; null: every store channel not given as a condition")
     crop_size: int | None = pydantic.Field(None, ge=4, description="centre crop / pad to this size")
@@ -556,11 +555,11 @@ class CropDataModule(pl.LightningDataModule):
         self.setup()
         run_dir = Path(run_dir)
         normalization = {**self.normalizer.to_dict(), "channels": self._read_channels(self.store)}
-        write_text_atomic(run_dir / "normalization.json", json.dumps(normalization, indent=2))
+        write_json_atomic(run_dir / "normalization.json", normalization)
         frame = pd.DataFrame({"store_index": self.splits.index.to_numpy(), "split": self.splits.to_numpy()})
         if self.config.split.by:
             frame[self.config.split.by] = self.table[self.config.split.by].to_numpy()
         write_table(frame, run_dir / "splits.parquet")
         conditions = {name: encoder.to_dict() for name, encoder in self.encoders.items()}
         conditions |= {name: {"kind": "channels", "channels": names} for name, names in self.channel_conditions.items()}
-        write_text_atomic(run_dir / "conditions.json", json.dumps(conditions, indent=2))
+        write_json_atomic(run_dir / "conditions.json", conditions)

@@ -4,22 +4,26 @@ regular evaluation tiles, and a Lightning data module.
 A split is a set of regions, one rectangle ``(y0, y1, x0, x1)`` per field. With ``by: region``
 every field is cut into bands along one axis (e.g. the left three quarters train, the right quarter
 test) and a tile is always drawn wholly inside one band, so no pixel of a test region ever reaches
-training. With ``by: field`` whole fields go to one split each.
+training. A validation or test band that its fraction makes narrower than one tile is widened to one
+tile, the width taken from the training band; a field too small for a band of at least one tile per
+split is an error that gives the band widths and the smallest field that works. With ``by: field``
+whole fields go to one split each.
 
 Examples
 --------
 >>> spatial_regions((100, 200), {"train": 0.75, "test": 0.25}, axis="x")
 {'train': (0, 100, 0, 150), 'test': (0, 100, 150, 200)}
+>>> band_widths(512, {"train": 0.7, "val": 0.1, "test": 0.2}, minimum=128)
+{'train': 256, 'val': 128, 'test': 128}
 >>> grid_tiles((0, 100, 150, 200), 32)
 [(0, 32, 150, 182), (32, 64, 150, 182), (64, 96, 150, 182)]
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -27,15 +31,15 @@ import pydantic
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from morphospace.atomic import write_text_atomic
-from morphospace.config import Config, ConfigError, key_error
+from morphospace.atomic import write_json_atomic
+from morphospace.config import PATH, Config, ConfigError, key_error
 from morphospace.data.spec import BatchEntry, DataSpec
 from morphospace.io.paired import (
     PairedChannels, PairedField, PairedNormalization, load_paired_field, read_paired_manifest,
 )
 
-__all__ = ["TileSplitConfig", "TileConfig", "PairedDataConfig", "Region", "spatial_regions", "split_regions",
-           "grid_tiles", "dihedral", "TileDataset", "PairedDataModule", "load_fields"]
+__all__ = ["TileSplitConfig", "TileConfig", "PairedDataConfig", "Region", "band_widths", "spatial_regions",
+           "split_regions", "grid_tiles", "dihedral", "TileDataset", "PairedDataModule", "load_fields"]
 
 Region = tuple[int, int, int, int]
 SPLITS = ("train", "val", "test")
@@ -81,7 +85,7 @@ class TileConfig(Config):
 class PairedDataConfig(Config):
     """Paired fields from a manifest, and how they are tiled and split."""
 
-    manifest: str
+    manifest: Annotated[str, PATH]
     channels: PairedChannels
     normalization: PairedNormalization = PairedNormalization()
     split: TileSplitConfig = TileSplitConfig()
@@ -94,24 +98,67 @@ def load_fields(config: PairedDataConfig) -> list[PairedField]:
             for spec in read_paired_manifest(config.manifest, config.channels)]
 
 
-def spatial_regions(shape: tuple[int, int], fractions: dict[str, float], axis: str = "x") -> dict[str, Region]:
-    """Cut a field of ``shape`` (H, W) into consecutive bands along ``axis``, one per split, with
-    widths proportional to ``fractions`` (in the order given)."""
-    height, width = shape
-    length = width if axis == "x" else height
+def _proportional_widths(length: int, fractions: dict[str, float], minimum: int) -> dict[str, int]:
+    """Band widths proportional to ``fractions``, every band but ``train`` widened to ``minimum``
+    at the expense of ``train`` (which may end up narrower than ``minimum``, or negative)."""
     edges = np.rint(np.cumsum([0.0, *fractions.values()]) / sum(fractions.values()) * length).astype(int)
-    regions = {}
-    for name, start, stop in zip(fractions, edges[:-1], edges[1:]):
-        regions[name] = (0, height, int(start), int(stop)) if axis == "x" else (int(start), int(stop), 0, width)
+    widths = {name: int(stop - start) for name, start, stop in zip(fractions, edges[:-1], edges[1:])}
+    for name in widths:
+        if name != "train":
+            widths[name] = max(widths[name], minimum)
+    if "train" in widths:
+        widths["train"] = length - sum(w for name, w in widths.items() if name != "train")
+    return widths
+
+
+def band_widths(length: int, fractions: dict[str, float], minimum: int = 0) -> dict[str, int]:
+    """Widths (px) of consecutive bands, one per split in the order of ``fractions``, along a field
+    side of ``length`` px: proportional to the fractions, with a validation or test band narrower
+    than ``minimum`` (a tile) widened to it, the width taken from ``train``.
+
+    Raises ConfigError (key ``data.split``) giving the widths and the smallest side that works when
+    the side cannot hold a band of at least ``minimum`` px per split.
+    """
+    widths = _proportional_widths(length, fractions, minimum)
+    if min(widths.values()) >= max(minimum, 1):
+        return widths
+    smallest = max(minimum, 1) * len(fractions)
+    while min(_proportional_widths(smallest, fractions, minimum).values()) < max(minimum, 1):
+        smallest += 1
+    proportional = _proportional_widths(length, fractions, 0)
+    described = ", ".join(f"{name} {width} px" for name, width in proportional.items())
+    raise key_error("data.split", f"a {length} px field side gives bands of {described}, but every split needs a "
+                                  f"band of at least one {minimum} px tile: the smallest field side that works is "
+                                  f"{smallest} px; use smaller tiles (data.tiles.size), fewer splits, or "
+                                  "split.by: field")
+
+
+def spatial_regions(shape: tuple[int, int], fractions: dict[str, float], axis: str = "x",
+                    minimum: int = 0) -> dict[str, Region]:
+    """Cut a field of ``shape`` (H, W) into consecutive bands along ``axis``, one per split, with
+    the widths of :func:`band_widths` (``minimum``: the tile side, px)."""
+    height, width = shape
+    regions, start = {}, 0
+    for name, size in band_widths(width if axis == "x" else height, fractions, minimum).items():
+        stop = start + size
+        regions[name] = (0, height, start, stop) if axis == "x" else (start, stop, 0, width)
+        start = stop
     return regions
 
 
-def split_regions(fields: list[PairedField], config: TileSplitConfig) -> dict[str, list[tuple[int, Region]]]:
-    """The regions of every split: ``{split: [(field index, region), ...]}``."""
+def split_regions(fields: list[PairedField], config: TileSplitConfig,
+                  tile: int = 0) -> dict[str, list[tuple[int, Region]]]:
+    """The regions of every split: ``{split: [(field index, region), ...]}``; with ``by: region``
+    every band is at least ``tile`` px wide (see :func:`band_widths`)."""
     result: dict[str, list[tuple[int, Region]]] = {name: [] for name in config.fractions}
     if config.by == "region":
         for index, item in enumerate(fields):
-            for name, region in spatial_regions(item.shape, config.fractions, config.axis).items():
+            try:
+                regions = spatial_regions(item.shape, config.fractions, config.axis, tile)
+            except ConfigError as exc:
+                raise key_error(exc.key, f"field {item.field_id} ({item.shape[0]} x {item.shape[1]} px, bands "
+                                         f"along {config.axis}): {exc.problem}") from None
+            for name, region in regions.items():
                 result[name].append((index, region))
         return result
     if len(fields) < len(config.fractions):
@@ -247,7 +294,7 @@ class PairedDataModule(pl.LightningDataModule):
             raise ValueError("no fields to tile")
         self.fields, self.split, self.tiles, self.seed = fields, split, tiles, seed
         self.channel_names: dict[str, list[str]] = {}
-        self.regions = split_regions(fields, split)
+        self.regions = split_regions(fields, split, tiles.size)
         self.train_set = TileDataset(fields, self.regions["train"], tiles.size, True, tiles.tiles_per_epoch,
                                      tiles.flips_and_rotations, seed, fixed=tiles.fixed_tiles)
         self._evaluation_sets = {}
@@ -306,7 +353,7 @@ class PairedDataModule(pl.LightningDataModule):
 
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write ``regions.json`` (the rectangles evaluation scores) into ``run_dir``."""
-        write_text_atomic(Path(run_dir) / "regions.json", json.dumps(self.regions_record(), indent=2))
+        write_json_atomic(Path(run_dir) / "regions.json", self.regions_record())
 
     def dataset(self, split: str) -> TileDataset:
         """Regular (un-augmented) tiles of ``split``."""

@@ -62,14 +62,18 @@ class ClusteringResult:
 
 def _matrix(table: pd.DataFrame, label_column: str, pca_components: int | None) -> tuple[np.ndarray, np.ndarray]:
     if label_column not in table.columns:
-        raise InputError(f"label column {label_column!r} is not in the table")
+        metadata = [c for c in table.columns if str(c).startswith("Metadata_")]
+        raise InputError(f"label column {label_column!r} is not in the table (its metadata columns: {metadata})")
     rows = table[table[label_column].notna()]
     features = feature_columns(rows)
     if not features:
         raise InputError("the table has no numeric feature columns")
     x = rows[features].to_numpy(dtype=float)
-    if not np.isfinite(x).all():
-        raise InputError("features contain NaN or infinite values; select or impute them first")
+    finite = np.isfinite(x).all(axis=0)
+    if not finite.all():
+        bad = [f for f, ok in zip(features, finite) if not ok]
+        raise InputError(f"{len(bad)} feature(s) contain NaN or infinite values: {', '.join(bad[:10])}"
+                         f"{' ...' if len(bad) > 10 else ''}; drop or impute them first")
     x = StandardScaler().fit_transform(x)
     if pca_components:
         x = PCA(min(pca_components, *x.shape), random_state=0).fit_transform(x)

@@ -36,7 +36,9 @@ from scipy.stats import ks_2samp, wasserstein_distance
 from torch import nn
 
 from morphospace.errors import InputError
-from morphospace.features.cellprofiler import feature_columns, masks_by_segmentation, measure_crops
+from morphospace.features.cellprofiler import (
+    OBJECTS, feature_columns, masks_by_segmentation, measurable_objects, measure_crops, resolve_nucleus_channel,
+)
 from morphospace.models.extractor import FeatureExtractor, as_unit_images, device_of, fingerprint
 
 __all__ = [
@@ -264,12 +266,15 @@ def compare_feature_tables(real: pd.DataFrame, fake: pd.DataFrame, min_values: i
 
 def _measure(
     images: torch.Tensor, masks: np.ndarray | None, channels: Sequence[str], feature_set: str,
-    nucleus_channel: str, cytoplasm_channels: Sequence[str],
+    nucleus_channel: str, cytoplasm_channels: Sequence[str], source: str,
 ) -> pd.DataFrame:
     array = images.numpy()
+    objects = tuple(OBJECTS)
     if masks is None:
+        nucleus_channel = resolve_nucleus_channel(channels, nucleus_channel, source)
         masks = masks_by_segmentation(array, channels, nucleus_channel, cytoplasm_channels)
-    return measure_crops(array, np.asarray(masks), channels, feature_set)
+        objects, _ = measurable_objects(objects, channels, cytoplasm_channels)
+    return measure_crops(array, np.asarray(masks), channels, feature_set, objects)
 
 
 def feature_distances(
@@ -279,24 +284,27 @@ def feature_distances(
     masks_real: np.ndarray | None = None,
     masks_fake: np.ndarray | None = None,
     feature_set: str = "fast",
-    nucleus_channel: str = "DNA",
+    nucleus_channel: str = "auto",
     cytoplasm_channels: Sequence[str] = ("Actin", "Tubulin"),
+    source: str = "the crops",
 ) -> pd.DataFrame:
     """CellProfiler features of real and fake crops compared per feature (see :func:`compare_feature_tables`).
 
     Crops (N, C, H, W) in [0, 1] are measured with :func:`~morphospace.features.cellprofiler.measure_crops`;
     a set without masks (N, H, W) (1 nucleus, 2 rest of the cell) is segmented first with
-    :func:`~morphospace.features.cellprofiler.masks_by_segmentation` (``nucleus_channel``, and
-    those ``cytoplasm_channels`` present). Crops where no nucleus is found give NaN features and
-    drop out; ``n_real``/``n_fake`` count the crops used per feature.
+    :func:`~morphospace.features.cellprofiler.masks_by_segmentation` (``nucleus_channel``, ``auto``:
+    chosen from the channel names by
+    :func:`~morphospace.features.cellprofiler.resolve_nucleus_channel`; and those
+    ``cytoplasm_channels`` present), and measured for the objects its channels outline (nuclei only
+    without a cytoplasm channel). Crops where no nucleus is found give NaN features and drop out;
+    ``n_real``/``n_fake`` count the crops used per feature. InputError names ``source`` when the
+    nucleus channel cannot be found.
     """
     sets = _as_image_sets({"real": real, "fake": fake})
     n_channels = sets["real"].shape[1]
     if len(channels) != n_channels:
         raise InputError(f"{len(channels)} channel name(s) {list(channels)} for images with {n_channels} channels")
-    if (masks_real is None or masks_fake is None) and nucleus_channel not in channels:
-        raise InputError(f"nucleus channel {nucleus_channel!r} is not among the channels {list(channels)}")
-    options = (channels, feature_set, nucleus_channel, cytoplasm_channels)
+    options = (channels, feature_set, nucleus_channel, cytoplasm_channels, source)
     real_table = _measure(sets["real"], masks_real, *options)
     fake_table = _measure(sets["fake"], masks_fake, *options)
     return compare_feature_tables(real_table, fake_table)
@@ -304,10 +312,12 @@ def feature_distances(
 
 def summarize_feature_distances(table: pd.DataFrame, n_worst: int = 10) -> dict:
     """Median and mean ``normalized_wasserstein`` over features (NaN ignored), the number of
-    features, and the ``n_worst`` largest as ``{feature: value}``, largest first."""
+    features, the CellProfiler objects measured (``Nuclei``, ``Cells``, ``Cytoplasm``, from the names),
+    and the ``n_worst`` largest as ``{feature: value}``, largest first."""
     values = table["normalized_wasserstein"].dropna().sort_values(ascending=False)
     return {
         "n_features": len(values),
+        "objects": [name for name in OBJECTS if any(str(feature).startswith(f"{name}_") for feature in values.index)],
         "median_normalized_wasserstein": float(values.median()),
         "mean_normalized_wasserstein": float(values.mean()),
         "worst_features": {str(k): float(v) for k, v in values.head(n_worst).items()},

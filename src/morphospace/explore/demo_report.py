@@ -48,7 +48,7 @@ def write_demo_report(out: Path, config: Any, store: CropStore, manifest: pd.Dat
         f"{config.simulate.plates} plates, {len(manifest)} fields of {config.simulate.field_size} px, "
         f"{len(config.simulate.moas)} MoAs x {config.simulate.compounds_per_moa} compounds x "
         f"{config.simulate.concentrations} concentrations plus DMSO; seed {config.simulate.seed}. "
-        f"{len(truth_cells)} cells simulated, {len(store)} crops of {store.crop_shape[0]} px prepared."
+        + _counts_sentence(truth_cells, store, qc)
     ))
     _qc_section(report, qc)
     _segmentation_section(report, out, store, manifest, scores, config.overlay_fields)
@@ -143,6 +143,19 @@ def _segmentation_section(report: Report, out: Path, store: CropStore, manifest:
                                           tifffile.imread(labels / f"{field_id}_cells.tiff"),
                                           title=f"{field_id} ({row.Metadata_MoA})")
         report.figure(fig, f"segmentation_{field_id}", "Nuclei (yellow) and cells (white) found by prepare")
+
+
+def _counts_sentence(truth_cells: pd.DataFrame, store: CropStore, qc: pd.DataFrame) -> str:
+    """Why the number of crops differs from the number of simulated cells."""
+    nuclei = int(truth_cells["Metadata_NucleiCount"].sum())
+    several = int((truth_cells["Metadata_NucleiCount"] > 1).sum())
+    padded = int(store.cells["Metadata_Padded"].sum()) if "Metadata_Padded" in store.cells else 0
+    skipped = int((qc["status"] != "ok").sum())
+    return (f"{len(truth_cells)} cells simulated, holding {nuclei} nuclei ({several} cells have several); "
+            f"prepare makes one crop of {store.crop_shape[0]} px per nucleus it finds, so {len(store)} crops, "
+            f"of which {padded} reach past the field's edge and are padded "
+            f"({int(truth_cells['Metadata_TouchesBorder'].sum())} simulated cells touch it)"
+            + (f"; {skipped} fields failed QC and gave no crops." if skipped else "."))
 
 
 def _crops_section(report: Report, store: CropStore, per_group: int, seed: int) -> None:

@@ -79,35 +79,44 @@ def traverse(model: GenerativeModel, dims: Sequence[int], values: Sequence[float
 
 
 def quick_measures(images: np.ndarray, channels: Sequence[str], masks: np.ndarray | None = None,
-                   nucleus_channel: str = "DNA") -> pd.DataFrame:
+                   nucleus_channel: str = "auto") -> pd.DataFrame:
     """Fast per-crop attributes for vector algebra: ``Mean_<Channel>`` (mean intensity of each
     channel, in the images' units) and ``NucleusArea`` (pixels: mask label 1 when masks are given,
-    else the Otsu foreground of the nucleus channel, or NaN without one)."""
+    else the Otsu foreground of the nucleus channel, ``auto``: see
+    :func:`~morphospace.features.cellprofiler.resolve_nucleus_channel`; NaN without one)."""
+    from morphospace.errors import InputError
+    from morphospace.features.cellprofiler import resolve_nucleus_channel
+
     images = np.asarray(images, dtype=np.float32)
     table = pd.DataFrame({f"Mean_{c}": images[:, i].mean(axis=(1, 2)) for i, c in enumerate(channels)})
     if masks is not None:
         table["NucleusArea"] = (np.asarray(masks) == 1).sum(axis=(1, 2))
-    elif nucleus_channel in channels:
-        dna = images[:, list(channels).index(nucleus_channel)]
-        table["NucleusArea"] = [int((d > threshold_otsu(d)).sum()) if d.max() > d.min() else 0 for d in dna]
-    else:
+        return table
+    try:
+        nuclei = images[:, list(channels).index(resolve_nucleus_channel(channels, nucleus_channel))]
+    except InputError:
         table["NucleusArea"] = np.nan
+        return table
+    table["NucleusArea"] = [int((d > threshold_otsu(d)).sum()) if d.max() > d.min() else 0 for d in nuclei]
     return table
 
 
 def image_rows_figure(rows: np.ndarray, channels: Sequence[str], row_labels: Sequence[str] | None = None,
                       column_labels: Sequence[str] | None = None, title: str = "") -> Figure:
-    """A grid figure of images ``rows`` (R, K, C, H, W) in [0, 1], one composite per cell."""
-    from morphospace.explore.figures import composite
+    """A grid figure of images ``rows`` (R, K, C, H, W), one composite per cell (see
+    :func:`~morphospace.explore.figures.crops_rgb`: display limits shared by the whole grid), with
+    the channel legend under it."""
+    from morphospace.explore.figures import add_channel_legend, crops_rgb
 
     n_rows, n_columns = rows.shape[:2]
     fig = Figure(figsize=(1.1 * n_columns + 1.2, 1.1 * n_rows + 0.5), layout="tight")
     axes = fig.subplots(n_rows, n_columns, squeeze=False)
-    limits = [(0.0, 1.0)] * rows.shape[2]
+    tiles = crops_rgb(rows.reshape(n_rows * n_columns, *rows.shape[2:]), channels).reshape(
+        n_rows, n_columns, *rows.shape[3:], 3)
     for r in range(n_rows):
         for k in range(n_columns):
             ax = axes[r, k]
-            ax.imshow(composite(rows[r, k], channels, limits=limits))
+            ax.imshow(tiles[r, k])
             ax.set_xticks([])
             ax.set_yticks([])
             if k == 0 and row_labels is not None:
@@ -116,4 +125,5 @@ def image_rows_figure(rows: np.ndarray, channels: Sequence[str], row_labels: Seq
                 ax.set_title(column_labels[k], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
+    add_channel_legend(fig, channels)
     return fig

@@ -5,6 +5,7 @@ run directory (generation, MoA and retrieval of embeddings, in silico labeling, 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -25,6 +26,9 @@ _FIGURE_CAPTIONS = {
     "algebra": "Vector algebra in the latent space",
     "traversal": "Latent traversals",
     "real_vs_generated": "Real, generated, and nearest real crops",
+    "final_samples": "Samples from the fixed noise of the training grids, when training ended",
+    "final_interpolation": "Interpolations between pairs of noise vectors, when training ended",
+    "final_reconstructions": "Random training crops and their reconstructions, when training ended",
 }
 
 
@@ -44,6 +48,11 @@ def training_curves_figure(metrics: pd.DataFrame) -> Figure | None:
     for ax in axes[len(columns):]:
         ax.set_axis_off()
     return fig
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``; "n/a" for a missing one (``null`` in a result's JSON)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _caption(stem: str) -> str:
@@ -117,7 +126,8 @@ def _summary_table(report: Report, run_dir: Path) -> None:
         return
     report.table(pd.DataFrame([{"epochs": summary.epochs, "optimizer steps": summary.optimizer_steps,
                                 "processes": summary.processes, "seconds (last session)": summary.seconds_this_session,
-                                f"{summary.sample_unit}/s": summary.samples_per_second}]))
+                                f"{summary.sample_unit}/s": summary.samples_per_second
+                                if math.isfinite(summary.samples_per_second) else "not measured"}]))
     for key, note in summary.notes.items():
         report.text(f"{key.replace('_', ' ')}: {note}", note=True)
 
@@ -129,7 +139,9 @@ def _evaluation_section(report: Report, evaluation: Path) -> None:
     if generation.is_file():
         payload = json.loads(generation.read_text())
         report.section("Generation quality", payload["convention"])
-        rows = [{"extractor": payload["in_domain"]["extractor"], "FID": payload["in_domain"]["fid"],
+        training = payload.get("extractor_training") or {"labels": payload["config"].get("extractor_labels")}
+        trained_on = training["labels"] or "self-supervised"
+        rows = [{"extractor": f"{payload['in_domain']['extractor']} ({trained_on})", "FID": payload["in_domain"]["fid"],
                  "KID": payload["in_domain"]["kid_mean"], "KID sd": payload["in_domain"]["kid_std"]}]
         if isinstance(payload.get("inception"), dict):
             rows.append({"extractor": "InceptionV3", "FID": payload["inception"]["fid"],
@@ -137,12 +149,13 @@ def _evaluation_section(report: Report, evaluation: Path) -> None:
         report.table(pd.DataFrame(rows), caption=None if isinstance(payload.get("inception"), dict)
                      else str(payload.get("inception")))
         distances = payload["feature_distances"]
-        report.text(f"CellProfiler features: median normalised Wasserstein distance "
-                    f"{distances['median_normalized_wasserstein']:.3f} over {distances['n_features']} features.")
+        median = _shown(distances["median_normalized_wasserstein"], ".3f")
+        report.text(f"CellProfiler features: median normalised Wasserstein distance {median} over "
+                    f"{distances['n_features']} features.")
         memorisation = payload["memorisation"]
         report.text(f"Memorisation check: median distance to the nearest training crop, generated / held-out real = "
-                    f"{memorisation['median_ratio']:.2f}; fraction of generated crops closer than the 1st percentile "
-                    f"of held-out real ones: {memorisation['memorised_fraction']:.3f}.")
+                    f"{_shown(memorisation['median_ratio'], '.2f')}; fraction of generated crops closer than the 1st "
+                    f"percentile of held-out real ones: {_shown(memorisation['memorised_fraction'], '.3f')}.")
     for name in ("moa.json", "retrieval.json"):
         path = evaluation / name
         if path.is_file():

@@ -2,9 +2,12 @@
 
 Each crop is measured for three objects — ``Nuclei`` (mask 1), ``Cells`` (mask > 0) and
 ``Cytoplasm`` (mask 2), see :data:`morphospace.io.store.MASK_ENCODING` — in every channel, plus
-channel-pair correlations. Feature names follow ``<Object>_<Measurement>_<Channel>``, e.g.
-``Nuclei_Intensity_MeanIntensity_DNA``, ``Cells_AreaShape_Area``,
-``Cytoplasm_Texture_Contrast_3_00_256_Actin``, ``Cells_Correlation_Pearson_DNA_Actin``.
+channel-pair correlations. Cells and cytoplasm are measured only where the data outline them (cell
+masks, or a cytoplasm channel to segment cells in, see :func:`measurable_objects`): a crop set of
+nuclei alone gives ``Nuclei`` features only. Feature names follow
+``<Object>_<Measurement>_<Channel>``, e.g. ``Nuclei_Intensity_MeanIntensity_DNA``,
+``Cells_AreaShape_Area``, ``Cytoplasm_Texture_Contrast_3_00_256_Actin``,
+``Cells_Correlation_Pearson_DNA_Actin``.
 
 Speed: crops are tiled into one mosaic per chunk (objects kept apart by a gap), so cp_measure
 measures a whole chunk per call; granularity, which depends on the image around an object, is
@@ -28,12 +31,17 @@ import pandas as pd
 import pydantic
 
 from morphospace.config import Config
+from morphospace.errors import InputError
+from morphospace.segment.nuclei import NUCLEAR_STAINS, resolve_nucleus_channel
 
 __all__ = [
     "FeaturesConfig",
     "FEATURE_SETS",
+    "NUCLEAR_STAINS",
     "measure_crops",
     "masks_by_segmentation",
+    "measurable_objects",
+    "resolve_nucleus_channel",
     "feature_columns",
 ]
 
@@ -53,8 +61,6 @@ _SHAPE_GROUPS = {"sizeshape": "AreaShape", "feret": "AreaShape", "zernike": "Are
 _UNPREFIXED_GROUPS = {"texture": "Texture"}  # cp_measure returns texture names without their group
 _PER_CROP = {"granularity"}
 _GAP = 4
-
-
 class FeaturesConfig(Config):
     """What ``features`` measures."""
 
@@ -64,9 +70,35 @@ class FeaturesConfig(Config):
     intensity_scale: list[float] | None = pydantic.Field(
         None, description="per-channel divisor to [0, 1]; None: dtype maximum, or the 99.9th percentile for floats"
     )
-    nucleus_channel: str = pydantic.Field("DNA", description="for segmenting crops of a store without masks")
-    cytoplasm_channels: list[str] = pydantic.Field(default_factory=lambda: ["Actin", "Tubulin"])
+    nucleus_channel: str = pydantic.Field(
+        "auto", description="channel to segment nuclei in (stores without masks); auto: the one channel named like a "
+                            "nuclear stain (DNA, DAPI, Hoechst, H2B, ...), or the only channel")
+    cytoplasm_channels: list[str] = pydantic.Field(
+        default_factory=lambda: ["Actin", "Tubulin"],
+        description="channels to segment cells in (stores without masks); without any, Cells and Cytoplasm are not "
+                    "measured")
     chunk_cells: int = pydantic.Field(128, ge=1, description="crops measured per task")
+
+
+def measurable_objects(objects: Sequence[str], channels: Sequence[str], cytoplasm_channels: Sequence[str],
+                       masks: Literal["cells", "nuclei"] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Which of ``objects`` the crops support, and why each of the others is not measured.
+
+    Nuclei always. ``Cells`` and ``Cytoplasm`` with ``masks="cells"`` (masks that mark the rest of
+    the cell); with no masks (``None``: crops are segmented) only when one of ``cytoplasm_channels``
+    is among ``channels`` to segment cells in; never with ``masks="nuclei"``. A cell grown around
+    its nucleus without a cytoplasm stain would be a guess, not a measurement.
+
+    >>> objects, not_measured = measurable_objects(["Nuclei", "Cells", "Cytoplasm"], ["DNA"], ["Actin"])
+    >>> objects, list(not_measured)
+    (['Nuclei'], ['Cells', 'Cytoplasm'])
+    """
+    if masks == "cells" or (masks is None and any(c in channels for c in cytoplasm_channels)):
+        return list(objects), {}
+    reason = ("the store's masks mark nuclei only" if masks == "nuclei" else
+              f"no cell masks, and none of the cytoplasm channels {list(cytoplasm_channels)} among the channels "
+              f"{list(channels)} to segment cells in (set cytoplasm_channels)")
+    return [o for o in objects if o == "Nuclei"], {o: reason for o in objects if o != "Nuclei"}
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
@@ -237,7 +269,8 @@ def masks_by_segmentation(
     images: np.ndarray, channels: Sequence[str], nucleus_channel: str, cytoplasm_channels: Sequence[str]
 ) -> np.ndarray:
     """Crop masks for crops without stored masks: segment each crop and keep the nucleus nearest
-    its centre and that nucleus's cell (see :mod:`morphospace.segment`).
+    its centre and that nucleus's cell (see :mod:`morphospace.segment`); without any of
+    ``cytoplasm_channels`` among ``channels``, the nucleus only (no cell is guessed).
 
     ``images`` is (n, C, H, W); returns (n, H, W) uint8 masks (all zero where no nucleus is found).
     """
@@ -256,8 +289,8 @@ def masks_by_segmentation(
             continue
         distance = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2)
         own = nuclei[np.unravel_index(np.argmin(np.where(nuclei > 0, distance, np.inf)), nuclei.shape)]
-        cytoplasm = images[i, cytoplasm_index].sum(0) if cytoplasm_index else None
-        cells = segment_cells(nuclei, cytoplasm, sigma=1.0, max_distance=h / 2)
-        masks[i][cells == own] = 2
+        if cytoplasm_index:
+            cells = segment_cells(nuclei, images[i, cytoplasm_index].sum(0), sigma=1.0, max_distance=h / 2)
+            masks[i][cells == own] = 2
         masks[i][nuclei == own] = 1
     return masks

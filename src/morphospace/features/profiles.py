@@ -11,7 +11,9 @@ dependent (the usual case for plates with a few control wells).
 The defaults are the configuration that scored best on the real BBBC021 per-well profiles (see
 ``benchmarks/bbbc021_profiles_moa.py``): drop position-like features, log of every positive
 feature, centre each plate on its DMSO wells and scale by the DMSO standard deviation pooled over
-plates, then whiten with the DMSO covariance shrunk 5% towards the identity.
+plates, then whiten with the DMSO covariance shrunk 5% towards the identity. ``level: cells`` keeps
+one profile per cell (no aggregation) and adapts the other steps to a table without plates or
+controls (see :func:`adapt_profiles_config`).
 
 Examples
 --------
@@ -33,13 +35,14 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from morphospace.config import Config
+from morphospace.config import Config, resolve_config
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns
 
 __all__ = [
     "ProfilesConfig",
     "finite_features",
+    "non_finite_fraction",
     "aggregate_profiles",
     "normalize_profiles",
     "select_features",
@@ -47,6 +50,7 @@ __all__ = [
     "log_transform",
     "exclude_features",
     "build_profiles",
+    "adapt_profiles_config",
     "metadata_columns",
 ]
 
@@ -72,7 +76,8 @@ class ProfileNormalizeConfig(Config):
 
     method: Literal["standardize_pooled", "standardize", "robustize", "mad_robustize", "none"] = "standardize_pooled"
     by: str | None = "Metadata_Plate"
-    control: str = pydantic.Field(CONTROL_QUERY, description="pandas query selecting control rows")
+    control: str | None = pydantic.Field(CONTROL_QUERY,
+                                         description="pandas query selecting control rows; None: all rows")
 
 
 class FeatureSelectConfig(Config):
@@ -96,12 +101,16 @@ class SphereConfig(Config):
     shrinkage: float = pydantic.Field(0.05, gt=0, le=1, description="covariance shrunk towards trace/d * identity "
                                                               "(> 0: with fewer controls than features, or collinear "
                                                               "ones, the plain covariance cannot be inverted)")
-    control: str = CONTROL_QUERY
+    control: str | None = pydantic.Field(CONTROL_QUERY,
+                                         description="pandas query selecting control rows; None: all rows")
 
 
 class ProfilesConfig(Config):
     """``profiles``: aggregate -> exclude -> log -> normalise -> select -> sphere, each step switchable."""
 
+    level: Literal["wells", "cells"] = pydantic.Field(
+        "wells", description="wells: aggregate rows by aggregate.strata; cells: one profile per cell (no aggregation; "
+                             "normalisation groups and controls the table lacks become all rows)")
     aggregate: AggregateConfig = AggregateConfig()
     exclude_features: list[str] = pydantic.Field(
         default_factory=lambda: ["Location", "Center", "Orientation", "EulerNumber", "Children"],
@@ -179,9 +188,10 @@ def _with_features(table: pd.DataFrame, features: list[str], values: np.ndarray)
 
 def normalize_profiles(
     table: pd.DataFrame, method: str = "standardize_pooled", by: str | None = "Metadata_Plate",
-    control: str = CONTROL_QUERY,
+    control: str | None = CONTROL_QUERY,
 ) -> pd.DataFrame:
-    """Normalise features group by group against the control rows of the group.
+    """Normalise features group by group against the control rows of the group (``control=None``:
+    all rows of the group).
 
     ``standardize_pooled``: (x - group control mean) / control std pooled over groups (after
     centring); ``standardize``: (x - mean) / std of the group's controls; ``robustize``:
@@ -203,11 +213,12 @@ def _centre_on_controls(group: pd.DataFrame, features: list[str], is_control: pd
 
 
 def sphere_profiles(
-    table: pd.DataFrame, by: str | None = None, control: str = CONTROL_QUERY, method: str = "ZCA",
+    table: pd.DataFrame, by: str | None = None, control: str | None = CONTROL_QUERY, method: str = "ZCA",
     shrinkage: float = 0.05,
 ) -> pd.DataFrame:
-    """Whiten features with the covariance of the control rows (of each group), shrunk towards
-    ``trace / d * I`` by ``shrinkage`` (typical variation normalisation; Ando et al. 2017).
+    """Whiten features with the covariance of the control rows (of each group; ``control=None``: all
+    rows), shrunk towards ``trace / d * I`` by ``shrinkage`` (typical variation normalisation; Ando
+    et al. 2017).
 
     Rows are centred on the controls' mean. ``ZCA`` keeps the feature names; ``PCA`` returns the
     whitened principal components ``PC1..PCd`` (largest control variance first).
@@ -242,14 +253,16 @@ def _whiten(group: pd.DataFrame, features: list[str], is_control: pd.Series, met
     return pd.DataFrame(centred @ transform, index=group.index, columns=features)
 
 
-def _controls(table: pd.DataFrame, control: str) -> pd.Series:
+def _controls(table: pd.DataFrame, control: str | None) -> pd.Series:
+    if control is None:
+        return pd.Series(True, index=table.index)
     try:
         return table.eval(control).astype(bool)
     except Exception as exc:  # pandas raises many types for a bad query
         raise InputError(f"control query {control!r} is invalid: {exc}") from None
 
 
-def _per_group(table: pd.DataFrame, by: str | None, control: str, apply) -> pd.DataFrame:
+def _per_group(table: pd.DataFrame, by: str | None, control: str | None, apply) -> pd.DataFrame:
     """Replace the features of each group by ``apply(group, features, is_control_in_group)``."""
     _require(table, [by] if by else [], "normalisation group")
     features = feature_columns(table)
@@ -259,16 +272,19 @@ def _per_group(table: pd.DataFrame, by: str | None, control: str, apply) -> pd.D
         group = table.loc[index]
         if not is_control.loc[index].any():
             name = group[by].iloc[0] if by else "all rows"
-            raise InputError(f"group {by}={name!r} has no control rows matching {control!r}")
+            raise InputError(f"group {by}={name!r} has no control rows matching {control!r}; centre on wider "
+                             f"groups that all hold controls (e.g. --set normalize.by=Metadata_Batch, or "
+                             f"normalize.by=null for one group)")
         values[table.index.get_indexer(index)] = apply(group, features, is_control.loc[index])[features].to_numpy()
     return _with_features(table, features, values)
 
 
-def _pycytominer_normalize(group: pd.DataFrame, features: list[str], method: str, control: str) -> pd.DataFrame:
+def _pycytominer_normalize(group: pd.DataFrame, features: list[str], method: str,
+                           control: str | None) -> pd.DataFrame:
     import pycytominer
 
-    return pycytominer.normalize(group, features=features, meta_features=metadata_columns(group), samples=control,
-                                 method=method, output_type=None)
+    return pycytominer.normalize(group, features=features, meta_features=metadata_columns(group),
+                                 samples=control or "all", method=method, output_type=None)
 
 
 def select_features(table: pd.DataFrame, config: FeatureSelectConfig) -> pd.DataFrame:
@@ -289,21 +305,91 @@ def select_features(table: pd.DataFrame, config: FeatureSelectConfig) -> pd.Data
     return table[[*metadata_columns(table), *kept]]
 
 
+def adapt_profiles_config(table: pd.DataFrame, config: ProfilesConfig,
+                          source: str = "the table") -> tuple[ProfilesConfig, list[str]]:
+    """``config`` as it applies to ``table``, and one note per setting changed (with the ``--set``
+    that makes it explicit).
+
+    At ``level: cells`` aggregation is off, and a normalisation or sphering group (``by``) that is
+    not a column of the table, or a control query that names a missing column or selects no row,
+    becomes all rows. At ``level: wells`` each of these, and an aggregation column the table lacks,
+    is an InputError naming ``source``, the column and the setting to change.
+    """
+    cells, changes = config.level == "cells", {}
+    if cells and config.aggregate.enabled:
+        changes["aggregate.enabled=false"] = "cell level: one profile per cell, no aggregation"
+    elif config.aggregate.enabled:
+        missing = [c for c in config.aggregate.strata if c not in table.columns]
+        if missing:
+            raise InputError(f"{source}: cannot aggregate by {config.aggregate.strata}: no column(s) {missing} (its "
+                             f"metadata columns: {metadata_columns(table)}). A table of single cells without wells: "
+                             "--level cells (no aggregation); or name other columns: --set aggregate.strata=[...]")
+    steps = (("normalize", config.normalize, config.normalize.method != "none"),
+             ("sphere", config.sphere, config.sphere.enabled))
+    for key, section, active in steps:
+        if not active:
+            continue
+        if section.by and section.by not in table.columns:
+            problem = f"{key}.by names {section.by!r}, not a column of the table"
+            if not cells:
+                raise InputError(f"{source}: {problem} (its metadata columns: {metadata_columns(table)}); name one "
+                                 f"of them, or use all rows: --set {key}.by=null")
+            changes[f"{key}.by=null"] = f"{problem}: {key} over all rows as one group"
+        problem = _control_problem(table, section.control)
+        if problem:
+            problem = f"{key}.control {section.control!r} {problem}"
+            if not cells:
+                raise InputError(f"{source}: {problem} (its metadata columns: {metadata_columns(table)}); write a "
+                                 f"query on them, or use all rows: --set {key}.control=null")
+            changes[f"{key}.control=null"] = f"{problem}: {key} against all cells"
+    if not changes:
+        return config, []
+    adapted = resolve_config(ProfilesConfig, config.to_dict(), list(changes))
+    return adapted, [f"{note} ({override})" for override, note in changes.items()]
+
+
+def _control_problem(table: pd.DataFrame, control: str | None) -> str | None:
+    """Why the control query cannot select control rows of ``table``; None when it can."""
+    if control is None:
+        return None
+    try:
+        selected = table.eval(control).astype(bool)
+    except Exception as exc:  # pandas raises many types for a bad query
+        return f"cannot be evaluated ({exc})"
+    return None if selected.any() else "selects no row"
+
+
+def _cells_with_features(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``table`` without the rows that have no finite feature (cells where no object was found)."""
+    features = feature_columns(table)
+    measured = np.isfinite(table[features].to_numpy(dtype=float)).any(axis=1)
+    if not measured.any():
+        raise InputError(f"{source}: no feature column with finite values (no cell has any)")
+    if not measured.all():
+        logger.warning("%s: left out %d of %d cells without any finite feature (no object found in the crop)",
+                       source, int((~measured).sum()), len(table))
+    return table[measured]
+
+
 def build_profiles(table: pd.DataFrame, config: ProfilesConfig | None = None,
                    source: str = "the table") -> pd.DataFrame:
-    """Aggregate, normalise, select and sphere as configured; returns the profile table.
+    """Aggregate, normalise, select and sphere as configured (adapted to the table, see
+    :func:`adapt_profiles_config`, each change named in a warning); returns the profile table.
 
     Raises InputError naming ``source`` when the table has no numeric feature columns, none with
-    finite values, or a configured column is missing.
+    finite values, or a configured column is missing at ``level: wells``.
     """
     config = config or ProfilesConfig()
     if not feature_columns(table):
         raise InputError(f"{source}: no numeric feature columns (besides Metadata_*)")
-    profiles = table
+    config, notes = adapt_profiles_config(table, config, source)
+    for note in notes:
+        logger.warning("%s: %s", source, note)
+    profiles = _cells_with_features(table, source) if config.level == "cells" else table
     if config.aggregate.enabled:
         profiles = aggregate_profiles(profiles, config.aggregate.strata, config.aggregate.operation)
     profiles = exclude_features(profiles, config.exclude_features)
-    profiles = finite_features(profiles, config.max_nan_fraction, "before normalisation", source)
+    profiles = _infinite_as_missing(finite_features(profiles, config.max_nan_fraction, "before normalisation", source))
     if config.log_transform:
         profiles = log_transform(profiles)
     profiles = normalize_profiles(profiles, config.normalize.method, config.normalize.by, config.normalize.control)
@@ -337,8 +423,8 @@ def finite_features(table: pd.DataFrame, max_fraction: float = 0.0, stage: str =
     if text:
         logger.warning("%s: left out %d non-numeric column(s) that are not Metadata_*: %s", source, len(text),
                        ", ".join(map(str, text[:5])) + (" ..." if len(text) > 5 else ""))
-    missing = (~np.isfinite(table[features].to_numpy(dtype=float))).mean(axis=0) if len(table) else []
-    dropped = [f for f, share in zip(features, missing) if share > max_fraction]
+    missing = non_finite_fraction(table)
+    dropped = list(missing.index[missing > max_fraction])
     if dropped:
         logger.warning("%s: dropped %d feature(s) with NaN or infinite values in %s of rows%s: %s", source,
                        len(dropped), f"over {max_fraction:.0%}" if max_fraction else "any", f" {stage}" if stage else "",
@@ -347,6 +433,31 @@ def finite_features(table: pd.DataFrame, max_fraction: float = 0.0, stage: str =
         raise InputError(f"{source}: no feature column with finite values{f' {stage}' if stage else ''} "
                          f"({len(features)} numeric column(s), all dropped)")
     return table.drop(columns=[*dropped, *text])
+
+
+def non_finite_fraction(table: pd.DataFrame) -> pd.Series:
+    """The share of rows in which each feature column (see
+    :func:`~morphospace.features.cellprofiler.feature_columns`) is NaN or infinite, in [0, 1]; NaN
+    for a table without rows.
+
+    >>> non_finite_fraction(pd.DataFrame({"Metadata_Well": ["A", "B"], "a": [1.0, np.inf], "b": [np.nan] * 2}))
+    a    0.5
+    b    1.0
+    dtype: float64
+    """
+    features = feature_columns(table)
+    values = table[features].to_numpy(dtype=float)
+    share = (~np.isfinite(values)).mean(axis=0) if len(table) else np.full(len(features), np.nan)
+    return pd.Series(share, index=features, dtype=float)
+
+
+def _infinite_as_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """Infinite feature values as NaN: left out of the control statistics, then filled like any
+    other missing value."""
+    features = feature_columns(table)
+    values = table[features].to_numpy(dtype=float, copy=True)
+    values[np.isinf(values)] = np.nan
+    return _with_features(table, features, values)
 
 
 def _fill_missing(table: pd.DataFrame) -> pd.DataFrame:

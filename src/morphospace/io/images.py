@@ -1,4 +1,4 @@
-"""Reading and writing single images (TIFF, PNG) with checks that name the file and the problem."""
+"""Reading and writing single images (TIFF, PNG, JPEG, ...) with checks that name the file and the problem."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import tifffile
 from morphospace.atomic import atomic_file
 from morphospace.errors import InputError
 
-__all__ = ["read_image", "write_tiff", "write_png", "check_pixels"]
+__all__ = ["read_image", "write_tiff", "write_png", "check_pixels", "IMAGE_SUFFIXES"]
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
+IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".jp2", ".pgm", ".ppm",
+                            ".pnm", ".tga"})
+"""File name endings :func:`read_image` takes as image files when scanning folders (any case)."""
 
 
 def read_image(path: str | os.PathLike, ndim: tuple[int, ...] = (2, 3), allow_constant: bool = False) -> np.ndarray:
-    """Read a TIFF or PNG image and check it.
+    """Read an image file (TIFF, PNG, JPEG, BMP, ...) and check it.
 
     Parameters
     ----------

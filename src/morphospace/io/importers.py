@@ -1,4 +1,5 @@
-"""Import existing single-cell crops (npz arrays or TIFF files + a metadata CSV) into a crop store.
+"""Import existing single-cell crops into a crop store: npz arrays, image files listed in a metadata CSV,
+or a folder with one sub-folder of images per class.
 
 Examples
 --------
@@ -27,10 +28,10 @@ from tqdm.auto import tqdm
 
 from morphospace.errors import InputError
 from morphospace.io.bbbc021 import annotate_bbbc021
-from morphospace.io.images import read_image
+from morphospace.io.images import IMAGE_SUFFIXES, read_image
 from morphospace.io.store import CropStore, CropStoreWriter
 
-__all__ = ["import_npz", "import_tiff", "to_channels_first", "metadata_column_name"]
+__all__ = ["import_npz", "import_images", "import_folders", "to_channels_first", "metadata_column_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def _write_store(
     return CropStore(out)
 
 
-def import_tiff(
+def import_images(
     directory: str | os.PathLike,
     metadata_csv: str | os.PathLike,
     out: str | os.PathLike,
@@ -260,15 +261,16 @@ def import_tiff(
     overwrite: bool = False,
     progress: bool = True,
 ) -> CropStore:
-    """Import crops stored as TIFF files, one metadata CSV row per crop.
+    """Import crops stored as image files (TIFF, PNG, JPEG, ...: see :data:`IMAGE_SUFFIXES`), one
+    metadata CSV row per crop.
 
     Parameters
     ----------
     directory
         Folder the CSV's file names are relative to.
     metadata_csv
-        CSV with a ``file_column`` naming each crop's TIFF and, for files holding a stack of
-        crops, a ``frame_column`` with the crop's index in that stack. Every other column becomes
+        CSV with a ``file_column`` naming each crop's image file and, for files holding a stack of
+        crops (multi-page TIFF), a ``frame_column`` with the crop's index in that stack. Every other column becomes
         a ``Metadata_*`` column.
     out, channels, layout, bbbc021_dir, pixel_size_um, overwrite, progress
         As for :func:`import_npz`. A single-crop file is (H, W), (H, W, C) or (C, H, W); a stack
@@ -286,13 +288,13 @@ def import_tiff(
     except (OSError, ValueError) as exc:
         raise InputError(f"{metadata_csv}: unreadable CSV ({exc})") from None
     if file_column not in table.columns:
-        raise InputError(f"{metadata_csv}: no column {file_column!r} naming each crop's TIFF file")
+        raise InputError(f"{metadata_csv}: no column {file_column!r} naming each crop's image file")
     if table.empty:
         raise InputError(f"{metadata_csv}: no rows")
     last_file: dict[Path, np.ndarray] = {}
     crops = []
-    for row in tqdm(table.to_dict("records"), desc="read TIFF", unit="crop", disable=not progress):
-        crops.append(_tiff_crop(directory, row, file_column, frame_column, layout, metadata_csv, last_file))
+    for row in tqdm(table.to_dict("records"), desc="read images", unit="crop", disable=not progress):
+        crops.append(_listed_crop(directory, row, file_column, frame_column, layout, metadata_csv, last_file))
     shapes = {c.shape for c in crops}
     if len(shapes) > 1:
         raise InputError(f"{metadata_csv}: crops have different shapes {sorted(shapes)}")
@@ -305,12 +307,99 @@ def import_tiff(
         metadata.attrs["source"] = str(metadata_csv)
         metadata = annotate_bbbc021(metadata, bbbc021_dir)
     images = np.stack(crops)
-    provenance = {"source": str(directory.resolve()), "metadata": str(metadata_csv.resolve()), "importer": "tiff"}
+    provenance = {"source": str(directory.resolve()), "metadata": str(metadata_csv.resolve()), "importer": "images"}
     return _write_store([(images, metadata, str(metadata_csv))], out, channels, pixel_size_um, provenance, overwrite,
                         64, progress)
 
 
-def _tiff_crop(
+def import_folders(
+    directory: str | os.PathLike,
+    out: str | os.PathLike,
+    label_column: str = "Metadata_Label",
+    channels: Sequence[str] | None = None,
+    layout: Layout = "auto",
+    pixel_size_um: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CropStore:
+    """Import a folder with one sub-folder per class: each sub-folder's name is the label of every
+    image file in it (sub-folders included), one crop per file.
+
+    Parameters
+    ----------
+    directory
+        The folder of class sub-folders, e.g. ``crops/<phenotype>/<image>.png``.
+    out
+        Store directory to create.
+    label_column
+        Column for the sub-folder names; ``Metadata_`` is prefixed when missing
+        (``phenotype`` -> ``Metadata_Phenotype``). ``Metadata_FileName`` holds each file's path
+        relative to ``directory``.
+    channels, layout, pixel_size_um, overwrite, progress
+        As for :func:`import_npz`. Each file is one crop (H, W), (H, W, C) or (C, H, W) in any
+        format of :data:`IMAGE_SUFFIXES`; all crops share one shape and pixel type.
+
+    Raises
+    ------
+    InputError
+        No class sub-folder or no image, images directly in ``directory``, an unreadable file,
+        or a crop whose shape or pixel type differs from the first one's (both files named).
+    """
+    directory = Path(directory)
+    label_column = metadata_column_name(label_column)
+    files = _class_files(directory)
+    first: list[tuple[tuple[int, ...], np.dtype, Path]] = []  # shape, type and file of the first crop
+
+    def read(file: Path) -> np.ndarray:
+        crop = to_channels_first(read_image(file, ndim=(2, 3))[None], layout, str(file))[0]
+        if not first:
+            first.append((crop.shape, crop.dtype, file))
+        shape, dtype, first_file = first[0]
+        if (crop.shape, crop.dtype) != (shape, dtype):
+            raise InputError(f"{file}: crop {crop.shape} {crop.dtype} differs from {first_file}: {shape} {dtype}; "
+                             "every crop needs one shape and pixel type")
+        return crop
+
+    def blocks():
+        for label, paths in files.items():
+            names = [path.relative_to(directory).as_posix() for path in paths]
+            metadata = pd.DataFrame({label_column: label, "Metadata_FileName": names})
+            yield np.stack([read(path) for path in paths]), metadata, str(directory / label)
+
+    provenance = {"source": str(directory.resolve()), "importer": "folders", "label_column": label_column}
+    return _write_store(blocks(), out, channels, pixel_size_um, provenance, overwrite, 64, progress)
+
+
+def _class_files(directory: Path) -> dict[str, list[Path]]:
+    """Image files of each class sub-folder (sorted, hidden files and folders left out)."""
+    if not directory.is_dir():
+        raise InputError(f"{directory}: folder not found")
+    entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    loose = [p.name for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        raise InputError(f"{directory}: {len(loose)} image(s) lie directly in the folder (e.g. {loose[0]}) and have "
+                         "no class: put each class's images in a sub-folder named after the class")
+    files: dict[str, list[Path]] = {}
+    skipped: list[Path] = []
+    for folder in (p for p in entries if p.is_dir()):
+        found = sorted(p for p in folder.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if images:
+            files[folder.name] = images
+        else:
+            logger.warning("%s: no image files; class %r left out", folder, folder.name)
+    if skipped:
+        logger.warning("%s: skipped %d file(s) that are not images (e.g. %s); image files end in %s", directory,
+                       len(skipped), skipped[0].relative_to(directory), ", ".join(sorted(IMAGE_SUFFIXES)))
+    if not files:
+        raise InputError(f"{directory}: no class sub-folder with image files (expected "
+                         f"{directory}/<class>/<image>.png, ...)")
+    return files
+
+
+def _listed_crop(
     directory: Path, row: dict, file_column: str, frame_column: str, layout: Layout, csv: Path,
     last_file: dict[Path, np.ndarray],
 ) -> np.ndarray:
@@ -343,8 +432,8 @@ def _tiff_crop(
 
 def _warn_unlisted(directory: Path, listed: pd.Series) -> None:
     listed_paths = {(directory / str(name)).resolve() for name in listed}
-    present = {p.resolve() for p in directory.rglob("*") if p.suffix.lower() in (".tif", ".tiff")}
+    present = {p.resolve() for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
     unlisted = present - listed_paths
     if unlisted:
-        logger.warning("%s: %d TIFF file(s) have no metadata row and were not imported, e.g. %s",
+        logger.warning("%s: %d image file(s) have no metadata row and were not imported, e.g. %s",
                        directory, len(unlisted), sorted(unlisted)[0].name)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,8 +28,7 @@ import pydantic
 
 from morphospace.config import Config
 from morphospace.errors import InputError
-from morphospace.io.images import read_image
-from morphospace.io.manifest import FieldSpec, read_manifest
+from morphospace.io.manifest import FieldSpec, read_channel, read_manifest
 
 __all__ = ["PairedNormalization", "PairedChannels", "PairedField", "normalize_image", "read_paired_manifest",
            "load_paired_field"]
@@ -106,9 +104,9 @@ def read_paired_manifest(path: str | os.PathLike, channels: PairedChannels) -> l
     return read_manifest(path, channels.files)
 
 
-def _planes(path: Path, label: bool = False) -> np.ndarray:
-    """(P, H, W) planes of a file: a plane, a (Z, H, W) stack, or RGB(A) colour (alpha dropped)."""
-    image = read_image(path, ndim=(2,) if label else (2, 3), allow_constant=label)
+def _planes(spec: FieldSpec, channel: str, label: bool = False) -> np.ndarray:
+    """(P, H, W) planes of a channel of a field: a plane, a (Z, H, W) stack, or RGB(A) colour (alpha dropped)."""
+    image = read_channel(spec, channel, ndim=(2,) if label else (2, 3), allow_constant=label)
     if image.ndim == 3 and image.shape[-1] in (3, 4) and image.shape[0] > 4:
         return np.moveaxis(image[..., :3], -1, 0)
     return image if image.ndim == 3 else image[None]
@@ -124,10 +122,10 @@ def load_paired_field(spec: FieldSpec, channels: PairedChannels,
     normalization = normalization or PairedNormalization()
     planes: dict[str, np.ndarray] = {}
     for name in channels.inputs + channels.targets:
-        planes[name] = np.stack([normalize_image(p, normalization) for p in _planes(spec.files[name])])
+        planes[name] = np.stack([normalize_image(p, normalization) for p in _planes(spec, name)])
     mask = None
     if channels.mask:
-        mask = _planes(spec.files[channels.mask], label=True)[0]
+        mask = _planes(spec, channels.mask, label=True)[0]
         if mask.dtype.kind not in "ui":
             raise InputError(f"{spec.files[channels.mask]}: label image must hold integers, got {mask.dtype}")
         mask = mask.astype(np.int32)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import zarr
 
 from morphospace.errors import StoreError
-from morphospace.atomic import refuse_existing, replace_directory, temporary_sibling, write_text_atomic
+from morphospace.atomic import refuse_existing, replace_directory, temporary_sibling, write_json_atomic
 
 __all__ = ["CropStore", "CropStoreWriter", "STORE_FORMAT", "STORE_FORMAT_VERSION", "MASK_ENCODING"]
 
@@ -235,7 +235,7 @@ class CropStoreWriter:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "morphospace_version": _morphospace_version(),
         }
-        write_text_atomic(self.work_dir / "store.json", json.dumps(info, indent=2, default=str))
+        write_json_atomic(self.work_dir / "store.json", info)
         replace_directory(self.work_dir, self.path)
 
 

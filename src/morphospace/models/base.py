@@ -42,6 +42,9 @@ class GenerativeModel(pl.LightningModule):
         Keep convolution inputs in channels-last memory format (faster on recent CPUs).
     """
 
+    encodes: ClassVar[bool] = False
+    """Whether :meth:`encode_latent` is a learned encoder's forward pass (a VAE's), not a search."""
+
     def __init__(self, config: dict[str, Any], image_shape: tuple[int, int, int], channels_last: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),

@@ -1,7 +1,8 @@
 """The in-domain feature extractor of generation metrics: a small CNN trained once on a dataset's
-real crops to classify a label (e.g. their compound), saved and reused for every model so that FID
-and KID compare. ImageNet's InceptionV3 sees RGB photographs; this network sees the channels as
-they are, and needs no download.
+real crops, saved and reused for every model so that FID and KID compare. It learns to classify a
+label of the crops (e.g. their compound) or, without labels, self-supervised: contrastively, so that
+two augmented views of a crop embed close together and apart from the other crops. ImageNet's
+InceptionV3 sees RGB photographs; this network sees the channels as they are, and needs no download.
 
 Image batches are float tensors or arrays (N, C, H, W) with values in [0, 1].
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pydantic
@@ -39,6 +40,7 @@ __all__ = [
     "device_of",
     "fingerprint",
     "train_feature_extractor",
+    "contrastive_loss",
     "save_feature_extractor",
     "load_feature_extractor",
 ]
@@ -53,7 +55,8 @@ class ExtractorArguments(Config):
 
     in_channels: int = pydantic.Field(ge=1)
     num_features: int = pydantic.Field(128, ge=1, description="embedding dimension")
-    num_classes: int = pydantic.Field(2, ge=2, description="outputs of the training head")
+    num_classes: int = pydantic.Field(2, ge=2, description="outputs of the training head (classes, or the "
+                                                            "projection of contrastive training)")
     width: int = pydantic.Field(32, ge=1, description="channels of the first conv block (then x2, x4, x4)")
 
 
@@ -71,7 +74,8 @@ class FeatureExtractor(nn.Module):
 
     Four strided conv blocks (``width``, 2, 4, 4 x ``width`` channels; 32x32 -> 2x2), global
     average pooling, then a linear layer with ReLU to ``num_features``: the embedding. A linear
-    head on the embedding classifies ``num_classes`` labels during training only.
+    head on the embedding, used during training only, classifies ``num_classes`` labels or projects
+    the embedding to ``num_classes`` dimensions for the contrastive loss.
     """
 
     def __init__(self, in_channels: int, num_features: int = 128, num_classes: int = 2, width: int = 32) -> None:
@@ -95,7 +99,7 @@ class FeatureExtractor(nn.Module):
         return self.embed(self.body(x.to(self.head.weight.dtype) - 0.5))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, num_classes); used for training."""
+        """Outputs of the training head (N, num_classes): class scores or contrastive projections."""
         return self.head(self.forward(x))
 
 
@@ -123,9 +127,37 @@ def _random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return x
 
 
+def _random_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An augmented view of each crop of (N, C, H, W) in [0, 1]: a random flip and rotation
+    (:func:`_random_dihedral`), a shift by up to an eighth of the side (wrapping round) and a gain
+    of 0.7-1.3 per channel, clipped to [0, 1]."""
+    x = _random_dihedral(x, generator)
+    limit = max(1, min(x.shape[-2:]) // 8)
+    shifts = torch.randint(-limit, limit + 1, (len(x), 2), generator=generator)
+    x = torch.stack([crop.roll((int(dy), int(dx)), dims=(-2, -1)) for crop, (dy, dx) in zip(x, shifts)])
+    gain = 0.7 + 0.6 * torch.rand(len(x), x.shape[1], 1, 1, generator=generator)
+    return (x * gain).clamp(0, 1)
+
+
+def contrastive_loss(first: torch.Tensor, second: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """NT-Xent loss of two views' projections (N, D): each row of ``first`` must pick its row of
+    ``second`` (and vice versa) among the other 2N - 2 rows, by cosine similarity / ``temperature``.
+
+    >>> views = torch.eye(3)
+    >>> bool(contrastive_loss(views, views) < contrastive_loss(views, views.roll(1, 0)))
+    True
+    """
+    n = len(first)
+    projections = nn.functional.normalize(torch.cat([first, second]).float(), dim=1)
+    similarity = projections @ projections.T / temperature
+    similarity.fill_diagonal_(float("-inf"))
+    partners = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(similarity.device)
+    return nn.functional.cross_entropy(similarity, partners)
+
+
 def train_feature_extractor(
     images: ImageBatch,
-    labels: Sequence | np.ndarray,
+    labels: Sequence | np.ndarray | None = None,
     epochs: int = 30,
     batch_size: int = 64,
     seed: int = 0,
@@ -134,59 +166,92 @@ def train_feature_extractor(
     width: int = 32,
     learning_rate: float = 1e-3,
     device: str | torch.device = "cpu",
+    projection_dim: int = 64,
+    temperature: float = 0.2,
 ) -> FeatureExtractor:
-    """Train a :class:`FeatureExtractor` to classify ``labels`` of real crops.
+    """Train a :class:`FeatureExtractor` on real crops: to classify ``labels``, or self-supervised
+    without them.
 
     Parameters
     ----------
     images
         (N, C, H, W) in [0, 1]; kept on the CPU, moved to ``device`` batch by batch.
     labels
-        N class labels of any hashable type (e.g. compound names); at least 2 distinct.
+        N class labels of any hashable type (e.g. compound names), at least 2 distinct: Adam on
+        cross-entropy with random flips and 90-degree rotations. None: contrastive training (SimCLR's
+        NT-Xent, :func:`contrastive_loss` at ``temperature``) of two augmented views of each crop
+        (:func:`_random_view`: flips, rotations, shifts, per-channel gain), on the head's
+        ``projection_dim``-dimensional projection of the embedding; needs at least 2 images.
     epochs, batch_size, learning_rate
-        Adam on cross-entropy, with random flips and 90-degree rotations.
+        Adam's passes, batch and step size.
     seed
         Fixes initial weights, shuffling and augmentation (the global RNG is left untouched).
 
     Returns
     -------
     FeatureExtractor
-        In eval mode, on ``device``; ``loss_history`` holds the mean training loss per epoch.
+        In eval mode, on ``device``; ``loss_history`` holds the mean training loss per epoch. The
+        embedding (the layer FID and KID use) is the same for both ways of training.
     """
     x = as_unit_images(images, "images")
-    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
-    if len(codes) != len(x) or len(classes) < 2:
-        raise InputError(f"need one label per image and at least 2 classes; got {len(codes)} labels "
-                         f"of {len(classes)} class(es) for {len(x)} images")
-    y = torch.as_tensor(codes, dtype=torch.long)
+    if labels is None:
+        if len(x) < 2:
+            raise InputError(f"contrastive training needs at least 2 images; got {len(x)}")
+        outputs, loss_of = projection_dim, _contrastive_objective(x, temperature)
+    else:
+        classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+        if len(codes) != len(x) or len(classes) < 2:
+            raise InputError(f"need one label per image and at least 2 classes; got {len(codes)} labels "
+                             f"of {len(classes)} class(es) for {len(x)} images")
+        outputs, loss_of = len(classes), _classification_objective(x, torch.as_tensor(codes, dtype=torch.long))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        extractor = FeatureExtractor(x.shape[1], num_features, len(classes), width).to(device)
+        extractor = FeatureExtractor(x.shape[1], num_features, outputs, width).to(device)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(extractor.parameters(), lr=learning_rate)
     extractor.train()
     for _ in tqdm(range(epochs), desc="train extractor", unit="epoch", disable=not progress):
-        extractor.loss_history.append(_train_epoch(extractor, optimizer, x, y, batch_size, generator))
+        extractor.loss_history.append(_train_epoch(extractor, optimizer, len(x), loss_of, batch_size, generator))
     return extractor.eval()
 
 
+Objective = Callable[[FeatureExtractor, torch.Tensor, torch.Generator], torch.Tensor]
+"""The loss of the crops at some indices, for an extractor, drawing augmentation from a generator."""
+
+
+def _classification_objective(x: torch.Tensor, y: torch.Tensor) -> Objective:
+    def loss(extractor: FeatureExtractor, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        device = device_of(extractor)
+        batch = _random_dihedral(x[index], generator).to(device)
+        return nn.functional.cross_entropy(extractor.logits(batch), y[index].to(device))
+
+    return loss
+
+
+def _contrastive_objective(x: torch.Tensor, temperature: float) -> Objective:
+    def loss(extractor: FeatureExtractor, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        views = torch.cat([_random_view(x[index], generator), _random_view(x[index], generator)])
+        first, second = extractor.logits(views.to(device_of(extractor))).chunk(2)
+        return contrastive_loss(first, second, temperature)
+
+    return loss
+
+
 def _train_epoch(
-    extractor: FeatureExtractor, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    extractor: FeatureExtractor, optimizer: torch.optim.Optimizer, n_images: int, loss_of: Objective,
     batch_size: int, generator: torch.Generator,
 ) -> float:
-    """One pass over shuffled, augmented batches; return the mean loss per image."""
-    device = device_of(extractor)
-    order = torch.randperm(len(x), generator=generator)
+    """One pass over shuffled batches; return the mean loss per image."""
+    order = torch.randperm(n_images, generator=generator)
     total = 0.0
-    for start in range(0, len(x), batch_size):
+    for start in range(0, n_images, batch_size):
         index = order[start:start + batch_size]
-        batch = _random_dihedral(x[index], generator).to(device)
-        loss = nn.functional.cross_entropy(extractor.logits(batch), y[index].to(device))
+        loss = loss_of(extractor, index, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         total += loss.item() * len(index)
-    return total / len(x)
+    return total / n_images
 
 
 def save_feature_extractor(extractor: FeatureExtractor, path: str | os.PathLike) -> Path:

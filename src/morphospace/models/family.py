@@ -16,6 +16,7 @@ What a family declares:
 - :meth:`Family.build`: a fresh LightningModule for the data's :class:`~morphospace.data.spec.DataSpec`;
 - :meth:`Family.restore`: the module again from the hyper-parameters its checkpoint saved;
 - :meth:`Family.callbacks`: family-specific training callbacks;
+- :meth:`Family.notes_after_fit`: notes for ``summary.json`` that the module learned while training;
 - :meth:`Family.has_unused_parameters`: whether multi-process training must look for parameters a
   backward pass does not reach (adversarial models).
 
@@ -80,6 +81,11 @@ class Family:
     def callbacks(self, config: RunConfig, run_dir: Path) -> list[pl.Callback]:
         """Family-specific training callbacks (write files only on global rank 0)."""
         return []
+
+    def notes_after_fit(self, module: pl.LightningModule) -> dict[str, str]:
+        """Notes for ``summary.json`` from the fitted module (e.g. what it fitted when training
+        started), added to those of :meth:`build`."""
+        return {}
 
     def evaluations(self, model: Config) -> tuple[str, ...]:
         """The ``evaluate`` kinds that apply to runs of ``model``."""

@@ -12,6 +12,10 @@ each cost a constant 1).
 Batches are dicts with ``input`` (N, Ci, s, s), ``target`` (N, Ct, s, s) and, for segmentation,
 ``mask`` (N, 1, s, s) foreground in {0, 1}.
 
+Without VGG weights the perceptual loss's in-domain features are fitted when training starts
+(:meth:`ImageToImage.on_train_start`), so that their time counts in ``trainer.max_minutes`` (they
+take at most a quarter of what is left of it); their steps and seconds go to the summary's notes.
+
 ``init`` starts the network from a finished run (transfer learning): tensors that match are copied,
 and the output layer of a one-channel head takes the row of ``init.target`` (the seed's few-shot
 nuclei segmentation initialised from the DAPI in-silico-labeling model).
@@ -22,17 +26,19 @@ The family (``model.family: isl``) trains on the ``paired`` data source; its run
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+import time
+from typing import Annotated, Any, Literal, Mapping
 
 import lightning.pytorch as pl
 import pydantic
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 from monai.losses import DiceLoss, PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from torchmetrics.functional import pearson_corrcoef
 
-from morphospace.config import Config, key_error
+from morphospace.config import PATH, Config, key_error
 from morphospace.data.spec import DataSpec
 from morphospace.data.tiles import PairedDataModule
 from morphospace.errors import InputError
@@ -59,7 +65,7 @@ class ISLLossConfig(Config):
     lr_discriminator: float = pydantic.Field(2e-4, gt=0)
     perceptual_weights: tuple[float, float, float] = pydantic.Field(
         (0.8, 0.1, 0.1), description="content, pixel, total variation (the seed's weights)")
-    vgg_weights: str | None = pydantic.Field(
+    vgg_weights: Annotated[str | None, PATH] = pydantic.Field(
         None, description="local torchvision vgg16 state dict; null = in-domain features fitted on the targets")
     vgg_layers: list[str] = pydantic.Field(default_factory=lambda: ["relu2_2", "relu3_3"])
     in_domain_steps: int = pydantic.Field(300, ge=1, description="autoencoder steps of the in-domain features")
@@ -75,7 +81,7 @@ class ISLLossConfig(Config):
 class InitConfig(Config):
     """Where the network's starting weights come from: a finished labeling or segmentation run."""
 
-    run: str = pydantic.Field(description="run directory with checkpoints/last.ckpt")
+    run: Annotated[str, PATH] = pydantic.Field(description="run directory with checkpoints/last.ckpt")
     target: str | None = pydantic.Field(
         None, description="that run's target channel whose output weights start a one-channel head (e.g. DAPI)")
 
@@ -126,6 +132,8 @@ class ImageToImage(pl.LightningModule):
             self.perceptual = PerceptualLoss(features, *loss.perceptual_weights)
         if loss.kind == "jaccard":
             self.jaccard = DiceLoss(sigmoid=True, jaccard=True, batch=True)
+        self.features_ready = loss.kind != "perceptual" or bool(loss.vgg_weights)
+        self.training_notes: dict[str, str] = {}
 
     @property
     def size_factor(self) -> int:
@@ -138,6 +146,31 @@ class ImageToImage(pl.LightningModule):
     def set_perceptual_features(self, features: torch.nn.Module) -> None:
         """Replace the perceptual loss's feature network (loaded VGG or fitted in-domain encoder)."""
         self.perceptual.features.load_state_dict(features.state_dict())
+        self.features_ready = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.features_ready = True  # a checkpoint holds the features it trained with
+
+    def on_train_start(self) -> None:
+        """Fit the in-domain perceptual features on the training targets when a new run starts
+        (after the Trainer's timer started, so their time counts in ``trainer.max_minutes``)."""
+        if self.features_ready:
+            return
+        start = time.perf_counter()
+        loss, trainer = self.cfg.loss, self.trainer
+        tiles = trainer.datamodule.train_set
+        targets = torch.stack([tiles[i]["target"] for i in range(min(256, len(tiles)))])
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        features, losses = fit_in_domain_features(targets, loss.in_domain_steps, seed=trainer.datamodule.seed,
+                                                  max_seconds=remaining / 4 if remaining else None, device=self.device)
+        self.set_perceptual_features(features)
+        self.perceptual.features.load_state_dict(trainer.strategy.broadcast(self.perceptual.features.state_dict()))
+        stopped = " (stopped at a quarter of the time budget)" if len(losses) < loss.in_domain_steps else ""
+        self.training_notes["perceptual_features"] = (
+            f"in-domain autoencoder features on {len(targets)} training target tiles, {len(losses)} steps{stopped} "
+            f"in {time.perf_counter() - start:.1f} s within the training budget (reconstruction MSE "
+            f"{losses[0]:.3g} -> {losses[-1]:.3g}); no VGG weights given")
 
     def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["mask"] if self.cfg.task == "segmentation" else batch["target"]
@@ -239,19 +272,14 @@ def _batch_iou(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union)).mean()
 
 
-def _perceptual_features(model: ImageToImage, config: RunConfig, data: PairedDataModule) -> str | None:
-    """Give the perceptual loss its feature network; returns what was used."""
+def _vgg_features(model: ImageToImage, config: RunConfig) -> str | None:
+    """Load the perceptual loss's VGG-16 features when given; returns what was used (the in-domain
+    features are fitted when training starts, see :meth:`ImageToImage.on_train_start`)."""
     loss = config.model.loss
-    if loss.kind != "perceptual":
+    if loss.kind != "perceptual" or not loss.vgg_weights:
         return None
-    if loss.vgg_weights:
-        model.set_perceptual_features(load_vgg16_features(loss.vgg_weights, tuple(loss.vgg_layers)))
-        return f"VGG-16 {loss.vgg_layers} from {loss.vgg_weights}"
-    tiles = torch.stack([data.train_set[i]["target"] for i in range(min(256, len(data.train_set)))])
-    features, losses = fit_in_domain_features(tiles, steps=loss.in_domain_steps, seed=config.seed)
-    model.set_perceptual_features(features)
-    return (f"in-domain autoencoder features on {len(tiles)} training target tiles, {loss.in_domain_steps} "
-            f"steps (reconstruction MSE {losses[0]:.3g} -> {losses[-1]:.3g}); no VGG weights given")
+    model.set_perceptual_features(load_vgg16_features(loss.vgg_weights, tuple(loss.vgg_layers)))
+    return f"VGG-16 {loss.vgg_layers} from {loss.vgg_weights}"
 
 
 def _initialise(model: ImageToImage, init: InitConfig) -> str:
@@ -313,12 +341,15 @@ class ISLFamily(Family):
         out_channels = 1 if config.model.task == "segmentation" else spec.shape("target")[0]
         model = ImageToImage(config.model.to_dict(), spec.shape("input")[0], out_channels)
         notes = {}
-        features = _perceptual_features(model, config, data)
+        features = _vgg_features(model, config)
         if features:
             notes["perceptual_features"] = features
         if config.model.init is not None:
             notes["initialised_from"] = _initialise(model, config.model.init)
         return model, notes
+
+    def notes_after_fit(self, module: ImageToImage) -> dict[str, str]:
+        return module.training_notes
 
     def evaluations(self, model: ISLModelConfig) -> tuple[str, ...]:
         return ("segmentation",) if model.task == "segmentation" else ("isl",)

@@ -3,8 +3,8 @@ total variation, weighted 0.8 / 0.1 / 0.1 as in the in-silico-labeling seed.
 
 Features come from VGG-16 (torchvision's layer layout, so an ImageNet ``vgg16`` state dict saved to
 a local file loads as it is) or, when no such file is available, from an in-domain network: a small
-convolutional autoencoder fitted on the training targets before the main training starts. The
-choice is recorded in the run's config and summary.
+convolutional autoencoder fitted on the training targets when training starts, within the run's
+time budget. The choice is recorded in the run's config and summary.
 
 Examples
 --------
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -110,19 +111,25 @@ class SmallEncoder(nn.Module):
 
 
 def fit_in_domain_features(images: torch.Tensor, steps: int = 300, batch_size: int = 16, seed: int = 0,
-                           lr: float = 1e-3) -> tuple[SmallEncoder, list[float]]:
+                           lr: float = 1e-3, max_seconds: float | None = None,
+                           device: torch.device | str = "cpu") -> tuple[SmallEncoder, list[float]]:
     """Fit a :class:`SmallEncoder` as the encoder of a convolutional autoencoder on ``images``
-    (N, C, H, W), H and W multiples of 4. Returns the frozen encoder (eval mode) and the loss per step."""
+    (N, C, H, W), H and W multiples of 4, on ``device``, for ``steps`` steps or until ``max_seconds``
+    have passed (at least one step). Returns the frozen encoder (eval mode) and the loss per step."""
+    start = time.perf_counter()
     torch.manual_seed(seed)
     encoder = SmallEncoder(images.shape[1])
     decoder = nn.Sequential(nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
                             nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
                             nn.Conv2d(32, images.shape[1], 3, padding=1))
+    encoder, decoder, images = encoder.to(device), decoder.to(device), images.to(device)
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(steps):
-        batch = images[torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)]
+        if losses and max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+        batch = images[torch.randint(len(images), (min(batch_size, len(images)),), generator=generator).to(device)]
         loss = F.mse_loss(decoder(encoder(batch)[-1]), batch)
         optimizer.zero_grad()
         loss.backward()

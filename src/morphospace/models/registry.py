@@ -30,7 +30,9 @@ from typing import Any, Mapping, Sequence
 
 import pydantic
 
-from morphospace.config import ConfigError, apply_overrides, read_config_file, resolve_config
+from morphospace.config import (
+    ConfigError, apply_overrides, path_fields, read_config_file, resolve_config, resolve_paths,
+)
 from morphospace.data.sources import data_source
 from morphospace.errors import InputError
 from morphospace.models.family import Family
@@ -131,9 +133,7 @@ def _family_name(data: Mapping[str, Any], source: str) -> str:
     return str(model["family"])
 
 
-def resolve_run_config(data: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "config") -> RunConfig:
-    """Validate a training config (plus ``key=value`` overrides) against its family's run config
-    model; the family comes from ``model.family`` after the overrides."""
+def _validate_run_config(data: Mapping[str, Any], overrides: Sequence[str], source: str) -> RunConfig:
     merged = apply_overrides(data, overrides)
     name = _family_name(merged, source)
     try:
@@ -143,20 +143,66 @@ def resolve_run_config(data: Mapping[str, Any], overrides: Sequence[str] = (), s
     return resolve_config(run_config_model(family), merged, source=source)
 
 
+def resolve_run_config(data: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "config",
+                       base: str | os.PathLike | None = None) -> RunConfig:
+    """Validate a training config (plus ``key=value`` overrides) against its family's run config
+    model; the family comes from ``model.family`` after the overrides. Relative paths (the data,
+    a run to start from, weight files) are made absolute against the folder ``base`` (default: the
+    working folder), so that the run's saved config reads the same files from any folder."""
+    config = resolve_paths(_validate_run_config(data, overrides, source), base if base is not None else Path.cwd())
+    config._source = source
+    return config
+
+
 def load_run_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a training YAML (plus overrides) into its family's run config (see :func:`resolve_run_config`)."""
     return resolve_run_config(read_config_file(path), overrides, source=str(path))
 
 
 def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
-    """The saved config of a run directory; InputError naming the folder when it is not a run."""
+    """The saved config of a run directory, its paths absolute; InputError naming the folder when it
+    is not a run.
+
+    Runs saved with relative paths (by older releases) have them resolved against the folder the
+    run was trained in (the folder holding ``runs_dir/name``) or else the working folder, whichever
+    holds the run's data files; InputError naming the paths when neither does.
+    """
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise InputError(f"{run_dir}: not a training run (no config.yaml)")
     try:
-        return load_run_config(path)
+        config = _validate_run_config(read_config_file(path), (), str(path))
     except ConfigError as exc:
         raise InputError(str(exc)) from None
+    relative = {key: value for key, value in path_fields(config).items() if not Path(value).expanduser().is_absolute()}
+    if not relative:
+        return config
+    resolved = resolve_paths(config, _base_of_relative_paths(path, config, relative))
+    resolved._source = str(path)
+    return resolved
+
+
+def _started_in(run_dir: Path, config: RunConfig) -> Path | None:
+    """The folder a run was trained from: ``run_dir`` less its trailing ``runs_dir/name`` (None
+    when ``runs_dir`` is absolute, climbs with ``..`` or the folder does not end so)."""
+    tail = (Path(config.runs_dir) / config.name).parts
+    run = Path(os.path.abspath(run_dir)).parts
+    if Path(config.runs_dir).is_absolute() or ".." in tail or run[-len(tail):] != tail:
+        return None
+    return Path(*run[:-len(tail)])
+
+
+def _base_of_relative_paths(saved: Path, config: RunConfig, relative: dict[str, str]) -> Path:
+    """The folder that the relative paths of an older run's config are relative to."""
+    candidates = list(dict.fromkeys(folder for folder in (_started_in(saved.parent, config), Path.cwd()) if folder))
+    data = {key: value for key, value in relative.items() if key.startswith("data.")}
+    for folder in candidates:
+        if all((folder / value).expanduser().exists() for value in data.values()):
+            return folder
+    listed = ", ".join(f"{key}: {value}" for key, value in data.items())
+    raise InputError(f"{saved}: saved with relative data paths ({listed}) found neither in "
+                     f"{' nor in '.join(str(folder) for folder in candidates)}; run the command from the folder "
+                     f"the run was trained in, or write absolute paths into {saved}")
 
 
 def preset(name: str) -> dict[str, Any]:

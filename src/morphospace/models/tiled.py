@@ -1,9 +1,11 @@
 """Whole-field inference of image-to-image networks by overlapping tiles (MONAI's sliding window,
 Gaussian blending), for fields of any size.
 
-The field is reflect-padded to at least one tile and to a multiple of the network's size factor,
-predicted tile by tile with overlap, blended with Gaussian weights (tile centres count most, so
-tile borders, where a network sees less context, barely contribute), and cropped back.
+The field is reflect-padded by half a tile on every side (so that its border pixels lie at the
+centre of a tile, not only at the edges of tiles, where a network sees least context and which
+would leave a seam along the field's border), then to at least one tile and to a multiple of the
+network's size factor; it is predicted tile by tile with overlap, blended with Gaussian weights
+(tile centres count most, so tile borders barely contribute), and cropped back.
 
 Examples
 --------
@@ -25,7 +27,7 @@ from monai.inferers import sliding_window_inference
 
 from morphospace.config import Config
 
-__all__ = ["TiledInferenceConfig", "predict_field", "pad_to_multiple"]
+__all__ = ["TiledInferenceConfig", "predict_field", "pad_to_multiple", "reflect_pad"]
 
 
 class TiledInferenceConfig(Config):
@@ -38,17 +40,33 @@ class TiledInferenceConfig(Config):
         "32-true", description="bf16-mixed: bf16 autocast; auto: bf16 where the hardware has bf16 units")
 
 
+def reflect_pad(image: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """Mirror ``image`` (C, H, W) outwards by the given px on each side, reflecting again where a pad
+    exceeds the image (a side of 1 px is repeated).
+
+    >>> reflect_pad(torch.arange(3.0).reshape(1, 1, 3), 4, 0, 1, 0)[0, 0].tolist()
+    [0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0]
+    """
+    for before, after, dim in ((left, right, -1), (top, bottom, -2)):
+        while before or after:
+            size = image.shape[dim]
+            if size == 1:
+                pads = (before, after, 0, 0) if dim == -1 else (0, 0, before, after)
+                image = F.pad(image, pads, mode="replicate")
+                break
+            step = (min(before, size - 1), min(after, size - 1))
+            image = F.pad(image, (*step, 0, 0) if dim == -1 else (0, 0, *step), mode="reflect")
+            before, after = before - step[0], after - step[1]
+    return image
+
+
 def pad_to_multiple(image: torch.Tensor, multiple: int, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad the last two dims of ``image`` (..., H, W) at the bottom and right to a multiple
+    """Reflect-pad the last two dims of ``image`` (C, H, W) at the bottom and right to a multiple
     of ``multiple`` and at least ``minimum``; returns the padded image and the original (H, W)."""
     height, width = image.shape[-2:]
     target_h = max(-(-height // multiple) * multiple, -(-minimum // multiple) * multiple)
     target_w = max(-(-width // multiple) * multiple, -(-minimum // multiple) * multiple)
-    pad_h, pad_w = target_h - height, target_w - width
-    if pad_h or pad_w:
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
-    return image, (height, width)
+    return reflect_pad(image, 0, target_w - width, 0, target_h - height), (height, width)
 
 
 @torch.no_grad()
@@ -85,11 +103,13 @@ def predict_field(predictor: Callable[[torch.Tensor], torch.Tensor], field: torc
         raise ValueError(f"tile {tile} is not a multiple of the network's factor {multiple}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    padded, (height, width) = pad_to_multiple(field.float(), multiple, minimum=tile)
+    margin = tile // 2
+    height, width = field.shape[-2:]
+    padded, _ = pad_to_multiple(reflect_pad(field.float(), margin, margin, margin, margin), multiple, minimum=tile)
     def float_predictor(tiles: torch.Tensor) -> torch.Tensor:  # blend in float32 whatever autocast computes in
         return predictor(tiles).float()
 
     with torch.autocast(field.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         output = sliding_window_inference(padded[None], roi_size=(tile, tile), sw_batch_size=batch_size,
                                           predictor=float_predictor, overlap=overlap, mode="gaussian")
-    return output[0, :, :height, :width].float()
+    return output[0, :, margin:margin + height, margin:margin + width].float()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Annotated, Any, Iterator, Literal, Mapping
 
 import lightning.pytorch as pl
 import pydantic
@@ -22,15 +23,15 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from morphospace.atomic import atomic_file, write_text_atomic
+from morphospace.atomic import atomic_file, write_json_atomic
 from morphospace.config import Config
 from morphospace.data.dataset import epoch_seed
 from morphospace.errors import InputError
 
 __all__ = [
     "TrainerConfig", "RunConfig", "TrainSummary", "Throughput", "build_trainer", "callback_metrics",
-    "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning", "EpochSeed",
-    "log_metrics", "resolve_strategy", "RESUMABLE_KEYS",
+    "epochs_trained", "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning",
+    "EpochSeed", "log_metrics", "resolve_strategy", "RESUMABLE_KEYS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,33 +107,40 @@ class RunConfig(Config):
         return Path(self.runs_dir) / self.name
 
 
+_MissingAsNaN = Annotated[float, pydantic.BeforeValidator(lambda value: math.nan if value is None else value)]
+"""A float that the strict JSON of ``summary.json`` stores as ``null`` when it is NaN or infinite."""
+
+
 class TrainSummary(pydantic.BaseModel):
     """What a training session did; ``summary.json`` of every run."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    model_config = pydantic.ConfigDict(extra="forbid")
 
     run_dir: Path = pydantic.Field(Path("."), exclude=True, description="where it was read from or written to")
     family: str
-    epochs: int
+    epochs: float = pydantic.Field(description="epochs trained; the last one as a fraction when a step or time "
+                                               "budget stopped it part-way")
     optimizer_steps: int
     seconds_this_session: float
-    samples_per_second: float = pydantic.Field(description="all processes together, after the warm-up batch")
+    samples_per_second: _MissingAsNaN = pydantic.Field(description="all processes together, after the warm-up batch")
     sample_unit: str = pydantic.Field(description="what a sample is: crops, tiles, ...")
     processes: int = 1
     resumed: bool = False
-    metrics: dict[str, float] = pydantic.Field(default_factory=dict)
+    metrics: dict[str, _MissingAsNaN] = pydantic.Field(default_factory=dict)
     notes: dict[str, str] = pydantic.Field(default_factory=dict, description="family-specific facts")
     torch_threads: int = 1
 
     def line(self) -> str:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items()
                           if k.endswith("_epoch") or k.startswith("val_") or k == "active_dims")
-        return (f"trained {self.epochs} epoch(s), {self.optimizer_steps} steps in {self.seconds_this_session:.0f} s "
-                f"({self.samples_per_second:.1f} {self.sample_unit}/s); {shown} -> {self.run_dir}")
+        speed = (f"{self.samples_per_second:.1f} {self.sample_unit}/s" if math.isfinite(self.samples_per_second)
+                 else "speed not measured: fewer than 2 batches")
+        return (f"trained {self.epochs:g} epoch(s), {self.optimizer_steps} steps in {self.seconds_this_session:.0f} s "
+                f"({speed}); {shown} -> {self.run_dir}")
 
     def write(self) -> Path:
         """Write ``RUN/summary.json`` atomically."""
-        return write_text_atomic(self.run_dir / "summary.json", self.model_dump_json(indent=2))
+        return write_json_atomic(self.run_dir / "summary.json", self.model_dump(mode="json"))
 
     @classmethod
     def read(cls, run_dir: str | os.PathLike) -> "TrainSummary":
@@ -263,6 +271,17 @@ def _tensorboard_logger(run_dir: Path):
     except ModuleNotFoundError as exc:
         raise InputError(f"trainer.tensorboard needs TensorBoard ({exc}); "
                          "pip install 'morphospace[tensorboard]'") from None
+
+
+def epochs_trained(trainer: pl.Trainer) -> float:
+    """Epochs a fitted Trainer has trained: whole epochs, with the last as the fraction of its batches
+    that ran when a step or time budget (or an early stop) ended it part-way, e.g. 2.4."""
+    epochs = trainer.current_epoch  # counts an epoch cut short as a whole one
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    per_epoch = trainer.num_training_batches
+    if epochs > 0 and math.isfinite(per_epoch) and 0 < done < per_epoch:
+        return round(epochs - 1 + done / per_epoch, 3)
+    return float(epochs)
 
 
 def callback_metrics(trainer: pl.Trainer) -> dict[str, float]:

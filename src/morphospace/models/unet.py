@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 import torch
 from monai.networks.nets import FlexibleUNet, UNet
 
-from morphospace.config import Config
+from morphospace.config import PATH, Config
 from morphospace.errors import InputError
 from morphospace.models.weights import read_state_dict
 
@@ -48,7 +48,7 @@ class UNetConfig(Config):
         "batch", description="batch keeps tiled inference exact in eval mode; instance norm depends on the tile")
     dropout: float = pydantic.Field(0.0, ge=0, lt=1)
     backbone: str = pydantic.Field("resnet34", description="flexible_unet encoder (resnet10-200, efficientnet-b0-b8)")
-    encoder_weights: str | None = pydantic.Field(
+    encoder_weights: Annotated[str | None, PATH] = pydantic.Field(
         None, description="flexible_unet: local state dict of the encoder (e.g. ImageNet ResNet); null = random init")
 
     @property

@@ -84,6 +84,8 @@ def vae_terms(x: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, l
 class VAE(GenerativeModel):
     """Encoder to (mu, log-variance), reparameterised sample, decoder; see :class:`VAEConfig`."""
 
+    encodes = True
+
     def __init__(self, config: dict[str, Any], image_shape: tuple[int, int, int], channels_last: bool = False) -> None:
         super().__init__(config, image_shape, channels_last)
         self.cfg = VAEConfig.model_validate(config)

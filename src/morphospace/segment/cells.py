@@ -35,7 +35,9 @@ class CellsConfig(Config):
 
     method: Literal["watershed", "voronoi"] = "watershed"
     elevation: Literal["gradient", "intensity"] = "gradient"
-    channels: list[str] = ["Actin", "Tubulin"]
+    channels: list[str] | Literal["auto"] = pydantic.Field(
+        "auto", description="cytoplasm channels to grow cells in; auto: every channel but the nuclei channel. "
+                            "Without any, the watershed keeps each cell to its nucleus (no cell is invented)")
     sigma: float = pydantic.Field(1.5, ge=0)
     threshold_factor: float = pydantic.Field(1.0, gt=0)
     max_distance: float | None = pydantic.Field(40.0, gt=0)

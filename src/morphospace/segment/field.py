@@ -8,6 +8,7 @@ resuming and the crop store around it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pydantic
@@ -18,7 +19,8 @@ from morphospace.preprocess.correct import correct_channel
 from morphospace.preprocess.denoise import DenoiseConfig
 from morphospace.segment.cells import CellsConfig, cytoplasm_image, segment_cells
 from morphospace.segment.crops import CropResult, CropsConfig, crop_cells
-from morphospace.segment.nuclei import NucleiConfig, segment_nuclei
+from morphospace.errors import InputError
+from morphospace.segment.nuclei import NucleiConfig, resolve_nucleus_channel, segment_nuclei
 
 __all__ = ["FieldConfig", "FieldResult", "process_field"]
 
@@ -31,6 +33,21 @@ class FieldConfig(Config):
     nuclei: NucleiConfig = pydantic.Field(default_factory=NucleiConfig)
     cells: CellsConfig = pydantic.Field(default_factory=CellsConfig)
     crops: CropsConfig = pydantic.Field(default_factory=CropsConfig)
+
+    def resolve_channels(self, channels: Sequence[str], source: str) -> "FieldConfig":
+        """A copy with ``auto`` channels named from the field's ``channels``: the nuclei channel
+        (see :func:`~morphospace.segment.nuclei.resolve_nucleus_channel`) and, for cells, every
+        other channel. Raises InputError naming ``source``, the config key and the channels when a
+        named channel is missing or the nuclei channel cannot be told."""
+        channels = list(channels)
+        nucleus = resolve_nucleus_channel(channels, self.nuclei.channel, source, setting="--set nuclei.channel=NAME")
+        cytoplasm = ([c for c in channels if c != nucleus] if self.cells.channels == "auto"
+                     else list(self.cells.channels))
+        unknown = [c for c in cytoplasm if c not in channels]
+        if unknown:
+            raise InputError(f"{source}: config key 'cells.channels' names channel(s) {unknown}; available: {channels}")
+        return self.model_copy(update={"nuclei": self.nuclei.model_copy(update={"channel": nucleus}),
+                                       "cells": self.cells.model_copy(update={"channels": cytoplasm})})
 
 
 @dataclass
@@ -56,7 +73,8 @@ def process_field(
     planes
         Channel name -> (H, W) image, in channel order.
     config
-        The per-field steps (a ``prepare`` config works too).
+        The per-field steps (a ``prepare`` config works too), with channels named
+        (:meth:`FieldConfig.resolve_channels`).
     illumination
         Channel name -> illumination function (H, W), for the channels to correct.
     scales
@@ -73,11 +91,15 @@ def process_field(
         h=nuclei_config.h, remove_border=nuclei_config.remove_border, min_contrast=nuclei_config.min_contrast,
     )
     cells_config = config.cells
-    cells = segment_cells(
-        nuclei, cytoplasm_image(corrected, cells_config.channels), method=cells_config.method,
-        elevation=cells_config.elevation, sigma=cells_config.sigma, threshold_factor=cells_config.threshold_factor,
-        max_distance=cells_config.max_distance, compactness=cells_config.compactness,
-    )
+    if not cells_config.channels and cells_config.method == "watershed":
+        cells = nuclei.copy()  # nothing stains the cytoplasm: a cell is its nucleus
+    else:
+        cells = segment_cells(
+            nuclei, cytoplasm_image(corrected, cells_config.channels), method=cells_config.method,
+            elevation=cells_config.elevation, sigma=cells_config.sigma,
+            threshold_factor=cells_config.threshold_factor, max_distance=cells_config.max_distance,
+            compactness=cells_config.compactness,
+        )
     stack = np.stack(list(corrected.values()))
     crops_config = config.crops
     crops = crop_cells(

@@ -12,6 +12,9 @@ Examples
 
 from __future__ import annotations
 
+import logging
+from typing import Sequence
+
 import numpy as np
 import pydantic
 from scipy import ndimage
@@ -22,15 +25,54 @@ from skimage.morphology import h_maxima, remove_small_holes
 from skimage.segmentation import clear_border, relabel_sequential, watershed
 
 from morphospace.config import Config
+from morphospace.errors import InputError
 from morphospace.preprocess.qc import foreground_contrast
 
-__all__ = ["NucleiConfig", "segment_nuclei", "foreground_mask", "split_touching", "filter_by_area", "instances_from_probability"]
+__all__ = ["NucleiConfig", "NUCLEAR_STAINS", "resolve_nucleus_channel", "segment_nuclei", "foreground_mask",
+           "split_touching", "filter_by_area", "instances_from_probability"]
+
+logger = logging.getLogger(__name__)
+
+NUCLEAR_STAINS = ("DNA", "DAPI", "Hoechst", "H2B", "DRAQ5", "Nuclei", "Nucleus", "Nuclear")
+"""Channel names (any case, anywhere in the name) that ``nucleus_channel: auto`` takes for the nucleus channel."""
+
+
+def resolve_nucleus_channel(channels: Sequence[str], nucleus_channel: str = "auto",
+                            source: str = "the crops", setting: str = "--set nucleus_channel=NAME") -> str:
+    """The channel to segment nuclei in: ``nucleus_channel`` when it is one of ``channels``; with
+    ``"auto"``, the one channel whose name contains a name of :data:`NUCLEAR_STAINS` (any case),
+    else the only channel of one-channel crops.
+
+    Raises InputError naming ``source``, its channels and the ``setting`` to pass when the channel
+    is missing or cannot be told.
+
+    >>> resolve_nucleus_channel(["Actin", "Hoechst33342"]), resolve_nucleus_channel(["ch0"])
+    ('Hoechst33342', 'ch0')
+    """
+    channels = list(channels)
+    if nucleus_channel != "auto":
+        if nucleus_channel not in channels:
+            raise InputError(f"{source}: nucleus channel {nucleus_channel!r} is not one of its channels {channels}; "
+                             f"name one of them: {setting}")
+        return nucleus_channel
+    stains = [c for c in channels if any(stain.lower() in c.lower() for stain in NUCLEAR_STAINS)]
+    if len(stains) == 1:
+        logger.info("%s: nuclei segmented in channel %r (named like a nuclear stain)", source, stains[0])
+        return stains[0]
+    if not stains and len(channels) == 1:
+        logger.info("%s: nuclei segmented in %r, its only channel", source, channels[0])
+        return channels[0]
+    found = (f"channels {stains} are all named like nuclear stains" if stains
+             else f"no channel is named like a nuclear stain ({', '.join(NUCLEAR_STAINS)})")
+    raise InputError(f"{source}: cannot tell which channel holds the nuclei: {found}; its channels are {channels}. "
+                     f"Name it: {setting}")
 
 
 class NucleiConfig(Config):
     """Nuclei segmentation settings (see :func:`segment_nuclei`) and the channel it runs on."""
 
-    channel: str = "DNA"
+    channel: str = pydantic.Field("auto", description="channel to segment; auto: the one channel named like a "
+                                                      "nuclear stain (DNA, DAPI, Hoechst, ...), or the only one")
     sigma: float = pydantic.Field(1.0, ge=0)
     threshold_factor: float = pydantic.Field(1.0, gt=0)
     min_area: int = pydantic.Field(30, ge=0)

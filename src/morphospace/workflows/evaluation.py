@@ -25,8 +25,9 @@ from morphospace.evaluate.moa import (
 from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
 from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
+from morphospace.features.cellprofiler import feature_columns
 from morphospace.features.profiles import finite_features
-from morphospace.atomic import refuse_existing, write_text_atomic
+from morphospace.atomic import refuse_existing, write_json_atomic
 from morphospace.io.tables import write_table
 
 __all__ = [
@@ -107,13 +108,7 @@ class ClusteringConfig(Config):
 
 
 def _write_json(out_dir: Path, name: str, payload: dict[str, Any]) -> None:
-    write_text_atomic(out_dir / name, json.dumps(payload, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    return str(value)
+    write_json_atomic(out_dir / name, payload)
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
@@ -140,11 +135,14 @@ def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
 
 
 def _scored_table(table: pd.DataFrame, out_dir: str | os.PathLike | None, result: str, source: str,
-                  overwrite: bool) -> pd.DataFrame:
-    """``table`` with only finite features, after checking that ``out_dir/result`` may be written."""
+                  overwrite: bool) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` with only finite features, and the names of the features left out for NaN or
+    infinite values, after checking that ``out_dir/result`` may be written."""
     if out_dir is not None:
         refuse_existing(Path(out_dir) / result, overwrite)
-    return finite_features(table, source=source)
+    scored = finite_features(table, source=source)
+    kept = set(feature_columns(scored))
+    return scored, [c for c in feature_columns(table) if c not in kept]
 
 
 def run_moa_evaluation(
@@ -154,9 +152,9 @@ def run_moa_evaluation(
     """NSC / NSCB of a profile table (wells or cells); returns the JSON-ready result and, with
     ``out_dir``, writes ``moa.json``, ``moa_predictions.csv``, ``moa_per_moa.csv`` and
     ``figures/moa_confusion_<convention>.png``. Features with non-finite values are left out (named
-    in a warning)."""
+    in a warning and in ``dropped_features``)."""
     config = config or MoAEvaluationConfig()
-    table = _scored_table(config.canonical(table, source), out_dir, "moa.json", source, overwrite)
+    table, dropped = _scored_table(config.canonical(table, source), out_dir, "moa.json", source, overwrite)
     profiles = treatment_profiles(table, config.treatment, config.operation)
     results = evaluate_moa(profiles, control=config.control)
     payload: dict[str, Any] = {
@@ -165,6 +163,7 @@ def run_moa_evaluation(
         "config": config.to_dict(),
         **{name: result.summary() for name, result in results.items()},
         "per_moa": {name: result.per_moa().set_index(MOA).to_dict(orient="index") for name, result in results.items()},
+        "dropped_features": dropped,
     }
     if "nscb" not in results:
         payload["nscb_note"] = (f"NSCB not computed: no {config.batch_column} column" if BATCH not in profiles.columns
@@ -188,9 +187,9 @@ def run_retrieval_evaluation(
 ) -> dict[str, Any]:
     """Same-MoA mAP over treatment profiles and replicate-vs-control mAP over the rows (wells) of
     ``table``; with ``out_dir`` writes ``retrieval.json`` and per-group CSVs. Features with
-    non-finite values are left out (named in a warning)."""
+    non-finite values are left out (named in a warning and in ``dropped_features``)."""
     config = config or RetrievalConfig()
-    table = _scored_table(config.canonical(table, source), out_dir, "retrieval.json", source, overwrite)
+    table, dropped = _scored_table(config.canonical(table, source), out_dir, "retrieval.json", source, overwrite)
     profiles = treatment_profiles(table, config.treatment, config.operation)
     common = dict(control=config.control, null_size=config.null_size, threshold=config.threshold, seed=config.seed)
     results, notes = {}, {}
@@ -210,6 +209,7 @@ def run_retrieval_evaluation(
         "config": config.to_dict(),
         **{name: result.summary() for name, result in results.items()},
         **({"notes": notes} if notes else {}),
+        "dropped_features": dropped,
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -225,9 +225,14 @@ def run_clustering_evaluation(
 ) -> dict[str, Any]:
     """SVM cross-validation and clustering metrics of ``table`` by ``config.label``; with
     ``out_dir`` writes ``clustering.json``, ``clustering_metrics.csv`` and dendrogram / scatter PNGs.
-    Features with non-finite values are left out (named in a warning)."""
+    Features with non-finite values are left out (named in a warning and in ``dropped_features``).
+    InputError naming ``source`` when the label column is missing."""
     config = config or ClusteringConfig()
-    table = _scored_table(table, out_dir, "clustering.json", source, overwrite)
+    if config.label not in table.columns:
+        metadata = [c for c in table.columns if str(c).startswith("Metadata_")]
+        raise InputError(f"{source}: no label column {config.label!r} (choose one: --label NAME); its metadata "
+                         f"columns: {metadata}")
+    table, dropped = _scored_table(table, out_dir, "clustering.json", source, overwrite)
     if config.exclude_control and config.label in table.columns:
         table = table[table[config.label] != config.control]
     result = evaluate_clustering(table, config.label, config.folds, config.seed, config.pca_components)
@@ -238,6 +243,7 @@ def run_clustering_evaluation(
                        "silhouette in the clustering's metric"),
         "config": config.to_dict(),
         **result.summary(),
+        "dropped_features": dropped,
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -256,14 +262,19 @@ class GenerationConfig(Config):
     seed: int = 0
     extractor: str | None = pydantic.Field(
         None, description="in-domain FID extractor file; trained on the store's crops and saved there when missing")
-    extractor_labels: str = "Metadata_Compound"
+    extractor_labels: str | None = pydantic.Field(
+        None, description="store column the extractor learns to classify (--labels); None: Metadata_Compound when the "
+                          "store has 2 or more compounds, else self-supervised (contrastive) training")
     extractor_epochs: int = pydantic.Field(15, ge=1)
     extractor_max_cells: int = pydantic.Field(5000, ge=10)
     inception_weights: str | None = pydantic.Field(None, description="local InceptionV3 weights (torch-fidelity)")
     feature_set: Literal["fast", "full"] = "fast"
     feature_cells: int = pydantic.Field(300, ge=10, description="crops per set measured with CellProfiler")
-    nucleus_channel: str = "DNA"
-    cytoplasm_channels: list[str] = ["Actin", "Tubulin"]
+    nucleus_channel: str = pydantic.Field(
+        "auto", description="channel to segment nuclei in for the CellProfiler features; auto: chosen from the "
+                            "channel names, as in features")
+    cytoplasm_channels: list[str] = pydantic.Field(
+        ["Actin", "Tubulin"], description="channels to segment cells in; without any, nuclei only are measured")
 
 
 def _real_crops(data, indices: np.ndarray) -> np.ndarray:
@@ -275,18 +286,57 @@ def _real_crops(data, indices: np.ndarray) -> np.ndarray:
                            for s in range(0, len(indices), 512)])
 
 
-def _extractor_key(data, store, config: GenerationConfig) -> dict[str, Any]:
+def _random_crops(data, rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Up to ``n`` crops (k, C, H, W) in [0, 1] drawn at random from the store ``rows`` of the run's
+    data module ``data`` (None when ``rows`` is empty), in the order drawn, so that any first few are a
+    random sample whatever the store's order (a store sorted by class shows every class)."""
+    picks = rng.choice(rows, min(n, len(rows)), replace=False)
+    if not len(picks):
+        return None
+    order = np.argsort(picks)  # read in store order, return in drawn order
+    return _real_crops(data, picks[order])[np.argsort(order)]
+
+
+def _extractor_labels(config: GenerationConfig, store) -> str | None:
+    """The store column the FID extractor learns to classify, or None for self-supervised training
+    (see :attr:`GenerationConfig.extractor_labels`)."""
+    cells = store.cells
+    if config.extractor_labels is None:
+        return COMPOUND if COMPOUND in cells.columns and cells[COMPOUND].nunique() >= 2 else None
+    if config.extractor_labels not in cells.columns:
+        metadata = [c for c in cells.columns if str(c).startswith("Metadata_")]
+        raise InputError(f"{store.path}: no column {config.extractor_labels!r} to train the FID extractor on "
+                         f"(extractor_labels, --labels); its metadata columns: {metadata}")
+    if cells[config.extractor_labels].nunique() < 2:
+        raise InputError(f"{store.path}: column {config.extractor_labels!r} holds fewer than 2 labels; the FID "
+                         "extractor needs 2 or more to learn from (omit --labels to train it self-supervised)")
+    return config.extractor_labels
+
+
+def _extractor_key(data, store, labels: str | None) -> dict[str, Any]:
     """What an extractor's inputs depend on; a cached extractor is reused only for the same key."""
     return {"store": str(store.path.resolve()), "channels": data.image_channels,
             "crop_size": data.config.crop_size, "normalization": data.config.normalization.to_dict(),
-            "labels": config.extractor_labels}
+            "labels": labels}
+
+
+def _extractor_training(labels: str | None) -> dict[str, Any]:
+    """How the FID extractor learned, for the JSON."""
+    if labels is None:
+        return {"objective": "self-supervised: contrastive (NT-Xent) on two augmented views of each crop",
+                "labels": None}
+    return {"objective": f"classification of {labels}", "labels": labels}
 
 
 def _extractor(config: GenerationConfig, data, store, run_dir: Path):
+    """The run's FID extractor (loaded when cached for the same inputs, else trained and saved), its
+    path and how it learned."""
     from morphospace.models.extractor import load_feature_extractor, save_feature_extractor, train_feature_extractor
 
-    key = _extractor_key(data, store, config)
-    default = Path(run_dir).parent / "extractors" / f"{store.path.name}_{len(key['channels'])}ch_{key['crop_size']}px.pt"
+    labels = _extractor_labels(config, store)
+    key = _extractor_key(data, store, labels)
+    name = f"{store.path.name}_{len(key['channels'])}ch_{data.crop_shape[-1]}px_{labels or 'self-supervised'}.pt"
+    default = Path(run_dir).parent / "extractors" / name
     path = Path(config.extractor) if config.extractor else default
     key_path = path.with_name(path.name + ".json")
     if path.is_file():
@@ -294,19 +344,17 @@ def _extractor(config: GenerationConfig, data, store, run_dir: Path):
         if saved is not None and saved != key:
             raise InputError(f"{path}: this FID extractor was trained on other inputs ({saved}); this run needs "
                              f"{key}. Give another extractor path so that scores stay comparable")
-        return load_feature_extractor(path), path
-    if config.extractor_labels not in store.cells.columns:
-        raise InputError(f"{store.path}: no column {config.extractor_labels!r} to train the FID extractor on")
+        return load_feature_extractor(path), path, _extractor_training(labels)
     rng = np.random.default_rng(config.seed)
     picks = np.sort(rng.choice(len(store), min(config.extractor_max_cells, len(store)), replace=False))
-    labels = store.cells[config.extractor_labels].astype(str).to_numpy()[picks]
-    logger.info("training the in-domain FID extractor on %d crops (labels: %s) -> %s", len(picks),
-                config.extractor_labels, path)
-    extractor = train_feature_extractor(_real_crops(data, picks), labels, epochs=config.extractor_epochs,
+    targets = store.cells[labels].astype(str).to_numpy()[picks] if labels is not None else None
+    logger.info("training the in-domain FID extractor on %d crops (%s) -> %s", len(picks),
+                f"labels: {labels}" if labels else "self-supervised", path)
+    extractor = train_feature_extractor(_real_crops(data, picks), targets, epochs=config.extractor_epochs,
                                         seed=config.seed, progress=False)
     save_feature_extractor(extractor, path)
-    write_text_atomic(key_path, json.dumps(key, indent=2))
-    return extractor, path
+    write_json_atomic(key_path, key)
+    return extractor, path, _extractor_training(labels)
 
 
 def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -329,20 +377,20 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     rng = np.random.default_rng(config.seed)
     training = data.indices("train")
     held_out = np.concatenate([data.indices("test"), data.indices("val")])
-    real_idx = np.sort(rng.choice(training, min(config.n, len(training)), replace=False))
-    holdout_idx = np.sort(rng.choice(held_out, min(config.n, len(held_out)), replace=False))
-    real = _real_crops(data, real_idx)
+    real = _random_crops(data, training, config.n, rng)
+    holdout = _random_crops(data, held_out, config.n, rng)
     fake = np.concatenate([to_unit_range(model.sample(min(256, config.n - s), torch.Generator().manual_seed(config.seed + s)))
                            for s in range(0, config.n, 256)])
-    extractor, extractor_path = _extractor(config, data, store, Path(run_dir))
+    extractor, extractor_path, extractor_training = _extractor(config, data, store, Path(run_dir))
     payload: dict[str, Any] = {
         "convention": ("real = random crops of the run's training split, generated = prior samples, both in [0, 1]; "
-                       "FID/KID on the named extractor's embedding (compare scores only for the same extractor; KID "
-                       "subsets of half the crops); feature distances: Wasserstein per CellProfiler feature in units "
-                       "of the real SD, both sets segmented the same way; memorisation: distance of each generated "
-                       "crop to its nearest training crop in the extractor's embedding, against held-out real crops "
-                       "(the test and validation splits) or, without any, training crops leave-one-out"),
-        "config": config.to_dict(), "extractor_path": str(extractor_path),
+                       "FID/KID on the named extractor's embedding, trained as extractor_training says (compare "
+                       "scores only for the same extractor; KID subsets of half the crops); feature distances: "
+                       "Wasserstein per CellProfiler feature in units of the real SD, both sets segmented the same way, "
+                       "of the objects the channels outline; memorisation: distance of each generated crop to its nearest training "
+                       "crop in the extractor's embedding, against held-out real crops (the test and validation "
+                       "splits) or, without any, training crops leave-one-out"),
+        "config": config.to_dict(), "extractor_path": str(extractor_path), "extractor_training": extractor_training,
         "in_domain": generation.fid_kid(real, fake, extractor, kid_subset_size=max(2, len(real) // 2)),
     }
     try:
@@ -354,9 +402,8 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     k = min(config.feature_cells, config.n)
     distances = generation.feature_distances(real[:k], fake[:k], channels, feature_set=config.feature_set,
                                              nucleus_channel=config.nucleus_channel,
-                                             cytoplasm_channels=config.cytoplasm_channels)
+                                             cytoplasm_channels=config.cytoplasm_channels, source=str(store.path))
     payload["feature_distances"] = generation.summarize_feature_distances(distances)
-    holdout = _real_crops(data, holdout_idx) if len(holdout_idx) else None
     memorisation = generation.nearest_real_neighbours(real, fake, holdout, extractor)
     payload["memorisation"] = {k: v for k, v in memorisation.items() if not isinstance(v, np.ndarray)}
     write_table(distances.reset_index(names="feature"), out_dir / "generation_feature_distances.csv")

@@ -15,7 +15,6 @@ Finished runs are reused when the study is run again.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +22,7 @@ import pandas as pd
 import pydantic
 from matplotlib.figure import Figure
 
-from morphospace.atomic import write_text_atomic
+from morphospace.atomic import write_json_atomic
 from morphospace.config import Config
 from morphospace.errors import InputError
 from morphospace.evaluate.isl import InferenceConfig
@@ -109,11 +108,11 @@ def run_fewshot(config: FewShotConfig, progress: bool = False) -> pd.DataFrame:
                          "test_crops": scores["crops"], "run": str(run.run_dir)})
     table = pd.DataFrame(rows)
     write_table(table, out / "fewshot.csv")
-    write_text_atomic(out / "fewshot.json", json.dumps({
+    write_json_atomic(out / "fewshot.json", {
         "convention": (f"mean foreground IoU (Jaccard) over the {config.inference.crop_size or base.data.tiles.size} "
                        "px crops of the test region, 1 when truth and prediction are both empty; also over crops "
                        "with nuclei only, and instance F1 at IoU 0.5 (pooled)"),
-        "config": config.to_dict(), "rows": rows}, indent=2, default=str))
+        "config": config.to_dict(), "rows": rows})
     save_figure(fewshot_figure(table), out / "fewshot.png")
     return table
 

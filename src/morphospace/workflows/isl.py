@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morphospace.atomic import refuse_existing, write_text_atomic
+from morphospace.atomic import refuse_existing, write_json_atomic
 from morphospace.data.tiles import load_fields
 from morphospace.errors import InputError
 from morphospace.evaluate.isl import (
@@ -111,7 +111,7 @@ def evaluate_isl_run(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     else:
         evaluation = score_labeling(config.data.channels.targets, fields, predictions, boxes, settings)
     evaluation.scores |= {"split": split, "run": str(run_dir), "crop_size": crop_size}
-    write_text_atomic(out / f"{kind}.json", json.dumps(evaluation.scores, indent=2, default=float))
+    write_json_atomic(out / f"{kind}.json", evaluation.scores)
     write_table(evaluation.crops, out / "crops.csv")
     if kind == "isl":
         first = boxes[0][0]

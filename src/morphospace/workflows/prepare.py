@@ -75,15 +75,12 @@ class PrepareConfig(FieldConfig):
     illumination: IlluminationConfig = pydantic.Field(default_factory=IlluminationConfig)
     normalize: NormalizeConfig = pydantic.Field(default_factory=NormalizeConfig)
 
-    def check_channels(self, channels: Sequence[str], source: str) -> None:
-        """Raise InputError naming the config key when a configured channel is not in ``channels``."""
-        named = {"nuclei.channel": [self.nuclei.channel], "cells.channels": self.cells.channels}
-        if self.qc.focus_channel:
-            named["qc.focus_channel"] = [self.qc.focus_channel]
-        for key, names in named.items():
-            unknown = [n for n in names if n not in channels]
-            if unknown:
-                raise InputError(f"{source}: config key '{key}' names channel(s) {unknown}; available: {list(channels)}")
+    def resolve_channels(self, channels: Sequence[str], source: str) -> "PrepareConfig":
+        """As :meth:`FieldConfig.resolve_channels`, and checks ``qc.focus_channel`` too."""
+        if self.qc.focus_channel and self.qc.focus_channel not in channels:
+            raise InputError(f"{source}: config key 'qc.focus_channel' names channel(s) {[self.qc.focus_channel]}; "
+                             f"available: {list(channels)}")
+        return super().resolve_channels(channels, source)
 
 
 @dataclass
@@ -228,7 +225,7 @@ def _prepare_locked(manifest: Path, out: Path, config: PrepareConfig, workers: i
     refuse_existing(out, overwrite)
     fields = read_manifest(manifest, config.channels, missing_files=config.on_error == "skip")
     channels = list(fields[0].files)
-    config.check_channels(channels, str(manifest))
+    config = config.resolve_channels(channels, str(manifest))
     partial = out.with_name(out.name + ".partial")
     if restart and partial.exists():
         shutil.rmtree(partial)

@@ -2,14 +2,14 @@
 feature or embedding table.
 
 ``features`` writes ``OUT`` (Parquet: the store's ``Metadata_*`` columns, ``Metadata_StoreIndex``,
-then ``<Object>_<Measurement>_<Channel>`` features) and ``OUT.json`` beside it (config, intensity
-scale, counts, and every feature with NaN values and how many). ``profiles`` writes the profile
-table and ``OUT.json`` with its config.
+then ``<Object>_<Measurement>_<Channel>`` features) and ``OUT.json`` beside it (config, nucleus
+channel, the objects measured and why others were not, intensity scale, counts, every feature with
+NaN values and how many, and the features dropped for being NaN in every cell). ``profiles`` writes
+the profile table and ``OUT.json`` with its config (as applied to the table) and what it adapted.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 
 from morphospace.errors import InputError
-from morphospace.features.cellprofiler import FeaturesConfig, feature_columns, masks_by_segmentation, measure_crops
-from morphospace.atomic import refuse_existing, write_text_atomic
+from morphospace.features.cellprofiler import (
+    FeaturesConfig, feature_columns, masks_by_segmentation, measurable_objects, measure_crops, resolve_nucleus_channel,
+)
+from morphospace.atomic import refuse_existing, write_json_atomic
 from morphospace.io.store import CropStore
 from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.tables import read_table, write_table
-from morphospace.features.profiles import ProfilesConfig, build_profiles
+from morphospace.features.profiles import ProfilesConfig, adapt_profiles_config, build_profiles, non_finite_fraction
 from morphospace.parallel import compute_context, run_parallel
 
 __all__ = ["FeaturesSummary", "extract_features", "intensity_scale", "make_profiles", "cellprofiler_metadata"]
@@ -38,17 +40,25 @@ _SCALE_SAMPLE = 1000
 
 @dataclass
 class FeaturesSummary:
-    """What a ``features`` run produced."""
+    """What a ``features`` run produced: the objects measured, those not measured (with why) and
+    the features dropped for being NaN in every cell."""
 
     out: Path
     n_cells: int
     n_features: int
     seconds: float
     nan_features: dict[str, int] = field(default_factory=dict)
+    objects: list[str] = field(default_factory=list)
+    not_measured: dict[str, str] = field(default_factory=dict)
+    dropped_features: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"measured {self.n_features} features of {self.n_cells} cells in {self.seconds:.1f} s "
-                f"({len(self.nan_features)} features have NaN values, listed in {self.out}.json) -> {self.out}")
+        skipped = "".join(f"; {' and '.join(o for o, r in self.not_measured.items() if r == reason)} not measured: "
+                          f"{reason}" for reason in dict.fromkeys(self.not_measured.values()))
+        dropped = f", {len(self.dropped_features)} NaN in every cell dropped" if self.dropped_features else ""
+        return (f"measured {self.n_features} {'/'.join(self.objects)} features of {self.n_cells} cells in "
+                f"{self.seconds:.1f} s{skipped} ({len(self.nan_features)} features have NaN values{dropped}; "
+                f"listed in {self.out}.json) -> {self.out}")
 
 
 def intensity_scale(store: CropStore, channels: list[str], seed: int = 0) -> list[float]:
@@ -63,8 +73,17 @@ def intensity_scale(store: CropStore, channels: list[str], seed: int = 0) -> lis
     return [max(float(np.percentile(crops[:, c], 99.9)), 1e-12) for c in range(len(channels))]
 
 
+def _mask_kind(store: CropStore, seed: int = 0) -> str | None:
+    """None for a store without masks; ``"cells"`` when the masks of up to 1,000 crops sampled with
+    ``seed`` mark the rest of a cell (value 2) anywhere, else ``"nuclei"``."""
+    if store.masks is None:
+        return None
+    sample = np.sort(np.random.default_rng(seed).choice(len(store), min(len(store), _SCALE_SAMPLE), replace=False))
+    return "cells" if (store.read_masks(sample) == 2).any() else "nuclei"
+
+
 def _measure_chunk(rows: np.ndarray, store_path: str, channels: list[str], scale: list[float],
-                   config: FeaturesConfig) -> pd.DataFrame:
+                   config: FeaturesConfig, nucleus_channel: str | None, objects: list[str]) -> pd.DataFrame:
     store = CropStore(store_path)
     images = store.read(rows, channels).astype(np.float32)
     images = np.clip(images / np.asarray(scale, np.float32)[None, :, None, None], 0, 1)
@@ -72,8 +91,8 @@ def _measure_chunk(rows: np.ndarray, store_path: str, channels: list[str], scale
         masks = store.read_masks(rows)
     else:
         all_images = store.read(rows).astype(np.float32)
-        masks = masks_by_segmentation(all_images, store.channels, config.nucleus_channel, config.cytoplasm_channels)
-    table = measure_crops(images, masks, channels, config.feature_set, config.objects)
+        masks = masks_by_segmentation(all_images, store.channels, nucleus_channel, config.cytoplasm_channels)
+    table = measure_crops(images, masks, channels, config.feature_set, objects)
     table.insert(0, "Metadata_StoreIndex", rows)
     return table
 
@@ -91,13 +110,18 @@ def extract_features(
 
     Crops are measured in chunks of ``config.chunk_cells``, in parallel on ``workers`` processes
     (a local dask cluster) or an existing dask ``scheduler``. Stores without masks are segmented
-    crop by crop (nucleus nearest the centre and its cell).
+    crop by crop (nucleus nearest the centre and its cell) in the nucleus channel
+    (``config.nucleus_channel``, ``auto``: see
+    :func:`~morphospace.features.cellprofiler.resolve_nucleus_channel`). Cells and cytoplasm are
+    measured only with cell masks or a cytoplasm channel (see
+    :func:`~morphospace.features.cellprofiler.measurable_objects`); features NaN in every cell are
+    dropped. The summary and ``out.json`` name what was measured and what was not, and why.
 
     Raises
     ------
     InputError
-        A configured channel is not in the store, or the store lacks the nucleus channel needed
-        to segment crops without masks.
+        A configured channel is not in the store, the nucleus channel of a store without masks is
+        missing or cannot be told, or no feature could be measured in any crop.
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
     """
@@ -109,39 +133,52 @@ def extract_features(
     missing = [c for c in channels if c not in store.channels]
     if missing:
         raise InputError(f"{store.path}: config key 'channels' names {missing}; the store has {store.channels}")
-    if store.masks is None and config.nucleus_channel not in store.channels:
-        raise InputError(f"{store.path}: has no masks and no '{config.nucleus_channel}' channel to segment crops "
-                         "(set nucleus_channel)")
+    masks = _mask_kind(store)
+    nucleus_channel = None if masks else resolve_nucleus_channel(store.channels, config.nucleus_channel,
+                                                                 str(store.path))
+    objects, not_measured = measurable_objects(config.objects, store.channels, config.cytoplasm_channels, masks)
     scale = config.intensity_scale or intensity_scale(store, channels)
     if len(scale) != len(channels):
         raise InputError(f"config key 'intensity_scale' has {len(scale)} values for {len(channels)} channels")
     chunks = [np.arange(s, min(s + config.chunk_cells, len(store))) for s in range(0, len(store), config.chunk_cells)]
-    task = partial(_measure_chunk, store_path=str(store.path), channels=channels, scale=scale, config=config)
+    task = partial(_measure_chunk, store_path=str(store.path), channels=channels, scale=scale, config=config,
+                   nucleus_channel=nucleus_channel, objects=objects)
     parts: list[pd.DataFrame | None] = [None] * len(chunks)
     with compute_context(workers, scheduler) as client:
         for position, table in run_parallel(task, chunks, client, progress, "features"):
             parts[position] = table
     features = pd.concat(parts, ignore_index=True)
+    share = non_finite_fraction(features)
+    dropped = list(share.index[share == 1])
+    features = features.drop(columns=dropped)
+    if not feature_columns(features):
+        raise InputError(f"{store.path}: no feature could be measured: no {'/'.join(objects)} object in any crop"
+                         + (f" (nuclei segmented in channel {nucleus_channel!r})" if nucleus_channel else ""))
     table = pd.concat([store.cells.reset_index(drop=True), features], axis=1)
     nan_counts = features[feature_columns(features)].isna().sum()
     nan_features = {k: int(v) for k, v in nan_counts[nan_counts > 0].sort_values(ascending=False).items()}
+    summary = FeaturesSummary(out, len(table), len(feature_columns(features)), time.perf_counter() - start,
+                              nan_features, objects, not_measured, dropped)
     _write(table, out, {
         "store": str(store.path.resolve()), "config": config.to_dict(), "channels": channels,
-        "intensity_scale": scale, "n_cells": len(table), "n_features": len(feature_columns(features)),
-        "nan_features": nan_features,
+        "nucleus_channel": nucleus_channel, "objects": objects, "objects_not_measured": not_measured,
+        "intensity_scale": scale, "n_cells": len(table), "n_features": summary.n_features,
+        "nan_features": nan_features, "dropped_features": dropped,
+        "dropped_features_reason": "NaN in every cell (the object or measurement is undefined in every crop)",
     })
     if nan_features:
         logger.warning("%d feature(s) have NaN values (e.g. %s: %d of %d cells); kept, listed in %s.json",
                        len(nan_features), *next(iter(nan_features.items())), len(table), out)
-    summary = FeaturesSummary(out, len(table), len(feature_columns(features)), time.perf_counter() - start,
-                              nan_features)
+    if dropped:
+        logger.warning("dropped %d feature(s) that are NaN in every cell: %s", len(dropped),
+                       ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
     logger.info(summary.line())
     return summary
 
 
 def _write(table: pd.DataFrame, out: Path, report: dict) -> None:
     write_table(table, out)
-    write_text_atomic(out.with_name(out.name + ".json"), json.dumps(report, indent=2))
+    write_json_atomic(out.with_name(out.name + ".json"), report)
 
 
 def cellprofiler_metadata(table: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +198,8 @@ def make_profiles(
     """Build profiles from a feature or embedding table (a path or a DataFrame) and write them to ``out``.
 
     ``bbbc021_dir`` annotates compound, concentration, batch and MoA by plate + well from the
-    official BBBC021 tables first.
+    official BBBC021 tables first. ``out.json`` holds the config as applied to the table and a note
+    for each setting adapted to it (see :func:`~morphospace.features.profiles.adapt_profiles_config`).
     """
     config = config or ProfilesConfig()
     if out is not None:
@@ -172,13 +210,14 @@ def make_profiles(
     if bbbc021_dir is not None:
         table.attrs["source"] = source or "table"
         table = annotate_bbbc021(table, bbbc021_dir)
+    applied, notes = adapt_profiles_config(table, config, source or "the table")
     profiles = build_profiles(table, config, source or "the table")
     if out is not None:
         out = Path(out)
         write_table(profiles, out)
         report = {"source": source,
-                  "config": config.to_dict(), "rows": len(profiles), "features": len(feature_columns(profiles)),
-                  "bbbc021_tables": str(bbbc021_dir) if bbbc021_dir else None}
-        write_text_atomic(out.with_name(out.name + ".json"), json.dumps(report, indent=2))
+                  "config": applied.to_dict(), "adapted": notes, "rows": len(profiles),
+                  "features": len(feature_columns(profiles)), "bbbc021_tables": str(bbbc021_dir) if bbbc021_dir else None}
+        write_json_atomic(out.with_name(out.name + ".json"), report)
         logger.info("wrote %d profiles with %d features -> %s", len(profiles), len(feature_columns(profiles)), out)
     return profiles

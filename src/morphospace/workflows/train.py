@@ -11,7 +11,8 @@ source and batch entries), the data module's fitted state (crops: ``normalizatio
 ``splits.parquet``, ``conditions.json``; paired fields: ``regions.json``), ``checkpoints/last.ckpt``
 (training resumes from it), ``logs/session_NN/`` merged into ``metrics.csv``, ``summary.json``
 (:class:`~morphospace.models.training.TrainSummary`), ``train.log``, ``figures/`` (sample grids of
-sampling families) and family files such as ``kl_per_dimension.csv``.
+sampling families during training, and their final figures when training ends for any reason) and
+family files such as ``kl_per_dimension.csv``.
 
 Re-running a config resumes from the last checkpoint with the data state saved in it; only the
 budget and where it runs (:data:`~morphospace.models.training.RESUMABLE_KEYS`) may change between
@@ -27,7 +28,6 @@ it writes, so a second ``train`` of the same run stops at once with a message na
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,18 +37,18 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from morphospace.atomic import write_text_atomic
+from morphospace.atomic import write_json_atomic
 from morphospace.config import ConfigError, key_error
 from morphospace.data.sources import RunDataModule, data_source
 from morphospace.errors import InputError
-from morphospace.explore.samples import SampleGrid
+from morphospace.explore.samples import TrainingFigures
 from morphospace.locks import output_lock
 from morphospace.models.family import Family
 from morphospace.models.registry import get_family
 from morphospace.models.run import last_checkpoint, read_checkpoint
 from morphospace.models.training import (
     RESUMABLE_KEYS, EpochSeed, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
-    merge_session_logs, quiet_lightning,
+    epochs_trained, merge_session_logs, quiet_lightning,
 )
 from morphospace.runs import check_run_directory, is_rank_zero, log_to_file, open_run_directory
 
@@ -127,7 +127,7 @@ def _fit(plan: RunPlan, overwrite: bool, progress: bool, writer: bool) -> TrainS
         open_run_directory(run_dir, config, overwrite=overwrite, mutable=RESUMABLE_KEYS)
         plan.data.save(run_dir)
         description = {"family": plan.family.name, **plan.data.spec.to_dict()}
-        write_text_atomic(run_dir / "data.json", json.dumps(description, indent=2))
+        write_json_atomic(run_dir / "data.json", description)
     with _session_logging(run_dir, writer), quiet_lightning():
         throughput = Throughput(next(iter(plan.data.spec.entries)))
         validates = plan.data.has_validation and is_overridden("validation_step", plan.module)
@@ -144,10 +144,11 @@ def _fit(plan: RunPlan, overwrite: bool, progress: bool, writer: bool) -> TrainS
             if trainer.is_global_zero:
                 merge_session_logs(run_dir)
         summary = TrainSummary(
-            run_dir=run_dir, family=plan.family.name, epochs=trainer.current_epoch, optimizer_steps=trainer.global_step,
+            run_dir=run_dir, family=plan.family.name, epochs=epochs_trained(trainer), optimizer_steps=trainer.global_step,
             seconds_this_session=time.perf_counter() - start, samples_per_second=throughput.samples_per_second,
             sample_unit=plan.family.sample_unit, processes=trainer.world_size, resumed=plan.resumed,
-            metrics=_metrics(trainer, plan.module), notes=plan.notes, torch_threads=torch.get_num_threads())
+            metrics=_metrics(trainer, plan.module), notes={**plan.notes, **plan.family.notes_after_fit(plan.module)},
+            torch_threads=torch.get_num_threads())
         if trainer.is_global_zero:
             summary.write()
             logger.info(summary.line())
@@ -175,8 +176,8 @@ def _callbacks(plan: RunPlan, run_dir: Path) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [EpochSeed(config.seed), *plan.family.callbacks(config, run_dir)]
     if "generate" in plan.family.verbs:
         trainer = config.trainer
-        callbacks.append(SampleGrid(run_dir / "figures", plan.data.spec.names("image"), trainer.sample_images,
-                                    trainer.sample_every_n_epochs, config.seed))
+        callbacks.append(TrainingFigures(run_dir / "figures", plan.data.spec.names("image"), trainer.sample_images,
+                                         trainer.sample_every_n_epochs, config.seed))
     return callbacks
 
 
