@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 from pathlib import Path
 from typing import Any, Sequence
 
 import morphospace
-from morphospace.atomic import write_text_atomic
+from morphospace.atomic import json_text, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -39,7 +38,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     document = {"benchmark": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                 **payload}
-    text = json.dumps(document, indent=2, default=str)
+    text = json_text(document)  # strict JSON: missing values as null
     write_text_atomic(path, text.replace(str(ROOT.parent) + os.sep, ""))  # paths in the repository: relative to it
     return path
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, data_dir, print_table, write_result
+from common import data_dir, print_table, write_result
 from morphospace.io.importers import import_npz
 
 SETTINGS = {1: [], 2: ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]}

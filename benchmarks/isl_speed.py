@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from common import ROOT, data_dir, print_table, write_result
+from common import data_dir, print_table, write_result
 from isl_finkbeiner import finkbeiner_manifest
 from morphospace.data.tiles import PairedDataModule, load_fields
 from morphospace.models.isl import ImageToImage

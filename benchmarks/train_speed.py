@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, data_dir, print_table, write_result
+from common import data_dir, print_table, write_result
 from morphospace.data.dataset import CropDataModule
 from morphospace.io.importers import import_npz
 from morphospace.models.blocks import gan_losses, gradient_penalty

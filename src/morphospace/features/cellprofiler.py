@@ -31,7 +31,6 @@ import pandas as pd
 import pydantic
 
 from morphospace.config import Config
-from morphospace.errors import InputError
 from morphospace.segment.nuclei import NUCLEAR_STAINS, resolve_nucleus_channel
 
 __all__ = [

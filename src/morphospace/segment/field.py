@@ -20,7 +20,7 @@ from morphospace.preprocess.denoise import DenoiseConfig
 from morphospace.segment.cells import CellsConfig, cytoplasm_image, segment_cells
 from morphospace.segment.crops import CropResult, CropsConfig, crop_cells
 from morphospace.errors import InputError
-from morphospace.segment.nuclei import NucleiConfig, resolve_nucleus_channel, segment_nuclei
+from morphospace.segment.nuclei import NucleiConfig, resolve_nucleus_channel, segment_nuclei_as
 
 __all__ = ["FieldConfig", "FieldResult", "process_field"]
 
@@ -84,12 +84,7 @@ def process_field(
     corrected = {name: correct_channel(image, config.background, config.denoise, illumination.get(name),
                                        scales.get(name))
                  for name, image in planes.items()}
-    nuclei_config = config.nuclei
-    nuclei = segment_nuclei(
-        corrected[nuclei_config.channel], sigma=nuclei_config.sigma, threshold_factor=nuclei_config.threshold_factor,
-        min_area=nuclei_config.min_area, max_area=nuclei_config.max_area, min_distance=nuclei_config.min_distance,
-        h=nuclei_config.h, remove_border=nuclei_config.remove_border, min_contrast=nuclei_config.min_contrast,
-    )
+    nuclei = segment_nuclei_as(corrected[config.nuclei.channel], config.nuclei)
     cells_config = config.cells
     if not cells_config.channels and cells_config.method == "watershed":
         cells = nuclei.copy()  # nothing stains the cytoplasm: a cell is its nucleus

@@ -28,7 +28,8 @@ from morphospace.config import Config
 from morphospace.errors import InputError
 from morphospace.preprocess.qc import foreground_contrast
 
-__all__ = ["NucleiConfig", "NUCLEAR_STAINS", "resolve_nucleus_channel", "segment_nuclei", "foreground_mask",
+__all__ = ["NucleiConfig", "NUCLEAR_STAINS", "resolve_nucleus_channel", "segment_nuclei", "segment_nuclei_as",
+           "foreground_mask",
            "split_touching", "filter_by_area", "instances_from_probability"]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,13 @@ class NucleiConfig(Config):
     min_contrast: float | None = pydantic.Field(
         3.0, ge=0, description="no nuclei below this foreground contrast (camera noise: 2.3); null: always "
                                "threshold. prepare's QC also skips such fields as no_foreground")
+
+
+def segment_nuclei_as(image: np.ndarray, config: NucleiConfig) -> np.ndarray:
+    """:func:`segment_nuclei` of the (H, W) ``image`` with the settings of ``config``."""
+    return segment_nuclei(image, sigma=config.sigma, threshold_factor=config.threshold_factor,
+                          min_area=config.min_area, max_area=config.max_area, min_distance=config.min_distance,
+                          h=config.h, remove_border=config.remove_border, min_contrast=config.min_contrast)
 
 
 def foreground_mask(image: np.ndarray, sigma: float = 1.0, threshold_factor: float = 1.0) -> np.ndarray:

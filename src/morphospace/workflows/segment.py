@@ -32,7 +32,7 @@ from morphospace.io.manifest import FILE_PREFIX, FieldSpec, read_field, read_man
 from morphospace.preprocess.background import BackgroundConfig
 from morphospace.preprocess.correct import correct_channel
 from morphospace.preprocess.denoise import DenoiseConfig
-from morphospace.segment.nuclei import NucleiConfig, segment_nuclei
+from morphospace.segment.nuclei import NucleiConfig, segment_nuclei_as
 
 __all__ = ["SegmentConfig", "SegmentSummary", "segment_manifest", "segment_field"]
 
@@ -67,11 +67,7 @@ class SegmentSummary:
 
 def segment_field(image: np.ndarray, config: SegmentConfig) -> np.ndarray:
     """Nuclei instance labels (H, W) int32 of a nuclear-stain plane (H, W), corrected as ``prepare`` does."""
-    corrected = correct_channel(image, config.background, config.denoise)
-    nuclei = config.nuclei
-    return segment_nuclei(corrected, sigma=nuclei.sigma, threshold_factor=nuclei.threshold_factor,
-                          min_area=nuclei.min_area, max_area=nuclei.max_area, min_distance=nuclei.min_distance,
-                          h=nuclei.h, remove_border=nuclei.remove_border, min_contrast=nuclei.min_contrast)
+    return segment_nuclei_as(correct_channel(image, config.background, config.denoise), config.nuclei)
 
 
 def _label_paths(specs: list[FieldSpec], out: Path) -> list[Path]:
