@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 from morphospace import __version__
 from morphospace.atomic import json_text
 from morphospace.config import load_config
-from morphospace.errors import MorphospaceError
+from morphospace.errors import InputError, MorphospaceError
 from morphospace.runs import is_rank_zero, setup_logging
 
 logger = logging.getLogger("morphospace.cli")
@@ -39,15 +39,23 @@ _EXAMPLES = {
     "clustering": "morphospace evaluate clustering --table embeddings.parquet --label Metadata_MoA --out eval",
     "generation": (
         "morphospace evaluate generation --run runs/lsgan_bbbc021 --set n=1000 --json\n"
-        "  morphospace evaluate generation --run runs/vae_crops --labels Metadata_Phenotype"
+        "  morphospace evaluate generation --run runs/vae_crops --labels Metadata_Phenotype\n"
+        "  morphospace evaluate generation --run runs/cp2image_bbbc021 --set feature_cells=1000"
     ),
     "train": "morphospace train lsgan_bbbc021 --set trainer.max_minutes=20",
     "embed": "morphospace embed --run runs/lsgan_bbbc021 --store bbbc021_allmoa --out embeddings.parquet",
-    "generate": "morphospace generate --run runs/lsgan_bbbc021 --n 64 --seed 3",
+    "generate": (
+        "morphospace generate --run runs/lsgan_bbbc021 --n 64 --seed 3\n"
+        "  morphospace generate --run runs/cp2image_bbbc021 --features bbbc021_cells.parquet "
+        "--per Metadata_Compound,Metadata_Concentration --npz centroids.npz"
+    ),
     "explore": "morphospace explore algebra --run runs/vae_bbbc021 --attribute NucleusArea",
     "interpolate": "morphospace explore interpolate --run runs/lsgan_bbbc021 --seeds 0,1,2,3",
     "algebra": "morphospace explore algebra --run runs/vae_bbbc021 --attribute Mean_Tubulin --quantile 0.2",
     "traverse": "morphospace explore traverse --run runs/vae_bbbc021 --dims 8",
+    "sweep": "morphospace explore sweep --run runs/cp2image_bbbc021 --feature Nuclei_AreaShape_Area --range=-2,2 --steps 7",
+    "trajectory": ("morphospace explore trajectory --run runs/cp2image_bbbc021 --from \"Metadata_Compound == 'DMSO'\" "
+                   "--to \"Metadata_Compound == 'cyclohexamide'\" --by Metadata_Concentration"),
     "fewshot": "morphospace explore fewshot fewshot_finkbeiner --set steps=300",
     "report": "morphospace report --run runs/vae_bbbc021",
     "predict": "morphospace predict --run runs/isl_simulated --manifest screen/manifest.csv --out predicted",
@@ -268,12 +276,18 @@ def _add_generate(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="grid PNG (default RUN/figures/generated_seed<seed>.png)")
     parser.add_argument("--npz", type=Path, help="also save the samples (N, C, H, W) in [0, 1] to this npz")
+    parser.add_argument("--features", type=Path, metavar="TABLE",
+                        help="cp2image runs: one image per row of this feature table instead of prior samples")
+    parser.add_argument("--per", help="with --features: one image per group centroid of these comma-separated "
+                                      "columns, e.g. Metadata_Compound,Metadata_Concentration")
+    parser.add_argument("--n-per-row", type=int, default=1, help="with --features: images per row (different noise)")
     parser.set_defaults(handler=_generate)
 
 
 def _add_explore(subparsers) -> None:
-    parser = _subparser(subparsers, "explore", "Latent-space figures (interpolate, algebra, traverse) and the few-shot "
-                                                  "segmentation study (fewshot).")
+    parser = _subparser(subparsers, "explore", "Latent-space figures (interpolate, algebra, traverse), CP2Image "
+                                                  "feature figures (sweep, trajectory) and the few-shot segmentation "
+                                                  "study (fewshot).")
     kinds = parser.add_subparsers(dest="exploration", metavar="KIND", required=True)
     interpolation = _subparser(kinds, "interpolate", "Rows of transitions between noise vectors or real cells.")
     interpolation.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="comma-separated noise seeds, in pairs")
@@ -290,6 +304,23 @@ def _add_explore(subparsers) -> None:
     traversal = _subparser(kinds, "traverse", "Walk single latent dimensions (most informative first).")
     traversal.add_argument("--dims", type=int, default=8)
     traversal.add_argument("--extent", type=float, default=3.0)
+    sweep = _subparser(kinds, "sweep", "CP2Image: vary one feature (standardised units) with the others held.")
+    sweep.add_argument("--feature", required=True, help="feature column the run was trained on")
+    sweep.add_argument("--range", dest="value_range", default="-2,2",
+                       help="low,high in training SDs (write --range=-2,2: the value starts with '-')")
+    sweep.add_argument("--steps", type=int, default=7)
+    sweep.add_argument("--cell", help="comma-separated store indices of the cells whose other features are held "
+                                      "(default: the training centroid)")
+    trajectory = _subparser(kinds, "trajectory", "CP2Image: walk between group centroids in feature space.")
+    trajectory.add_argument("--from", dest="start", required=True, help="pandas query on the cells: start group")
+    trajectory.add_argument("--to", dest="end", required=True, help="pandas query on the cells: end group")
+    trajectory.add_argument("--by", help="numeric column: pass through the centroid of each of its values in the end "
+                                         "group, increasing (e.g. Metadata_Concentration)")
+    trajectory.add_argument("--steps", type=int, default=7, help="images per leg, ends included")
+    for sub in (sweep, trajectory):
+        sub.add_argument("--run", type=Path, required=True, help="training run directory (cp2image family)")
+        sub.add_argument("--seed", type=int, default=0, help="noise seed (models with model.noise_dim > 0)")
+        sub.set_defaults(handler=_explore_cp2image)
     for sub in (interpolation, algebra, traversal):
         sub.add_argument("--run", type=Path, required=True, help="training run directory")
         sub.set_defaults(handler=_explore)
@@ -491,8 +522,36 @@ def _embed(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from morphospace.workflows.latent import generate
 
+    if args.features is not None:
+        return _generate_from_features(args)
     images, path = generate(args.run, args.n, args.seed, out=args.out, npz=args.npz)
     print(f"generated {len(images)} images -> {path}" + (f" and {args.npz}" if args.npz else ""))
+    return 0
+
+
+def _generate_from_features(args: argparse.Namespace) -> int:
+    from morphospace.workflows.cp2image import generate_images
+
+    per = [c.strip() for c in args.per.split(",")] if args.per else None
+    images, path = generate_images(args.run, args.features, per, args.n_per_row, args.seed, args.out, args.npz)
+    print(f"generated {len(images)} images from {args.features} -> {path}" + (f" and {args.npz}" if args.npz else ""))
+    return 0
+
+
+def _explore_cp2image(args: argparse.Namespace) -> int:
+    from morphospace.workflows import cp2image
+
+    if args.exploration == "sweep":
+        try:
+            low, high = (float(v) for v in args.value_range.split(","))
+            cells = [int(c) for c in args.cell.split(",")] if args.cell else None
+        except ValueError:
+            raise InputError(f"--range {args.value_range!r} / --cell {args.cell!r}: expected LOW,HIGH such as -2,2 "
+                             "and comma-separated store indices") from None
+        path = cp2image.explore_sweep(args.run, args.feature, (low, high), args.steps, cells, args.seed)
+    else:
+        path = cp2image.explore_trajectory(args.run, args.start, args.end, args.by, args.steps, args.seed)
+    print(f"wrote {path} and {path.with_suffix('.npz').name}")
     return 0
 
 

@@ -90,6 +90,14 @@ def test_features_are_joined_on_the_store_row_and_standardised_on_training(store
         fit_condition("features", FeatureCondition(table=table, columns=["Nope"]), train)
 
 
+def test_infinite_feature_values_count_as_missing(tmp_path: Path):
+    table = tmp_path / "features.parquet"
+    pd.DataFrame({"Metadata_StoreIndex": [0, 1, 2], "Cytoplasm_FormFactor": [1.0, 3.0, np.inf]}).to_parquet(table)
+    encoder = fit_condition("features", FeatureCondition(table=str(table)), pd.DataFrame(index=[0, 1, 2]))
+    assert encoder.mean.tolist() == [2.0] and encoder.std.tolist() == [1.0]
+    np.testing.assert_array_equal(encoder.encode(pd.DataFrame(index=[0, 1, 2]))[:, 0], [-1.0, 1.0, 0.0])
+
+
 def test_batches_carry_every_condition(store: Path, tmp_path: Path):
     conditions = {"compound": {"kind": "categorical", "column": "Metadata_Compound"},
                   "dose": {"kind": "numeric", "column": "Metadata_Concentration"},

@@ -253,6 +253,7 @@ class FeatureEncoder:
             values = encoder.rows(train.index.to_numpy()).to_numpy(np.float64)
         except InputError as exc:
             raise key_error(_key(name, "table"), str(exc)) from None
+        values = np.where(np.isfinite(values), values, np.nan)  # infinite values count as missing
         encoder.mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else encoder.mean
         std = np.nan_to_num(np.nanstd(values, axis=0))
         encoder.std = np.where(std > 0, std, 1.0)
@@ -260,9 +261,22 @@ class FeatureEncoder:
 
     def encode(self, cells: pd.DataFrame) -> np.ndarray:
         """float32 (N, F) standardised features of the crops whose store rows are ``cells.index``."""
-        values = self.rows(cells.index.to_numpy()).to_numpy(np.float64)
+        return self.standardize(self.rows(cells.index.to_numpy()))
+
+    def standardize(self, features: pd.DataFrame) -> np.ndarray:
+        """float32 (N, F) standardised values of any table holding the feature columns (missing or
+        non-numeric values become the training mean); InputError naming the columns it lacks."""
+        absent = [c for c in self.columns if c not in features.columns]
+        if absent:
+            raise InputError(f"condition {self.name!r}: the table lacks {len(absent)} feature column(s) the model "
+                             f"was trained on: {absent[:8]}")
+        values = features[self.columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
         values = np.where(np.isfinite(values), values, self.mean)
         return ((values - self.mean) / self.std).astype(np.float32)
+
+    def unstandardize(self, standardized: np.ndarray) -> pd.DataFrame:
+        """Standardised values (N, F) back in the table's units, as a table of the feature columns."""
+        return pd.DataFrame(np.asarray(standardized, np.float64) * self.std + self.mean, columns=self.columns)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -78,6 +78,10 @@ def _norm(kind: Norm, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+def _activation(negative_slope: float) -> nn.Module:
+    return nn.LeakyReLU(negative_slope, inplace=True) if negative_slope > 0 else nn.ReLU(inplace=True)
+
+
 class Generator(nn.Module):
     """z (N, latent_dim) -> dense -> (N, top, s, s) -> ``n`` x [ConvTranspose 4x4/2, BN, ReLU] ->
     3x3 conv -> tanh: images (N, out_channels, image_size, image_size) in [-1, 1].
@@ -95,10 +99,12 @@ class Generator(nn.Module):
         ``base_channels * 2**(n - 1)`` after the dense layer.
     max_doublings
         Upper bound on the number of upsampling blocks.
+    negative_slope
+        Slope of the activations below 0: 0 gives ReLU (DCGAN), above 0 leaky ReLU.
     """
 
     def __init__(self, latent_dim: int = 100, out_channels: int = 3, image_size: int = 64, base_channels: int = 64,
-                 max_doublings: int = 4) -> None:
+                 max_doublings: int = 4, negative_slope: float = 0.0) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.start_size, n_up = doublings(image_size, max_doublings)
@@ -106,13 +112,13 @@ class Generator(nn.Module):
         self.project = nn.Sequential(
             nn.Linear(latent_dim, self.top_channels * self.start_size**2, bias=False),
             nn.BatchNorm1d(self.top_channels * self.start_size**2),
-            nn.ReLU(inplace=True),
+            _activation(negative_slope),
         )
         blocks, channels = [], self.top_channels
         for _ in range(n_up):
             out = max(channels // 2, base_channels)
             blocks += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                       nn.BatchNorm2d(out), _activation(negative_slope)]
             channels = out
         blocks += [nn.Conv2d(channels, out_channels, 3, padding=1), nn.Tanh()]
         self.upsample = nn.Sequential(*blocks)

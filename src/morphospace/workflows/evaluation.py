@@ -361,7 +361,9 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
                               config: GenerationConfig | None = None, overwrite: bool = False) -> dict[str, Any]:
     """FID / KID (in-domain extractor, and InceptionV3 when its weights are given), CellProfiler
     feature distances and the memorisation check of a run's samples against real crops of its store;
-    writes ``generation.json`` and figures into ``out_dir`` (default ``RUN/evaluation``)."""
+    writes ``generation.json`` and figures into ``out_dir`` (default ``RUN/evaluation``). A
+    ``cp2image`` run is scored on what its cells keep of their features instead (see
+    :mod:`morphospace.workflows.cp2image_evaluation`)."""
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
     refuse_existing(out_dir / "generation.json", overwrite)
     import torch
@@ -372,6 +374,10 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
 
     config = config or GenerationConfig()
     run = load_run(run_dir, "evaluate", "generation")
+    if run.config.model.family == "cp2image":
+        from morphospace.workflows.cp2image_evaluation import run_cp2image_evaluation
+
+        return run_cp2image_evaluation(run, out_dir, config)
     model, data = run.module, run.data
     store = data.store
     rng = np.random.default_rng(config.seed)

@@ -1,0 +1,219 @@
+"""CP2Image on the real BBBC021 crops: generate each cell from its CellProfiler features, then measure
+what the generated images keep.
+
+Steps: import the 8,774 crops of the three npz files (the store of ``bbbc021_generative.py``);
+measure every crop with cp_measure (``--feature-set``, 2 workers; cached under ``benchmarks/work/``);
+train the built-in config ``cp2image_bbbc021`` on them (20% of the plates held out as the test
+split) within ``--train-minutes``, at 64 x 64 px so that FID/KID use the very extractor of the
+GAN/VAE table (``bbbc021_generative.py``); ``evaluate generation`` on the held-out cells (per-feature
+Pearson r between input and re-measured values, FID/KID, NSC of generated vs real profiles);
+sweeps of nucleus area, orientation, DNA intensity and cytoplasm area; the dose trajectory DMSO ->
+cycloheximide 5 -> 15 -> 50 uM over the week-4 plates 27801, 27821, 27861 (each dose generated from
+its feature centroid, re-measured, and compared with the real cells of that dose and of DMSO); and
+training speed against a bare PyTorch loop of the same networks on the same batches.
+
+``--cells N`` runs on a random subset of N crops (a quick check, not a result).
+
+    python benchmarks/bbbc021_cp2image.py [--data ../shared/data] [--feature-set full|fast] [--train-minutes 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bbbc021_generative import PUBLISHED, _stores
+from common import ROOT, data_dir, print_table, write_result
+from morphospace.evaluate.cp2image import closer_to_own_group
+from morphospace.features.cellprofiler import FeaturesConfig, feature_columns
+from morphospace.io.store import CropStore, CropStoreWriter
+from morphospace.models.blocks import frozen_batch_norm_stats, gan_losses
+from morphospace.models.registry import load_run_config
+from morphospace.models.run import load_run
+from morphospace.models.training import resolve_precision
+from morphospace.workflows.cp2image import explore_sweep, explore_trajectory, feature_names
+from morphospace.workflows.cp2image_evaluation import measure_generated, measurement_settings
+from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
+from morphospace.workflows.profiling import extract_features
+from morphospace.workflows.train import trained
+
+WEEK4_PLATES = ["Week4_27801", "Week4_27821", "Week4_27861"]
+DOSES = [5.0, 15.0, 50.0]
+SWEEPS = ["Nuclei_AreaShape_Area", "Nuclei_AreaShape_Orientation", "Nuclei_Intensity_MeanIntensity_DNA",
+          "Cytoplasm_AreaShape_Area"]
+PUBLISHED_CP2IMAGE = {"share_r_above_0_5": "more than 30% of features", "inception_fid": {**PUBLISHED["fid"],
+                                                                                         "cp2image": 68}}
+
+
+def _subset_store(store: Path, work: Path, cells: int) -> Path:
+    """A store of ``cells`` crops drawn at random (seed 0) from ``store``, kept in store order."""
+    target = work / "stores" / f"bbbc021_subset{cells}"
+    if (target / "store.json").is_file():
+        return target
+    source = CropStore(store)
+    rows = np.sort(np.random.default_rng(0).choice(len(source), min(cells, len(source)), replace=False))
+    with CropStoreWriter(target, source.channels, source.crop_shape, str(source.images.dtype)) as writer:
+        writer.append(source.read(rows), source.cells.iloc[rows].reset_index(drop=True))
+    return target
+
+
+def _features(store: Path, work: Path, feature_set: str) -> tuple[Path, float | None]:
+    """The cached feature table of ``store`` and the seconds measuring took (None when cached)."""
+    path = work / f"cp2image_{store.name}_{feature_set}.parquet"
+    if path.is_file():
+        return path, None
+    start = time.perf_counter()
+    extract_features(store, path, FeaturesConfig(feature_set=feature_set), workers=2, progress=False)
+    return path, time.perf_counter() - start
+
+
+def _bare_step(model, batch: dict[str, torch.Tensor], opt_g, opt_d) -> None:
+    """One CP2Image training batch without Lightning: a discriminator step, then a generator step."""
+    real = batch["image"]
+    inputs = torch.cat([model.project(batch[model.cfg.condition]), model.noise(len(real))], dim=1)
+    fake = model.generator(inputs)
+    real_logit = model.discriminator.head(model.discriminator.intermediate(real)[-1]).squeeze(1)
+    with frozen_batch_norm_stats(model.discriminator):
+        fake_logit = model.discriminator.head(model.discriminator.intermediate(fake.detach())[-1]).squeeze(1)
+    d_loss = gan_losses("dcgan", real_logit, fake_logit, for_generator=False)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    g_loss, _ = model.generator_loss(real, fake)
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_g.step()
+    model.generator_updates += 1
+
+
+def _bare_images_per_second(run_dir: Path, n_batches: int = 20) -> float:
+    """Images/s of :func:`_bare_step` on a copy of the trained networks over in-memory training
+    batches, after one warm-up batch, at the precision the run trained with (bf16 autocast or fp32)."""
+    run = load_run(run_dir)
+    model = copy.deepcopy(run.module).train()
+    opt_g, opt_d = model.configure_optimizers()
+    batches: list[dict[str, torch.Tensor]] = []
+    while len(batches) < n_batches + 1:  # as many epochs as a small store needs
+        batches += itertools.islice(run.data.train_dataloader(), n_batches + 1 - len(batches))
+    bf16 = resolve_precision(run.config.trainer.precision) == "bf16-mixed"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        _bare_step(model, batches[0], opt_g, opt_d)
+        start = time.perf_counter()
+        for batch in batches[1:]:
+            _bare_step(model, batch, opt_g, opt_d)
+    return sum(len(b["image"]) for b in batches[1:]) / (time.perf_counter() - start)
+
+
+def _dose_trajectory(run_dir: Path, features: Path, compound: str) -> dict:
+    """Generate DMSO and each dose from its feature centroid on the week-4 plates, re-measure, and
+    compare with the real cells of each dose and of DMSO."""
+    plates = f"Metadata_Plate in {WEEK4_PLATES}"
+    figure = explore_trajectory(run_dir, f"Metadata_Compound == 'DMSO' and {plates}",
+                                f"Metadata_Compound == {compound!r} and {plates}", by="Metadata_Concentration",
+                                steps=5)
+    with np.load(figure.with_suffix(".npz")) as saved:
+        images, labels = saved["images"], [str(label) for label in saved["labels"]]
+    waypoints = np.concatenate([images[:1, 0], images[:, -1]])  # the centroid images: DMSO, then each dose
+    run = load_run(run_dir)
+    settings, _ = measurement_settings(features, {})
+    remeasured, _ = measure_generated(waypoints, run, settings)
+    table = pd.read_parquet(features)
+    names = [c for c in feature_names(run_dir) if c in set(feature_columns(remeasured))]
+    on_plates = table[table["Metadata_Plate"].isin(WEEK4_PLATES)]
+    real = {"DMSO": on_plates.loc[on_plates["Metadata_Compound"] == "DMSO", names].to_numpy()}
+    generated = {}
+    for position, dose in enumerate(labels[1:], start=1):
+        level = float(dose.split("=")[1])
+        cells = on_plates[(on_plates["Metadata_Compound"] == compound) & (on_plates["Metadata_Concentration"] == level)]
+        real[dose] = cells[names].to_numpy()
+        generated[dose] = remeasured.iloc[[position]][names].to_numpy()
+    present = {dose: cells for dose, cells in real.items() if len(cells)}
+    result = closer_to_own_group({d: g for d, g in generated.items() if d in present}, present, "DMSO")
+    return {**result, "labels": labels, "real_cells": {d: int(len(c)) for d, c in real.items()},
+            "figure": str(figure)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data")
+    parser.add_argument("--feature-set", choices=["fast", "full"], default="full",
+                        help="cp_measure set (full: about 16 min for 8,774 crops on 2 workers)")
+    parser.add_argument("--train-minutes", type=float, default=30.0)
+    parser.add_argument("--cells", type=int, help="random subset of the crops, for a quick check")
+    parser.add_argument("--eval-cells", type=int, default=1000, help="held-out cells re-measured")
+    args = parser.parse_args()
+    bbbc021 = data_dir(args.data) / "bbbc021"
+    work = ROOT / "work"
+    store, _ = _stores(bbbc021, work)
+    if args.cells:
+        store = _subset_store(store, work, args.cells)
+    features, feature_seconds = _features(store, work, args.feature_set)
+    name = f"cp2image_{store.name}_{args.feature_set}"
+    config = load_run_config("cp2image_bbbc021", [
+        f"name={name}", f"data.store={store}", f"data.conditions.features.table={features}",
+        f"runs_dir={work / 'runs'}", "data.crop_size=64", f"trainer.max_minutes={args.train_minutes}",
+        "trainer.max_epochs=1000"])
+    summary = trained(config, progress=False)  # a rerun reads the finished run's summary
+    run = config.run_dir
+    bare = _bare_images_per_second(run)
+    for feature in SWEEPS:
+        if feature in feature_names(run):
+            explore_sweep(run, feature, steps=7)
+    extractor = work / "extractors" / f"{store.name}.pt"
+    evaluation = run_generation_evaluation(run, overwrite=True, config=GenerationConfig(
+        n=1000, extractor=str(extractor), feature_cells=args.eval_cells, feature_set=args.feature_set))
+    compound = next(c for c in CropStore(store).cells["Metadata_Compound"].unique() if str(c).startswith("cyclohex"))
+    trajectory = _dose_trajectory(run, features, compound)
+    correlation, nsc = evaluation["feature_correlation"], evaluation["nsc"]
+    report = json.loads(Path(f"{features}.json").read_text())
+    row = {
+        "heldout_share_r_above_0_5": correlation["share_r_above_0_5"], "heldout_median_r": correlation["median_r"],
+        "ceiling_share_r_above_0_5": evaluation["measurement_ceiling"]["share_r_above_0_5"],
+        "fid": evaluation["in_domain"]["fid"], "kid": evaluation["in_domain"]["kid_mean"],
+        "nsc_generated": nsc["nsc_generated"] if isinstance(nsc, dict) else None,
+        "nsc_real": nsc["nsc_real"] if isinstance(nsc, dict) else None,
+        "dose_trajectory_share_closer_to_dose": trajectory["share_closer"],
+        "train_images_per_s": summary.samples_per_second, "bare_images_per_s": bare,
+        "train_images_per_s_ratio_to_bare_loop": summary.samples_per_second / bare,
+        "generated_cells_per_s": evaluation["generated_cells_per_s"],
+    }
+    print_table([row], f"CP2Image on BBBC021 ({len(CropStore(store))} crops, {args.feature_set} features, "
+                       f"{args.train_minutes:g} min training, 2 CPU cores)")
+    print_table([{"feature": k, "r": v} for k, v in list(correlation["best"].items())[:5]
+                 + list(correlation["worst"].items())[:5]], "best and worst features (held-out cells)")
+    print_table([{"dose": d, **v} for d, v in trajectory["groups"].items()], "dose trajectory")
+    path = write_result("bbbc021_cp2image" if not args.cells else f"bbbc021_cp2image_subset{args.cells}", {
+        "convention": (
+            "held-out = test split (20% of the plates, split by Metadata_Plate); r = Pearson between each input "
+            "feature and the same feature re-measured (same cp_measure settings) on the image generated from it; "
+            "share over features with a defined r; ceiling = the same for the cells' real crops through the same "
+            "64 px crop, normalisation and segmentation; FID/KID on the in-domain extractor of "
+            "bbbc021_generative.json (same store, 64 px, same normalisation config), 1,000 random training crops vs "
+            "cells generated from held-out features; NSC = 1-NN MoA over treatment means of DMSO-standardised cells, "
+            "generated vs the same cells' real features; dose trajectory: centroid of each group's features over "
+            "the week-4 plates (all splits) generated once, re-measured, closer (standardised on the real cells) "
+            "to that dose's real centroid than to DMSO's; speed: images/s of the whole morphospace training "
+            "(data loading included) over a bare loop of the same networks and losses on in-memory batches"),
+        **row,
+        "feature_set": args.feature_set, "features": report["n_features"], "feature_seconds": feature_seconds,
+        "budgets": {"train_minutes": args.train_minutes, "epochs": summary.epochs, "crops": len(CropStore(store)),
+                    "eval_cells": args.eval_cells, "fid_cells": 1000, "cpu_cores": 2, "feature_workers": 2,
+                    "precision": resolve_precision(config.trainer.precision)},
+        "evaluation": {k: evaluation[k] for k in ("feature_correlation", "measurement_ceiling", "in_domain",
+                                                  "sweeps", "nsc", "intensity_mapped_to_feature_scale")},
+        "dose_trajectory": trajectory,
+        "published": PUBLISHED_CP2IMAGE,
+    })
+    print(f"\nwritten {path}")
+
+
+if __name__ == "__main__":
+    main()

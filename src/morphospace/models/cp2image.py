@@ -1,0 +1,291 @@
+"""CP2Image: a cell's image generated from its CellProfiler feature vector (a pixel loss plus
+feature matching on a discriminator), to ask which features an image keeps.
+
+Input: the standardised features of the crop (the ``data.conditions`` entry of kind ``features``
+named by ``model.condition``), optionally projected on ``pca_components`` principal components
+fitted on the training split (saved with the model), then optionally concatenated with
+``noise_dim`` standard normal values so that one feature vector can give several cells
+(``noise_dim: 0``, the default, is the deterministic model).
+
+Networks: the generator projects its input to a small spatial map and doubles it with transposed
+convolutions, batch norm and leaky ReLU up to the crop size, then a 3x3 convolution to the image
+channels and tanh (see :class:`~morphospace.models.blocks.Generator`); the discriminator is the
+shared strided-convolution one, whose every block (and dense layer) is matched, with a logit head
+and optional spectral norm on every weight (then without batch norm).
+
+Losses per batch, each averaged over the images of the batch:
+
+- generator: ``pixel_weight`` x the sum over pixels of the squared error to the real crop of the
+  same cell, plus sum_k w_k x the sum of squared differences between the discriminator's layer-k
+  activations of the generated and the real crop, with w_k = clip((step - delay (k + 1)) / ramp,
+  0, 1) after ``step`` generator updates (:func:`feature_matching_weights`), plus
+  ``adversarial_weight`` x the non-saturating adversarial term;
+- discriminator: binary cross-entropy, real crops against generated ones.
+
+Both networks use Adam; every batch updates the discriminator, then the generator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import lightning.pytorch as pl
+import numpy as np
+import pydantic
+import torch
+from torch import nn
+
+from morphospace.config import Config, key_error
+from morphospace.data.conditions import FeatureCondition
+from morphospace.data.spec import DataSpec
+from morphospace.errors import InputError
+from morphospace.models.base import GenerativeFamily, GenerativeModel
+from morphospace.models.blocks import Discriminator, Generator, frozen_batch_norm_stats, gan_losses
+from morphospace.models.training import RunConfig, log_metrics
+
+__all__ = ["CP2ImageConfig", "CP2Image", "CP2ImageFamily", "FAMILY", "feature_matching_weights", "fit_inputs"]
+
+
+class CP2ImageConfig(Config):
+    """CP2Image: images generated from standardised CellProfiler features."""
+
+    family: Literal["cp2image"] = "cp2image"
+    condition: str = pydantic.Field("features", description="data.conditions entry of kind features")
+    noise_dim: int = pydantic.Field(0, ge=0, description="noise values beside the features; 0: deterministic")
+    pca_components: int | None = pydantic.Field(
+        None, ge=1, description="project the standardised features on this many principal components (training split)")
+    base_channels: int = pydantic.Field(32, ge=4)
+    feature_dim: int = pydantic.Field(64, ge=1, description="dense discriminator layer before the logit")
+    negative_slope: float = pydantic.Field(0.2, ge=0, description="leaky ReLU of the generator")
+    lr_generator: float = pydantic.Field(2e-4, gt=0)
+    lr_discriminator: float = pydantic.Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    pixel_weight: float = pydantic.Field(0.5, ge=0, description="on the per-image sum of squared pixel errors")
+    feature_matching_delay_steps: int = pydantic.Field(2500, ge=0, description="layer k starts after delay (k + 1)")
+    feature_matching_ramp_steps: int = pydantic.Field(2500, ge=1, description="generator steps to reach weight 1")
+    adversarial_weight: float = pydantic.Field(0.0, ge=0, description="non-saturating adversarial term of G")
+    spectral_norm: bool = pydantic.Field(False, description="spectral norm on the discriminator (no batch norm)")
+
+
+def feature_matching_weights(step: int, n_layers: int, delay: int, ramp: int) -> list[float]:
+    """Weight of each discriminator layer's feature-matching term after ``step`` generator updates:
+    w_k = clip((step - delay (k + 1)) / ramp, 0, 1), so deeper layers join later.
+
+    >>> feature_matching_weights(3000, 3, delay=1000, ramp=1000)
+    [1.0, 1.0, 0.0]
+    """
+    return [float(np.clip((step - delay * (k + 1)) / ramp, 0.0, 1.0)) for k in range(n_layers)]
+
+
+def fit_inputs(features: np.ndarray, pca_components: int | None) -> dict[str, torch.Tensor]:
+    """What the model fits on the training split's standardised features (N, F): the PCA mean (F,)
+    and components (K, F) when ``pca_components`` is set, and ``prior_scale`` (D, D), a square root
+    of the covariance of the model's inputs (D = K or F), so that N(0, I) @ prior_scale.T draws
+    feature vectors with the training covariance."""
+    values = torch.as_tensor(np.asarray(features, np.float64))
+    fitted: dict[str, torch.Tensor] = {}
+    if pca_components is not None:
+        mean = values.mean(0)
+        _, _, right = torch.linalg.svd(values - mean, full_matrices=False)
+        fitted["pca_mean"], fitted["pca_components"] = mean.float(), right[:pca_components].float()
+        values = (values - mean) @ right[:pca_components].T
+    covariance = torch.cov(values.T).reshape(values.shape[1], values.shape[1]) if len(values) > 1 else \
+        torch.eye(values.shape[1], dtype=values.dtype)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    fitted["prior_scale"] = (eigenvectors * eigenvalues.clamp(min=0).sqrt()).float()
+    return fitted
+
+
+class CP2Image(GenerativeModel):
+    """Generator from feature vectors and a discriminator for feature matching; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        The model config as a plain dict.
+    image_shape
+        (C, H, W) of the training crops.
+    n_features
+        F, the number of standardised features of the condition.
+    channels_last
+        Keep convolution inputs in channels-last memory format.
+    """
+
+    def __init__(self, config: dict[str, Any], image_shape: tuple[int, int, int], n_features: int,
+                 channels_last: bool = False) -> None:
+        super().__init__(config, image_shape, channels_last)
+        self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),
+                                   "n_features": int(n_features), "channels_last": channels_last})
+        self.cfg = CP2ImageConfig.model_validate(config)
+        self.automatic_optimization = False
+        if self.cfg.pca_components is not None and self.cfg.pca_components > n_features:
+            raise ValueError(f"pca_components {self.cfg.pca_components} exceeds the {n_features} features")
+        self.n_features = int(n_features)
+        self.input_dim = self.cfg.pca_components or self.n_features
+        if self.cfg.pca_components is not None:
+            self.register_buffer("pca_mean", torch.zeros(n_features))
+            self.register_buffer("pca_components", torch.eye(self.input_dim, n_features))
+        self.register_buffer("prior_scale", torch.eye(self.input_dim))
+        self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
+        channels, size = self.image_shape[0], self.image_shape[1]
+        self.generator = Generator(self.latent_dim, channels, size, self.cfg.base_channels,
+                                   negative_slope=self.cfg.negative_slope)
+        self.discriminator = Discriminator(channels, size, self.cfg.base_channels, self.cfg.feature_dim,
+                                           norm="none" if self.cfg.spectral_norm else "batch")
+        if self.cfg.spectral_norm:
+            for layer in self.discriminator.modules():
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(layer)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the generator's input: the (projected) features and the noise."""
+        return self.input_dim + self.cfg.noise_dim
+
+    def set_inputs(self, fitted: Mapping[str, torch.Tensor]) -> None:
+        """Load what :func:`fit_inputs` fitted on the training split."""
+        for name, value in fitted.items():
+            getattr(self, name).copy_(value)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised features (N, F) -> the model's feature inputs (N, D): PCA scores or the same."""
+        features = features.float().to(self.device)
+        if self.cfg.pca_components is None:
+            return features
+        return (features - self.pca_mean) @ self.pca_components.T
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, noise_dim) standard normal values (drawn on the CPU, then moved to the model)."""
+        return torch.randn(n, self.cfg.noise_dim, generator=generator).to(self.device)
+
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n generator inputs: feature vectors with the training split's covariance, and noise."""
+        features = torch.randn(n, self.input_dim, generator=generator).to(self.device) @ self.prior_scale.T
+        return torch.cat([features, self.noise(n, generator)], dim=1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z.to(self.device))
+
+    @torch.no_grad()
+    def generate_from_features(self, features: torch.Tensor, seed: int = 0,
+                               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] of standardised features (N, F), encoded as the run's
+        feature condition encodes them (the PCA is applied here); with ``noise_dim`` > 0 the noise
+        comes from a generator seeded by ``seed``, or is ``noise`` (N, noise_dim) when given."""
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise InputError(f"features must be (N, {self.n_features}), got {tuple(features.shape)}")
+        if noise is None:
+            noise = self.noise(len(features), torch.Generator().manual_seed(seed))
+        was_training = self.training
+        self.eval()
+        try:
+            return self.decode(torch.cat([self.project(features), noise.to(self.device)], dim=1))
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.discriminator.features(self.prepare_images(images))
+
+    def encode_latent(self, images: torch.Tensor) -> torch.Tensor:
+        raise InputError("CP2Image runs generate from features, not from images: use explore sweep or explore "
+                         "trajectory, or generate --features")
+
+    def configure_optimizers(self):
+        g = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr_generator, betas=self.cfg.betas)
+        d = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr_discriminator, betas=self.cfg.betas)
+        return [g, d]
+
+    def _layers_and_logit(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        layers = self.discriminator.intermediate(images)
+        return layers, self.discriminator.head(layers[-1]).squeeze(1)
+
+    def generator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pixel, feature-matching and adversarial terms of generated crops against the real crops
+        of the same cells (see the module docstring)."""
+        pixel = self.cfg.pixel_weight * ((fake - real) ** 2).flatten(1).sum(1).mean()
+        with frozen_batch_norm_stats(self.discriminator):
+            with torch.no_grad():
+                real_layers, _ = self._layers_and_logit(real)
+            fake_layers, fake_logit = self._layers_and_logit(fake)
+        weights = feature_matching_weights(int(self.generator_updates), len(fake_layers),
+                                           self.cfg.feature_matching_delay_steps, self.cfg.feature_matching_ramp_steps)
+        matching = sum(w * ((f - r) ** 2).flatten(1).sum(1).mean()
+                       for w, f, r in zip(weights, fake_layers, real_layers) if w > 0)
+        matching = matching if isinstance(matching, torch.Tensor) else pixel.new_zeros(())
+        loss = pixel + matching
+        if self.cfg.adversarial_weight > 0:
+            loss = loss + self.cfg.adversarial_weight * gan_losses("dcgan", None, fake_logit, for_generator=True)
+        return loss, {"pixel_loss": pixel.detach(), "feature_matching": matching.detach()}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        real = self.prepare_images(batch["image"])
+        inputs = torch.cat([self.project(batch[self.cfg.condition]), self.noise(len(real))], dim=1)
+        opt_g, opt_d = self.optimizers()
+        fake = self.prepare_images(self.generator(inputs))
+        _, real_logit = self._layers_and_logit(real)
+        with frozen_batch_norm_stats(self.discriminator):
+            _, fake_logit = self._layers_and_logit(fake.detach())
+        d_loss = gan_losses("dcgan", real_logit, fake_logit, for_generator=False)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        g_loss, logs = self.generator_loss(real, fake)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.generator_updates += 1
+        log_metrics(self, {"d_loss": d_loss, "g_loss": g_loss, **logs}, len(real), prog_bar=True)
+
+
+class CP2ImageFamily(GenerativeFamily):
+    """``model.family: cp2image``: images generated from CellProfiler features (CP2Image)."""
+
+    name = "cp2image"
+    config = CP2ImageConfig
+
+    def module_class(self, model: Mapping[str, Any]) -> type[CP2Image]:
+        return CP2Image
+
+    def batch_requirements(self, model: CP2ImageConfig) -> dict[str, str]:
+        return {"image": "image", model.condition: "features"}
+
+    def check(self, config: RunConfig, spec: DataSpec) -> None:
+        condition = config.data.conditions.get(config.model.condition)
+        if not isinstance(condition, FeatureCondition):
+            found = f"is of kind {condition.kind!r}" if condition is not None else "is missing"
+            raise key_error("model.condition", f"data.conditions.{config.model.condition} {found}; CP2Image needs a "
+                                               "condition of kind features (a table from morphospace features)")
+        n_features = spec.shape(config.model.condition)[0]
+        if config.model.pca_components is not None and config.model.pca_components > n_features:
+            raise key_error("model.pca_components", f"{config.model.pca_components} components of "
+                                                    f"{n_features} features")
+        augment = config.data.augment
+        if augment.flips or augment.rot90 or augment.resized_crop_scale is not None:
+            raise key_error("data.augment", "CP2Image learns each cell's image from its features; flips, rotations "
+                                            "and crops change the image but not the features (orientation, "
+                                            "position): set data.augment.flips and rot90 to false")
+        super().check(config, spec)
+
+    def build(self, config: RunConfig, spec: DataSpec, data: pl.LightningDataModule
+              ) -> tuple[CP2Image, dict[str, str]]:
+        model = config.model.to_dict()
+        n_features = spec.shape(config.model.condition)[0]
+        module = CP2Image(model, spec.shape("image"), n_features, config.trainer.channels_last)
+        positions = data.table.index.get_indexer(data.indices("train"))
+        fitted = fit_inputs(data.condition_values[config.model.condition][positions], config.model.pca_components)
+        module.set_inputs(fitted)
+        inputs = f"{n_features} standardised features"
+        if config.model.pca_components is not None:
+            total = float(np.var(data.condition_values[config.model.condition][positions], axis=0, ddof=1).sum())
+            kept = float((fitted["prior_scale"] ** 2).sum()) / total if total > 0 else 1.0
+            inputs += f" -> {config.model.pca_components} principal components ({kept:.0%} of the variance)"
+        return module, {"generator_inputs": f"{inputs} + {config.model.noise_dim} noise values"}
+
+    def has_unused_parameters(self, model: CP2ImageConfig) -> bool:
+        return True
+
+
+FAMILY = CP2ImageFamily()
