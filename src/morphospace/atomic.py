@@ -28,7 +28,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "json_text", "json_ready", "atomic_directory",
+import numpy as np
+
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "write_npz_atomic", "json_text", "json_ready", "atomic_directory",
            "temporary_sibling", "replace_directory", "refuse_existing"]
 
 
@@ -105,6 +107,16 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> Path:
     """Write ``value`` as strict JSON (:func:`json_text`, missing values as ``null``) to ``path``
     through :func:`atomic_file`; returns ``path``. Every JSON file morphospace writes goes through here."""
     return write_text_atomic(path, json_text(value))
+
+
+def write_npz_atomic(path: str | os.PathLike, /, **arrays: Any) -> Path:
+    """Write ``arrays`` as a compressed npz to ``path`` through :func:`atomic_file`; object arrays
+    (text) are stored as fixed-width unicode, so the file loads without pickle. Returns ``path``."""
+    arrays = {k: np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v)
+              for k, v in arrays.items()}
+    with atomic_file(path) as tmp, open(tmp, "xb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return Path(path)
 
 
 def temporary_sibling(path: str | os.PathLike, suffix: str = "") -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from morphospace.atomic import atomic_file
+from morphospace.atomic import write_npz_atomic
 from morphospace.data.conditions import STORE_INDEX, FeatureEncoder, encoder_from_dict
 from morphospace.errors import InputError
 from morphospace.explore.figures import crop_montage_figure, save_figure
@@ -40,6 +40,7 @@ from morphospace.io.tables import read_table
 from morphospace.models.base import to_unit_range
 from morphospace.models.cp2image import CP2Image
 from morphospace.models.registry import read_run_config
+from morphospace.workflows.latent import figures_dir
 from morphospace.models.run import load_module
 from morphospace.models.training import RunConfig
 
@@ -136,23 +137,8 @@ def generate_from_table(run_dir: str | os.PathLike, table: pd.DataFrame, seed: i
     return _generate(loaded, loaded.encoder.standardize(table), seed, batch_size)
 
 
-def _figures(run_dir: Path) -> Path:
-    path = run_dir / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9+-]+", "_", text).strip("_")[:80] or "run"
-
-
-def _save_npz(out: Path, /, **arrays: np.ndarray) -> Path:
-    """Arrays to ``out`` (compressed, through a temporary name); text arrays as fixed-width unicode."""
-    arrays = {k: np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v)
-              for k, v in arrays.items()}
-    with atomic_file(out) as tmp, open(tmp, "xb") as handle:
-        np.savez_compressed(handle, **arrays)
-    return out
 
 
 def _group_centroids(table: pd.DataFrame, per: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
@@ -192,11 +178,11 @@ def generate_images(run_dir: str | os.PathLike, features: str | os.PathLike, per
     else:
         groups, columns = {"generated": images[:_SHOWN_ROWS]}, 8
     title = f"Generated from {Path(features).name}" + (f", centroids per {', '.join(per)}" if per else "")
-    path = Path(out) if out is not None else _figures(loaded.path) / f"from_features_{_slug(Path(features).stem)}.png"
+    path = Path(out) if out is not None else figures_dir(loaded.path) / f"from_features_{_slug(Path(features).stem)}.png"
     save_figure(crop_montage_figure(groups, loaded.channels, columns, title), path)
     if npz is not None:
         metadata = [c for c in table.columns if str(c).startswith("Metadata_") or c in (per or ())]
-        _save_npz(Path(npz), images=images, row=rows, **{c: table[c].to_numpy()[rows] for c in metadata})
+        write_npz_atomic(Path(npz), images=images, row=rows, **{c: table[c].to_numpy()[rows] for c in metadata})
     return images, path
 
 
@@ -234,8 +220,8 @@ def explore_sweep(run_dir: str | os.PathLike, feature: str, value_range: tuple[f
     fig = image_rows_figure(images, loaded.channels, row_labels=row_labels,
                             column_labels=[f"{v:+.1f} sd\n{r:.3g}" for v, r in zip(values, raw)],
                             title=f"Sweep of {feature} (standardised units), other features held")
-    stem = _figures(loaded.path) / f"sweep_{_slug(feature)}"
-    _save_npz(stem.with_suffix(".npz"), images=images, values=values, values_raw=raw,
+    stem = figures_dir(loaded.path) / f"sweep_{_slug(feature)}"
+    write_npz_atomic(stem.with_suffix(".npz"), images=images, values=values, values_raw=raw,
               cells=np.asarray(cells if cells else [-1], dtype=np.int64), feature=np.asarray(feature))
     return save_figure(fig, stem.with_suffix(".png"))
 
@@ -296,7 +282,7 @@ def explore_trajectory(run_dir: str | os.PathLike, start: str, end: str, by: str
     fig = image_rows_figure(images, loaded.channels, row_labels=[f"{a}\n-> {b}" for a, b in zip(labels, labels[1:])],
                             column_labels=[f"{f:.2f}" for f in fractions.ravel()],
                             title=f"Trajectory between centroids in feature space: {' -> '.join(labels)}")
-    stem = _figures(loaded.path) / f"trajectory_{_slug(f'{start}_to_{end}' + (f'_by_{by}' if by else ''))}"
-    _save_npz(stem.with_suffix(".npz"), images=images, path=path.astype(np.float32),
+    stem = figures_dir(loaded.path) / f"trajectory_{_slug(f'{start}_to_{end}' + (f'_by_{by}' if by else ''))}"
+    write_npz_atomic(stem.with_suffix(".npz"), images=images, path=path.astype(np.float32),
               waypoints=points.astype(np.float32), labels=np.asarray(labels))
     return save_figure(fig, stem.with_suffix(".png"))

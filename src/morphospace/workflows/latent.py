@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from morphospace.atomic import atomic_file, refuse_existing
+from morphospace.atomic import refuse_existing, write_npz_atomic
 from morphospace.data.dataset import CropDataModule
 from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
@@ -95,7 +95,8 @@ def embed_store(run_dir: str | os.PathLike, store_path: str | os.PathLike | None
     return summary
 
 
-def _figures(run_dir: str | os.PathLike) -> Path:
+def figures_dir(run_dir: str | os.PathLike) -> Path:
+    """The run's ``figures/`` folder, created when missing."""
     path = Path(run_dir) / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -112,12 +113,11 @@ def generate(run_dir: str | os.PathLike, n: int = 64, seed: int = 0, columns: in
     (array ``images``)."""
     run = load_run(run_dir, "generate")
     images = run.module.sample(n, torch.Generator().manual_seed(seed))
-    path = Path(out) if out is not None else _figures(run_dir) / f"generated_seed{seed}.png"
+    path = Path(out) if out is not None else figures_dir(run_dir) / f"generated_seed{seed}.png"
     write_sample_grid(path, images, _channels(run.data), columns)
     unit = to_unit_range(images)
     if npz is not None:
-        with atomic_file(npz) as tmp, open(tmp, "xb") as handle:
-            np.savez_compressed(handle, images=unit)
+        write_npz_atomic(npz, images=unit)
     return unit, path
 
 
@@ -149,7 +149,7 @@ def explore_interpolate(run_dir: str | os.PathLike, seeds: Sequence[int] = (0, 1
         for a, b in zip(latents[0::2], latents[1::2]):
             rows.append(to_unit_range(model.decode(interpolate(a, b, steps, spherical))))
     fig = image_rows_figure(np.stack(rows), _channels(data), title=f"Interpolation between {kind} (left to right)")
-    return save_figure(fig, _figures(run_dir) / f"interpolation_{kind}.png")
+    return save_figure(fig, figures_dir(run_dir) / f"interpolation_{kind}.png")
 
 
 def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float = 0.2, n_cells: int = 400,
@@ -184,7 +184,7 @@ def explore_algebra(run_dir: str | os.PathLike, attribute: str, quantile: float 
               else f"top {quantile:.0%} - bottom {quantile:.0%} of {attribute}")
     fig = image_rows_figure(images, _channels(data), column_labels=[f"+{s:g} v" for s in scales],
                             title=f"Vector algebra: v = mean latent of {groups}")
-    return save_figure(fig, _figures(run_dir) / f"algebra_{attribute.replace(' ', '_')}.png")
+    return save_figure(fig, figures_dir(run_dir) / f"algebra_{attribute.replace(' ', '_')}.png")
 
 
 def _groups(table: pd.DataFrame, attribute: str, quantile: float, query_with: str | None,
@@ -226,4 +226,4 @@ def explore_traverse(run_dir: str | os.PathLike, n_dims: int = 8, extent: float 
     labels = [f"z{d}" + (f" ({float(kl[d]):.2f} nats)" if kl is not None else "") for d in dims]
     fig = image_rows_figure(images, _channels(data), row_labels=labels, column_labels=[f"{v:+.1f}" for v in values],
                             title="Latent traversals")
-    return save_figure(fig, _figures(run_dir) / "traversal.png")
+    return save_figure(fig, figures_dir(run_dir) / "traversal.png")
