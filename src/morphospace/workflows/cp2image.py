@@ -22,6 +22,7 @@ import difflib
 import json
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -279,9 +280,10 @@ def explore_trajectory(run_dir: str | os.PathLike, start: str, end: str, by: str
     path = points[:-1, None, :] + fractions * (points[1:] - points[:-1])[:, None, :]
     images = _generate(loaded, path.reshape(-1, path.shape[-1]), seed).reshape(*path.shape[:2],
                                                                               *loaded.module.image_shape)
-    fig = image_rows_figure(images, loaded.channels, row_labels=[f"{a}\n-> {b}" for a, b in zip(labels, labels[1:])],
-                            column_labels=[f"{f:.2f}" for f in fractions.ravel()],
-                            title=f"Trajectory between centroids in feature space: {' -> '.join(labels)}")
+    stops = ["from", *([label.split("=", 1)[1] for label in labels[1:]] if by else ["to"])]
+    title = f"Trajectory in feature space from {start} to {end}" + (f", through each {by}" if by else "")
+    fig = image_rows_figure(images, loaded.channels, row_labels=[f"{a} -> {b}" for a, b in zip(stops, stops[1:])],
+                            column_labels=[f"{f:.2f}" for f in fractions.ravel()], title=textwrap.fill(title, 90))
     stem = figures_dir(loaded.path) / f"trajectory_{_slug(f'{start}_to_{end}' + (f'_by_{by}' if by else ''))}"
     write_npz_atomic(stem.with_suffix(".npz"), images=images, path=path.astype(np.float32),
               waypoints=points.astype(np.float32), labels=np.asarray(labels))
