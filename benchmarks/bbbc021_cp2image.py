@@ -9,8 +9,11 @@ GAN/VAE table (``bbbc021_generative.py``); ``evaluate generation`` on the held-o
 Pearson r between input and re-measured values, FID/KID, NSC of generated vs real profiles);
 sweeps of nucleus area, orientation, DNA intensity and cytoplasm area; the dose trajectory DMSO ->
 cycloheximide 5 -> 15 -> 50 uM over the week-4 plates 27801, 27821, 27861 (each dose generated from
-its feature centroid, re-measured, and compared with the real cells of that dose and of DMSO); and
-training speed against a bare PyTorch loop of the same networks on the same batches.
+its feature centroid, re-measured, and compared with the real cells of that dose and of DMSO; then
+100 real DMSO cells moved by each dose's centroid difference, scored the same way); training speed
+against a bare PyTorch loop of the same networks on the same batches; and the discriminator with and
+without spectral norm (the paper's text names it, its released code does not use it), both trained
+for ``--compare-epochs`` epochs.
 
 ``--cells N`` runs on a random subset of N crops (a quick check, not a result).
 
@@ -39,7 +42,9 @@ from morphospace.models.blocks import frozen_batch_norm_stats, gan_losses
 from morphospace.models.registry import load_run_config
 from morphospace.models.run import load_run
 from morphospace.models.training import resolve_precision
-from morphospace.workflows.cp2image import explore_sweep, explore_trajectory, feature_names
+from morphospace.workflows.cp2image import (
+    decode_to_table, encode_table, explore_sweep, explore_trajectory, feature_names, generate_from_table,
+)
 from morphospace.workflows.cp2image_evaluation import measure_generated, measurement_settings
 from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
 from morphospace.workflows.profiling import extract_features
@@ -66,13 +71,15 @@ def _subset_store(store: Path, work: Path, cells: int) -> Path:
 
 
 def _features(store: Path, work: Path, feature_set: str) -> tuple[Path, float | None]:
-    """The cached feature table of ``store`` and the seconds measuring took (None when cached)."""
+    """The cached feature table of ``store`` and the seconds measuring it took (kept beside the cache
+    in ``<table>.seconds``; None for a table cached without them)."""
     path = work / f"cp2image_{store.name}_{feature_set}.parquet"
-    if path.is_file():
-        return path, None
-    start = time.perf_counter()
-    extract_features(store, path, FeaturesConfig(feature_set=feature_set), workers=2, progress=False)
-    return path, time.perf_counter() - start
+    timing = path.with_name(f"{path.name}.seconds")
+    if not path.is_file():
+        start = time.perf_counter()
+        extract_features(store, path, FeaturesConfig(feature_set=feature_set), workers=2, progress=False)
+        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+    return path, float(timing.read_text()) if timing.is_file() else None
 
 
 def _bare_step(model, batch: dict[str, torch.Tensor], opt_g, opt_d) -> None:
@@ -118,7 +125,7 @@ def _dose_trajectory(run_dir: Path, features: Path, compound: str) -> dict:
     plates = f"Metadata_Plate in {WEEK4_PLATES}"
     figure = explore_trajectory(run_dir, f"Metadata_Compound == 'DMSO' and {plates}",
                                 f"Metadata_Compound == {compound!r} and {plates}", by="Metadata_Concentration",
-                                steps=5)
+                                steps=5, from_centroid=True)
     with np.load(figure.with_suffix(".npz")) as saved:
         images, labels = saved["images"], [str(label) for label in saved["labels"]]
     waypoints = np.concatenate([images[:1, 0], images[:, -1]])  # the centroid images: DMSO, then each dose
@@ -141,6 +148,62 @@ def _dose_trajectory(run_dir: Path, features: Path, compound: str) -> dict:
             "figure": str(figure)}
 
 
+def _dose_shifted_cells(run_dir: Path, features: Path, compound: str, n_cells: int = 100) -> dict:
+    """Move ``n_cells`` real DMSO cells of the week-4 plates (fully measured, drawn with seed 0) by
+    each dose's centroid minus DMSO's (standardised), generate, re-measure, and compare the
+    generated cells of each dose with the real cells of that dose and of DMSO."""
+    table = pd.read_parquet(features)
+    names = feature_names(run_dir)
+    on_plates = table[table["Metadata_Plate"].isin(WEEK4_PLATES)]
+    dmso = on_plates[on_plates["Metadata_Compound"] == "DMSO"]
+    measured = dmso[np.isfinite(dmso[names].to_numpy(float)).all(axis=1)]
+    cells = measured.iloc[np.sort(np.random.default_rng(0).choice(len(measured), min(n_cells, len(measured)),
+                                                                   replace=False))]
+    start = encode_table(run_dir, dmso).mean(0)
+    shifted, real = {}, {"DMSO": dmso[names].to_numpy()}
+    for dose in DOSES:
+        treated = on_plates[(on_plates["Metadata_Compound"] == compound) & (on_plates["Metadata_Concentration"] == dose)]
+        if treated.empty:
+            continue
+        shifted[f"{dose:g} uM"] = encode_table(run_dir, cells) + (encode_table(run_dir, treated).mean(0) - start)
+        real[f"{dose:g} uM"] = treated[names].to_numpy()
+    images = generate_from_table(run_dir, decode_to_table(run_dir, np.concatenate(list(shifted.values()))))
+    settings, _ = measurement_settings(features, {})
+    remeasured, _ = measure_generated(images, load_run(run_dir), settings)
+    kept = [c for c in names if c in set(feature_columns(remeasured))]
+    positions = np.cumsum([0, *(len(v) for v in shifted.values())])
+    generated = {dose: remeasured.iloc[a:b][kept].to_numpy() for dose, a, b in zip(shifted, positions, positions[1:])}
+    result = closer_to_own_group(generated, {d: pd.DataFrame(v, columns=names)[kept].to_numpy()
+                                             for d, v in real.items()}, "DMSO")
+    return {**result, "n_dmso_cells_moved": len(cells)}
+
+
+def _spectral_norm_comparison(store: Path, features: Path, work: Path, feature_set: str, epochs: int,
+                              eval_cells: int) -> dict:
+    """Train the config with and without spectral norm on the discriminator for the same ``epochs``
+    (same seed, data and split) and score both on the held-out cells."""
+    arms = {}
+    for spectral_norm in (False, True):
+        config = load_run_config("cp2image_bbbc021", [
+            f"name=cp2image_{store.name}_{feature_set}_sn{'on' if spectral_norm else 'off'}_e{epochs}",
+            f"data.store={store}", f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}",
+            "data.crop_size=64", f"trainer.max_epochs={epochs}", f"model.spectral_norm={str(spectral_norm).lower()}"])
+        summary = trained(config, progress=False)
+        evaluation = run_generation_evaluation(config.run_dir, overwrite=True, config=GenerationConfig(
+            n=500, extractor=str(work / "extractors" / f"{store.name}.pt"), feature_cells=eval_cells,
+            feature_set=feature_set))
+        arms["on" if spectral_norm else "off"] = {
+            "share_r_above_0_5": evaluation["feature_correlation"]["share_r_above_0_5"],
+            "median_r": evaluation["feature_correlation"]["median_r"],
+            "fid": evaluation["in_domain"]["fid"], "kid": evaluation["in_domain"]["kid_mean"],
+            "train_images_per_s": summary.samples_per_second, "epochs": summary.epochs}
+    better = {key: min(arms, key=lambda arm: arms[arm][key] * (-1 if key.endswith("r_above_0_5") else 1))
+              for key in ("share_r_above_0_5", "fid")}
+    return {"convention": f"both arms {epochs} epochs from seed 0 on the same split; {eval_cells} held-out cells "
+                          "re-measured; FID/KID of 500 generated held-out cells against 500 training crops on the "
+                          "in-domain extractor", "arms": arms, "better": better}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data")
@@ -149,6 +212,10 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=30.0)
     parser.add_argument("--cells", type=int, help="random subset of the crops, for a quick check")
     parser.add_argument("--eval-cells", type=int, default=1000, help="held-out cells re-measured")
+    parser.add_argument("--compare-epochs", type=int, default=10,
+                        help="epochs of each arm of the spectral-norm comparison (0: skip it)")
+    parser.add_argument("--compare-eval-cells", type=int, default=300,
+                        help="held-out cells re-measured per arm of the comparison")
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     work = ROOT / "work"
@@ -172,6 +239,9 @@ def main() -> None:
         n=1000, extractor=str(extractor), feature_cells=args.eval_cells, feature_set=args.feature_set))
     compound = next(c for c in CropStore(store).cells["Metadata_Compound"].unique() if str(c).startswith("cyclohex"))
     trajectory = _dose_trajectory(run, features, compound)
+    shifted = _dose_shifted_cells(run, features, compound)
+    comparison = _spectral_norm_comparison(store, features, work, args.feature_set, args.compare_epochs,
+                                           args.compare_eval_cells) if args.compare_epochs else None
     correlation, nsc = evaluation["feature_correlation"], evaluation["nsc"]
     report = json.loads(Path(f"{features}.json").read_text())
     row = {
@@ -181,6 +251,7 @@ def main() -> None:
         "nsc_generated": nsc["nsc_generated"] if isinstance(nsc, dict) else None,
         "nsc_real": nsc["nsc_real"] if isinstance(nsc, dict) else None,
         "dose_trajectory_share_closer_to_dose": trajectory["share_closer"],
+        "dose_shifted_dmso_cells_share_closer": shifted["share_closer"],
         "train_images_per_s": summary.samples_per_second, "bare_images_per_s": bare,
         "train_images_per_s_ratio_to_bare_loop": summary.samples_per_second / bare,
         "generated_cells_per_s": evaluation["generated_cells_per_s"],
@@ -189,7 +260,12 @@ def main() -> None:
                        f"{args.train_minutes:g} min training, 2 CPU cores)")
     print_table([{"feature": k, "r": v} for k, v in list(correlation["best"].items())[:5]
                  + list(correlation["worst"].items())[:5]], "best and worst features (held-out cells)")
-    print_table([{"dose": d, **v} for d, v in trajectory["groups"].items()], "dose trajectory")
+    print_table([{"dose": d, **v} for d, v in trajectory["groups"].items()], "dose trajectory (centroids)")
+    print_table([{"dose": d, **v} for d, v in shifted["groups"].items()],
+                f"dose trajectory ({shifted['n_dmso_cells_moved']} real DMSO cells moved)")
+    if comparison:
+        print_table([{"spectral_norm": arm, **scores} for arm, scores in comparison["arms"].items()],
+                    f"spectral norm on the discriminator ({args.compare_epochs} epochs each)")
     path = write_result("bbbc021_cp2image" if not args.cells else f"bbbc021_cp2image_subset{args.cells}", {
         "convention": (
             "held-out = test split (20% of the plates, split by Metadata_Plate); r = Pearson between each input "
@@ -200,7 +276,9 @@ def main() -> None:
             "cells generated from held-out features; NSC = 1-NN MoA over treatment means of DMSO-standardised cells, "
             "generated vs the same cells' real features; dose trajectory: centroid of each group's features over "
             "the week-4 plates (all splits) generated once, re-measured, closer (standardised on the real cells) "
-            "to that dose's real centroid than to DMSO's; speed: images/s of the whole morphospace training "
+            "to that dose's real centroid than to DMSO's; dose-shifted DMSO cells: 100 real DMSO cells of those "
+            "plates moved by each dose's standardised centroid minus DMSO's, generated, re-measured, their centroid "
+            "compared the same way; speed: images/s of the whole morphospace training "
             "(data loading included) over a bare loop of the same networks and losses on in-memory batches"),
         **row,
         "feature_set": args.feature_set, "features": report["n_features"], "feature_seconds": feature_seconds,
@@ -210,6 +288,8 @@ def main() -> None:
         "evaluation": {k: evaluation[k] for k in ("feature_correlation", "measurement_ceiling", "in_domain",
                                                   "sweeps", "nsc", "intensity_mapped_to_feature_scale")},
         "dose_trajectory": trajectory,
+        "dose_shifted_dmso_cells": shifted,
+        "spectral_norm_comparison": comparison,
         "published": PUBLISHED_CP2IMAGE,
     })
     print(f"\nwritten {path}")

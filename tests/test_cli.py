@@ -142,3 +142,14 @@ def test_train_command(blob_store: Path, tmp_path: Path, capsys):
     assert "trained 1 epoch(s)" in capsys.readouterr().out
     assert main(["train", str(tmp_path / "c.yaml"), "--set", "model.beta=3"]) == 2
     assert "model.beta" in capsys.readouterr().err
+
+
+def test_generation_summary_of_a_cp2image_payload():
+    from morphospace.cli import _generation_summary
+
+    payload = {"family": "cp2image", "in_domain": {"fid": 10.81, "kid_mean": 0.83, "extractor": "in-domain"},
+               "extractor_training": {"labels": "Metadata_MoA"},
+               "feature_correlation": {"share_r_above_0_5": 0.7226, "n_cells": 500, "split": "test", "median_r": 0.6923},
+               "measurement_ceiling": {"share_r_above_0_5": 0.9574}}
+    assert _generation_summary(payload) == ("72.3% of features with r > 0.5 on 500 test cells (median r 0.692; real "
+                                            "crops 95.7%); FID 10.81, KID 0.83 (in-domain, trained on Metadata_MoA)")

@@ -40,7 +40,8 @@ _EXAMPLES = {
     "generation": (
         "morphospace evaluate generation --run runs/lsgan_bbbc021 --set n=1000 --json\n"
         "  morphospace evaluate generation --run runs/vae_crops --labels Metadata_Phenotype\n"
-        "  morphospace evaluate generation --run runs/cp2image_bbbc021 --set feature_cells=1000"
+        "  morphospace evaluate generation --run runs/cp2image_bbbc021 --set feature_cells=1000\n"
+        "  morphospace evaluate generation --run runs/cp2image_simulated --truth screen/truth"
     ),
     "train": "morphospace train lsgan_bbbc021 --set trainer.max_minutes=20",
     "embed": "morphospace embed --run runs/lsgan_bbbc021 --store bbbc021_allmoa --out embeddings.parquet",
@@ -191,6 +192,9 @@ def _add_evaluate(subparsers) -> None:
     generation.add_argument("--labels", metavar="COLUMN",
                             help="store column the FID extractor learns to classify (config key extractor_labels; "
                                  "default Metadata_Compound when the store has it, else self-supervised training)")
+    generation.add_argument("--truth", type=Path, metavar="DIR",
+                            help="truth folder of the simulated screen the store was prepared from (config key "
+                                 "truth; cp2image runs: block simulator_truth)")
     generation.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
     generation.add_argument("--json", action="store_true", help="print every number as JSON")
     generation.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
@@ -310,8 +314,13 @@ def _add_explore(subparsers) -> None:
                        help="low,high in training SDs (write --range=-2,2: the value starts with '-')")
     sweep.add_argument("--steps", type=int, default=7)
     sweep.add_argument("--cell", help="comma-separated store indices of the cells whose other features are held "
-                                      "(default: the training centroid)")
+                                      "(default: the --n-cells cells nearest the centre)")
+    sweep.add_argument("--n-cells", type=int, default=4, help="without --cell: this many fully measured cells "
+                                                               "nearest the centre")
     trajectory = _subparser(kinds, "trajectory", "CP2Image: walk between group centroids in feature space.")
+    trajectory.add_argument("--from-centroid", action="store_true",
+                            help="walk between the centroids themselves (default: move the start group's cell "
+                                 "nearest its centroid by the centroids' differences)")
     trajectory.add_argument("--from", dest="start", required=True, help="pandas query on the cells: start group")
     trajectory.add_argument("--to", dest="end", required=True, help="pandas query on the cells: end group")
     trajectory.add_argument("--by", help="numeric column: pass through the centroid of each of its values in the end "
@@ -548,9 +557,11 @@ def _explore_cp2image(args: argparse.Namespace) -> int:
         except ValueError:
             raise InputError(f"--range {args.value_range!r} / --cell {args.cell!r}: expected LOW,HIGH such as -2,2 "
                              "and comma-separated store indices") from None
-        path = cp2image.explore_sweep(args.run, args.feature, (low, high), args.steps, cells, args.seed)
+        path = cp2image.explore_sweep(args.run, args.feature, (low, high), args.steps, cells, args.seed,
+                                      args.n_cells)
     else:
-        path = cp2image.explore_trajectory(args.run, args.start, args.end, args.by, args.steps, args.seed)
+        path = cp2image.explore_trajectory(args.run, args.start, args.end, args.by, args.steps, args.seed,
+                                           args.from_centroid)
     print(f"wrote {path} and {path.with_suffix('.npz').name}")
     return 0
 
@@ -585,18 +596,26 @@ def _evaluate_generation(args: argparse.Namespace) -> int:
     from morphospace.workflows.evaluation import GenerationConfig, run_generation_evaluation
 
     labels = [f"extractor_labels={args.labels}"] if args.labels else []
-    config = load_config(GenerationConfig, args.config, [*args.overrides, *labels])
+    truth = [f"truth={args.truth}"] if args.truth else []
+    config = load_config(GenerationConfig, args.config, [*args.overrides, *labels, *truth])
     payload = run_generation_evaluation(args.run, args.out, config, overwrite=args.overwrite)
-    if args.json:
-        print(json_text(payload))
-    else:
-        in_domain = payload["in_domain"]
-        column = payload["extractor_training"]["labels"]
-        trained_on = f"trained on {column}" if column else "self-supervised"
-        print(f"FID {in_domain['fid']:.4g}, KID {in_domain['kid_mean']:.4g} ({in_domain['extractor']}, {trained_on}); "
-              f"median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
-              f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
+    print(json_text(payload) if args.json else _generation_summary(payload))
     return 0
+
+
+def _generation_summary(payload: dict) -> str:
+    """One line of the scores of ``evaluate generation``'s JSON."""
+    in_domain = payload["in_domain"]
+    column = payload["extractor_training"]["labels"]
+    trained_on = f"trained on {column}" if column else "self-supervised"
+    realism = f"FID {in_domain['fid']:.4g}, KID {in_domain['kid_mean']:.4g} ({in_domain['extractor']}, {trained_on})"
+    if payload.get("family") == "cp2image":
+        correlation = payload["feature_correlation"]
+        return (f"{correlation['share_r_above_0_5']:.1%} of features with r > 0.5 on {correlation['n_cells']} "
+                f"{correlation['split']} cells (median r {correlation['median_r']:.3f}; real crops "
+                f"{payload['measurement_ceiling']['share_r_above_0_5']:.1%}); {realism}")
+    return (f"{realism}; median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
+            f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
 
 
 def _segment(args: argparse.Namespace) -> int:

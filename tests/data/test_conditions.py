@@ -98,6 +98,56 @@ def test_infinite_feature_values_count_as_missing(tmp_path: Path):
     np.testing.assert_array_equal(encoder.encode(pd.DataFrame(index=[0, 1, 2]))[:, 0], [-1.0, 1.0, 0.0])
 
 
+def _plate_table(tmp_path: Path) -> tuple[str, pd.DataFrame]:
+    """Six cells on plates A (rows 0-2) and B (rows 3-5); DMSO controls 0, 1 (A) and 3, 4 (B)."""
+    table = tmp_path / "plates.parquet"
+    pd.DataFrame({"Metadata_StoreIndex": range(6), "Area": [10.0, 14.0, 30.0, 100.0, 104.0, 50.0]}).to_parquet(table)
+    cells = pd.DataFrame({"Metadata_Plate": list("AAABBB"),
+                          "Metadata_Compound": ["DMSO", "DMSO", "x", "DMSO", "DMSO", "x"]})
+    return str(table), cells
+
+
+def test_features_standardised_against_each_plates_controls_by_hand(tmp_path: Path):
+    table, cells = _plate_table(tmp_path)
+    condition = FeatureCondition(table=table, standardize="controls_per_plate")
+    # plate A is the training split; B is held out but centred on its own controls (mean 102)
+    encoder = fit_condition("features", condition, cells.iloc[:3], cells)
+    assert encoder.plate_means["A"].tolist() == [12.0] and encoder.plate_means["B"].tolist() == [102.0]
+    assert encoder.std.tolist() == [2.0]  # SD of the training controls 10, 14 around 12
+    np.testing.assert_allclose(encoder.encode(cells)[:, 0], [-1, 1, 9, -1, 1, -26])
+    restored = encoder_from_dict("features", json.loads(json.dumps(encoder.to_dict())))
+    np.testing.assert_array_equal(restored.encode(cells), encoder.encode(cells))
+    new_plate = pd.DataFrame({"Area": [0.0, 4.0, 20.0], "Metadata_Plate": "C", "Metadata_Compound": ["DMSO", "DMSO", "y"]})
+    np.testing.assert_allclose(encoder.standardize(new_plate)[:, 0], [-1, 1, 9])
+    with pytest.raises(InputError, match=r"plate\(s\) \['C'\].*no control cell"):
+        encoder.standardize(new_plate.iloc[2:])
+    with pytest.raises(InputError, match="lacks the plate column 'Metadata_Plate'"):
+        encoder.standardize(new_plate.drop(columns="Metadata_Plate"))
+
+
+def test_per_plate_standardisation_names_the_bad_key(tmp_path: Path):
+    table, cells = _plate_table(tmp_path)
+    with pytest.raises(ConfigError, match="data.conditions.features.controls.*selects 0 training cell"):
+        fit_condition("features", FeatureCondition(table=table, standardize="controls_per_plate",
+                                                   controls="Metadata_Compound == 'none'"), cells, cells)
+    with pytest.raises(ConfigError, match="data.conditions.features.plate_column"):
+        fit_condition("features", FeatureCondition(table=table, standardize="controls_per_plate",
+                                                   plate_column="Metadata_Batch"), cells, cells)
+
+
+def test_data_module_centres_every_plate_on_its_own_controls(store: Path, tmp_path: Path):
+    features = {"kind": "features", "table": str(tmp_path / "features.parquet"), "columns": ["Nuclei_Area"],
+                "standardize": "controls_per_plate", "controls": "Metadata_Compound == 'c0'"}
+    module = _module(store, {"features": features}, include={"Metadata_Plate": ["P0", "P1", "P2"]})
+    encoded = module.condition_values["features"][:, 0]
+    cells = module.table
+    for plate in ["P0", "P1", "P2"]:  # held-out plates too: each centred on its own controls
+        controls = ((cells["Metadata_Plate"] == plate) & (cells["Metadata_Compound"] == "c0")).to_numpy()
+        assert encoded[controls].mean() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match=r"data.conditions.features.*plate\(s\) \['P3'\]"):
+        _module(store, {"features": features})  # P3 holds no c0 cell
+
+
 def test_batches_carry_every_condition(store: Path, tmp_path: Path):
     conditions = {"compound": {"kind": "categorical", "column": "Metadata_Compound"},
                   "dose": {"kind": "numeric", "column": "Metadata_Concentration"},

@@ -197,19 +197,33 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
     area = frame["Nuclei_AreaShape_Area"].iloc[:77]  # the raw values map through the training mean and SD
     assert sweep["values_raw"][2] == pytest.approx(cp2image.decode_to_table(run, np.zeros((1, 3)))[names[0]][0])
     assert area.min() <= sweep["values_raw"][2] <= area.max()
+    assert main(["explore", "sweep", "--run", str(run), "--feature", "Nuclei_AreaShape_Area", "--n-cells", "3"]) == 0
+    nearest = np.load(run / "figures" / "sweep_Nuclei_AreaShape_Area.npz")["cells"]
+    distance = np.linalg.norm(standardised, axis=1)  # every feature of the blobs is measured
+    assert sorted(distance[nearest]) == pytest.approx(np.sort(distance)[:3])
     assert main(["explore", "sweep", "--run", str(run), "--feature", "Nuclei_Area"]) == 2
     assert "close names: ['Nuclei_AreaShape_Area'" in capsys.readouterr().err
 
-    assert main(["explore", "trajectory", "--run", str(run), "--from", "Metadata_Compound == 'small'",
-                 "--to", "Metadata_Compound == 'big'", "--by", "Metadata_Dose", "--steps", "4"]) == 0
+    walk = ["explore", "trajectory", "--run", str(run), "--from", "Metadata_Compound == 'small'",
+            "--to", "Metadata_Compound == 'big'", "--by", "Metadata_Dose", "--steps", "4"]
     path = run / "figures" / "trajectory_Metadata_Compound_small_to_Metadata_Compound_big_by_Metadata_Dose.npz"
+    assert main([*walk, "--from-centroid"]) == 0
     trajectory = np.load(path)
-    assert trajectory["images"].shape == (2, 4, 2, 16, 16)
+    assert trajectory["images"].shape == (2, 4, 2, 16, 16) and int(trajectory["start_cell"]) == -1
     assert trajectory["labels"].tolist() == ["Metadata_Compound == 'small'", "Metadata_Dose=1.0", "Metadata_Dose=10.0"]
-    big = frame[CropStore(blob_store).cells["Metadata_Compound"].to_numpy() == "big"]
+    compounds = CropStore(blob_store).cells["Metadata_Compound"].to_numpy()
+    big = frame[compounds == "big"]
     expected = cp2image.encode_table(run, big[big["Metadata_Dose"] == 10.0]).mean(0)
     assert np.allclose(trajectory["waypoints"][2], expected, atol=1e-5)
     assert np.allclose(trajectory["path"][1, -1], expected, atol=1e-5)
+    assert main(walk) == 0  # default: the small cell nearest its centroid, moved by the centroids' differences
+    moved = np.load(path)
+    small = np.flatnonzero(compounds == "small")
+    start = moved["waypoints"][0]
+    nearest = small[np.argmin(np.linalg.norm(standardised[small] - start, axis=1))]
+    assert int(moved["start_cell"]) == nearest
+    assert np.allclose(moved["path"][0, 0], standardised[nearest], atol=1e-5)
+    assert np.allclose(moved["path"][1, -1] - moved["path"][0, 0], expected - start, atol=1e-5)
     assert main(["explore", "trajectory", "--run", str(run), "--from", "Metadata_Compound == 'none'",
                  "--to", "Metadata_Compound == 'big'"]) == 2
     assert "no cell matches" in capsys.readouterr().err

@@ -160,3 +160,41 @@ def test_every_moa_renders(tmp_path):
         assert field.channels.shape == (3, 128, 128)
         assert (field.cells["Metadata_PhenotypeStrength"] == 0.5).all()
         assert field.cells["Metadata_Concentration"].isna().all()
+
+
+def test_truth_areas_and_dna_level_of_a_hand_built_layout():
+    from morphospace.simulate.field import cell_table
+    from morphospace.simulate.geometry import StarShape
+    from morphospace.simulate.layout import FieldLayout
+    from morphospace.simulate.phenotypes import DMSO, Phenotype
+    from morphospace.simulate.population import CellPlan
+
+    cells = np.zeros((8, 10), np.int32)
+    cells[1:5, 1:5] = 1  # 16 px
+    cells[2:7, 6:10] = 2  # 20 px
+    nuclei = np.zeros_like(cells)
+    nuclei[2:4, 2:4] = 1  # 4 px, cell 1
+    nuclei[3:5, 7] = 2  # 2 px, cell 2
+    nuclei[5, 7:10] = 3  # 3 px, cell 2
+    shape = StarShape(3.0, 3.0, 2.0)
+    plans = (CellPlan("normal", shape, (shape,), ((3.0, 3.0),), 0.9, 1.0),
+             CellPlan("multinucleate", shape, (shape, shape), ((4.0, 8.0),), 1.2, 1.0))
+    layout = FieldLayout(cells, nuclei, plans, (shape, shape, shape), np.array([0, 1, 2, 2], np.int32),
+                         np.zeros(cells.shape), np.zeros(cells.shape, np.float32))
+    table = cell_table(layout, DMSO, Phenotype(dna_level=1.5))
+    assert table["Metadata_TruthNucleusArea"].tolist() == [4, 5]
+    assert table["Metadata_TruthCellArea"].tolist() == [16, 20]
+    np.testing.assert_allclose(table["Metadata_TruthDNALevel"], [0.9 * 1.5, 1.2 * 1.5])
+
+
+def test_truth_areas_count_the_label_pixels_of_a_rendered_field():
+    field = simulate_field(SimulateConfig(field_size=128, cells_per_field=5), seed=1, moa="DNA damage")
+    owner = np.zeros(len(field.nuclei) + 1, np.int64)
+    owner[field.nuclei["Metadata_NucleusId"]] = field.nuclei["Metadata_CellId"]
+    n = len(field.cells)
+    np.testing.assert_array_equal(field.cells["Metadata_TruthNucleusArea"],
+                                  np.bincount(owner[field.nuclei_labels.ravel()], minlength=n + 1)[1:])
+    np.testing.assert_array_equal(field.cells["Metadata_TruthCellArea"],
+                                  np.bincount(field.cell_labels.ravel(), minlength=n + 1)[1:])
+    # every cell's level is its own (lognormal around 1, x1.25 in G2, x1.8-2 in mitosis) times the MoA's 1.15
+    assert ((field.cells["Metadata_TruthDNALevel"] > 0.6 * 1.15) & (field.cells["Metadata_TruthDNALevel"] < 3.0)).all()

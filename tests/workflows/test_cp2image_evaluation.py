@@ -74,3 +74,42 @@ def test_cp2image_generation_evaluation(blob_store: Path, tmp_path: Path):
     for figure in ("feature_correlation_histogram", "feature_correlation_scatter", "real_vs_generated",
                    "sweep_Nuclei_AreaShape_Area"):
         assert (tmp_path / "eval" / "figures" / f"{figure}.png").is_file()
+
+
+@pytest.mark.slow
+def test_cp2image_evaluation_against_the_simulator_truth(screen: Path, prepared: Path, tmp_path: Path):
+    from morphospace.workflows.profiling import extract_features
+    from morphospace.workflows.train import train
+
+    features = tmp_path / "cells.parquet"
+    extract_features(prepared, features, FeaturesConfig(), progress=False)
+    config = resolve_run_config({
+        "name": "cp2image_truth", "runs_dir": str(tmp_path / "runs"), "seed": 0,
+        "data": {"store": str(prepared), "crop_size": 48, "batch_size": 16, "normalization": {"out_range": [-1, 1]},
+                 "split": {"by": None, "train": 0.8, "val": 0.0, "test": 0.2},
+                 "augment": {"flips": False, "rot90": False},
+                 "conditions": {"features": {"kind": "features", "table": str(features)}}},
+        "model": {"family": "cp2image", "condition": "features", "base_channels": 8},
+        "trainer": {"max_epochs": 1, "precision": "32-true", "channels_last": False, "sample_images": 4},
+    })
+    train(config, progress=False)
+    evaluation = GenerationConfig(n=16, extractor=str(tmp_path / "extractor.pt"), extractor_epochs=1,
+                                  feature_cells=20, truth=str(screen / "truth"))
+    block = run_generation_evaluation(config.run_dir, tmp_path / "eval", evaluation)["simulator_truth"]
+
+    assert block["n_cells"] == 20 and block["n_matched"] >= 16
+    assert set(block["pairs"]) == {"Nuclei_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_DNA",
+                                   "Nuclei_Intensity_IntegratedIntensity_DNA", "Cells_AreaShape_Area"}
+    assert block["skipped"] == {}
+    area = block["pairs"]["Nuclei_AreaShape_Area"]
+    assert block["n_one_nucleus"] <= block["n_matched"]
+    assert area["truth"] == "Metadata_TruthNucleusArea" and area["real"]["n"] == block["n_one_nucleus"]
+    # the segmented area of the real nucleus follows the simulator's area closely
+    assert area["real"]["pearson_r"] > 0.9
+    assert -1 <= area["generated"]["pearson_r"] <= 1 and area["generated"]["n"] > 0
+    written = json.loads((tmp_path / "eval" / "generation.json").read_text())
+    assert written["simulator_truth"]["n_matched"] == block["n_matched"]
+    with pytest.raises(InputError, match="no such truth folder"):
+        run_generation_evaluation(config.run_dir, tmp_path / "eval2",
+                                  evaluation.model_copy(update={"truth": str(tmp_path / "nowhere")}))
+    assert not (tmp_path / "eval2" / "generation.json").exists()

@@ -13,9 +13,15 @@ training did:
     to mean 0 and SD 1 on the training split.
 ``features``
     Numeric columns of a table joined on ``Metadata_StoreIndex`` (the crop's store row, as
-    ``morphospace features`` writes it), as float32 (B, F), each standardised on the training
-    split; missing values become the training mean (0 after standardising), constant features
-    keep SD 1.
+    ``morphospace features`` writes it), as float32 (B, F). ``standardize: global`` (default):
+    each feature minus its training-split mean, over its training-split SD.
+    ``standardize: controls_per_plate``: each feature minus the mean of the control cells
+    (``controls``, a pandas query on the cell table) of the cell's own plate (``plate_column``),
+    over the SD of the training split's control cells after that centring (pooled over plates),
+    as plate normalisation to DMSO does in profiling. Each plate's control mean comes from that
+    plate's own controls, held-out plates included (no treated cell is used); a table of new
+    plates is centred on its own controls. Missing values become the centre (0 after
+    standardising); constant features keep SD 1.
 ``channels``
     Other channels of the same crop, (B, Cr, H, W), normalised and augmented together with the
     image (handled by :class:`~morphospace.data.dataset.CropDataModule`, not here).
@@ -44,6 +50,7 @@ import pydantic
 
 from morphospace.config import PATH, Config, ConfigError, key_error
 from morphospace.errors import InputError
+from morphospace.features.profiles import control_mask
 from morphospace.io.tables import read_table
 
 __all__ = [
@@ -80,6 +87,12 @@ class FeatureCondition(Config):
     table: Annotated[str, PATH] = pydantic.Field(description="Parquet or CSV table with Metadata_StoreIndex (morphospace features)")
     columns: list[str] | None = pydantic.Field(
         None, min_length=1, description="feature columns; null: every numeric non-Metadata column")
+    standardize: Literal["global", "controls_per_plate"] = pydantic.Field(
+        "global", description="global: training mean and SD; controls_per_plate: each plate's control mean, "
+                              "pooled control SD")
+    controls: str = pydantic.Field("Metadata_Compound == 'DMSO'",
+                                   description="pandas query selecting the control cells (controls_per_plate)")
+    plate_column: str = pydantic.Field("Metadata_Plate", description="plate column (controls_per_plate)")
 
 
 class ChannelCondition(Config):
@@ -206,13 +219,22 @@ class NumericEncoder:
 
 
 class FeatureEncoder:
-    """Fitted feature condition: per-column training mean and SD of a table joined on the store row."""
+    """Fitted feature condition: per-column centre and SD of a table joined on the store row.
+
+    The centre is the training mean (``plate_column`` None), or with ``plate_column`` set the mean
+    of each plate's control cells (``plate_means``, plate -> (F,)), ``mean`` then being the
+    training plates' control mean (the filler of :meth:`unstandardize`).
+    """
 
     kind = "features"
 
-    def __init__(self, name: str, table: str, columns: list[str], mean: list[float], std: list[float]) -> None:
+    def __init__(self, name: str, table: str, columns: list[str], mean: list[float], std: list[float],
+                 plate_column: str | None = None, controls: str | None = None,
+                 plate_means: dict[str, list[float]] | None = None) -> None:
         self.name, self.table, self.columns = name, table, list(columns)
         self.mean, self.std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        self.plate_column, self.controls = plate_column, controls
+        self.plate_means = {str(p): np.asarray(m, np.float64) for p, m in (plate_means or {}).items()}
         self._rows: pd.DataFrame | None = None
 
     @staticmethod
@@ -240,7 +262,10 @@ class FeatureEncoder:
         return self._rows.loc[store_rows]
 
     @classmethod
-    def fit(cls, name: str, config: FeatureCondition, train: pd.DataFrame) -> "FeatureEncoder":
+    def fit(cls, name: str, config: FeatureCondition, train: pd.DataFrame,
+            cells: pd.DataFrame | None = None) -> "FeatureEncoder":
+        """Fit on the training split's cell table ``train``; ``cells`` (every split, default
+        ``train``) gives each plate its control mean under ``controls_per_plate``."""
         frame = cls._read(name, config.table)
         columns = config.columns or [c for c in frame.columns
                                      if not str(c).startswith("Metadata_") and pd.api.types.is_numeric_dtype(frame[c])]
@@ -249,33 +274,104 @@ class FeatureEncoder:
             raise key_error(_key(name, "columns"), f"{config.table} lacks column(s) {absent[:8]}" if absent
                             else f"{config.table} has no numeric feature column")
         encoder = cls(name, config.table, columns, [0.0] * len(columns), [1.0] * len(columns))
-        try:
-            values = encoder.rows(train.index.to_numpy()).to_numpy(np.float64)
-        except InputError as exc:
-            raise key_error(_key(name, "table"), str(exc)) from None
-        values = np.where(np.isfinite(values), values, np.nan)  # infinite values count as missing
-        encoder.mean = np.nan_to_num(np.nanmean(values, axis=0)) if len(values) else encoder.mean
-        std = np.nan_to_num(np.nanstd(values, axis=0))
-        encoder.std = np.where(std > 0, std, 1.0)
+        if config.standardize == "controls_per_plate":
+            encoder._fit_controls(config, train, train if cells is None else cells)
+            return encoder
+        values = encoder._finite(encoder._train_rows(train))
+        encoder.mean = encoder._column_means(values, encoder.mean)
+        encoder._set_std(values)
         return encoder
 
+    def _train_rows(self, cells: pd.DataFrame) -> pd.DataFrame:
+        try:
+            return self.rows(cells.index.to_numpy())
+        except InputError as exc:
+            raise key_error(_key(self.name, "table"), str(exc)) from None
+
+    @staticmethod
+    def _finite(rows: pd.DataFrame) -> np.ndarray:
+        """(N, F) float64 values with infinite ones counted as missing (NaN)."""
+        values = rows.to_numpy(np.float64)
+        return np.where(np.isfinite(values), values, np.nan)
+
+    def _set_std(self, centred: np.ndarray) -> None:
+        std = np.nan_to_num(np.nanstd(centred, axis=0))
+        self.std = np.where(std > 0, std, 1.0)
+
+    def _fit_controls(self, config: FeatureCondition, train: pd.DataFrame, cells: pd.DataFrame) -> None:
+        if config.plate_column not in cells.columns:
+            raise key_error(_key(self.name, "plate_column"), f"no column {config.plate_column!r} in the cell table")
+        self.plate_column, self.controls = config.plate_column, config.controls
+        try:
+            is_control = control_mask(cells, config.controls).to_numpy(bool)
+        except InputError as exc:
+            raise key_error(_key(self.name, "controls"), str(exc)) from None
+        controls = cells[is_control]
+        in_train = controls.index.isin(train.index)
+        if in_train.sum() < 2:
+            raise key_error(_key(self.name, "controls"), f"{config.controls!r} selects {int(in_train.sum())} "
+                                                         "training cell(s); at least 2 are needed for an SD")
+        values = self._finite(self._train_rows(controls))
+        plates = controls[config.plate_column].astype(str).to_numpy()
+        self.mean = self._column_means(values[in_train], np.zeros(values.shape[1]))
+        self.plate_means = self._group_means(values, plates)
+        centred = values - np.stack([self.plate_means[p] for p in plates])
+        self._set_std(centred[in_train])
+
+    @staticmethod
+    def _column_means(values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """(F,) mean of the finite values of each column of ``values`` (N, F); ``fallback`` where none."""
+        counts = np.isfinite(values).sum(axis=0)
+        return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), fallback)
+
+    def _group_means(self, values: np.ndarray, plates: np.ndarray) -> dict[str, np.ndarray]:
+        """Plate -> mean of ``values`` (N, F) over that plate's rows (a column with none: ``self.mean``)."""
+        return {str(plate): self._column_means(values[plates == plate], self.mean) for plate in np.unique(plates)}
+
+    def _centres(self, features: pd.DataFrame, values: np.ndarray) -> np.ndarray:
+        """The centre of each row of ``features``: (F,) for global, (N, F) per plate."""
+        if self.plate_column is None:
+            return self.mean
+        if self.plate_column not in features.columns:
+            raise InputError(f"condition {self.name!r} is standardised against each plate's controls: the table "
+                             f"lacks the plate column {self.plate_column!r}")
+        plates = features[self.plate_column].astype(str).to_numpy()
+        means = dict(self.plate_means)
+        new = ~np.isin(plates, list(means))
+        if new.any():
+            is_control = control_mask(features, self.controls).to_numpy(bool) & new
+            means |= self._group_means(values[is_control], plates[is_control])
+        uncovered = sorted(set(plates) - set(means))
+        if uncovered:
+            raise InputError(f"condition {self.name!r}: plate(s) {uncovered[:5]} were not in the training table and "
+                             f"the table holds no control cell ({self.controls}) on them to centre on")
+        return np.stack([means[p] for p in plates]) if len(plates) else self.mean
+
     def encode(self, cells: pd.DataFrame) -> np.ndarray:
-        """float32 (N, F) standardised features of the crops whose store rows are ``cells.index``."""
-        return self.standardize(self.rows(cells.index.to_numpy()))
+        """float32 (N, F) standardised features of the crops whose store rows are ``cells.index``
+        (``cells``: the store's cell table, for the plate and the controls)."""
+        rows = self.rows(cells.index.to_numpy())
+        if self.plate_column is not None:
+            extra = [c for c in cells.columns if c not in rows.columns]
+            rows = pd.concat([rows, cells.loc[rows.index, extra]], axis=1)
+        return self.standardize(rows)
 
     def standardize(self, features: pd.DataFrame) -> np.ndarray:
-        """float32 (N, F) standardised values of any table holding the feature columns (missing or
-        non-numeric values become the training mean); InputError naming the columns it lacks."""
+        """float32 (N, F) standardised values of any table holding the feature columns (and, per
+        plate, the plate column); missing or non-numeric values become the centre. InputError
+        naming the columns it lacks, or the plates it cannot centre."""
         absent = [c for c in self.columns if c not in features.columns]
         if absent:
             raise InputError(f"condition {self.name!r}: the table lacks {len(absent)} feature column(s) the model "
                              f"was trained on: {absent[:8]}")
-        values = features[self.columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-        values = np.where(np.isfinite(values), values, self.mean)
-        return ((values - self.mean) / self.std).astype(np.float32)
+        values = self._finite(features[self.columns].apply(pd.to_numeric, errors="coerce"))
+        centres = self._centres(features, values)
+        values = np.where(np.isfinite(values), values, centres)
+        return ((values - centres) / self.std).astype(np.float32)
 
     def unstandardize(self, standardized: np.ndarray) -> pd.DataFrame:
-        """Standardised values (N, F) back in the table's units, as a table of the feature columns."""
+        """Standardised values (N, F) back in the table's units (per plate: around the training
+        plates' control mean), as a table of the feature columns."""
         return pd.DataFrame(np.asarray(standardized, np.float64) * self.std + self.mean, columns=self.columns)
 
     @property
@@ -287,20 +383,28 @@ class FeatureEncoder:
         return self.columns
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "table": str(Path(self.table)), "columns": self.columns,
-                "mean": self.mean.tolist(), "std": self.std.tolist()}
+        state = {"kind": self.kind, "table": str(Path(self.table)), "columns": self.columns,
+                 "mean": self.mean.tolist(), "std": self.std.tolist()}
+        if self.plate_column is not None:
+            state |= {"plate_column": self.plate_column, "controls": self.controls,
+                      "plate_means": {p: m.tolist() for p, m in self.plate_means.items()}}
+        return state
 
 
 Encoder = CategoricalEncoder | NumericEncoder | FeatureEncoder
 _ENCODERS = {"categorical": CategoricalEncoder, "numeric": NumericEncoder, "features": FeatureEncoder}
 
 
-def fit_condition(name: str, config: ConditionConfig, train: pd.DataFrame) -> Encoder:
+def fit_condition(name: str, config: ConditionConfig, train: pd.DataFrame,
+                  cells: pd.DataFrame | None = None) -> Encoder:
     """Fit the metadata condition ``name`` on the training split's cell table (its index the store
-    rows); raises ConfigError naming the condition's key when the data does not fit the config."""
+    rows; ``cells``: every split, for the per-plate control means of a features condition); raises
+    ConfigError naming the condition's key when the data does not fit the config."""
     if isinstance(config, ChannelCondition):
         raise ValueError("channel conditions are read with the image, not fitted on the cell table")
     try:
+        if isinstance(config, FeatureCondition):
+            return FeatureEncoder.fit(name, config, train, cells)
         return _ENCODERS[config.kind].fit(name, config, train)
     except ConfigError:
         raise

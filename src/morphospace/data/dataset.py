@@ -307,7 +307,7 @@ class CropDataModule(pl.LightningDataModule):
             self.splits = self._split()
             self.normalizer = self._fit_normalizer(store)
             train = self.table.loc[self.indices("train")]
-            self.encoders = {name: fit_condition(name, condition, train)
+            self.encoders = {name: fit_condition(name, condition, train, self.table)
                              for name, condition in self.config.conditions.items()
                              if not isinstance(condition, ChannelCondition)}
         self.condition_values = self._encode_selected()

@@ -10,7 +10,9 @@ with the same CellProfiler settings and comparing:
 - :func:`closer_to_own_group`: whether cells generated from a group's centroid (a dose) land nearer
   the real cells of that group than the real cells of a reference (DMSO);
 - :func:`nsc_generated_vs_real`: MoA accuracy (NSC) of profiles re-measured on generated cells
-  against that of the same cells' real profiles.
+  against that of the same cells' real profiles;
+- :func:`truth_correlations`: on a simulated screen, Pearson and Spearman r between the simulator's
+  exact truth of each cell (nucleus area, DNA level, cell area) and the matching feature.
 
 Generated images leave the model in the data module's normalised range; :func:`to_feature_scale`
 maps them back to the intensity scale the feature table was measured at, and :func:`remeasure`
@@ -53,6 +55,8 @@ __all__ = [
     "summarize_sweeps",
     "closer_to_own_group",
     "nsc_generated_vs_real",
+    "truth_correlations",
+    "TRUTH_PAIRS",
     "to_feature_scale",
     "remeasure",
 ]
@@ -217,6 +221,55 @@ def summarize_sweeps(responses: Mapping[str, float], threshold: float = 0.5) -> 
     return {"per_feature": {str(k): float(v) for k, v in responses.items()}, "threshold": threshold,
             "median": float(np.median(defined)) if len(defined) else float("nan"),
             "share_above": float((defined > threshold).mean()) if len(defined) else float("nan")}
+
+
+# ----------------------------------------------------------------------------- simulator truth
+
+TRUTH_PAIRS = (
+    ("Metadata_TruthNucleusArea", "Nuclei_AreaShape_Area"),
+    ("Metadata_TruthDNALevel", "Nuclei_Intensity_MeanIntensity_DNA"),
+    ("Metadata_TruthDNALevel", "Nuclei_Intensity_IntegratedIntensity_DNA"),
+    ("Metadata_TruthCellArea", "Cells_AreaShape_Area"),
+)
+"""(truth column of a simulated screen's cell table, feature that measures it)."""
+
+
+def truth_correlations(truth: pd.DataFrame, measured: Mapping[str, pd.DataFrame],
+                       pairs: Sequence[tuple[str, str]] = TRUTH_PAIRS) -> dict[str, Any]:
+    """Pearson and Spearman r between each truth column and its feature in every table of ``measured``.
+
+    ``truth`` and each ``measured`` table hold the same cells in the same row order (index ignored);
+    a cell without truth has NaN there and is left out. Returns ``pairs``: per feature, its ``truth``
+    column and, per name of ``measured``, ``pearson_r``, ``spearman_r`` and ``n`` (finite pairs);
+    ``skipped``: per feature missing from a table (or truth column missing), why.
+
+    >>> truth = pd.DataFrame({"Metadata_TruthNucleusArea": [10, 20, 30, float("nan")]})
+    >>> area = pd.DataFrame({"Nuclei_AreaShape_Area": [11.0, 19.0, 33.0, 5.0]})
+    >>> result = truth_correlations(truth, {"generated": area}, [("Metadata_TruthNucleusArea", "Nuclei_AreaShape_Area")])
+    >>> result["pairs"]["Nuclei_AreaShape_Area"]["generated"]["spearman_r"], result["pairs"]["Nuclei_AreaShape_Area"]["generated"]["n"]
+    (1.0, 3)
+    """
+    for name, table in measured.items():
+        if len(table) != len(truth):
+            raise InputError(f"the truth table has {len(truth)} rows and the {name} features {len(table)}; they must "
+                             "hold the same cells in the same order")
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for truth_column, feature in pairs:
+        lacking = [name for name, table in measured.items() if feature not in table.columns]
+        if truth_column not in truth.columns:
+            skipped[feature] = f"the truth table has no {truth_column}"
+            continue
+        if lacking:
+            skipped[feature] = f"not measured in {lacking}"
+            continue
+        x = truth[truth_column].to_numpy(dtype=float)
+        results[feature] = {"truth": truth_column}
+        for name, table in measured.items():
+            y = table[feature].to_numpy(dtype=float)
+            results[feature][name] = {"pearson_r": _correlation(x, y, False), "spearman_r": _correlation(x, y, True),
+                                      "n": int(len(_finite_pairs(x, y)[0]))}
+    return {"pairs": results, "skipped": skipped}
 
 
 # ----------------------------------------------------------------------------- groups

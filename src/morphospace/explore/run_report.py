@@ -26,7 +26,8 @@ _FIGURE_CAPTIONS = {
     "algebra": "Vector algebra in the latent space",
     "traversal": "Latent traversals",
     "sweep": "One feature swept in standardised units (columns), the other features held at each row's cell",
-    "trajectory": "Images along a walk between group centroids in feature space (one row per leg)",
+    "trajectory": ("Images along a walk between group centroids in feature space (one row per leg), from a real "
+                   "cell of the first group unless the centroids themselves were walked"),
     "from_features": "Images generated from the rows (or group centroids) of a feature table",
     "real_vs_generated": "Real, generated, and nearest real crops",
     "final_samples": "Samples from the fixed noise of the training grids, when training ended",

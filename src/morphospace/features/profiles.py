@@ -41,6 +41,7 @@ from morphospace.features.cellprofiler import feature_columns
 
 __all__ = [
     "ProfilesConfig",
+    "control_mask",
     "finite_features",
     "non_finite_fraction",
     "aggregate_profiles",
@@ -203,7 +204,7 @@ def normalize_profiles(
     if method == "standardize_pooled":
         centred = _per_group(table, by, control, _centre_on_controls)
         features = feature_columns(centred)
-        scale = centred.loc[_controls(table, control), features].std(ddof=1).replace(0.0, np.nan)
+        scale = centred.loc[control_mask(table, control), features].std(ddof=1).replace(0.0, np.nan)
         return _with_features(centred, features, (centred[features] / scale).to_numpy())
     return _per_group(table, by, control, lambda g, f, c: _pycytominer_normalize(g, f, method, control))
 
@@ -253,7 +254,13 @@ def _whiten(group: pd.DataFrame, features: list[str], is_control: pd.Series, met
     return pd.DataFrame(centred @ transform, index=group.index, columns=features)
 
 
-def _controls(table: pd.DataFrame, control: str | None) -> pd.Series:
+def control_mask(table: pd.DataFrame, control: str | None) -> pd.Series:
+    """Boolean Series over ``table``'s rows: True where the pandas query ``control`` holds (every
+    row when ``control`` is None); InputError when the query cannot be evaluated.
+
+    >>> control_mask(pd.DataFrame({"Metadata_Compound": ["DMSO", "taxol"]}), "Metadata_Compound == 'DMSO'").tolist()
+    [True, False]
+    """
     if control is None:
         return pd.Series(True, index=table.index)
     try:
@@ -266,7 +273,7 @@ def _per_group(table: pd.DataFrame, by: str | None, control: str | None, apply) 
     """Replace the features of each group by ``apply(group, features, is_control_in_group)``."""
     _require(table, [by] if by else [], "normalisation group")
     features = feature_columns(table)
-    is_control = _controls(table, control)
+    is_control = control_mask(table, control)
     values = np.empty((len(table), len(features)))
     for index in _groups(table, by):
         group = table.loc[index]

@@ -8,7 +8,8 @@ Modules: ``config`` (settings), ``phenotypes`` (MoAs, compounds, dose-response, 
 ``population`` (cell states and shapes), ``geometry`` (outlines, placement, rasterisation),
 ``layout`` (truth label images), ``compartments`` (fluorophore maps), ``optics`` (PSF,
 vignetting, gains, camera noise), ``field`` (one field), ``screen`` (plates, files, workers),
-``seeds`` (per-plate, per-batch and per-field random streams).
+``seeds`` (per-plate, per-batch and per-field random streams), ``truth`` (the truth row of each
+crop prepared from a screen).
 
 Examples
 --------

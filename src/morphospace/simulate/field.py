@@ -38,8 +38,12 @@ class SimulatedField:
     ``cell_labels``: (H, W) uint16 instance labels, 0 background, ids consecutive from 1.
     ``cells``: one row per cell id (columns ``Metadata_CellId``, ``Metadata_CellCycle``,
     ``Metadata_CellKind``, ``Metadata_NucleiCount``, ``Metadata_PhenotypeStrength``,
-    ``Metadata_Center_X``/``_Y`` (centroid of the cell's nucleus pixels), ``Metadata_TouchesBorder``
-    plus the treatment's ``Metadata_Compound``, ``Metadata_Concentration``, ``Metadata_MoA``).
+    ``Metadata_Center_X``/``_Y`` (centroid of the cell's nucleus pixels), ``Metadata_TouchesBorder``,
+    the exact ``Metadata_TruthNucleusArea`` and ``Metadata_TruthCellArea`` (pixels of the cell's
+    nuclei and of the cell in the labels) and ``Metadata_TruthDNALevel`` (relative DNA brightness the
+    cell was rendered with: its own level times the phenotype's, 1 for a typical DMSO G1 cell; the
+    DNA photons of its nuclei scale with it), plus the treatment's ``Metadata_Compound``,
+    ``Metadata_Concentration``, ``Metadata_MoA``).
     ``nuclei``: one row per nucleus id with its owning ``Metadata_CellId`` and centroid.
     """
 
@@ -108,7 +112,7 @@ def simulate_field(
         channels=channels,
         nuclei_labels=layout.nuclei.astype(np.uint16),
         cell_labels=layout.cells.astype(np.uint16),
-        cells=cell_table(layout, treatment),
+        cells=cell_table(layout, treatment, phenotype),
         nuclei=nucleus_table(layout),
         treatment=treatment,
         channel_names=config.channels,
@@ -138,12 +142,14 @@ def _centroids(labels: np.ndarray, owners: np.ndarray, count: int) -> tuple[np.n
     return x, y
 
 
-def cell_table(layout: FieldLayout, treatment: Treatment) -> pd.DataFrame:
-    """Per-cell truth of a field (see :class:`SimulatedField`)."""
+def cell_table(layout: FieldLayout, treatment: Treatment, phenotype: Phenotype) -> pd.DataFrame:
+    """Per-cell truth of a field rendered with ``phenotype`` (see :class:`SimulatedField`)."""
     count = len(layout.plans)
     centre_x, centre_y = _centroids(layout.nuclei, layout.nucleus_owner, count)
     cells = layout.cells
     border = np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]))
+    nucleus_area = np.bincount(layout.nucleus_owner[layout.nuclei].ravel(), minlength=count + 1)[1:]
+    cell_area = np.bincount(cells.ravel(), minlength=count + 1)[1:]
     return pd.DataFrame(
         {
             "Metadata_Compound": treatment.compound,
@@ -157,6 +163,9 @@ def cell_table(layout: FieldLayout, treatment: Treatment) -> pd.DataFrame:
             "Metadata_Center_X": centre_x,
             "Metadata_Center_Y": centre_y,
             "Metadata_TouchesBorder": np.isin(np.arange(1, count + 1), border),
+            "Metadata_TruthNucleusArea": nucleus_area.astype(np.int64),
+            "Metadata_TruthCellArea": cell_area.astype(np.int64),
+            "Metadata_TruthDNALevel": np.array([plan.dna_level for plan in layout.plans]) * phenotype.dna_level,
         },
         index=pd.RangeIndex(count),
     )

@@ -8,7 +8,8 @@ Layout of ``out`` (paths in the manifest are relative to ``out``)::
                                           transmitted mode: Transmitted, DNA, Membrane)
     truth/<field_id>_nuclei.tiff          uint16 nucleus labels (ids 1..n per field)
     truth/<field_id>_cells.tiff           uint16 cell labels (ids 1..m per field)
-    truth/cells.parquet                   one row per cell
+    truth/cells.parquet                   one row per cell (see SimulatedField: state, centre, exact
+                                          nucleus and cell areas, DNA level)
     truth/nuclei.parquet                  one row per nucleus, with its owning cell id
 """
 

@@ -1,19 +1,21 @@
 """Use a trained CP2Image run: images from feature tables, single-feature sweeps and trajectories
 between groups of cells in feature space.
 
-Feature vectors travel in the run's standardised units: each feature minus its training-split
-mean, divided by its training-split SD, exactly as the run's feature condition encodes them
+Feature vectors travel in the run's standardised units: each feature minus its centre (the
+training-split mean, or the control mean of the cell's plate), divided by its SD, exactly as the
+run's feature condition encodes them
 (:func:`encode_table`, :func:`decode_to_table`). Images come back as (N, C, H, W) float32 in
 [0, 1]: the model's [-1, 1] output mapped linearly, i.e. the run's normalisation undone only as far
 as its output range goes (not back to raw intensities).
 
 - :func:`generate_from_table` / :func:`generate_images`: one image (or ``n_per_row``) per row of a
   feature table, or per group centroid; a grid PNG and an optional npz.
-- :func:`explore_sweep`: one feature varied with the others held -> ``figures/sweep_<feature>.png``
-  and ``.npz`` (``images`` (R, S, C, H, W), ``values`` (S,) standardised, ``values_raw``, ``cells``).
-- :func:`explore_trajectory`: a walk between group centroids -> ``figures/trajectory_<slug>.png``
-  and ``.npz`` (``images`` (R, S, C, H, W), ``path`` (R, S, F) standardised, ``waypoints``
-  (R + 1, F), ``labels``).
+- :func:`explore_sweep`: one feature varied with the others held at real cells' values ->
+  ``figures/sweep_<feature>.png`` and ``.npz`` (``images`` (R, S, C, H, W), ``values`` (S,)
+  standardised, ``values_raw``, ``cells``).
+- :func:`explore_trajectory`: a real cell moved between group centroids (or the centroids
+  themselves) -> ``figures/trajectory_<slug>.png`` and ``.npz`` (``images`` (R, S, C, H, W),
+  ``path`` (R, S, F) standardised, ``waypoints`` (R + 1, F), ``labels``, ``start_cell``).
 """
 
 from __future__ import annotations
@@ -142,18 +144,22 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9+-]+", "_", text).strip("_")[:80] or "run"
 
 
-def _group_centroids(table: pd.DataFrame, per: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+def _group_centroids(table: pd.DataFrame, per: Sequence[str], standardised: np.ndarray
+                     ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The groups of the ``per`` columns of ``table`` (a table of those columns, sorted) and the mean
+    of each group's standardised features (G, F)."""
     missing = [c for c in per if c not in table.columns]
     if missing:
         raise InputError(f"cannot group by {missing}: not columns of the feature table")
-    numeric = table[list(columns)].apply(pd.to_numeric, errors="coerce")
-    return pd.concat([table[list(per)], numeric], axis=1).groupby(list(per), sort=True).mean().reset_index()
+    keys = table[list(per)].reset_index(drop=True)
+    means = pd.DataFrame(standardised).groupby([keys[c] for c in per], sort=True).mean()
+    return means.index.to_frame(index=False), means.to_numpy(np.float32)
 
 
 def generate_images(run_dir: str | os.PathLike, features: str | os.PathLike, per: Sequence[str] | None = None,
                     n_per_row: int = 1, seed: int = 0, out: str | os.PathLike | None = None,
                     npz: str | os.PathLike | None = None) -> tuple[np.ndarray, Path]:
-    """Images of the rows of the feature table ``features`` (or of the mean feature vector of each
+    """Images of the rows of the feature table ``features`` (or of the mean standardised features of each
     group of the ``per`` columns), ``n_per_row`` each (different noise when the model has some):
     returns (rows x n_per_row, C, H, W) in [0, 1] and the grid PNG (default
     ``figures/from_features_<table>.png``, at most 64 rows drawn). ``npz`` gets ``images``, ``row``
@@ -162,9 +168,9 @@ def generate_images(run_dir: str | os.PathLike, features: str | os.PathLike, per
         raise InputError(f"n_per_row must be at least 1, got {n_per_row}")
     loaded = _load(run_dir, "generate")
     table = read_table(features)
-    loaded.encoder.standardize(table.head(0))  # missing columns: an error before anything is computed
+    standardised = loaded.encoder.standardize(table)
     if per:
-        table = _group_centroids(table, per, loaded.encoder.columns)
+        table, standardised = _group_centroids(table, per, standardised)
         labels = table[list(per)].astype(str).agg(", ".join, axis=1).tolist()
     else:
         index = table[STORE_INDEX] if STORE_INDEX in table else pd.Series(np.arange(len(table)))
@@ -172,7 +178,7 @@ def generate_images(run_dir: str | os.PathLike, features: str | os.PathLike, per
     if table.empty:
         raise InputError(f"{features}: no rows to generate from")
     rows = np.repeat(np.arange(len(table)), n_per_row)
-    images = _generate(loaded, loaded.encoder.standardize(table.iloc[rows]), seed)
+    images = _generate(loaded, standardised[rows], seed)
     if n_per_row > 1:
         groups = {labels[r]: images[r * n_per_row:(r + 1) * n_per_row] for r in range(min(len(table), _SHOWN_ROWS))}
         columns = n_per_row
@@ -196,35 +202,64 @@ def _feature_index(encoder: FeatureEncoder, feature: str) -> int:
 
 
 def explore_sweep(run_dir: str | os.PathLike, feature: str, value_range: tuple[float, float] = (-2.0, 2.0),
-                  steps: int = 7, cells: Sequence[int] | None = None, seed: int = 0) -> Path:
-    """Set one feature to ``steps`` values from ``value_range`` (standardised units: training SDs
-    from the training mean) with the others held at each cell's values (store rows ``cells`` of the
-    run's feature table; default the training centroid). Writes ``figures/sweep_<feature>.png``
-    (a row per cell) and ``.npz`` (``images`` (R, S, C, H, W) in [0, 1], ``values`` (S,),
-    ``values_raw`` (S,) in the table's units, ``cells`` (R,), -1 for the centroid, ``feature``)."""
+                  steps: int = 7, cells: Sequence[int] | None = None, seed: int = 0, n_cells: int = 4) -> Path:
+    """Set one feature to ``steps`` values from ``value_range`` (standardised units: SDs from the
+    run's centre) with the others held at each cell's values: the store rows ``cells`` of the run's
+    feature table, or by default the ``n_cells`` fully measured cells nearest the centre (real
+    cells keep the generator on the cells it learnt from; an all-zero vector does not). Writes
+    ``figures/sweep_<feature>.png`` (a row per cell) and ``.npz`` (``images`` (R, S, C, H, W) in
+    [0, 1], ``values`` (S,), ``values_raw`` (S,) in the table's units, ``cells`` (R,), ``feature``)."""
     if steps < 2:
         raise InputError(f"a sweep needs at least 2 steps, got {steps}")
     loaded = _load(run_dir, "explore")
     encoder = loaded.encoder
     column = _feature_index(encoder, feature)
+    table = _cells_with_features(loaded)
     if cells:
-        bases = encoder.standardize(encoder.rows(np.asarray(cells, dtype=np.int64)))
+        rows = _store_rows(table, cells)
     else:
-        bases = np.zeros((1, len(encoder.columns)), np.float32)
+        rows = _nearest_to_centre(table, encoder, n_cells)
+    bases = encoder.standardize(table.loc[rows])
     values = np.linspace(value_range[0], value_range[1], steps).astype(np.float32)
     grid = np.repeat(bases[:, None, :], steps, axis=1)
     grid[:, :, column] = values
     images = _generate(loaded, grid.reshape(-1, grid.shape[-1]), seed).reshape(len(bases), steps,
                                                                               *loaded.module.image_shape)
     raw = values * encoder.std[column] + encoder.mean[column]
-    row_labels = [f"cell {c}" for c in cells] if cells else ["training centroid"]
-    fig = image_rows_figure(images, loaded.channels, row_labels=row_labels,
+    store_rows = table.loc[rows, STORE_INDEX].to_numpy(np.int64)
+    held = "" if cells else f" (the {len(rows)} cells nearest the centre)"
+    fig = image_rows_figure(images, loaded.channels, row_labels=[f"cell {c}" for c in store_rows],
                             column_labels=[f"{v:+.1f} sd\n{r:.3g}" for v, r in zip(values, raw)],
-                            title=f"Sweep of {feature} (standardised units), other features held")
+                            title=textwrap.fill(f"Sweep of {feature} (standardised units), other features held"
+                                                f"{held}", 90))
     stem = figures_dir(loaded.path) / f"sweep_{_slug(feature)}"
-    write_npz_atomic(stem.with_suffix(".npz"), images=images, values=values, values_raw=raw,
-              cells=np.asarray(cells if cells else [-1], dtype=np.int64), feature=np.asarray(feature))
+    write_npz_atomic(stem.with_suffix(".npz"), images=images, values=values, values_raw=raw, cells=store_rows,
+                     feature=np.asarray(feature))
     return save_figure(fig, stem.with_suffix(".png"))
+
+
+def _store_rows(table: pd.DataFrame, cells: Sequence[int]) -> np.ndarray:
+    """Positions in ``table`` of the store rows ``cells``; InputError naming those it lacks."""
+    positions = pd.Index(table[STORE_INDEX]).get_indexer(np.asarray(cells, dtype=np.int64))
+    if (positions < 0).any():
+        absent = np.asarray(cells)[positions < 0]
+        raise InputError(f"no features for store row(s) {absent[:5].tolist()} in the run's feature table")
+    return table.index[positions]
+
+
+def _nearest_to_centre(table: pd.DataFrame, encoder: FeatureEncoder, n: int,
+                       centre: np.ndarray | None = None) -> np.ndarray:
+    """Index labels of the ``n`` rows of ``table`` with every feature measured whose standardised
+    features are nearest (Euclidean) ``centre`` (F,) (default the origin: the run's centre)."""
+    if n < 1:
+        raise InputError(f"the number of cells must be at least 1, got {n}")
+    measured = table[np.isfinite(table[encoder.columns].apply(pd.to_numeric, errors="coerce")
+                                 .to_numpy(np.float64)).all(axis=1)]
+    if measured.empty:
+        raise InputError(f"{encoder.table}: no cell has every feature measured to start from")
+    offsets = encoder.standardize(measured) - (0.0 if centre is None else centre)
+    order = np.argsort(np.linalg.norm(offsets, axis=1), kind="stable")[:n]
+    return measured.index[order].to_numpy()
 
 
 def _cells_with_features(loaded: _Generator) -> pd.DataFrame:
@@ -264,27 +299,40 @@ def _waypoints(encoder: FeatureEncoder, start: pd.DataFrame, end: pd.DataFrame, 
 
 
 def explore_trajectory(run_dir: str | os.PathLike, start: str, end: str, by: str | None = None, steps: int = 7,
-                       seed: int = 0) -> Path:
-    """Walk in standardised feature space from the centroid of the cells matching the pandas query
-    ``start`` to that of ``end`` (queries on the run's feature table joined with its store's cell
-    table), or with ``by`` (a numeric column, e.g. a dose) through the centroid of each value of
-    ``by`` within ``end`` in increasing order; ``steps`` images per leg (ends included). Writes
-    ``figures/trajectory_<slug>.png`` (a row per leg) and ``.npz`` (``images`` (R, S, C, H, W) in
-    [0, 1], ``path`` (R, S, F), ``waypoints`` (R + 1, F) standardised, ``labels`` (R + 1,))."""
+                       seed: int = 0, from_centroid: bool = False) -> Path:
+    """Walk in standardised feature space from the cells matching the pandas query ``start`` to
+    those of ``end`` (queries on the run's feature table joined with its store's cell table), or
+    with ``by`` (a numeric column, e.g. a dose) through each value of ``by`` within ``end`` in
+    increasing order; ``steps`` images per leg (ends included). The waypoints are the groups'
+    centroids; the walk moves the ``start`` cell nearest its centroid by the centroids' differences
+    (a real cell keeps the generator on the cells it learnt from), or with ``from_centroid`` walks
+    between the centroids themselves. Writes ``figures/trajectory_<slug>.png`` (a row per leg) and
+    ``.npz`` (``images`` (R, S, C, H, W) in [0, 1], ``path`` (R, S, F) generated from,
+    ``waypoints`` (R + 1, F) centroids, standardised, ``labels`` (R + 1,), ``start_cell``: its store
+    row, -1 with ``from_centroid``)."""
     if steps < 2:
         raise InputError(f"a trajectory needs at least 2 steps per leg, got {steps}")
     loaded = _load(run_dir, "explore")
     cells = _cells_with_features(loaded)
-    points, labels = _waypoints(loaded.encoder, _query(cells, start), _query(cells, end), start, end, by)
+    first = _query(cells, start)
+    points, labels = _waypoints(loaded.encoder, first, _query(cells, end), start, end, by)
+    offset, start_cell = np.zeros_like(points[0]), -1
+    if not from_centroid:
+        row = _nearest_to_centre(first, loaded.encoder, 1, points[0])
+        offset = loaded.encoder.standardize(first.loc[row])[0] - points[0]
+        start_cell = int(first.loc[row[0], STORE_INDEX])
     fractions = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
-    path = points[:-1, None, :] + fractions * (points[1:] - points[:-1])[:, None, :]
+    path = offset + points[:-1, None, :] + fractions * (points[1:] - points[:-1])[:, None, :]
     images = _generate(loaded, path.reshape(-1, path.shape[-1]), seed).reshape(*path.shape[:2],
                                                                               *loaded.module.image_shape)
     stops = ["from", *([label.split("=", 1)[1] for label in labels[1:]] if by else ["to"])]
-    title = f"Trajectory in feature space from {start} to {end}" + (f", through each {by}" if by else "")
+    moved = "between the centroids" if from_centroid else f"cell {start_cell} moved by the centroids' differences"
+    title = f"Trajectory in feature space from {start} to {end}" + (f", through each {by}" if by else "") + \
+        f" ({moved})"
     fig = image_rows_figure(images, loaded.channels, row_labels=[f"{a} -> {b}" for a, b in zip(stops, stops[1:])],
                             column_labels=[f"{f:.2f}" for f in fractions.ravel()], title=textwrap.fill(title, 90))
     stem = figures_dir(loaded.path) / f"trajectory_{_slug(f'{start}_to_{end}' + (f'_by_{by}' if by else ''))}"
     write_npz_atomic(stem.with_suffix(".npz"), images=images, path=path.astype(np.float32),
-              waypoints=points.astype(np.float32), labels=np.asarray(labels))
+                     waypoints=points.astype(np.float32), labels=np.asarray(labels),
+                     start_cell=np.asarray(start_cell, dtype=np.int64))
     return save_figure(fig, stem.with_suffix(".png"))

@@ -4,8 +4,10 @@ were generated from.
 Cells of the run's held-out split (test, else validation) are generated from their rows of the
 feature table and measured again with the settings that table was measured with (its ``OUT.json``);
 the real crops of the same cells are measured the same way, a ceiling of what the measurement alone
-keeps (centre crop, normalisation, segmentation). Written into the output folder:
-``generation.json``, ``cp2image_feature_correlations.csv`` and figures under ``figures/``.
+keeps (centre crop, normalisation, segmentation). With ``truth`` (a simulated screen's truth
+folder), the same cells are also scored against the simulator's exact nucleus area, DNA level and
+cell area (block ``simulator_truth``). Written into the output folder: ``generation.json``,
+``cp2image_feature_correlations.csv`` and figures under ``figures/``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from morphospace.explore.figures import save_figure
 from morphospace.features.cellprofiler import OBJECTS
 from morphospace.io.tables import read_table, write_table
 from morphospace.models.run import Run
+from morphospace.simulate.truth import truth_for_crops
 
 if TYPE_CHECKING:
     from morphospace.workflows.evaluation import GenerationConfig
@@ -160,6 +163,32 @@ def _nsc(requested: pd.DataFrame, remeasured: pd.DataFrame) -> dict[str, Any] | 
         return f"not computed: {exc}"
 
 
+TRUTH_CONVENTION = (
+    "the held-out cells of feature_correlation, each linked to the simulated cell whose truth nucleus lies under "
+    "its segmented nucleus centre; cells on none, and cells of several truth nuclei (each of their nuclei is its "
+    "own crop, while the truth sums them), are left out: n per pair counts the linked one-nucleus cells with finite "
+    "values; Pearson and Spearman r over cells between the simulator's exact truth (Metadata_TruthNucleusArea "
+    "and Metadata_TruthCellArea in field pixels, Metadata_TruthDNALevel the relative DNA brightness rendered) and "
+    "the feature: generated = re-measured on the image generated from the cell's features, real = the feature "
+    "table's value for the real cell (the reference: what the measurement of real cells keeps of the truth), "
+    "real_remeasured = re-measured on the real crop as the model saw it; pairs whose feature the run's table or "
+    "re-measurement lacks are listed under skipped"
+)
+
+
+def _simulator_truth(truth: pd.DataFrame, truth_dir: str, requested: pd.DataFrame, remeasured: pd.DataFrame,
+                     real_remeasured: pd.DataFrame) -> dict[str, Any]:
+    """The ``simulator_truth`` block: ``truth`` rows (from :func:`~morphospace.simulate.truth.truth_for_crops`)
+    against the same cells' features, all in the same row order."""
+    single = (truth["Metadata_NucleiCount"] == 1).to_numpy()
+    measured = {"generated": remeasured, "real": requested, "real_remeasured": real_remeasured}
+    correlations = scores.truth_correlations(truth.reset_index(drop=True).where(pd.Series(single)),
+                                             {k: v.reset_index(drop=True) for k, v in measured.items()})
+    return {"convention": TRUTH_CONVENTION, "truth": str(truth_dir), "n_cells": len(truth),
+            "n_matched": int(truth["Metadata_CellId"].notna().sum()), "n_one_nucleus": int(single.sum()),
+            **correlations}
+
+
 def _panel(run: Run, real: np.ndarray, fake: np.ndarray, figures: Path) -> None:
     from morphospace.explore.latent import image_rows_figure
 
@@ -190,6 +219,7 @@ def run_cp2image_evaluation(run: Run, out_dir: Path, config: GenerationConfig) -
         raise InputError(f"{table_path}: no row for the run's {split} cells ({STORE_INDEX} does not match the store)")
     picks = np.sort(rng.choice(rows, min(config.feature_cells, len(rows)), replace=False))
     requested = table.loc[picks]
+    truth = truth_for_crops(data.store.cells.iloc[picks], config.truth) if config.truth is not None else None
     start = time.perf_counter()
     fake = generate_from_table(run.path, requested, seed=config.seed)
     cells_per_s = len(fake) / (time.perf_counter() - start)
@@ -220,6 +250,8 @@ def run_cp2image_evaluation(run: Run, out_dir: Path, config: GenerationConfig) -
         "nsc": _nsc(requested, remeasured),
         "generated_cells_per_s": cells_per_s,
     }
+    if truth is not None:
+        payload["simulator_truth"] = _simulator_truth(truth, config.truth, requested, remeasured, real_remeasured)
     write_table(per_feature.reset_index(), out_dir / "cp2image_feature_correlations.csv")
     _panel(run, real, fake, figures)
     write_json_atomic(out_dir / "generation.json", payload)

@@ -275,6 +275,9 @@ class GenerationConfig(Config):
                             "channel names, as in features")
     cytoplasm_channels: list[str] = pydantic.Field(
         ["Actin", "Tubulin"], description="channels to segment cells in; without any, nuclei only are measured")
+    truth: str | None = pydantic.Field(
+        None, description="truth folder of the simulated screen the run's store was prepared from (cp2image runs: "
+                          "correlations of features with the simulator's exact nucleus area, DNA level, cell area)")
 
 
 def _real_crops(data, indices: np.ndarray) -> np.ndarray:
@@ -378,6 +381,8 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
         from morphospace.workflows.cp2image_evaluation import run_cp2image_evaluation
 
         return run_cp2image_evaluation(run, out_dir, config)
+    if config.truth is not None:
+        logger.warning("truth %s not used: only cp2image runs are scored against the simulator's truth", config.truth)
     model, data = run.module, run.data
     store = data.store
     rng = np.random.default_rng(config.seed)
