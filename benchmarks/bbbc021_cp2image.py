@@ -7,7 +7,8 @@ train the built-in config ``cp2image_bbbc021`` on them (20% of the plates held o
 split) within ``--train-minutes``, at 64 x 64 px so that FID/KID use the very extractor of the
 GAN/VAE table (``bbbc021_generative.py``); ``evaluate generation`` on the held-out cells (per-feature
 Pearson r between input and re-measured values, FID/KID, NSC of generated vs real profiles);
-sweeps of nucleus area, orientation, DNA intensity and cytoplasm area; the dose trajectory DMSO ->
+sweeps of nucleus area, orientation, DNA intensity and cytoplasm area (the other features held, then
+following their slope on the swept one); the dose trajectory DMSO ->
 cycloheximide 5 -> 15 -> 50 uM over the week-4 plates 27801, 27821, 27861 (each dose generated from
 its feature centroid, re-measured, and compared with the real cells of that dose and of DMSO; then
 100 real DMSO cells moved by each dose's centroid difference, scored the same way); training speed
@@ -231,9 +232,9 @@ def main() -> None:
     summary = trained(config, progress=False)  # a rerun reads the finished run's summary
     run = config.run_dir
     bare = _bare_images_per_second(run)
-    for feature in SWEEPS:
+    for feature, others in itertools.product(SWEEPS, ("held", "follow")):
         if feature in feature_names(run):
-            explore_sweep(run, feature, steps=7)
+            explore_sweep(run, feature, steps=7, others=others)
     extractor = work / "extractors" / f"{store.name}.pt"
     evaluation = run_generation_evaluation(run, overwrite=True, config=GenerationConfig(
         n=1000, extractor=str(extractor), feature_cells=args.eval_cells, feature_set=args.feature_set))

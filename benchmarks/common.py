@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import morphospace
 from morphospace.atomic import json_text, write_text_atomic
@@ -54,6 +55,15 @@ def moa_scores(profiles: Any) -> dict[str, Any]:
             "nsc_compound_mean": results["nsc"].compound_accuracy, "nscb_103": results["nscb"].accuracy,
             "nscb_92": results["nscb_multi_batch_moas"].accuracy,
             "moa_map": moa_retrieval(treatments, null_size=10000).mean_average_precision}
+
+
+def timed(step: str, seconds: dict[str, float], function: Callable, *args, **kwargs):
+    """``function(*args, **kwargs)``, its wall-clock seconds stored in ``seconds[step]`` and printed."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    seconds[step] = time.perf_counter() - start
+    print(f"{step}: {seconds[step]:.0f} s", flush=True)
+    return result
 
 
 def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
 
-from common import ROOT, print_table, write_result
+from common import ROOT, print_table, timed, write_result
 from morphospace.features.cellprofiler import FeaturesConfig
 from morphospace.models.registry import load_run_config
 from morphospace.simulate import SimulateConfig, simulate_screen
@@ -48,14 +47,6 @@ def _screen_config(args: argparse.Namespace) -> SimulateConfig:
                           dmso_wells_per_plate=4, fields_per_well=args.fields_per_well, seed=0)
 
 
-def _timed(step: str, seconds: dict[str, float], function, *args, **kwargs):
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    seconds[step] = time.perf_counter() - start
-    print(f"{step}: {seconds[step]:.0f} s", flush=True)
-    return result
-
-
 def _pearson(block: dict, feature: str, measured: str) -> float | None:
     pair = block["pairs"].get(feature)
     return pair[measured]["pearson_r"] if pair else None
@@ -72,18 +63,18 @@ def main() -> None:
     work = ROOT / "work" / "simulated_cp2image"
     shutil.rmtree(work, ignore_errors=True)
     seconds: dict[str, float] = {}
-    screen = _timed("simulate", seconds, simulate_screen, _screen_config(args), work / "screen", workers=WORKERS,
+    screen = timed("simulate", seconds, simulate_screen, _screen_config(args), work / "screen", workers=WORKERS,
                     progress=False)
     store, features = work / "store", work / "cells.parquet"
-    _timed("prepare", seconds, prepare, screen.manifest_path, store, PrepareConfig(), workers=WORKERS, progress=False)
-    _timed("features", seconds, extract_features, store, features, FeaturesConfig(feature_set="fast"),
+    timed("prepare", seconds, prepare, screen.manifest_path, store, PrepareConfig(), workers=WORKERS, progress=False)
+    timed("features", seconds, extract_features, store, features, FeaturesConfig(feature_set="fast"),
            workers=WORKERS, progress=False)
     config = load_run_config("cp2image_simulated", [
         f"data.store={store}", f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}",
         f"trainer.max_epochs={args.epochs}", f"model.feature_matching_delay_steps={FEATURE_MATCHING[0]}",
         f"model.feature_matching_ramp_steps={FEATURE_MATCHING[1]}"])
-    summary = _timed("train", seconds, train, config, progress=False)
-    evaluation = _timed("evaluate", seconds, run_generation_evaluation, config.run_dir, config=GenerationConfig(
+    summary = timed("train", seconds, train, config, progress=False)
+    evaluation = timed("evaluate", seconds, run_generation_evaluation, config.run_dir, config=GenerationConfig(
         n=max(10, args.eval_cells), feature_cells=max(10, args.eval_cells), extractor_epochs=3,
         extractor=str(work / "extractor.pt"), truth=str(screen.truth_dir)))
     block = evaluation["simulator_truth"]

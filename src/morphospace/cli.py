@@ -17,7 +17,8 @@ from morphospace.runs import is_rank_zero, setup_logging
 logger = logging.getLogger("morphospace.cli")
 
 _EXAMPLES = {
-    "simulate": "morphospace simulate --out screen --seed 1 --set plates=4 --workers 2",
+    "simulate": ("morphospace simulate --out screen --seed 1 --set plates=4 --workers 2\n"
+                 "  morphospace simulate --mode structures --out cells3d --set dims=3 --workers 2"),
     "manifest": "morphospace manifest --from raw_fields --out raw_fields/manifest.csv --channels DAPI=DNA",
     "prepare": "morphospace prepare --manifest screen/manifest.csv --out store --set crops.size=68 --workers 2",
     "import": (
@@ -62,6 +63,12 @@ _EXAMPLES = {
     "predict": "morphospace predict --run runs/isl_simulated --manifest screen/manifest.csv --out predicted",
     "isl": "morphospace evaluate isl --run runs/isl_simulated --set empty_threshold=2.0 --json",
     "segmentation": "morphospace evaluate segmentation --run runs/nuclei_simulated --json",
+    "coupling": ("morphospace evaluate coupling --run runs/statistical_cell_simulated --repeats 8 --truth "
+                 "structures/truth --json"),
+    "drug-shift": ("morphospace evaluate drug-shift --run runs/statistical_cell_simulated --control "
+                   "\"Metadata_Compound == 'DMSO'\" --treated \"Metadata_Compound != 'DMSO'\" --truth structures/truth"),
+    "beta-sweep": ("morphospace explore beta-sweep statistical_cell_simulated --betas 0.1,0.3,0.5 "
+                   "--set data.store=structures"),
     "segment": ("morphospace segment --manifest isl_finkbeiner/manifest.csv --channel DAPI --out isl_finkbeiner/nuclei "
                 "--manifest-out isl_finkbeiner/manifest_nuclei.csv --set nuclei.sigma=2"),
 }
@@ -86,12 +93,14 @@ def _subparser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser
 
 
 def _add_simulate(subparsers) -> None:
-    parser = _subparser(subparsers, "simulate", "Simulate a BBBC021-like screen: fields, manifest, ground truth.")
+    parser = _subparser(subparsers, "simulate",
+                         "Simulate a BBBC021-like screen (fields, manifest, ground truth) or single-cell structure crops.")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, help="random seed (same seed, same screen)")
-    parser.add_argument("--mode", choices=["fluorescence", "transmitted"],
+    parser.add_argument("--mode", choices=["fluorescence", "transmitted", "structures"],
                         help="fluorescence: DNA, Actin, Tubulin (default); transmitted: phase-contrast-like light "
-                             "paired with DNA and membrane fluorescence and nuclei labels")
+                             "paired with DNA and membrane fluorescence and nuclei labels; structures: a crop store "
+                             "of single cells (Membrane, DNA, one tagged Structure; --set dims=3 for z-stacks)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_config_options(parser)
     _add_parallel_options(parser)
@@ -200,6 +209,7 @@ def _add_evaluate(subparsers) -> None:
     generation.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
     _add_config_options(generation)
     generation.set_defaults(handler=_evaluate_generation)
+    _add_statistical_cell_evaluations(kinds)
     for kind, text in (("isl", "Per-crop PCC (empty / non-empty), SSIM, PSNR and nuclei Jaccard of an "
                                "in-silico-labeling run on its held-out region."),
                        ("segmentation", "Mean IoU and instance F1 at IoU 0.5 of a segmentation run on its "
@@ -228,6 +238,36 @@ def _add_evaluate(subparsers) -> None:
                                  help=f"{column} column of the table (default {default})")
         _add_config_options(sub)
         sub.set_defaults(handler=_evaluate)
+
+
+def _add_statistical_cell_evaluations(kinds) -> None:
+    coupling = _subparser(kinds, "coupling", "Statistical Cell: coupling of each structure to each reference channel "
+                                             "by channel swaps (Eq 4), with bootstrap intervals.")
+    coupling.add_argument("--repeats", type=int, help="swap partners per cell and channel (config key repeats; "
+                                                      "default 8)")
+    coupling.add_argument("--cells", type=int, help="held-out cells evaluated at most (config key cells; default 500)")
+    coupling.add_argument("--bootstrap", type=int, help="bootstrap resamples (config key bootstrap; default 1000)")
+    coupling.add_argument("--truth", type=Path, metavar="DIR", help="truth folder of a structures store: adds the "
+                                                                    "Spearman agreement with the true couplings")
+    coupling.set_defaults(handler=_evaluate_coupling)
+    shift = _subparser(kinds, "drug-shift", "Statistical Cell: shifts of treated cells from control cells in the "
+                                            "reference and target latent spaces (permutation tests, BH q-values).")
+    shift.add_argument("--control", required=True, help="pandas query on the store's cells: the control cells")
+    shift.add_argument("--treated", required=True, help="pandas query on the store's cells: the treated cells")
+    shift.add_argument("--by", help="column: one test per value among the treated cells (config key by; default "
+                                    "Metadata_Compound)")
+    shift.add_argument("--permutations", type=int, help="label shuffles per test (default 1000)")
+    shift.add_argument("--alpha", type=float, help="FDR level of 'significant' (default 0.05)")
+    shift.add_argument("--truth", type=Path, metavar="DIR", help="truth folder of a structures store: adds recall and "
+                                                                 "false positives (drugs.parquet)")
+    shift.set_defaults(handler=_evaluate_drug_shift)
+    for sub in (coupling, shift):
+        sub.add_argument("--run", type=Path, required=True, help="training run directory (statistical_cell family)")
+        sub.add_argument("--seed", type=int, help="seed of the swaps / permutations (default 0)")
+        sub.add_argument("--out", type=Path, help="output folder (default RUN/evaluation)")
+        sub.add_argument("--json", action="store_true", help="print every number as JSON")
+        sub.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
+        _add_config_options(sub)
 
 
 def _add_predict(subparsers) -> None:
@@ -317,6 +357,8 @@ def _add_explore(subparsers) -> None:
                                       "(default: the --n-cells cells nearest the centre)")
     sweep.add_argument("--n-cells", type=int, default=4, help="without --cell: this many fully measured cells "
                                                                "nearest the centre")
+    sweep.add_argument("--follow", action="store_true", help="move the other features by their slope on the swept "
+                                                             "one (default: hold them)")
     trajectory = _subparser(kinds, "trajectory", "CP2Image: walk between group centroids in feature space.")
     trajectory.add_argument("--from-centroid", action="store_true",
                             help="walk between the centroids themselves (default: move the start group's cell "
@@ -339,6 +381,16 @@ def _add_explore(subparsers) -> None:
     fewshot.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a study key, e.g. --set steps=100 (repeatable)")
     fewshot.set_defaults(handler=_explore_fewshot)
+    beta_sweep = _subparser(kinds, "beta-sweep", "Statistical Cell: one run per beta, then held-out reconstruction "
+                                                 "error against KL and active dimensions of both models.")
+    beta_sweep.add_argument("config", type=Path, help="statistical_cell training YAML, or a built-in name")
+    beta_sweep.add_argument("--betas", required=True, help="comma-separated betas, e.g. 0.1,0.3,0.5 (model.beta; "
+                                                            "runs named <name>_beta0.3, finished ones reused)")
+    beta_sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a key of the training config, e.g. --set trainer.max_epochs=10 (repeatable)")
+    beta_sweep.add_argument("--cells", type=int, default=500, help="held-out cells measured per run (default 500)")
+    beta_sweep.add_argument("--out", type=Path, help="output folder (default RUNS_DIR/<name>_beta_sweep)")
+    beta_sweep.set_defaults(handler=_explore_beta_sweep)
 
 
 def _add_report(subparsers) -> None:
@@ -391,6 +443,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
     overrides = _seed_overrides(args) + ([f"mode={args.mode}"] if args.mode else [])
     config = load_config(SimulateConfig, args.config, overrides)
+    if config.mode == "structures":
+        from morphospace.simulate import simulate_structures
+
+        crops = simulate_structures(config, args.out, workers=args.workers, progress=args.progress,
+                                    overwrite=args.overwrite, scheduler=args.scheduler)
+        print(f"simulated {crops.n_cells} single-cell crops -> {crops.root} (truth in {crops.truth_dir})")
+        return 0
     screen = simulate_screen(config, args.out, workers=args.workers, progress=args.progress, overwrite=args.overwrite,
                              scheduler=args.scheduler)
     print(f"simulated {screen.n_cells} cells in {screen.n_fields} fields -> {screen.manifest_path}")
@@ -558,7 +617,7 @@ def _explore_cp2image(args: argparse.Namespace) -> int:
             raise InputError(f"--range {args.value_range!r} / --cell {args.cell!r}: expected LOW,HIGH such as -2,2 "
                              "and comma-separated store indices") from None
         path = cp2image.explore_sweep(args.run, args.feature, (low, high), args.steps, cells, args.seed,
-                                      args.n_cells)
+                                      args.n_cells, "follow" if args.follow else "held")
     else:
         path = cp2image.explore_trajectory(args.run, args.start, args.end, args.by, args.steps, args.seed,
                                            args.from_centroid)
@@ -616,6 +675,71 @@ def _generation_summary(payload: dict) -> str:
                 f"{payload['measurement_ceiling']['share_r_above_0_5']:.1%}); {realism}")
     return (f"{realism}; median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
             f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
+
+
+def _option_overrides(args: argparse.Namespace, keys: Sequence[str]) -> list[str]:
+    """``--set`` overrides followed by ``key=value`` of every option in ``keys`` given on the command line."""
+    return [*args.overrides, *(f"{key}={getattr(args, key)}" for key in keys if getattr(args, key) is not None)]
+
+
+def _evaluate_coupling(args: argparse.Namespace) -> int:
+    from morphospace.workflows.statistical_cell import CouplingConfig, evaluate_coupling
+
+    config = load_config(CouplingConfig, args.config,
+                         _option_overrides(args, ("repeats", "cells", "bootstrap", "seed", "truth")))
+    payload = evaluate_coupling(args.run, args.out, config, overwrite=args.overwrite)
+    if args.json:
+        print(json_text(payload))
+        return 0
+    parts = [f"{row['structure']}/{row['channel']} {row['coupling']:.3f}" for row in payload["coupling"]]
+    print(f"coupling on {payload['n_cells']} {payload['split']} cells: " + ", ".join(parts))
+    if "agreement" in payload:
+        pooled = payload["agreement"]["per_channel"]["pooled"]["spearman_ties_resolved"]
+        print(f"Spearman with the truth (pooled, ties resolved): {_shown_number(pooled)}")
+    return 0
+
+
+def _evaluate_drug_shift(args: argparse.Namespace) -> int:
+    from morphospace.workflows.statistical_cell import DrugShiftConfig, evaluate_drug_shift
+
+    config = load_config(DrugShiftConfig, args.config,
+                         _option_overrides(args, ("by", "permutations", "alpha", "seed", "truth")))
+    payload = evaluate_drug_shift(args.run, args.control, args.treated, args.out, config, overwrite=args.overwrite)
+    if args.json:
+        print(json_text(payload))
+        return 0
+    tests = payload["tests"]
+    for latent in ("target", "reference"):
+        hits = [f"{t['drug']}/{t['structure']}" for t in tests if t["latent"] == latent and t["significant"]]
+        total = sum(t["latent"] == latent for t in tests)
+        print(f"{latent} space: {len(hits)} of {total} tests significant (q <= {config.alpha})"
+              + (": " + ", ".join(hits) if hits else ""))
+    if "truth_scores" in payload:
+        target = payload["truth_scores"]["target"]
+        print(f"against the truth: recall {_shown_number(target['recall'])}, {target['false_positives']} false "
+              f"positive(s) in the target space, {payload['truth_scores']['reference']['false_positives']} in the "
+              "reference space")
+    return 0
+
+
+def _shown_number(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
+def _explore_beta_sweep(args: argparse.Namespace) -> int:
+    from morphospace.models.registry import load_run_config
+    from morphospace.workflows.statistical_cell import beta_sweep_dir, run_beta_sweep
+
+    try:
+        betas = [float(b) for b in args.betas.split(",")]
+    except ValueError:
+        raise InputError(f"--betas {args.betas!r}: expected comma-separated numbers such as 0.1,0.3,0.5") from None
+    config = load_run_config(args.config, args.overrides)
+    table = run_beta_sweep(config, betas, args.out, max_cells=args.cells, progress=args.progress)
+    print(table.drop(columns=["run", "split"]).to_string(index=False, float_format="{:.4g}".format))
+    out = args.out or beta_sweep_dir(config)
+    print(f"wrote {out / 'beta_sweep.csv'}, beta_sweep.json and beta_sweep.png")
+    return 0
 
 
 def _segment(args: argparse.Namespace) -> int:

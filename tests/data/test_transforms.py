@@ -37,3 +37,18 @@ def test_full_scale_crop_is_identity():
 def test_config_validation():
     with pytest.raises(ConfigError, match="resized_crop_scale"):
         resolve_config(AugmentConfig, {"resized_crop_scale": [0.0, 1.5]})
+
+
+def test_z_stacks_flip_and_rotate_every_slice_alike_and_keep_depth():
+    stack = torch.arange(3 * 25.0).reshape(1, 1, 3, 5, 5).repeat(64, 2, 1, 1, 1)
+    stack[:, 1] += 100
+    y = augment_batch(stack, AugmentConfig(resized_crop_scale=(1.0, 1.0), resized_crop_ratio=(1.0, 1.0)),
+                      torch.Generator().manual_seed(0))
+    assert y.shape == stack.shape
+    first = y[:, 0, 0]
+    symmetries = [lambda t, k=k, f=f: torch.rot90(t.flip(-1) if f else t, k, dims=(-2, -1))
+                  for k in range(4) for f in (False, True)]
+    for sample, plane in zip(y, first):  # one transform per sample: every slice and channel the same one
+        undo = next(s for s in symmetries if torch.equal(s(plane), stack[0, 0, 0]))
+        torch.testing.assert_close(undo(sample), stack[0])
+    assert len({tuple(t.flatten().tolist()) for t in first}) == 8

@@ -198,9 +198,14 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
     assert sweep["values_raw"][2] == pytest.approx(cp2image.decode_to_table(run, np.zeros((1, 3)))[names[0]][0])
     assert area.min() <= sweep["values_raw"][2] <= area.max()
     assert main(["explore", "sweep", "--run", str(run), "--feature", "Nuclei_AreaShape_Area", "--n-cells", "3"]) == 0
-    nearest = np.load(run / "figures" / "sweep_Nuclei_AreaShape_Area.npz")["cells"]
+    held = np.load(run / "figures" / "sweep_Nuclei_AreaShape_Area.npz")
     distance = np.linalg.norm(standardised, axis=1)  # every feature of the blobs is measured
-    assert sorted(distance[nearest]) == pytest.approx(np.sort(distance)[:3])
+    assert sorted(distance[held["cells"]]) == pytest.approx(np.sort(distance)[:3])
+    assert main(["explore", "sweep", "--run", str(run), "--feature", "Nuclei_AreaShape_Area", "--n-cells", "3",
+                 "--follow"]) == 0
+    follow = np.load(run / "figures" / "sweep_Nuclei_AreaShape_Area_follow.npz")
+    assert str(follow["others"]) == "follow" and follow["cells"].tolist() == held["cells"].tolist()
+    assert not np.allclose(follow["images"], held["images"])  # the correlated intensities moved with the area
     assert main(["explore", "sweep", "--run", str(run), "--feature", "Nuclei_Area"]) == 2
     assert "close names: ['Nuclei_AreaShape_Area'" in capsys.readouterr().err
 
@@ -231,3 +236,12 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
     assert main(["report", "--run", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "One feature swept in standardised units" in html and "walk between group centroids" in html
+
+
+def test_sweep_slopes_by_hand():
+    from morphospace.workflows.cp2image import _slopes_on
+
+    swept = np.array([0.0, 1.0, 2.0, 3.0])
+    table = np.stack([swept, 2 * swept + 1, np.full(4, 5.0), -swept], axis=1)
+    assert _slopes_on(table, 0).tolist() == pytest.approx([1.0, 2.0, 0.0, -1.0])
+    assert _slopes_on(table, 2).tolist() == [0.0, 0.0, 1.0, 0.0]  # a constant column moves nothing else

@@ -62,13 +62,14 @@ def center_crop_or_pad(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Augment a batch (B, C, H, W) independently per sample, drawing from ``generator``."""
+    """Augment a batch (B, C, H, W) or of z-stacks (B, C, D, H, W) independently per sample, drawing
+    from ``generator``; flips, rotations and crops act on the last two axes (H, W), every z-slice alike."""
     b = x.shape[0]
     if config.resized_crop_scale is not None:
-        x = _random_resized_crop(x, config, generator)
+        x = _random_resized_crop(x.flatten(1, -3), config, generator).view(x.shape)
     if config.flips:
         flip = torch.rand(b, generator=generator) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip.view(b, *[1] * (x.ndim - 1)), x.flip(-1), x)
     if config.rot90:
         if x.shape[-1] == x.shape[-2]:
             quarter_turns = torch.randint(0, 4, (b,), generator=generator)

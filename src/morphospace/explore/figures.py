@@ -99,8 +99,9 @@ def crops_rgb(crops: np.ndarray, names: Sequence[str],
               limits: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
     """RGB composites (N, H, W, 3) of a panel of crops (N, C, H, W), every crop with the same
     display limits per channel (default :func:`display_limits` of the panel), so brightness
-    differences between crops stay visible."""
+    differences between crops stay visible; z-stacks (N, C, D, H, W) show their maximum projection."""
     crops = np.asarray(crops, dtype=np.float32)
+    crops = crops.max(axis=2) if crops.ndim == 5 else crops
     limits = limits if limits is not None else display_limits(crops)
     return np.stack([composite(crop, names, limits=limits) for crop in crops])
 

@@ -103,16 +103,16 @@ def quick_measures(images: np.ndarray, channels: Sequence[str], masks: np.ndarra
 
 def image_rows_figure(rows: np.ndarray, channels: Sequence[str], row_labels: Sequence[str] | None = None,
                       column_labels: Sequence[str] | None = None, title: str = "") -> Figure:
-    """A grid figure of images ``rows`` (R, K, C, H, W), one composite per cell (see
-    :func:`~morphospace.explore.figures.crops_rgb`: display limits shared by the whole grid), with
-    the channel legend under it."""
+    """A grid figure of images ``rows`` (R, K, C, H, W) or z-stacks (R, K, C, D, H, W), one composite
+    per cell (see :func:`~morphospace.explore.figures.crops_rgb`: display limits shared by the whole
+    grid, z-stacks as maximum projections), with the channel legend under it."""
     from morphospace.explore.figures import add_channel_legend, crops_rgb
 
     n_rows, n_columns = rows.shape[:2]
     fig = Figure(figsize=(1.1 * n_columns + 1.2, 1.1 * n_rows + 0.5), layout="tight")
     axes = fig.subplots(n_rows, n_columns, squeeze=False)
-    tiles = crops_rgb(rows.reshape(n_rows * n_columns, *rows.shape[2:]), channels).reshape(
-        n_rows, n_columns, *rows.shape[3:], 3)
+    tiles = crops_rgb(rows.reshape(n_rows * n_columns, *rows.shape[2:]), channels)
+    tiles = tiles.reshape(n_rows, n_columns, *tiles.shape[1:])
     for r in range(n_rows):
         for k in range(n_columns):
             ax = axes[r, k]

@@ -33,6 +33,8 @@ _FIGURE_CAPTIONS = {
     "final_samples": "Samples from the fixed noise of the training grids, when training ended",
     "final_interpolation": "Interpolations between pairs of noise vectors, when training ended",
     "final_reconstructions": "Random training crops and their reconstructions, when training ended",
+    "coupling": ("Coupling of each structure to each reference channel (1 - ELBO / ELBO with that channel swapped), "
+                 "with bootstrap intervals; open diamonds (runs scored with --truth): the true couplings"),
 }
 
 
@@ -170,6 +172,7 @@ def _evaluation_section(report: Report, evaluation: Path) -> None:
             report.table(pd.DataFrame(rows))
     _isl_section(report, evaluation / "isl.json")
     _segmentation_section(report, evaluation / "segmentation.json")
+    _statistical_cell_sections(report, evaluation)
     for path in sorted((evaluation / "figures").glob("*.png")) if (evaluation / "figures").is_dir() else []:
         report.image(path, f"evaluation_{path.stem}", _caption(path.stem))
 
@@ -199,3 +202,26 @@ def _segmentation_section(report: Report, path: Path) -> None:
     keys = ("crops", "crops_with_nuclei", "mean_iou", "mean_iou_non_empty", "f1_pooled", "f1_mean", "tp", "fp", "fn")
     report.table(pd.DataFrame([{key: payload.get(key) for key in keys}]),
                  caption=f"{payload.get('crop_size')} px crops")
+
+
+def _statistical_cell_sections(report: Report, evaluation: Path) -> None:
+    """``evaluate coupling`` (its table; the figure is shown with the other evaluation figures) and
+    ``evaluate drug-shift`` (its table)."""
+    coupling = evaluation / "coupling.json"
+    if coupling.is_file():
+        payload = json.loads(coupling.read_text())
+        report.section(f"Coupling ({payload['n_cells']} {payload['split']} cells)", payload["convention"])
+        report.table(pd.DataFrame(payload["coupling"]))
+        if "agreement" in payload:
+            agreement = pd.DataFrame.from_dict(payload["agreement"]["per_channel"], orient="index")
+            report.table(agreement.rename_axis("channel").reset_index(), caption="Agreement with the truth")
+    shift = evaluation / "drug_shift.json"
+    if shift.is_file():
+        payload = json.loads(shift.read_text())
+        report.section(f"Drug shifts ({payload['treated']} against {payload['control']})", payload["convention"])
+        report.table(pd.DataFrame(payload["tests"]))
+        if "truth_scores" in payload:
+            scores = payload["truth_scores"]
+            report.text(f"Against the truth: target-space recall {_shown(scores['target']['recall'], '.2f')} of "
+                        f"{scores['target']['n_shifted']} shifted pairs, {scores['target']['false_positives']} false "
+                        f"positive(s); {scores['reference']['false_positives']} significant reference-space test(s).")

@@ -37,7 +37,7 @@ class GenerativeModel(pl.LightningModule):
     config
         The family's config as a plain dict (saved as hyper-parameters, so checkpoints restore it).
     image_shape
-        (C, H, W) of the training crops.
+        (C, H, W) of the training crops ((C, D, H, W) for families on z-stacks).
     channels_last
         Keep convolution inputs in channels-last memory format (faster on recent CPUs).
     """
@@ -50,8 +50,8 @@ class GenerativeModel(pl.LightningModule):
         self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),
                                    "channels_last": channels_last})
         self.image_shape = tuple(int(s) for s in image_shape)
-        if self.image_shape[1] != self.image_shape[2]:
-            raise ValueError(f"models need square crops, got {self.image_shape[1]} x {self.image_shape[2]}")
+        if self.image_shape[-2] != self.image_shape[-1]:
+            raise ValueError(f"models need square crops, got {self.image_shape[-2]} x {self.image_shape[-1]}")
         self.channels_last = channels_last
 
     @property
@@ -113,6 +113,10 @@ class GenerativeFamily(Family):
             sizes = " or ".join(map(str, nearest))
             raise key_error("data.crop_size", f"{height} px crops: the {self.name} family's networks need a side that "
                                               f"is a multiple of 4 and at least 8 (e.g. {sizes})") from None
+        self.check_normalization(config)
+
+    def check_normalization(self, config: RunConfig) -> None:
+        """ConfigError unless the crops are scaled to the models' output range [-1, 1]."""
         normalization = config.data.normalization
         if normalization.method == "zscore":
             raise key_error("data.normalization.method", "generative models output tanh values in [-1, 1]: use a "

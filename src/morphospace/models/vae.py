@@ -33,7 +33,8 @@ from morphospace.models.base import GenerativeFamily, GenerativeModel
 from morphospace.models.blocks import ConvEncoder, Discriminator, Generator, frozen_batch_norm_stats, gan_losses
 from morphospace.models.training import RunConfig, log_metrics
 
-__all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "VAEFamily", "FAMILY", "KLPerDimension", "vae_terms"]
+__all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "VAEFamily", "FAMILY", "KLPerDimension", "vae_terms",
+           "vae_terms_per_cell", "vae_objective"]
 
 
 class AdversarialConfig(Config):
@@ -76,9 +77,26 @@ def vae_terms(x: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, l
     >>> float(recon), kl.tolist()
     (4.0, [0.0, 0.0, 0.0])
     """
-    recon = ((reconstruction.float() - x.float()) ** 2).flatten(1).sum(1).mean()
-    kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - 1 - logvar.float()).mean(0)
+    recon, kl = vae_terms_per_cell(x, reconstruction, mu, logvar)
+    return recon.mean(), kl.mean(0)
+
+
+def vae_terms_per_cell(x: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reconstruction error of each image (N,), squared error summed over pixels, and KL of each
+    image's diagonal Gaussian posterior to N(0, I) per latent dimension (N, latent_dim), in nats."""
+    recon = ((reconstruction.float() - x.float()) ** 2).flatten(1).sum(1)
+    kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - 1 - logvar.float())
     return recon, kl
+
+
+def vae_objective(recon: torch.Tensor, kl: torch.Tensor, beta: float, objective: str) -> torch.Tensor:
+    """``convex``: (1 - beta) recon + beta KL (Eq 3 of the Statistical Cell); ``weighted``: recon + beta KL.
+
+    >>> float(vae_objective(torch.tensor(4.0), torch.tensor(2.0), 0.25, "convex"))
+    3.5
+    """
+    return (1 - beta) * recon + beta * kl if objective == "convex" else recon + beta * kl
 
 
 class VAE(GenerativeModel):
@@ -116,8 +134,7 @@ class VAE(GenerativeModel):
         reconstruction, mu, logvar = self(images)
         recon, kl_per_dim = vae_terms(images, reconstruction, mu, logvar)
         kl = kl_per_dim.sum()
-        beta = self.cfg.beta
-        loss = (1 - beta) * recon + beta * kl if self.cfg.objective == "convex" else recon + beta * kl
+        loss = vae_objective(recon, kl, self.cfg.beta, self.cfg.objective)
         return {"loss": loss, "recon": recon, "kl": kl, "elbo": -(recon + kl), "kl_per_dim": kl_per_dim,
                 "reconstruction": reconstruction}
 
@@ -226,7 +243,8 @@ class VAEGAN(VAE):
 
 class KLPerDimension(pl.Callback):
     """Append each epoch's mean KL per latent dimension of a VAE to ``kl_per_dimension.csv``
-    (written by the process of global rank 0)."""
+    (written by the process of global rank 0); columns ``z0, z1...``, or the module's
+    ``kl_dimension_names`` when it has them."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -237,10 +255,11 @@ class KLPerDimension(pl.Callback):
         if not trainer.is_global_zero:
             return
         kl = module.kl_per_dimension
+        names = getattr(module, "kl_dimension_names", None) or [f"z{i}" for i in range(len(kl))]
         header = not self.path.is_file()
         with self.path.open("a") as handle:
             if header:
-                handle.write("epoch," + ",".join(f"z{i}" for i in range(len(kl))) + "\n")
+                handle.write("epoch," + ",".join(names) + "\n")
             handle.write(f"{trainer.current_epoch}," + ",".join(f"{v:.6g}" for v in kl.tolist()) + "\n")
 
 

@@ -11,6 +11,11 @@ vignetting, gains, camera noise), ``field`` (one field), ``screen`` (plates, fil
 ``seeds`` (per-plate, per-batch and per-field random streams), ``truth`` (the truth row of each
 crop prepared from a screen).
 
+``mode: structures`` instead writes single-cell crops (Membrane, DNA and one of six tagged
+structures, 2D or 3D, under DMSO and drugs that shift named structures) straight into a crop store
+with the coupling and drug truth: ``structures`` (cell shapes, placement rules, drugs, rendering)
+and ``structure_crops`` (jobs, store, truth; :func:`simulate_structures`).
+
 Examples
 --------
 >>> from morphospace.simulate import SimulateConfig, simulate_field
@@ -19,23 +24,30 @@ Examples
 (3, 128, 128)
 """
 
-from morphospace.simulate.config import CellsConfig, OpticsConfig, SimulateConfig
+from morphospace.simulate.config import CellsConfig, OpticsConfig, SimulateConfig, StructuresConfig
 from morphospace.simulate.field import CHANNELS, SimulatedField, simulate_field
 from morphospace.simulate.phenotypes import COMPOUNDS, CONTROL, MOAS, Compound, Treatment
 from morphospace.simulate.screen import SimulatedScreen, simulate_screen
+from morphospace.simulate.structure_crops import SimulatedStructures, simulate_structures
+from morphospace.simulate.structures import DRUGS, STRUCTURES
 
 __all__ = [
     "CHANNELS",
     "COMPOUNDS",
+    "DRUGS",
     "CONTROL",
     "MOAS",
+    "STRUCTURES",
     "CellsConfig",
     "Compound",
     "OpticsConfig",
     "SimulateConfig",
     "SimulatedField",
     "SimulatedScreen",
+    "SimulatedStructures",
+    "StructuresConfig",
     "Treatment",
     "simulate_field",
     "simulate_screen",
+    "simulate_structures",
 ]

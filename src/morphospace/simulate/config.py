@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from morphospace.config import Config
 from morphospace.simulate.phenotypes import MAX_COMPOUNDS_PER_MOA, MOAS
+from morphospace.simulate.structures import DRUGS, STRUCTURE_CHANNELS, STRUCTURES
 
-__all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "MAX_WELLS"]
+__all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "StructuresConfig", "MAX_WELLS"]
 
 MAX_WELLS = 384
 
@@ -85,6 +86,72 @@ class TransmittedConfig(Config):
     unevenness: float = Field(0.12, ge=0.0, le=0.5, description="amplitude of the smooth background gradient")
 
 
+class StructuresConfig(Config):
+    """Single-cell crops with one tagged structure each (``mode: structures``); lengths in px.
+
+    Every structure in ``structures`` is imaged in ``cells_per_condition`` cells under DMSO and
+    under each drug in ``drugs``. Sizes are fractions so that any ``crop_size`` works: the cell's
+    mean radius is ``cell_size`` x half the crop's smaller side, the nucleus's ``nucleus_size`` x
+    the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``).
+    The coupling truth uses ``truth_cells`` DMSO cells per structure, ``truth_swaps`` reference
+    swaps per cell and ``truth_samples`` structure draws for the expected structure image.
+    """
+
+    structures: list[str] = Field(default_factory=lambda: list(STRUCTURES))
+    drugs: list[str] = Field(default_factory=lambda: list(DRUGS))
+    cells_per_condition: int = Field(32, ge=1, le=100000)
+    crop_size: tuple[int, int] = (64, 64)
+    depth: int = Field(16, ge=4, le=256, description="z slices of a 3D crop")
+    z_step_px: float = Field(3.0, ge=1.0, le=20.0, description="z step in xy pixels (anisotropy)")
+    cell_size: Range = (0.55, 0.75)
+    elongation: Range = (1.0, 1.6)
+    nucleus_size: Range = (0.5, 0.65)
+    nucleus_offset: float = Field(0.6, ge=0.0, le=1.0, description="largest nucleus offset, fraction of the room")
+    psf_sigma_px: float = Field(1.0, ge=0.0, le=5.0)
+    noise_sd: float = Field(0.02, ge=0.0, le=1.0, description="Gaussian noise on the [0, 1] intensities")
+    truth_cells: int = Field(16, ge=2, le=10000)
+    truth_swaps: int = Field(4, ge=1, le=1000)
+    truth_samples: int = Field(8, ge=1, le=1000)
+
+    @field_validator("structures")
+    @classmethod
+    def _known_structures(cls, value: list[str]) -> list[str]:
+        return _known_names(value, STRUCTURES, "structure")
+
+    @field_validator("drugs")
+    @classmethod
+    def _known_drugs(cls, value: list[str]) -> list[str]:
+        return _known_names(value, DRUGS, "drug", allow_empty=True)
+
+    @field_validator("crop_size")
+    @classmethod
+    def _crop_fits(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 16 or max(value) > 1024:
+            raise ValueError(f"expected (H, W) with 16 <= H, W <= 1024, got {list(value)}")
+        return value
+
+    @field_validator("cell_size", "nucleus_size")
+    @classmethod
+    def _fraction(cls, value: Range) -> Range:
+        return _check_range(value, low=0.1, high=0.9)
+
+    @field_validator("elongation")
+    @classmethod
+    def _elongation(cls, value: Range) -> Range:
+        return _check_range(value, low=1.0, high=3.0)
+
+
+def _known_names(value: list[str], known, kind: str, allow_empty: bool = False) -> list[str]:
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {unknown}; choose from {list(known)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{kind}s listed twice: {value}")
+    if not value and not allow_empty:
+        raise ValueError(f"list at least one {kind}")
+    return value
+
+
 class SimulateConfig(Config):
     """A synthetic BBBC021-like screen.
 
@@ -110,12 +177,16 @@ class SimulateConfig(Config):
     pixel_size_um: float = Field(0.65, gt=0.0)
     cells: CellsConfig = Field(default_factory=CellsConfig)
     optics: OpticsConfig = Field(default_factory=OpticsConfig)
-    mode: Literal["fluorescence", "transmitted"] = "fluorescence"
+    mode: Literal["fluorescence", "transmitted", "structures"] = "fluorescence"
     transmitted: TransmittedConfig = Field(default_factory=TransmittedConfig)
+    dims: Literal[2, 3] = Field(2, description="2: (H, W) crops; 3: (D, H, W) stacks (mode: structures only)")
+    structures: StructuresConfig = Field(default_factory=StructuresConfig)
 
     @property
     def channels(self) -> tuple[str, ...]:
         """Channel names of the rendered fields, in file order."""
+        if self.mode == "structures":
+            return STRUCTURE_CHANNELS
         return ("Transmitted", "DNA", "Membrane") if self.mode == "transmitted" else ("DNA", "Actin", "Tubulin")
 
     @field_validator("moas")
@@ -132,6 +203,13 @@ class SimulateConfig(Config):
     def wells_per_plate(self) -> int:
         """DMSO wells plus one well per treatment."""
         return self.dmso_wells_per_plate + len(self.moas) * self.compounds_per_moa * self.concentrations
+
+    @field_validator("dims")
+    @classmethod
+    def _dims_need_structures(cls, value: int, info: ValidationInfo) -> int:
+        if value == 3 and info.data.get("mode") != "structures":
+            raise ValueError("3 needs mode: structures (screens are 2D)")
+        return value
 
     @model_validator(mode="after")
     def _fits_plate(self) -> SimulateConfig:

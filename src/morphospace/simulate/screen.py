@@ -206,8 +206,10 @@ def simulate_screen(
     FileExistsError
         If ``out`` exists and ``overwrite`` is False (before any work).
     ValueError
-        If ``workers`` < 1.
+        If ``workers`` < 1 or ``config.mode`` is ``structures``.
     """
+    if config.mode == "structures":
+        raise ValueError("mode: structures writes single-cell crops; use simulate_structures")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     jobs = field_jobs(config)

@@ -1,4 +1,5 @@
-"""Independent random streams derived from the screen's seed, one per plate, batch and field.
+"""Independent random streams derived from the screen's seed, one per plate, batch and field
+(and, for single-cell structure crops, one per cell and per truth draw).
 
 A stream depends only on the global seed, its kind and its index, never on the order in which
 fields are rendered, so results are identical for any number of worker processes.
@@ -20,6 +21,8 @@ class Stream(IntEnum):
     PLATE = 2
     BATCH = 3
     FIELD = 4
+    CELL = 5
+    TRUTH = 6
 
 
 def seed_sequence(seed: int, stream: Stream, *index: int) -> np.random.SeedSequence:

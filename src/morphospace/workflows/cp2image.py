@@ -27,7 +27,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -202,40 +202,57 @@ def _feature_index(encoder: FeatureEncoder, feature: str) -> int:
 
 
 def explore_sweep(run_dir: str | os.PathLike, feature: str, value_range: tuple[float, float] = (-2.0, 2.0),
-                  steps: int = 7, cells: Sequence[int] | None = None, seed: int = 0, n_cells: int = 4) -> Path:
+                  steps: int = 7, cells: Sequence[int] | None = None, seed: int = 0, n_cells: int = 4,
+                  others: Literal["held", "follow"] = "held") -> Path:
     """Set one feature to ``steps`` values from ``value_range`` (standardised units: SDs from the
-    run's centre) with the others held at each cell's values: the store rows ``cells`` of the run's
-    feature table, or by default the ``n_cells`` fully measured cells nearest the centre (real
-    cells keep the generator on the cells it learnt from; an all-zero vector does not). Writes
-    ``figures/sweep_<feature>.png`` (a row per cell) and ``.npz`` (``images`` (R, S, C, H, W) in
-    [0, 1], ``values`` (S,), ``values_raw`` (S,) in the table's units, ``cells`` (R,), ``feature``)."""
+    run's centre) at each cell's other values: the store rows ``cells`` of the run's feature table,
+    or by default the ``n_cells`` fully measured cells nearest the centre (real cells keep the
+    generator on the cells it learnt from; an all-zero vector does not). ``others="held"`` keeps
+    the other features at the cell's values (the paper's sweep); ``"follow"`` moves each by its
+    least-squares slope on the swept feature over the run's feature table (standardised), so that
+    features measuring the same property (area, perimeter, axes) change with it. Writes
+    ``figures/sweep_<feature>.png`` (``sweep_<feature>_follow`` for ``"follow"``; a row per cell)
+    and ``.npz`` (``images`` (R, S, C, H, W) in [0, 1], ``values`` (S,), ``values_raw`` (S,) in
+    the table's units, ``cells`` (R,), ``feature``, ``others``)."""
     if steps < 2:
         raise InputError(f"a sweep needs at least 2 steps, got {steps}")
+    if others not in ("held", "follow"):
+        raise InputError(f"others must be 'held' or 'follow', got {others!r}")
     loaded = _load(run_dir, "explore")
     encoder = loaded.encoder
     column = _feature_index(encoder, feature)
     table = _cells_with_features(loaded)
-    if cells:
-        rows = _store_rows(table, cells)
-    else:
-        rows = _nearest_to_centre(table, encoder, n_cells)
+    rows = _store_rows(table, cells) if cells else _nearest_to_centre(table, encoder, n_cells)
     bases = encoder.standardize(table.loc[rows])
     values = np.linspace(value_range[0], value_range[1], steps).astype(np.float32)
-    grid = np.repeat(bases[:, None, :], steps, axis=1)
-    grid[:, :, column] = values
+    slopes = _slopes_on(encoder.standardize(table), column) if others == "follow" else \
+        np.eye(len(encoder.columns))[column]
+    grid = bases[:, None, :] + (values[None, :, None] - bases[:, None, column, None]) * slopes.astype(np.float32)
     images = _generate(loaded, grid.reshape(-1, grid.shape[-1]), seed).reshape(len(bases), steps,
                                                                               *loaded.module.image_shape)
     raw = values * encoder.std[column] + encoder.mean[column]
     store_rows = table.loc[rows, STORE_INDEX].to_numpy(np.int64)
-    held = "" if cells else f" (the {len(rows)} cells nearest the centre)"
+    chosen = "" if cells else f" (the {len(rows)} cells nearest the centre)"
+    rest = "other features held" if others == "held" else "other features following their slope on it"
     fig = image_rows_figure(images, loaded.channels, row_labels=[f"cell {c}" for c in store_rows],
                             column_labels=[f"{v:+.1f} sd\n{r:.3g}" for v, r in zip(values, raw)],
-                            title=textwrap.fill(f"Sweep of {feature} (standardised units), other features held"
-                                                f"{held}", 90))
-    stem = figures_dir(loaded.path) / f"sweep_{_slug(feature)}"
+                            title=textwrap.fill(f"Sweep of {feature} (standardised units), {rest}{chosen}", 90))
+    stem = figures_dir(loaded.path) / f"sweep_{_slug(feature)}{'_follow' if others == 'follow' else ''}"
     write_npz_atomic(stem.with_suffix(".npz"), images=images, values=values, values_raw=raw, cells=store_rows,
-                     feature=np.asarray(feature))
+                     feature=np.asarray(feature), others=np.asarray(others))
     return save_figure(fig, stem.with_suffix(".png"))
+
+
+def _slopes_on(standardised: np.ndarray, column: int) -> np.ndarray:
+    """(F,) least-squares slope of every column of ``standardised`` (N, F) on column ``column``
+    (1 for itself; 0 when the column does not vary)."""
+    centred = standardised - standardised.mean(axis=0)
+    variance = float(centred[:, column] @ centred[:, column])
+    if variance == 0:
+        return np.eye(standardised.shape[1])[column]
+    slopes = centred.T @ centred[:, column] / variance
+    slopes[column] = 1.0
+    return slopes
 
 
 def _store_rows(table: pd.DataFrame, cells: Sequence[int]) -> np.ndarray:

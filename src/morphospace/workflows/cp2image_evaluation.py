@@ -125,8 +125,9 @@ def _correlation_block(requested: pd.DataFrame, remeasured: pd.DataFrame, figure
 
 
 def _sweeps(run: Run, settings: dict[str, Any], figures: Path) -> dict[str, Any]:
-    """Sweep response of every ``RUN/figures/sweep_<feature>.npz`` (``images`` (R, S, C, H, W),
-    ``values`` (S,) requested, ``feature``), with a figure of up to 4 rows into ``figures``."""
+    """Sweep response of every ``RUN/figures/sweep_*.npz`` (``images`` (R, S, C, H, W), ``values``
+    (S,) requested, ``feature``, ``others``), keyed by feature (``"<feature> (others follow)"`` for
+    sweeps whose other features followed), with a figure of up to 4 rows into ``figures``."""
     from morphospace.explore.latent import image_rows_figure
 
     responses, notes = {}, {}
@@ -134,20 +135,22 @@ def _sweeps(run: Run, settings: dict[str, Any], figures: Path) -> dict[str, Any]
         with np.load(path) as saved:
             images, values = saved["images"], saved["values"]
             feature = str(saved["feature"]) if "feature" in saved else path.stem.removeprefix("sweep_")
+            follow = "others" in saved and str(saved["others"]) == "follow"
+        key = f"{feature} (others follow)" if follow else feature
         steps = len(values)
         flat = images.reshape(-1, *images.shape[-3:])
         remeasured, _ = measure_generated(flat, run, settings)
         if feature not in remeasured.columns:
-            notes[feature] = "not re-measurable from the generated images' channels and objects"
+            notes[key] = "not re-measurable from the generated images' channels and objects"
             continue
         measured = remeasured[feature].to_numpy().reshape(-1, steps)
         requested = np.broadcast_to(np.asarray(values, dtype=float), measured.shape)
-        responses[feature] = scores.sweep_response(requested, measured)
+        responses[key] = scores.sweep_response(requested, measured)
         rows = flat.reshape(-1, steps, *flat.shape[1:])[:4]
         labels = [f"{v:.2g}\n→ {m:.3g}" for v, m in zip(values, np.nanmean(measured, axis=0))]
         save_figure(image_rows_figure(rows, run.data.image_channels, column_labels=labels,
-                                      title=f"{feature}: requested (standardised) → re-measured, Spearman "
-                                            f"{responses[feature]:.2f}"), figures / f"sweep_{feature}.png")
+                                      title=f"{key}: requested (standardised) → re-measured, Spearman "
+                                            f"{responses[key]:.2f}"), figures / f"{path.stem}.png")
     summary = scores.summarize_sweeps(responses) if responses else {"per_feature": {}}
     return {**summary, **({"notes": notes} if notes else {})}
 

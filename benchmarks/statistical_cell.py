@@ -1,0 +1,391 @@
+"""The Statistical Cell on the simulator's structures (2D and 3D) and on the real BBBC021 crops.
+
+Parts (``--parts 2d,3d,bbbc021``; a run of some parts keeps the other parts' blocks of the result):
+
+- ``2d``: ``simulate --mode structures`` (6 structures x DMSO and 3 drugs x ``cells_per_condition``
+  cells, 2 plates, 64 x 64 px), train ``statistical_cell_simulated``, ``evaluate coupling --truth``
+  and ``evaluate drug-shift --truth`` (each drug against DMSO, per structure);
+- ``3d``: the same with ``dims: 3`` (16 x 64 x 64 stacks) and ``model.spatial_dims=3``;
+- ``bbbc021``: train ``statistical_cell_bbbc021`` (reference DNA + Actin, target Tubulin) on all
+  8,774 crops of the store of ``bbbc021_generative.py`` (64 px centre crops); coupling of tubulin to
+  DNA and to actin; drug shifts of the cycloheximide doses against DMSO on the week-4 plates 27801,
+  27821, 27861, and of each MoA of the 1,000 all-MoA crops against their DMSO cells (those crops are
+  part of the training store, marked by ``Metadata_SourceFile``, so the same run embeds them).
+
+Training budgets are fixed epochs, sized per part so that the whole part (simulation, training,
+evaluation) fits its wall-clock budget on 2 cores (``--minutes-2d 20``, ``--minutes-3d 30``,
+``--minutes-bbbc021 60``): a probe run of a few batches (``probe_steps``) measures training
+images/s on the machine as it is (run the benchmark on an otherwise idle machine: with another
+process on the cores, 2 torch threads ran these networks several times slower than 1); the
+evaluation's forward passes are counted at a third of a training image each; the remaining seconds
+times images/s over the images of one epoch (training and validation crops, validation counted as
+training: a margin) give the epochs, printed before training (a budget under one epoch trains that
+many batches instead). ``--epochs-2d`` etc. fix the epochs instead; ``--set PART:KEY=VALUE``
+changes a part's training config (e.g. ``3d:model.base_channels=8``). Probe runs, stores and runs
+are cached under ``benchmarks/work/statistical_cell/``: a rerun with the same settings reuses them.
+
+``--quick`` scales every part down (few cells, a short budget, fewer swaps and permutations) for a
+check of the script in a few minutes; it writes ``results/statistical_cell_quick.json`` and works in
+``benchmarks/work/statistical_cell_quick/``, a check, not a result.
+
+    python benchmarks/statistical_cell.py [--data ../shared/data] [--parts 2d,3d,bbbc021] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bbbc021_cp2image import _subset_store
+from bbbc021_generative import _stores
+from common import RESULTS, ROOT, data_dir, print_table, timed, write_result
+from morphospace.io.store import CropStore
+from morphospace.models.registry import load_run_config, resolve_run_config
+from morphospace.models.training import RunConfig, TrainSummary
+from morphospace.simulate import SimulateConfig, simulate_structures
+from morphospace.workflows.statistical_cell import (
+    CouplingConfig, DrugShiftConfig, evaluate_coupling, evaluate_drug_shift,
+)
+from morphospace.workflows.train import plan_run, trained
+
+PARTS = ("2d", "3d", "bbbc021")
+WORKERS = 2
+PRECISION = "32-true"
+"""Training precision: bf16 autocast (the ``auto`` choice on CPUs with bf16 units) ran these networks
+about 1.7x slower than float32 on the 2-core benchmark machine."""
+FORWARD_SHARE = 1 / 3
+"""Cost of one evaluation forward pass of both models, in training images (forward and backward)."""
+FIXED_EVAL_SECONDS = 30.0
+"""Evaluation time not proportional to the forward passes (loading, bootstrap, permutations, figures)."""
+MICROTUBULE_MOAS = ("Microtubule stabilizers", "Microtubule destabilizers")
+WEEK4_PLATES = ["Week4_27801", "Week4_27821", "Week4_27861"]
+ALLMOA_FILE = "bbbc021_crops68_random1000_allmoa.npz"
+QUICK_CROP = {"crop_size": [32, 32], "depth": 8}
+"""--quick: simulated crops of 32 x 32 px (3D: 8 x 32 x 32) instead of 64 x 64 (16 x 64 x 64)."""
+SETTINGS = {  # per part: full run, then --quick; overrides: training config keys
+    "2d": {"full": {"minutes": 20.0, "cells_per_condition": 64, "coupling_cells": 300, "repeats": 4,
+                    "permutations": 1000, "probe_steps": 5, "simulate": {}, "overrides": []},
+           "quick": {"minutes": 1.0, "cells_per_condition": 8, "coupling_cells": 30, "repeats": 2,
+                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP,
+                     "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
+    "3d": {"full": {"minutes": 30.0, "cells_per_condition": 32, "coupling_cells": 100, "repeats": 2,
+                    "permutations": 1000, "probe_steps": 3, "simulate": {}, "overrides": []},
+           "quick": {"minutes": 1.0, "cells_per_condition": 8, "coupling_cells": 30, "repeats": 2,
+                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP,
+                     "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
+    "bbbc021": {"full": {"minutes": 60.0, "coupling_cells": 300, "repeats": 4, "permutations": 1000,
+                         "probe_steps": 5, "subset": None, "overrides": []},
+                "quick": {"minutes": 1.5, "coupling_cells": 30, "repeats": 2, "permutations": 200,
+                          "probe_steps": 2, "subset": 400, "overrides": ["data.batch_size=8"]}},
+}
+SECONDS = ("wall-clock seconds per step on 2 CPU cores, total = their sum; simulate and probe as measured when they "
+           "were built (cached in the work folder), train for the session that finished the run")
+COUPLING_SPEARMAN = ("pooled tie-resolved Spearman r between the estimated coupling (evaluate coupling) and the "
+                     "simulator's true coupling over the 12 (structure, reference channel) pairs (6 structures x "
+                     "Membrane, DNA); ties of the truth at 0 broken in the estimates' order "
+                     "(evaluate.statistical_cell.tie_resolved_spearman); coupling_agreement holds the plain, "
+                     "tie-resolved and non-zero-truth r per channel and pooled")
+DRUG_SHIFT = ("each drug against DMSO per structure in the target latent space (active dimensions): centroid "
+              "distance, permutation p-value, Benjamini-Hochberg q over the space's tests; recall = share of the "
+              "truly shifted (drug, structure) pairs with q <= 0.05; false_positives = pairs with q <= 0.05 that "
+              "the truth leaves alone (target space); reference_false_positives: the same in the reference "
+              "space, where every call is false (the drugs leave membrane and DNA alone)")
+
+
+# ----------------------------------------------------------------------------- training budget
+
+
+def _probe(base: RunConfig, work: Path, steps: int) -> TrainSummary:
+    """A run of ``steps`` batches of ``base`` (cached): its training images/s after the first batch."""
+    config = resolve_run_config(base.to_dict(), [f"name={base.name}_probe{steps}", f"runs_dir={work / 'probes'}",
+                                                 f"trainer.max_steps={steps}", "trainer.max_epochs=1000"],
+                                source=base.source)
+    return trained(config, progress=False)
+
+
+def _base_config(name: str, store: Path, work: Path, settings: dict[str, Any], fixed: list[str],
+                 extra: list[str]) -> RunConfig:
+    """The built-in config ``name`` on ``store`` with the benchmark's overrides (``fixed`` among
+    them), the part's and ``--set``'s (``extra``; last wins); the run is named after the store and
+    a digest of ``extra``."""
+    digest = f"_{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:8]}" if extra else ""
+    return load_run_config(name, [f"name=statistical_cell_{store.name}{digest}", f"data.store={store}",
+                                  f"runs_dir={work / 'runs'}", f"trainer.precision={PRECISION}", *fixed,
+                                  *settings["overrides"], *extra])
+
+
+def _plan(base: RunConfig, work: Path, settings: dict[str, Any], seconds: dict[str, float], eval_passes: int,
+          epochs: int | None) -> dict[str, Any]:
+    """The training budget of ``base``: fixed ``epochs``, else sized from a probe's images/s so that
+    training and the evaluation's ``eval_passes`` fit what remains of the part's minutes after the
+    steps in ``seconds`` and the probe (added to ``seconds``, also when read from its cache)."""
+    minutes = settings["minutes"]
+    data = plan_run(base).data
+    epoch_images = len(data.indices("train")) + len(data.indices("val"))
+    plan: dict[str, Any] = {"epoch_images": epoch_images, "batch_size": base.data.batch_size,
+                            "part_minutes": minutes}
+    if epochs is not None:
+        return {**plan, "epochs": epochs, "steps": None, "sized_by": "--epochs"}
+    probe = _probe(base, work, settings["probe_steps"])
+    seconds["probe"] = probe.seconds_this_session
+    speed = probe.samples_per_second
+    eval_seconds = eval_passes * FORWARD_SHARE / speed + FIXED_EVAL_SECONDS
+    train_seconds = max(0.0, minutes * 60 - sum(seconds.values()) - eval_seconds)
+    images = train_seconds * speed
+    plan.update(probe_steps=settings["probe_steps"], probe_images_per_s=speed,
+                probe_seconds=probe.seconds_this_session, eval_seconds_estimate=eval_seconds,
+                train_seconds_planned=train_seconds, sized_by="probe")
+    if images >= epoch_images:
+        return {**plan, "epochs": int(images // epoch_images), "steps": None}
+    return {**plan, "epochs": None, "steps": max(1, int(images // base.data.batch_size))}
+
+
+def _train(base: RunConfig, plan: dict[str, Any], seconds: dict[str, float]) -> tuple[RunConfig, TrainSummary]:
+    if plan["epochs"] is not None:
+        budget = [f"name={base.name}_e{plan['epochs']}", f"trainer.max_epochs={plan['epochs']}"]
+    else:
+        budget = [f"name={base.name}_s{plan['steps']}", f"trainer.max_steps={plan['steps']}", "trainer.max_epochs=1000"]
+    config = resolve_run_config(base.to_dict(), budget, source=base.source)
+    print(f"training {config.name}: " + (f"{plan['epochs']} epochs" if plan["epochs"] is not None else
+                                         f"{plan['steps']} batches (under one epoch)")
+          + f" of {plan['epoch_images']} images" + (f", sized from {plan['probe_images_per_s']:.1f} images/s"
+                                                    if plan["sized_by"] == "probe" else ""), flush=True)
+    return config, timed("train", seconds, trained, config, progress=False)
+
+
+def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSummary) -> dict[str, Any]:
+    return {"config": config.source, "run": str(config.run_dir), "plan": plan, "epochs": summary.epochs,
+            "optimizer_steps": summary.optimizer_steps, "train_images_per_s": summary.samples_per_second,
+            "train_seconds": summary.seconds_this_session, "crop_size": config.data.crop_size,
+            "batch_size": config.data.batch_size, "beta": config.model.beta, "objective": config.model.objective,
+            "precision": config.trainer.precision, "cpu_cores": WORKERS}
+
+
+# ----------------------------------------------------------------------------- simulated parts
+
+
+def _structures_store(work: Path, dims: int, settings: dict[str, Any], seconds: dict[str, float]) -> Path:
+    """The structures store of ``dims`` (cached; the seconds it took kept beside it)."""
+    store = work / f"structures_{dims}d_c{settings['cells_per_condition']}"
+    timing = store.with_name(f"{store.name}.seconds")
+    if not (store / "store.json").is_file():
+        config = SimulateConfig(mode="structures", dims=dims, plates=2, seed=0, structures={
+            "cells_per_condition": settings["cells_per_condition"], **settings["simulate"]})
+        timed("simulate", seconds, simulate_structures, config, store, workers=WORKERS, progress=False,
+               overwrite=True)
+        timing.write_text(f"{seconds['simulate']:.1f}\n")
+    else:
+        seconds["simulate"] = float(timing.read_text()) if timing.is_file() else float("nan")
+    return store
+
+
+def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int | None,
+                    extra: list[str]) -> dict[str, Any]:
+    seconds: dict[str, float] = {}
+    store_path = _structures_store(work, dims, settings, seconds)
+    store = CropStore(store_path)
+    base = _base_config("statistical_cell_simulated", store_path, work, settings,
+                        ["model.spatial_dims=3"] * (dims == 3), extra)
+    eval_passes = settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + len(store)
+    plan = _plan(base, work, settings, seconds, eval_passes, epochs)
+    config, summary = _train(base, plan, seconds)
+    truth = str(store_path / "truth")
+    coupling = timed("coupling", seconds, evaluate_coupling, config.run_dir, overwrite=True, config=CouplingConfig(
+        cells=settings["coupling_cells"], repeats=settings["repeats"], truth=truth))
+    shift = timed("drug_shift", seconds, evaluate_drug_shift, config.run_dir, "Metadata_Compound == 'DMSO'",
+                   "Metadata_Compound != 'DMSO'", overwrite=True,
+                   config=DrugShiftConfig(permutations=settings["permutations"], truth=truth))
+    seconds["total"] = sum(seconds.values())
+    agreement = coupling["agreement"]["per_channel"]
+    scores = shift["truth_scores"]
+    truth_table = pd.read_parquet(store_path / "truth" / "structures.parquet")
+    true_pairs = truth_table[["structure", "coupling_membrane", "coupling_dna"]].itertuples(index=False)
+    estimated = {(r["structure"], r["channel"]): r["coupling"] for r in coupling["coupling"]}
+    print_table([{"structure": s, "true_membrane": m, "true_dna": d, "estimated_membrane": estimated[(s, "Membrane")],
+                  "estimated_dna": estimated[(s, "DNA")]}
+                 for s, m, d in true_pairs],
+                f"{dims}D coupling: truth vs estimate ({coupling['n_cells']} {coupling['split']} cells)")
+    print_table([{"channel": channel, **row} for channel, row in agreement.items()], f"{dims}D coupling agreement")
+    print_table([r for r in shift["tests"] if r["latent"] == "target"], f"{dims}D drug shifts (target space)")
+    print(f"{dims}D drug shifts: recall {scores['target']['recall']:.3g}, false positives "
+          f"{scores['target']['false_positives']} (target), {scores['reference']['false_positives']} (reference)")
+    print_table([{"step": k, "seconds": v} for k, v in seconds.items()], f"{dims}D time per step")
+    return {
+        "convention": {"coupling_spearman": COUPLING_SPEARMAN, "drug_shift": DRUG_SHIFT,
+                       "coupling": coupling["convention"], "drug_shift_tests": shift["convention"],
+                       "seconds": SECONDS},
+        "coupling_spearman": agreement["pooled"]["spearman_ties_resolved"],
+        "coupling_agreement": agreement,
+        "drug_shift_recall": scores["target"]["recall"],
+        "drug_shift_false_positives": scores["target"]["false_positives"],
+        "drug_shift_reference_false_positives": scores["reference"]["false_positives"],
+        "drug_shift_scores": scores,
+        "coupling": coupling["coupling"], "differential": coupling["differential"],
+        "truth": truth_table.to_dict(orient="records"),
+        "drug_shift_tests": shift["tests"], "active_dimensions": shift["active_dimensions"],
+        "store": {"cells": len(store), "crop_shape": list(store.crop_shape), "plates": 2, "seed": 0,
+                  "cells_per_condition": settings["cells_per_condition"], "structures": 6,
+                  "conditions": "DMSO + 3 drugs"},
+        "evaluation": {"coupling_cells": coupling["n_cells"], "split": coupling["split"],
+                       "repeats": settings["repeats"], "permutations": settings["permutations"]},
+        "training": _training_block(config, plan, summary),
+        "seconds": seconds, "budget_minutes": settings["minutes"],
+        "within_budget": seconds["total"] <= settings["minutes"] * 60,
+    }
+
+
+# ----------------------------------------------------------------------------- BBBC021
+
+
+def _moa_ranking(tests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int | None]:
+    """Target-space tests ordered by distance (largest first) and the rank (1 = largest) of the
+    first microtubule MoA (None when none was tested)."""
+    ordered = sorted((r for r in tests if r["latent"] == "target"), key=lambda r: -r["distance"])
+    ranked = [{"rank": k, **r} for k, r in enumerate(ordered, start=1)]
+    return ranked, next((r["rank"] for r in ranked if r["drug"] in MICROTUBULE_MOAS), None)
+
+
+def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, epochs: int | None,
+                  extra: list[str]) -> dict[str, Any]:
+    seconds: dict[str, float] = {}
+    store_path, _ = _stores(bbbc021, ROOT / "work")
+    if settings["subset"]:
+        store_path = _subset_store(store_path, ROOT / "work", settings["subset"])
+    cells = CropStore(store_path).cells
+    compound = next(c for c in cells["Metadata_Compound"].unique() if str(c).startswith("cyclohex"))
+    base = _base_config("statistical_cell_bbbc021", store_path, work, settings, ["data.crop_size=64"], extra)
+    week4 = f"Metadata_Plate in {WEEK4_PLATES}"
+    allmoa = f"Metadata_SourceFile == {ALLMOA_FILE!r}"
+    embedded = int(cells.eval(f"{week4} and Metadata_Compound in ['DMSO', {compound!r}]").sum()
+                   + cells.eval(allmoa).sum())
+    eval_passes = settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + embedded
+    plan = _plan(base, work, settings, seconds, eval_passes, epochs)
+    config, summary = _train(base, plan, seconds)
+    run, out = config.run_dir, config.run_dir / "evaluation"
+    coupling = timed("coupling", seconds, evaluate_coupling, run, overwrite=True, config=CouplingConfig(
+        cells=settings["coupling_cells"], repeats=settings["repeats"]))
+    shift_config = {"permutations": settings["permutations"]}
+    doses = timed("drug_shift_cycloheximide", seconds, evaluate_drug_shift, run,
+                   f"Metadata_Compound == 'DMSO' and {week4}", f"Metadata_Compound == {compound!r} and {week4}",
+                   out / "cycloheximide", overwrite=True,
+                   config=DrugShiftConfig(by="Metadata_Concentration", **shift_config))
+    moas = timed("drug_shift_allmoa", seconds, evaluate_drug_shift, run, f"{allmoa} and Metadata_MoA == 'DMSO'",
+                  f"{allmoa} and Metadata_MoA != 'DMSO'", out / "allmoa", overwrite=True,
+                  config=DrugShiftConfig(by="Metadata_MoA", **shift_config))
+    seconds["total"] = sum(seconds.values())
+    ranking, best_rank = _moa_ranking(moas["tests"])
+    print_table(coupling["coupling"], f"BBBC021 coupling of tubulin ({coupling['n_cells']} {coupling['split']} cells)")
+    print_table(doses["tests"], f"BBBC021 {compound} doses vs DMSO (week-4 plates {', '.join(WEEK4_PLATES)})")
+    print_table([{k: r[k] for k in ("rank", "drug", "distance", "q_value", "significant", "n_treated")}
+                 for r in ranking], f"BBBC021 MoAs by target-space shift from DMSO (all-MoA crops; first "
+                                    f"microtubule MoA at rank {best_rank})")
+    print_table([{"step": k, "seconds": v} for k, v in seconds.items()], "BBBC021 time per step")
+    return {
+        "convention": {
+            "best_microtubule_moa_rank": ("rank (1 = largest) of the first of 'Microtubule stabilizers' / 'Microtubule "
+                                          "destabilizers' among the 12 MoAs of the 1,000 all-MoA crops ordered by the "
+                                          "target-space (tubulin given DNA + Actin) centroid distance from those "
+                                          "crops' DMSO cells (active dimensions); the distance is not corrected for "
+                                          "group size, so MoAs of few cells sit higher by noise"),
+            "coupling": coupling["convention"], "drug_shift": doses["convention"],
+            "cycloheximide": f"{compound} cells of each dose against the DMSO cells of the same week-4 plates",
+            "seconds": SECONDS},
+        "best_microtubule_moa_rank": best_rank,
+        "moa_ranking": ranking,
+        "coupling": coupling["coupling"], "differential": coupling["differential"],
+        "cycloheximide_doses": doses["tests"], "cycloheximide_active_dimensions": doses["active_dimensions"],
+        "allmoa_active_dimensions": moas["active_dimensions"],
+        "groups": {"allmoa_dmso_cells": moas["n_control"], "allmoa_treated_cells": moas["n_treated"],
+                   "week4_dmso_cells": doses["n_control"], "week4_cycloheximide_cells": doses["n_treated"]},
+        "evaluation": {"coupling_cells": coupling["n_cells"], "split": coupling["split"],
+                       "repeats": settings["repeats"], "permutations": settings["permutations"]},
+        "store": {"crops": len(cells), "crop_size": 64, "store": store_path.name,
+                  "files": "the three npz files of bbbc021_generative.py"},
+        "training": _training_block(config, plan, summary),
+        "seconds": seconds, "budget_minutes": settings["minutes"],
+        "within_budget": seconds["total"] <= settings["minutes"] * 60,
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _previous_blocks(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return {}
+    document = json.loads(path.read_text())
+    return {key: document[key] for key in ("simulated_2d", "simulated_3d", "bbbc021") if key in document}
+
+
+def _part_overrides(values: list[str]) -> dict[str, list[str]]:
+    """``--set PART:KEY=VALUE`` values as each part's list of ``KEY=VALUE``."""
+    overrides: dict[str, list[str]] = {part: [] for part in PARTS}
+    for value in values:
+        part, _, setting = value.partition(":")
+        if part not in overrides or "=" not in setting:
+            raise SystemExit(f"--set {value!r}: expected PART:KEY=VALUE with PART one of {list(PARTS)}")
+        overrides[part].append(setting)
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of 2d,3d,bbbc021")
+    parser.add_argument("--quick", action="store_true", help="a check of the script in a few minutes, not a result")
+    for part in PARTS:
+        parser.add_argument(f"--minutes-{part}", type=float, help=f"wall-clock budget of the {part} part "
+                                                                  f"(default {SETTINGS[part]['full']['minutes']:g})")
+        parser.add_argument(f"--epochs-{part}", type=int, help="fixed epochs instead of sizing them from a probe")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PART:KEY=VALUE",
+                        help="training config override of one part, e.g. 3d:model.base_channels=8 (repeatable)")
+    parser.add_argument("--cells-per-condition-2d", type=int)
+    parser.add_argument("--cells-per-condition-3d", type=int)
+    args = parser.parse_args()
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"--parts: unknown part(s) {unknown}; choose from {list(PARTS)}")
+    scale = "quick" if args.quick else "full"
+    name = "statistical_cell_quick" if args.quick else "statistical_cell"
+    work = ROOT / "work" / name
+    settings = {part: dict(SETTINGS[part][scale]) for part in PARTS}
+    for part in PARTS:
+        if getattr(args, f"minutes_{part}") is not None:
+            settings[part]["minutes"] = getattr(args, f"minutes_{part}")
+    for part in ("2d", "3d"):
+        if getattr(args, f"cells_per_condition_{part}") is not None:
+            settings[part]["cells_per_condition"] = getattr(args, f"cells_per_condition_{part}")
+    extra = _part_overrides(args.overrides)
+    blocks = _previous_blocks(name)
+    if "2d" in parts:
+        blocks["simulated_2d"] = _simulated_part(2, settings["2d"], work, args.epochs_2d, extra["2d"])
+    if "3d" in parts:
+        blocks["simulated_3d"] = _simulated_part(3, settings["3d"], work, args.epochs_3d, extra["3d"])
+    if "bbbc021" in parts:
+        blocks["bbbc021"] = _bbbc021_part(data_dir(args.data) / "bbbc021", settings["bbbc021"], work,
+                                          args.epochs_bbbc021, extra["bbbc021"])
+    headline = [{"part": key, "number": number, "value": block.get(number)} for key, block in blocks.items()
+                for number in ("coupling_spearman", "drug_shift_recall", "drug_shift_false_positives",
+                               "best_microtubule_moa_rank", "within_budget") if number in block]
+    print_table(headline, "headline numbers" + (" (--quick: a check, not a result)" if args.quick else ""))
+    path = write_result(name, {
+        "convention": ("one block per part, each with its own conventions under 'convention'; budgets under "
+                       "'training' (plan: how the epochs were sized) and 'seconds'; within_budget: the part's "
+                       "wall-clock seconds under budget_minutes"),
+        "aims": {"coupling_spearman": ">= 0.9 (2D and 3D)", "drug_shift_recall": "1.0 with 0 false positives at alpha "
+                 "0.05", "best_microtubule_moa_rank": "<= 3", "budget_minutes": {"2d": 20, "3d": 30}},
+        "quick": args.quick,
+        **blocks,
+    })
+    print(f"\nwritten {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,572 @@
+"""The Statistical Cell: a reference beta-VAE of the reference channels (membrane and DNA) and a
+conditional target beta-VAE of a structure channel given the reference image and the structure's
+label, in 2D or 3D.
+
+Batches (see :mod:`morphospace.data.dataset`): ``image`` holds the target channel(s)
+(``data.channels``), the ``data.conditions`` entry of kind ``channels`` named by
+``model.reference`` holds the reference channels of the same crop (normalised and augmented with
+the image), and the optional categorical entry named by ``model.label`` holds the structure label.
+Shapes: 2D (N, C, H, W), 3D (N, C, D, H, W); images in [-1, 1].
+
+Models, both diagonal-Gaussian VAEs with a standard normal prior:
+
+- reference: ``x_r`` (N, Cr, ...) -> q(z_r | x_r) -> ``x_r`` again;
+- target: ``x_t`` (N, Ct, ...) with ``x_r`` and the label -> q(z_t | x_t, x_r, label) ->
+  p(x_t | z_t, x_r, label).
+
+Networks: residual units (MONAI ``ResidualUnit``: two 3x3 convolutions, batch norm, PReLU, a
+shortcut), ``levels`` of them halving H and W; in 3D the depth D is halved with them only while it
+stays at least 4 (16 x 64 x 64 with 4 levels: D 16 -> 8 -> 4 -> 4 -> 4, H and W 64 -> 4), so that
+thin anisotropic stacks keep their z-resolution. Channels double per level from ``base_channels``
+(at most 8 x). The target networks concatenate, before every unit of the encoder and decoder, the
+reference image resized to that scale (area averaging) and a learnt embedding of the label
+(``label_embedding_dim`` values, constant over space). The decoders upsample (nearest) and end
+with a 3x3 convolution and tanh. ``spectral_norm`` puts spectral normalisation on every
+convolution and dense layer.
+
+Losses per cell, with recon the squared error summed over pixels (a Gaussian decoder of variance
+1/2, up to a constant) and KL = sum_j 0.5 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) nats:
+
+- ``objective: convex`` (Eq 3): (1 - beta) recon + beta KL, beta in [0, 1];
+- ``objective: weighted``: recon + beta KL;
+
+each model with its own beta (``reference_beta``, ``target_beta``, default ``beta``); the
+training loss is the sum of both models' batch means. ELBO per cell (up to a constant):
+-(recon + KL), recon from the posterior mean (``elbo_samples: 0``) or averaged over that many
+reparameterised draws of a fixed seed. The mean KL of every latent dimension over each training
+epoch is kept per model; a dimension whose mean exceeds ``active_threshold`` nats is active.
+
+Logged: ``reference_loss``, ``reference_recon``, ``reference_kl``, ``reference_elbo`` and the same
+with ``target_``, ``loss`` (their sum), each epoch ``reference_active_dims`` and
+``target_active_dims``; ``kl_per_dimension.csv`` has columns ``reference_z*`` and ``target_z*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+
+import lightning.pytorch as pl
+import pydantic
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution, ResidualUnit
+from torch import nn
+
+from morphospace.config import Config, key_error
+from morphospace.data.conditions import CategoricalCondition, ChannelCondition
+from morphospace.data.spec import DataSpec
+from morphospace.errors import InputError
+from morphospace.models.base import GenerativeFamily, GenerativeModel
+from morphospace.models.training import RunConfig, log_metrics
+from morphospace.models.vae import KLPerDimension, vae_objective, vae_terms_per_cell
+
+__all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
+           "ConditionalEncoder", "ConditionalDecoder"]
+
+MIN_DEPTH = 4
+"""Depth (z slices) below which 3D networks stop halving D."""
+
+
+class StatisticalCellConfig(Config):
+    """A reference beta-VAE and a target conditional beta-VAE (see the module docstring)."""
+
+    family: Literal["statistical_cell"] = "statistical_cell"
+    reference: str = pydantic.Field("reference", description="data.conditions entry of kind channels")
+    reference_channels: list[str] | None = pydantic.Field(
+        None, min_length=1, description="the reference channels, checked against the condition's; null: its own")
+    label: str | None = pydantic.Field(None, description="data.conditions entry of kind categorical: the structure")
+    spatial_dims: Literal[2, 3] = 2
+    reference_latent_dim: int = pydantic.Field(32, ge=1)
+    target_latent_dim: int = pydantic.Field(32, ge=1)
+    beta: float = pydantic.Field(0.5, ge=0)
+    reference_beta: float | None = pydantic.Field(None, ge=0, description="null: beta")
+    target_beta: float | None = pydantic.Field(None, ge=0, description="null: beta")
+    objective: Literal["convex", "weighted"] = "convex"
+    base_channels: int = pydantic.Field(16, ge=2)
+    levels: int = pydantic.Field(4, ge=1, le=6, description="residual units that halve H and W")
+    label_embedding_dim: int = pydantic.Field(8, ge=1)
+    spectral_norm: bool = False
+    lr: float = pydantic.Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    active_threshold: float = pydantic.Field(0.1, ge=0, description="nats of mean KL for an active dimension")
+    elbo_samples: int = pydantic.Field(0, ge=0, description="posterior draws of the per-cell ELBO; 0: posterior mean")
+
+    @pydantic.model_validator(mode="after")
+    def _beta_range(self) -> "StatisticalCellConfig":
+        if self.objective == "convex":
+            for name in ("beta", "reference_beta", "target_beta"):
+                value = getattr(self, name)
+                if value is not None and value > 1:
+                    raise ValueError(f"{name} must lie in [0, 1] with the convex objective, got {value}")
+        return self
+
+    def beta_of(self, model: Literal["reference", "target"]) -> float:
+        """The beta of the ``reference`` or ``target`` model."""
+        value = self.reference_beta if model == "reference" else self.target_beta
+        return self.beta if value is None else value
+
+
+def level_strides(spatial: Sequence[int], levels: int) -> list[tuple[int, ...]]:
+    """Strides of each level for a crop of spatial shape (H, W) or (D, H, W): H and W halve every
+    level; D halves while the halved depth stays at least :data:`MIN_DEPTH`.
+
+    >>> level_strides((16, 64, 64), 4)
+    [(2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)]
+    """
+    strides, shape = [], list(spatial)
+    for _ in range(levels):
+        step = tuple(2 if axis >= len(shape) - 2 or (size % 2 == 0 and size // 2 >= MIN_DEPTH) else 1
+                     for axis, size in enumerate(shape))
+        shape = [size // s for size, s in zip(shape, step)]
+        strides.append(step)
+    return strides
+
+
+def _scales(spatial: Sequence[int], strides: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Spatial shape before every level and after the last one."""
+    shapes = [tuple(spatial)]
+    for step in strides:
+        shapes.append(tuple(size // s for size, s in zip(shapes[-1], step)))
+    return shapes
+
+
+def _widths(base: int, levels: int) -> list[int]:
+    return [base * min(2 ** (k + 1), 8) for k in range(levels)]
+
+
+class _Conditioning(nn.Module):
+    """Condition maps at a scale: the reference resized by area averaging and the label embedding
+    broadcast over space, concatenated (N, Cr + E, *shape); empty (N, 0, *shape) without them."""
+
+    def __init__(self, n_labels: int, embedding_dim: int, reference_channels: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_labels, embedding_dim) if n_labels else None
+        self.channels = reference_channels + (embedding_dim if n_labels else 0)
+
+    def forward(self, features: torch.Tensor, reference: torch.Tensor | None, labels: torch.Tensor | None
+                ) -> torch.Tensor:
+        shape = features.shape[2:]
+        maps = [features]
+        if reference is not None:
+            same_size = reference.shape[2:] == shape
+            maps.append(reference if same_size else F.interpolate(reference, size=shape, mode="area"))
+        if self.embedding is not None:
+            embedded = self.embedding(labels).to(features.dtype)
+            maps.append(embedded.view(*embedded.shape, *[1] * len(shape)).expand(-1, -1, *shape))
+        return torch.cat(maps, dim=1)
+
+
+def _unit(spatial_dims: int, in_channels: int, out_channels: int, strides: Sequence[int] | int = 1) -> ResidualUnit:
+    return ResidualUnit(spatial_dims, in_channels, out_channels, strides=strides, norm="BATCH", act="PRELU")
+
+
+class ConditionalEncoder(nn.Module):
+    """Images (N, C, *spatial) with optional condition maps -> (mu, log-variance), each (N, latent_dim).
+
+    ``reference_channels`` 0 and ``n_labels`` 0 give an unconditional encoder.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, spatial: Sequence[int], latent_dim: int,
+                 base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
+                 embedding_dim: int = 8) -> None:
+        super().__init__()
+        self.strides = level_strides(spatial, levels)
+        end = _scales(spatial, self.strides)[-1]
+        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels)
+        widths = _widths(base_channels, levels)
+        self.stem = Convolution(spatial_dims, in_channels, base_channels, conv_only=True)
+        self.units = nn.ModuleList(
+            _unit(spatial_dims, width_in + self.condition.channels, width, step)
+            for width_in, width, step in zip([base_channels, *widths[:-1]], widths, self.strides))
+        self.head = nn.Linear(widths[-1] * math.prod(end), 2 * latent_dim)
+
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stem(images)
+        for unit in self.units:
+            x = unit(self.condition(x, reference, labels))
+        mu, logvar = self.head(x.flatten(1)).chunk(2, dim=1)
+        return mu, logvar.clamp(-20, 10)
+
+
+class ConditionalDecoder(nn.Module):
+    """Latents (N, latent_dim) with optional condition maps -> images (N, C, *spatial) in [-1, 1]."""
+
+    def __init__(self, spatial_dims: int, out_channels: int, spatial: Sequence[int], latent_dim: int,
+                 base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
+                 embedding_dim: int = 8) -> None:
+        super().__init__()
+        self.scales = _scales(spatial, level_strides(spatial, levels))
+        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels)
+        widths = _widths(base_channels, levels)[::-1]
+        self.top = widths[0]
+        self.project = nn.Linear(latent_dim, self.top * math.prod(self.scales[-1]))
+        self.units = nn.ModuleList(
+            _unit(spatial_dims, width_in + self.condition.channels, width)
+            for width_in, width in zip(widths, [*widths[1:], base_channels]))
+        self.out = Convolution(spatial_dims, base_channels + self.condition.channels, out_channels, conv_only=True)
+
+    def forward(self, z: torch.Tensor, reference: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.project(z).view(len(z), self.top, *self.scales[-1])
+        for unit, shape in zip(self.units, self.scales[-2::-1]):
+            x = unit(F.interpolate(self.condition(x, reference, labels), size=shape, mode="nearest"))
+        return torch.tanh(self.out(self.condition(x, reference, labels)))
+
+
+@contextlib.contextmanager
+def _evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block, the previous mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _spectral_norm(module: nn.Module) -> None:
+    for layer in list(module.modules()):
+        if isinstance(layer, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(layer)
+
+
+def _reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    noise = torch.randn(mu.shape, generator=generator).to(mu) if generator is not None else torch.randn_like(mu)
+    return mu + noise * (0.5 * logvar).exp()
+
+
+class StatisticalCell(GenerativeModel):
+    """Reference VAE and target conditional VAE in one module; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        The model config as a plain dict.
+    image_shape
+        (Ct, H, W) or (Ct, D, H, W) of the target crops.
+    reference_channels
+        Names of the reference channels (Cr of them).
+    structures
+        The label vocabulary (index i is ``structures[i]``); empty without a label condition.
+    channels_last
+        Unused (kept for the family interface).
+    """
+
+    def __init__(self, config: dict[str, Any], image_shape: tuple[int, ...], reference_channels: Sequence[str],
+                 structures: Sequence[str] = (), channels_last: bool = False) -> None:
+        super().__init__(config, image_shape, False)
+        self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),
+                                   "reference_channels": list(reference_channels), "structures": list(structures),
+                                   "channels_last": False})
+        self.cfg = StatisticalCellConfig.model_validate(config)
+        self.reference_channels, self.structures = list(reference_channels), list(structures)
+        spatial = self.image_shape[1:]
+        if len(spatial) != self.cfg.spatial_dims:
+            raise ValueError(f"spatial_dims {self.cfg.spatial_dims} but crops of shape {tuple(spatial)}")
+        dims, cr, ct = self.cfg.spatial_dims, len(self.reference_channels), self.image_shape[0]
+        shared = {"base_channels": self.cfg.base_channels, "levels": self.cfg.levels}
+        conditioned = {"reference_channels": cr, "n_labels": len(self.structures),
+                       "embedding_dim": self.cfg.label_embedding_dim}
+        self.reference_encoder = ConditionalEncoder(dims, cr, spatial, self.cfg.reference_latent_dim, **shared)
+        self.reference_decoder = ConditionalDecoder(dims, cr, spatial, self.cfg.reference_latent_dim, **shared)
+        self.target_encoder = ConditionalEncoder(dims, ct, spatial, self.cfg.target_latent_dim, **shared,
+                                                 **conditioned)
+        self.target_decoder = ConditionalDecoder(dims, ct, spatial, self.cfg.target_latent_dim, **shared,
+                                                 **conditioned)
+        if self.cfg.spectral_norm:
+            _spectral_norm(self)
+        self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
+        self.register_buffer("target_kl_per_dimension", torch.zeros(self.cfg.target_latent_dim))
+        self._kl_sums: dict[str, torch.Tensor] = {}
+        self._kl_batches = 0
+
+    # ------------------------------------------------------------------------------ sizes and inputs
+
+    @property
+    def latent_dim(self) -> int:
+        """Reference and target latent sizes together (the layout of :meth:`prior` and :meth:`decode`)."""
+        return self.cfg.reference_latent_dim + self.cfg.target_latent_dim
+
+    @property
+    def kl_per_dimension(self) -> torch.Tensor:
+        """Last epoch's mean KL per latent dimension, reference then target (nats)."""
+        return torch.cat([self.reference_kl_per_dimension, self.target_kl_per_dimension])
+
+    @property
+    def kl_dimension_names(self) -> list[str]:
+        return ([f"reference_z{i}" for i in range(self.cfg.reference_latent_dim)]
+                + [f"target_z{i}" for i in range(self.cfg.target_latent_dim)])
+
+    def labels_of(self, labels: torch.Tensor | Sequence[int] | None, n: int) -> torch.Tensor | None:
+        """Label indices (n,) on the model's device; None for a model without labels. Raises
+        InputError when a labelled model gets none or an index outside the vocabulary."""
+        if not self.structures:
+            return None
+        if labels is None:
+            raise InputError(f"the model needs structure labels (indices into {self.structures})")
+        labels = torch.as_tensor(labels, dtype=torch.long).to(self.device).reshape(-1)
+        if len(labels) != n or labels.min() < 0 or labels.max() >= len(self.structures):
+            raise InputError(f"labels must be {n} indices in [0, {len(self.structures)}), got {labels.tolist()}")
+        return labels
+
+    def _batch(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        target = batch["image"].to(self.device)
+        reference = batch[self.cfg.reference].to(self.device)
+        labels = self.labels_of(batch[self.cfg.label], len(target)) if self.cfg.label else None
+        return target, reference, labels
+
+    # ------------------------------------------------------------------------------ the two models
+
+    def encode_reference(self, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference images (N, Cr, ...) -> (mu, log-variance), each (N, reference_latent_dim)."""
+        return self.reference_encoder(reference.to(self.device))
+
+    def decode_reference(self, z: torch.Tensor) -> torch.Tensor:
+        """Reference latents (N, reference_latent_dim) -> reference images (N, Cr, ...) in [-1, 1]."""
+        return self.reference_decoder(z.to(self.device))
+
+    def encode_target(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target images (N, Ct, ...) given their reference (N, Cr, ...) and labels (N,) ->
+        (mu, log-variance), each (N, target_latent_dim)."""
+        return self.target_encoder(target.to(self.device), reference.to(self.device),
+                                   self.labels_of(labels, len(target)))
+
+    def decode_target(self, z: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Target latents (N, target_latent_dim) given the reference (N, Cr, ...) and labels (N,) ->
+        target images (N, Ct, ...) in [-1, 1]."""
+        return self.target_decoder(z.to(self.device), reference.to(self.device), self.labels_of(labels, len(z)))
+
+    def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
+              n_samples: int = 1, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-cell terms of both models: ``{reference,target}_recon`` (N,) (mean over ``n_samples``
+        posterior draws; 0: from the posterior mean), ``{reference,target}_kl_per_dim`` (N, d) and
+        ``{reference,target}_reconstruction`` (of the last draw)."""
+        out: dict[str, torch.Tensor] = {}
+        posteriors = {"reference": self.encode_reference(reference),
+                      "target": self.encode_target(target, reference, labels)}
+        for name, (mu, logvar) in posteriors.items():
+            x = reference if name == "reference" else target
+            recons = []
+            for _ in range(max(n_samples, 1)):
+                z = _reparameterise(mu, logvar, generator) if n_samples else mu
+                decoded = self.decode_reference(z) if name == "reference" else self.decode_target(z, reference, labels)
+                recon, kl = vae_terms_per_cell(x.to(self.device), decoded, mu, logvar)
+                recons.append(recon)
+            out |= {f"{name}_recon": torch.stack(recons).mean(0), f"{name}_kl_per_dim": kl,
+                    f"{name}_reconstruction": decoded}
+        return out
+
+    def loss_terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
+        """Batch means of both models' recon, KL, objective and ELBO, ``loss`` (the sum of the
+        objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell."""
+        per_cell = self.terms(target, reference, labels, n_samples=1)
+        out: dict[str, torch.Tensor] = {}
+        for name in ("reference", "target"):
+            recon, kl_per_dim = per_cell[f"{name}_recon"].mean(), per_cell[f"{name}_kl_per_dim"].mean(0)
+            kl = kl_per_dim.sum()
+            out |= {f"{name}_loss": vae_objective(recon, kl, self.cfg.beta_of(name), self.cfg.objective),
+                    f"{name}_recon": recon, f"{name}_kl": kl, f"{name}_elbo": -(recon + kl),
+                    f"{name}_kl_per_dim": kl_per_dim}
+        out["loss"] = out["reference_loss"] + out["target_loss"]
+        return out
+
+    # ------------------------------------------------------------------------------ training
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+
+    def _log(self, terms: dict[str, torch.Tensor], prefix: str, batch_size: int) -> None:
+        names = ["loss"] + [f"{m}_{k}" for m in ("reference", "target") for k in ("loss", "recon", "kl", "elbo")]
+        log_metrics(self, {f"{prefix}{k}": terms[k] for k in names}, batch_size, on_step=prefix == "",
+                    prog_bar=prefix == "")
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        target, reference, labels = self._batch(batch)
+        terms = self.loss_terms(target, reference, labels)
+        for name in ("reference", "target"):
+            kl = terms[f"{name}_kl_per_dim"].detach().float()
+            self._kl_sums[name] = self._kl_sums[name] + kl if name in self._kl_sums else kl
+        self._kl_batches += 1
+        self._log(terms, "", len(target))
+        return terms["loss"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        target, reference, labels = self._batch(batch)
+        self._log(self.loss_terms(target, reference, labels), "val_", len(target))
+
+    def finish_kl_epoch(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Set both models' KL per dimension to the mean over the training batches since the last
+        call and log their active dimensions; a no-op when no batch was seen. ``reduce`` averages
+        over the processes of a multi-process run."""
+        if self._kl_batches:
+            for name in ("reference", "target"):
+                mean = self._kl_sums[name] / self._kl_batches
+                getattr(self, f"{name}_kl_per_dimension").copy_(reduce(mean) if reduce is not None else mean)
+                self.log(f"{name}_active_dims", float(self.active_dimensions(model=name)), sync_dist=True)
+        self._kl_sums, self._kl_batches = {}, 0
+
+    def on_train_epoch_end(self) -> None:
+        self.finish_kl_epoch()
+
+    def active_dimensions(self, threshold: float | None = None,
+                          model: Literal["reference", "target", "both"] = "both") -> int:
+        """Latent dimensions of ``model`` whose mean KL over the last epoch exceeds ``threshold``
+        nats (default ``active_threshold``)."""
+        limit = self.cfg.active_threshold if threshold is None else threshold
+        kl = self.kl_per_dimension if model == "both" else getattr(self, f"{model}_kl_per_dimension")
+        return int((kl > limit).sum())
+
+    # ------------------------------------------------------------------------------ analysis
+
+    @torch.no_grad()
+    def elbo_per_cell(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
+                      n_samples: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+        """ELBO of every cell (up to a constant), ``reference`` and ``target``, each (N,):
+        -(recon + KL), recon from the posterior mean (``n_samples`` 0) or averaged over
+        ``n_samples`` draws of a generator seeded by ``seed`` (default: ``elbo_samples``). The
+        target's is log p(target | reference, label), so passing another cell's reference (or one
+        with a channel swapped) gives the ELBO under that reference. Eval mode."""
+        n = self.cfg.elbo_samples if n_samples is None else n_samples
+        with _evaluating(self):
+            per_cell = self.terms(target, reference, labels, n, torch.Generator().manual_seed(seed))
+        return {name: -(per_cell[f"{name}_recon"] + per_cell[f"{name}_kl_per_dim"].sum(1))
+                for name in ("reference", "target")}
+
+    @torch.no_grad()
+    def embed_latents(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior means: reference (N, reference_latent_dim) and target (N, target_latent_dim)."""
+        with _evaluating(self):
+            return self.encode_reference(reference)[0], self.encode_target(target, reference, labels)[0]
+
+    @torch.no_grad()
+    def embed_batch(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """A batch's reference and target posterior means side by side (N, latent_dim)."""
+        return torch.cat(self.embed_latents(*self._batch(batch)), dim=1)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        raise InputError("the Statistical Cell embeds a target with its reference channels and label: use "
+                         "embed_batch or embed_latents")
+
+    @torch.no_grad()
+    def reconstruct_target(self, target: torch.Tensor, reference: torch.Tensor,
+                           labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Targets (N, Ct, ...) decoded from their posterior means given ``reference``."""
+        with _evaluating(self):
+            return self.decode_target(self.encode_target(target, reference, labels)[0], reference, labels)
+
+    @torch.no_grad()
+    def target_from_reference(self, reference: torch.Tensor, labels: torch.Tensor | None = None,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+        """A structure (N, Ct, ...) drawn for a given reference (N, Cr, ...) and labels (N,): the
+        target decoder at a prior draw of ``generator``, or at the prior mean z = 0 when None."""
+        n = len(reference)
+        z = (torch.randn(n, self.cfg.target_latent_dim, generator=generator) if generator is not None
+             else torch.zeros(n, self.cfg.target_latent_dim))
+        with _evaluating(self):
+            return self.decode_target(z, reference, labels)
+
+    @torch.no_grad()
+    def integrated_cells(self, n: int, generator: torch.Generator | None = None,
+                         reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integrated cells: ``n`` references sampled from the reference model (or the given
+        ``reference`` (n, Cr, ...)) and every structure drawn on each, S = number of labels (1
+        without labels), with one prior draw per structure: (reference (n, Cr, ...),
+        structures (n, S, Ct, ...)), structure s being ``structures[s]``."""
+        with _evaluating(self):
+            if reference is None:
+                reference = self.decode_reference(torch.randn(n, self.cfg.reference_latent_dim, generator=generator))
+            reference = reference.to(self.device)
+            n_structures = max(len(self.structures), 1)
+            drawn = []
+            for s in range(n_structures):
+                labels = torch.full((len(reference),), s) if self.structures else None
+                drawn.append(self.target_from_reference(reference, labels, generator))
+        return reference, torch.stack(drawn, dim=1)
+
+    # ------------------------------------------------------------------------------ GenerativeModel interface
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (N, reference_latent_dim + target_latent_dim), reference part first -> the
+        target (N, Ct, ...) drawn on the decoded reference, as the first structure (label 0)."""
+        z = z.to(self.device)
+        reference = self.decode_reference(z[:, : self.cfg.reference_latent_dim])
+        labels = torch.zeros(len(z), dtype=torch.long) if self.structures else None
+        return self.decode_target(z[:, self.cfg.reference_latent_dim:], reference, labels)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` generated targets (N, Ct, ...) in [-1, 1], each on its own sampled reference,
+        the structures taken in turn (sample i is structure i mod S)."""
+        with _evaluating(self):
+            z = self.prior(n, generator)
+            reference = self.decode_reference(z[:, : self.cfg.reference_latent_dim])
+            labels = torch.arange(n) % len(self.structures) if self.structures else None
+            return self.decode_target(z[:, self.cfg.reference_latent_dim:], reference, labels)
+
+
+class StatisticalCellFamily(GenerativeFamily):
+    """``model.family: statistical_cell``: reference and target conditional beta-VAEs, 2D or 3D."""
+
+    name = "statistical_cell"
+    config = StatisticalCellConfig
+    verbs = frozenset({"embed", "generate", "evaluate"})
+
+    def module_class(self, model: Mapping[str, Any]) -> type[StatisticalCell]:
+        return StatisticalCell
+
+    def evaluations(self, model: StatisticalCellConfig) -> tuple[str, ...]:
+        return ("coupling", "drug-shift")
+
+    def batch_requirements(self, model: StatisticalCellConfig) -> dict[str, str]:
+        required = {"image": "image", model.reference: "channels"}
+        return required | ({model.label: "categorical"} if model.label else {})
+
+    def check(self, config: RunConfig, spec: DataSpec) -> None:
+        model, conditions = config.model, config.data.conditions
+        reference = conditions.get(model.reference)
+        if not isinstance(reference, ChannelCondition):
+            found = f"is of kind {reference.kind!r}" if reference is not None else "is missing"
+            raise key_error("model.reference", f"data.conditions.{model.reference} {found}; the reference channels "
+                                               "must be a condition of kind channels")
+        if model.reference_channels is not None and list(model.reference_channels) != list(reference.channels):
+            raise key_error("model.reference_channels", f"{model.reference_channels} differ from data.conditions."
+                                                        f"{model.reference}.channels {reference.channels}")
+        if model.label is not None and not isinstance(conditions.get(model.label), CategoricalCondition):
+            raise key_error("model.label", f"data.conditions.{model.label} must be a condition of kind categorical")
+        _, *spatial = spec.shape("image")
+        if len(spatial) != model.spatial_dims:
+            raise key_error("model.spatial_dims", f"{model.spatial_dims}, but the store holds crops of shape "
+                                                  f"{tuple(spatial)}")
+        if spatial[-1] != spatial[-2] or spatial[-1] % 2 ** model.levels:
+            raise key_error("data.crop_size", f"crops are {spatial[-2]} x {spatial[-1]} px; the networks need square "
+                                              f"crops whose side is a multiple of 2^levels = {2 ** model.levels}")
+        self.check_normalization(config)
+
+    def build(self, config: RunConfig, spec: DataSpec, data: pl.LightningDataModule
+              ) -> tuple[StatisticalCell, dict[str, str]]:
+        model = config.model
+        structures = spec.names(model.label) if model.label else []
+        module = StatisticalCell(model.to_dict(), spec.shape("image"), spec.names(model.reference), structures)
+        strides = level_strides(spec.shape("image")[1:], model.levels)
+        return module, {"downsampling": " ".join("x".join(map(str, s)) for s in strides),
+                        "structures": ", ".join(structures) or "one (no label)"}
+
+    def callbacks(self, config: RunConfig, run_dir: Path) -> list[pl.Callback]:
+        return [KLPerDimension(run_dir / "kl_per_dimension.csv")]
+
+    def notes_after_fit(self, module: StatisticalCell) -> dict[str, str]:
+        threshold = module.cfg.active_threshold
+        return {f"{name}_active_dims": f"{module.active_dimensions(model=name)} of "
+                                       f"{getattr(module.cfg, f'{name}_latent_dim')} (mean KL > {threshold} nats)"
+                for name in ("reference", "target")}
+
+
+FAMILY = StatisticalCellFamily()

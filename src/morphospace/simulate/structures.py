@@ -1,0 +1,367 @@
+"""Single cells with a membrane, DNA and one tagged structure, placed by known rules.
+
+A cell is a crop centred on its cell body: the membrane is an ellipse (2D) or a flattened
+ellipsoid (3D) at the crop centre, the nucleus a smaller one offset inside it. Each structure
+follows its own placement rule (:data:`STRUCTURES`), so the membrane and DNA channels tell more
+or less about where it is; drugs (:data:`DRUGS`) change named structures and leave the cell and
+nucleus shapes alone.
+
+Coordinates are pixels from the crop centre, ordered ``(z, y, x)`` in 3D and ``(y, x)`` in 2D;
+z is measured in xy pixels (a z slice is ``z_step_px`` pixels thick). Intensities lie in [0, 1].
+
+Examples
+--------
+>>> import numpy as np
+>>> grid = CropGrid((32, 32))
+>>> cell = sample_cell(np.random.default_rng(0), grid, (0.6, 0.7), (1.0, 1.2), (0.5, 0.6), 0.5)
+>>> render_cell(cell, "Nucleoli", None, grid, np.random.default_rng(1), psf_sigma_px=1.0, noise_sd=0.0).shape
+(3, 32, 32)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "STRUCTURE_CHANNELS",
+    "STRUCTURES",
+    "DRUGS",
+    "CONTROL_DRUG",
+    "Drug",
+    "Ellipsoid",
+    "CellShape",
+    "CropGrid",
+    "sample_cell",
+    "render_reference",
+    "render_structure",
+    "render_cell",
+    "cell_masks",
+    "blur",
+]
+
+STRUCTURE_CHANNELS = ("Membrane", "DNA", "Structure")
+CONTROL_DRUG = "DMSO"
+
+STRUCTURES: dict[str, str] = {
+    "NuclearEnvelope": "a thin rim on the nucleus surface (fixed by the DNA shape)",
+    "Nucleoli": "2-3 round blobs spread along the nucleus's long axis, slightly jittered",
+    "Cortex": "a band under the membrane with patchy brightness (fixed by the membrane shape)",
+    "Mitochondria": "short tubules at random places in the cytoplasm (outside the nucleus, inside the cell)",
+    "Golgi": "a ribbon hugging the nucleus on the side of the cell's long axis with more room, angle jittered",
+    "Puncta": "6-11 dots anywhere in the crop, independent of the cell",
+}
+"""Structure name -> placement rule."""
+
+
+@dataclass(frozen=True)
+class Drug:
+    """A treatment: its dose and the effect it has on each structure it shifts."""
+
+    concentration_um: float
+    effects: dict[str, str]
+
+
+DRUGS: dict[str, Drug] = {
+    "GolgiDisperser": Drug(1.0, {"Golgi": "the ribbon breaks into dots scattered through the cytoplasm"}),
+    "NucleolarEnlarger": Drug(1.0, {"Nucleoli": "blobs 1.7x wider"}),
+    "CortexThickener": Drug(1.0, {"Cortex": "band 2.5x thicker"}),
+}
+"""Drug name -> dose and effects; DMSO (:data:`CONTROL_DRUG`) is the untreated control."""
+
+
+@dataclass(frozen=True)
+class Ellipsoid:
+    """An ellipse in (y, x) with a z half-height and z centre (used in 3D only); px and radians."""
+
+    centre: tuple[float, float]
+    major: float
+    minor: float
+    angle: float
+    height: float
+    z: float = 0.0
+
+    def radius_toward(self, direction: float) -> float:
+        """Distance from the centre to the outline along ``direction`` (radians) in the xy plane."""
+        t = direction - self.angle
+        return float(1.0 / np.hypot(np.cos(t) / self.major, np.sin(t) / self.minor))
+
+    @property
+    def mean_radius(self) -> float:
+        return 0.5 * (self.major + self.minor)
+
+
+@dataclass(frozen=True)
+class CellShape:
+    """The reference geometry of one cell: membrane outline (centred) and nucleus."""
+
+    membrane: Ellipsoid
+    nucleus: Ellipsoid
+
+
+class CropGrid:
+    """Pixel coordinates of a crop, ``(D, H, W)`` or ``(H, W)``, relative to its centre (px)."""
+
+    def __init__(self, shape: tuple[int, ...], z_step_px: float = 1.0) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.z_step_px = float(z_step_px)
+        axes = [np.arange(n) - (n - 1) / 2.0 for n in self.shape]
+        if len(self.shape) == 3:
+            axes[0] = axes[0] * self.z_step_px
+        self.coords = np.meshgrid(*axes, indexing="ij")
+
+    @property
+    def is_3d(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def half_extent(self) -> np.ndarray:
+        """Half the crop size per axis, px (z in xy pixels)."""
+        sizes = np.array(self.shape, dtype=float)
+        if self.is_3d:
+            sizes[0] *= self.z_step_px
+        return sizes / 2.0
+
+    def normalized_radius(self, shape: Ellipsoid) -> np.ndarray:
+        """1 on the outline of ``shape``, < 1 inside, per pixel."""
+        y, x = self.coords[-2] - shape.centre[0], self.coords[-1] - shape.centre[1]
+        c, s = np.cos(shape.angle), np.sin(shape.angle)
+        squared = ((x * c + y * s) / shape.major) ** 2 + ((-x * s + y * c) / shape.minor) ** 2
+        if self.is_3d:
+            squared = squared + ((self.coords[0] - shape.z) / shape.height) ** 2
+        return np.sqrt(squared)
+
+    def polar_angle(self, centre: tuple[float, float]) -> np.ndarray:
+        return np.arctan2(self.coords[-2] - centre[0], self.coords[-1] - centre[1])
+
+
+def sample_cell(
+    rng: np.random.Generator,
+    grid: CropGrid,
+    cell_size: tuple[float, float],
+    elongation: tuple[float, float],
+    nucleus_size: tuple[float, float],
+    nucleus_offset: float,
+) -> CellShape:
+    """A random cell centred in the crop; see :class:`~morphospace.simulate.config.StructuresConfig`."""
+    half_xy = float(min(grid.half_extent[-2:]))
+    radius = rng.uniform(*cell_size) * half_xy
+    stretch = np.sqrt(rng.uniform(*elongation))
+    major, minor = min(radius * stretch, 0.92 * half_xy), radius / stretch
+    angle = rng.uniform(0.0, np.pi)
+    height = min(0.45 * radius, 0.8 * grid.half_extent[0]) if grid.is_3d else 1.0
+    nucleus_minor = rng.uniform(*nucleus_size) * minor
+    nucleus_major = min(nucleus_minor * rng.uniform(1.0, 1.3), 0.8 * minor)
+    room = max(minor - nucleus_major - 2.0, 0.0)
+    direction = rng.uniform(0.0, 2.0 * np.pi)
+    shift = rng.uniform(0.0, nucleus_offset) * room
+    nucleus = Ellipsoid(
+        centre=(shift * np.sin(direction), shift * np.cos(direction)),
+        major=nucleus_major, minor=nucleus_minor, angle=angle + rng.normal(0.0, 0.3),
+        height=min(0.7 * height, nucleus_minor) if grid.is_3d else 1.0,
+    )
+    return CellShape(Ellipsoid((0.0, 0.0), major, minor, angle, height), nucleus)
+
+
+def _soft_inside(rho: np.ndarray, scale: float, softness: float = 0.7) -> np.ndarray:
+    """About 1 inside (rho < 1), 0 outside, with an edge ``softness`` px wide for a size ``scale`` px."""
+    return 0.5 * (1.0 + np.tanh((1.0 - rho) * scale / (2.0 * softness)))
+
+
+def _rim(rho: np.ndarray, scale: float, width: float) -> np.ndarray:
+    """A Gaussian ridge ``width`` px wide on the outline rho = 1."""
+    return np.exp(-(((rho - 1.0) * scale) ** 2) / (2.0 * width**2))
+
+
+def render_reference(cell: CellShape, grid: CropGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Membrane (a rim with a faint fill) and DNA (a filled nucleus), before blur and noise."""
+    rho_cell = grid.normalized_radius(cell.membrane)
+    rho_nucleus = grid.normalized_radius(cell.nucleus)
+    scale = cell.membrane.mean_radius
+    membrane = 0.8 * _rim(rho_cell, scale, 1.0) + 0.1 * _soft_inside(rho_cell, scale)
+    dna = _soft_inside(rho_nucleus, cell.nucleus.mean_radius) * (0.75 - 0.25 * np.clip(rho_nucleus, 0, 1) ** 2)
+    return membrane, dna
+
+
+def cell_masks(cell: CellShape, grid: CropGrid) -> np.ndarray:
+    """Labels per pixel: 1 own nucleus, 2 own cell outside the nucleus, 0 background (uint8)."""
+    inside_cell = grid.normalized_radius(cell.membrane) < 1.0
+    inside_nucleus = (grid.normalized_radius(cell.nucleus) < 1.0) & inside_cell
+    return np.where(inside_nucleus, 1, np.where(inside_cell, 2, 0)).astype(np.uint8)
+
+
+def _points_in_ellipsoid(rng: np.random.Generator, shape: Ellipsoid, n: int, shrink: float, is_3d: bool) -> np.ndarray:
+    """``n`` uniform points (n, 2 or 3) inside ``shape`` scaled by ``shrink``, in (z,) y, x px."""
+    dims = 3 if is_3d else 2
+    unit = rng.normal(size=(n, dims))
+    unit *= (rng.uniform(size=(n, 1)) ** (1.0 / dims)) / np.linalg.norm(unit, axis=1, keepdims=True)
+    u, v = unit[:, -1] * shape.major * shrink, unit[:, -2] * shape.minor * shrink
+    c, s = np.cos(shape.angle), np.sin(shape.angle)
+    yx = np.stack([shape.centre[0] + u * s + v * c, shape.centre[1] + u * c - v * s], axis=1)
+    return np.concatenate([shape.z + unit[:, :1] * shape.height * shrink, yx], axis=1) if is_3d else yx
+
+
+def _inside(points: np.ndarray, shape: Ellipsoid, is_3d: bool) -> np.ndarray:
+    """Normalised radius of each point (n,) with respect to ``shape``."""
+    y, x = points[:, -2] - shape.centre[0], points[:, -1] - shape.centre[1]
+    c, s = np.cos(shape.angle), np.sin(shape.angle)
+    squared = ((x * c + y * s) / shape.major) ** 2 + ((-x * s + y * c) / shape.minor) ** 2
+    if is_3d:
+        squared = squared + ((points[:, 0] - shape.z) / shape.height) ** 2
+    return np.sqrt(squared)
+
+
+def _cytoplasm_points(rng: np.random.Generator, cell: CellShape, n: int, is_3d: bool) -> np.ndarray:
+    """``n`` uniform points inside the cell (rho < 0.92) and outside the nucleus (rho > 1.15)."""
+    kept: list[np.ndarray] = []
+    count = 0
+    for _ in range(50):
+        points = _points_in_ellipsoid(rng, cell.membrane, 4 * n, 0.92, is_3d)
+        points = points[_inside(points, cell.nucleus, is_3d) > 1.15]
+        kept.append(points)
+        count += len(points)
+        if count >= n:
+            break
+    points = np.concatenate(kept)
+    return points[:n] if len(points) else np.zeros((0, 3 if is_3d else 2))
+
+
+def _splat(points: np.ndarray, weight: float, grid: CropGrid) -> np.ndarray:
+    """Deposit ``weight`` at the pixel nearest each point (points outside the crop are dropped)."""
+    image = np.zeros(grid.shape)
+    if len(points) == 0:
+        return image
+    scaled = points.copy()
+    if grid.is_3d:
+        scaled[:, 0] = scaled[:, 0] / grid.z_step_px
+    index = np.rint(scaled + (np.array(grid.shape) - 1) / 2.0).astype(int)
+    keep = np.all((index >= 0) & (index < np.array(grid.shape)), axis=1)
+    np.add.at(image, tuple(index[keep].T), weight)
+    return image
+
+
+def _point_weight(peak: float, grid: CropGrid, psf_sigma_px: float) -> float:
+    """Weight of one deposited point whose blurred peak is ``peak``."""
+    sigmas = _psf_sigmas(grid, psf_sigma_px)
+    return peak * float(np.prod([np.sqrt(2.0 * np.pi) * s if s > 0 else 1.0 for s in sigmas]))
+
+
+def _psf_sigmas(grid: CropGrid, psf_sigma_px: float) -> tuple[float, ...]:
+    """Gaussian blur per axis in pixels (slices for z: the PSF is twice as long along z)."""
+    if grid.is_3d:
+        return (2.0 * psf_sigma_px / grid.z_step_px, psf_sigma_px, psf_sigma_px)
+    return (psf_sigma_px, psf_sigma_px)
+
+
+def blur(image: np.ndarray, grid: CropGrid, psf_sigma_px: float) -> np.ndarray:
+    """The image seen through a Gaussian PSF of xy sigma ``psf_sigma_px``."""
+    return ndimage.gaussian_filter(image, _psf_sigmas(grid, psf_sigma_px)) if psf_sigma_px > 0 else image
+
+
+def _nuclear_envelope(cell, effect, grid, rng, psf):
+    return rng.uniform(0.8, 1.0) * _rim(grid.normalized_radius(cell.nucleus), cell.nucleus.mean_radius, 0.7)
+
+
+def _nucleoli(cell, effect, grid, rng, psf):
+    n = int(rng.integers(2, 4))
+    nucleus = cell.nucleus
+    along = np.linspace(-0.45, 0.45, n) * nucleus.major * rng.uniform(0.85, 1.0)
+    across = rng.normal(0.0, 0.05 * nucleus.minor, n)
+    c, s = np.cos(nucleus.angle), np.sin(nucleus.angle)
+    centres = np.stack([nucleus.centre[0] + along * s + across * c, nucleus.centre[1] + along * c - across * s], axis=1)
+    if grid.is_3d:
+        centres = np.concatenate([rng.normal(nucleus.z, 0.1 * nucleus.height, (n, 1)), centres], axis=1)
+    widen = 1.7 if effect else 1.0
+    image = np.zeros(grid.shape)
+    for centre in centres:
+        radius = rng.uniform(0.18, 0.24) * cell.nucleus.mean_radius * widen
+        blob = Ellipsoid((centre[-2], centre[-1]), radius, radius, 0.0, radius, float(centre[0]) if grid.is_3d else 0.0)
+        image += _soft_inside(grid.normalized_radius(blob), radius, 0.5)
+    return 0.8 * np.clip(image, 0.0, 1.0)
+
+
+def _cortex(cell, effect, grid, rng, psf):
+    rho = grid.normalized_radius(cell.membrane)
+    depth = (1.0 - rho) * cell.membrane.mean_radius
+    thickness = 2.0 * (2.5 if effect else 1.0)
+    band = 0.5 * (1.0 + np.tanh(depth / 0.7)) * 0.5 * (1.0 + np.tanh((thickness - depth) / 0.7))
+    phi = grid.polar_angle(cell.membrane.centre)
+    patches = 1.0 + 0.25 * np.cos(3.0 * phi + rng.uniform(0.0, 2.0 * np.pi))
+    return rng.uniform(0.6, 0.75) * band * patches
+
+
+def _mitochondria(cell, effect, grid, rng, psf):
+    n_tubules = int(rng.integers(12, 20))
+    starts = _cytoplasm_points(rng, cell, n_tubules, grid.is_3d)
+    segments = []
+    for start in starts:
+        direction = rng.normal(size=start.shape)
+        if grid.is_3d:
+            direction[0] *= 0.2
+        direction /= np.linalg.norm(direction)
+        steps = np.arange(0.0, rng.uniform(4.0, 8.0), 0.7)[:, None]
+        tubule = start + steps * direction
+        keep = (_inside(tubule, cell.membrane, grid.is_3d) < 0.95) & (_inside(tubule, cell.nucleus, grid.is_3d) > 1.1)
+        segments.append(tubule[keep])
+    points = np.concatenate(segments) if segments else np.zeros((0, len(grid.shape)))
+    return _splat(points, _point_weight(0.12, grid, psf), grid)
+
+
+def _golgi(cell, effect, grid, rng, psf):
+    if effect:
+        return _splat(_cytoplasm_points(rng, cell, 12, grid.is_3d), _point_weight(0.45, grid, psf), grid)
+    membrane, nucleus = cell.membrane, cell.nucleus
+    axis = np.array([np.sin(membrane.angle), np.cos(membrane.angle)])
+    side = -1.0 if float(np.dot(axis, nucleus.centre)) > 0 else 1.0
+    heading = np.arctan2(side * axis[0], side * axis[1]) + rng.normal(0.0, 0.9)
+    angles = heading + np.arange(-0.6, 0.6, 0.08)
+    radii = np.array([nucleus.radius_toward(a) for a in angles]) + 2.5 + rng.normal(0.0, 0.4, len(angles))
+    yx = np.stack([nucleus.centre[0] + radii * np.sin(angles), nucleus.centre[1] + radii * np.cos(angles)], axis=1)
+    if grid.is_3d:
+        yx = np.concatenate([rng.normal(0.0, 0.3 * nucleus.height, (len(angles), 1)), yx], axis=1)
+    return _splat(yx, _point_weight(0.35, grid, psf), grid)
+
+
+def _puncta(cell, effect, grid, rng, psf):
+    n = int(rng.integers(6, 12))
+    points = rng.uniform(-1.0, 1.0, size=(n, len(grid.shape))) * (grid.half_extent - 0.5)
+    return _splat(points, _point_weight(0.8, grid, psf), grid)
+
+
+_RENDERERS: dict[str, Callable] = {
+    "NuclearEnvelope": _nuclear_envelope,
+    "Nucleoli": _nucleoli,
+    "Cortex": _cortex,
+    "Mitochondria": _mitochondria,
+    "Golgi": _golgi,
+    "Puncta": _puncta,
+}
+
+
+def render_structure(
+    cell: CellShape, structure: str, drug: str | None, grid: CropGrid, rng: np.random.Generator, psf_sigma_px: float
+) -> np.ndarray:
+    """The structure channel before blur and noise; ``drug`` applies its effect when it shifts ``structure``."""
+    effect = DRUGS[drug].effects.get(structure) if drug in DRUGS else None
+    return _RENDERERS[structure](cell, effect, grid, rng, psf_sigma_px)
+
+
+def render_cell(
+    cell: CellShape,
+    structure: str,
+    drug: str | None,
+    grid: CropGrid,
+    rng: np.random.Generator,
+    psf_sigma_px: float,
+    noise_sd: float,
+) -> np.ndarray:
+    """Membrane, DNA and structure channels (3, *grid.shape), blurred, noisy, clipped to [0, 1], float32."""
+    membrane, dna = render_reference(cell, grid)
+    channels = np.stack([membrane, dna, render_structure(cell, structure, drug, grid, rng, psf_sigma_px)])
+    channels = np.stack([blur(c, grid, psf_sigma_px) for c in channels])
+    if noise_sd > 0:
+        channels = channels + rng.normal(0.0, noise_sd, channels.shape)
+    return np.clip(channels, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,416 @@
+"""The Statistical Cell's analyses of trained runs: ``evaluate coupling``, ``evaluate drug-shift``
+and ``explore beta-sweep``.
+
+- :func:`evaluate_coupling`: on the run's held-out cells (test split, else validation), each
+  cell's target ELBO with its own reference and with one reference channel swapped for another
+  cell's of the same structure, repeated; the coupling of every structure to every reference
+  channel (Eq 4) with bootstrap intervals. Writes ``coupling.json``, ``coupling.csv`` and
+  ``figures/coupling.png`` into the output folder (default ``RUN/evaluation``).
+- :func:`evaluate_drug_shift`: cells of the run's store chosen by two pandas queries, embedded in
+  the reference and target latent spaces (posterior means, active dimensions); one permutation
+  test per treated group x structure x latent space, Benjamini-Hochberg q-values. Writes
+  ``drug_shift.json`` and ``drug_shift.csv``.
+- :func:`run_beta_sweep`: one run of a config per beta (finished runs reused), then the held-out
+  reconstruction error and KL of both models and their active dimensions; writes
+  ``beta_sweep.json``, ``beta_sweep.csv`` and ``beta_sweep.png`` (the rate-distortion figure).
+
+The statistics themselves live in :mod:`morphospace.evaluate.statistical_cell`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pydantic
+import torch
+from matplotlib.figure import Figure
+
+from morphospace.atomic import refuse_existing, write_json_atomic
+from morphospace.config import Config
+from morphospace.errors import InputError
+from morphospace.evaluate import statistical_cell as stats
+from morphospace.explore.figures import save_figure
+from morphospace.io.tables import write_table
+from morphospace.models.registry import resolve_run_config
+from morphospace.models.run import Run, load_run
+from morphospace.models.training import RunConfig
+from morphospace.workflows.cp2image_evaluation import held_out_rows
+
+__all__ = ["CouplingConfig", "DrugShiftConfig", "evaluate_coupling", "evaluate_drug_shift", "run_beta_sweep",
+           "beta_sweep_figure", "beta_sweep_dir", "MODELS"]
+
+MODELS = ("reference", "target")
+BATCH_SIZE = 64
+CONTROL = "\x00control"
+"""Group name of the control cells inside :func:`evaluate_drug_shift` (never a value of ``--by``)."""
+
+
+class CouplingConfig(Config):
+    """``evaluate coupling``: swaps, cells, bootstrap."""
+
+    repeats: int = pydantic.Field(8, ge=1, description="swap partners per cell and reference channel")
+    cells: int = pydantic.Field(500, ge=2, description="held-out cells evaluated at most (a random subset)")
+    bootstrap: int = pydantic.Field(1000, ge=1, description="bootstrap resamples of the interval")
+    confidence: float = pydantic.Field(0.95, gt=0, lt=1)
+    seed: int = 0
+    truth: str | None = pydantic.Field(None, description="truth folder of a structures store (structures.parquet)")
+
+
+class DrugShiftConfig(Config):
+    """``evaluate drug-shift``: groups, tests and the truth."""
+
+    by: str = pydantic.Field("Metadata_Compound", description="cell-table column: one test per value among treated")
+    permutations: int = pydantic.Field(1000, ge=1)
+    alpha: float = pydantic.Field(0.05, gt=0, lt=1, description="FDR level of 'significant'")
+    active_threshold: float | None = pydantic.Field(
+        None, ge=0, description="nats of mean training KL for an active dimension; null: the model's")
+    seed: int = 0
+    truth: str | None = pydantic.Field(None, description="truth folder of a structures store (drugs.parquet)")
+
+
+# ----------------------------------------------------------------------------- shared
+
+
+def _cells(run: Run, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Target (N, Ct, ...), reference (N, Cr, ...) and label indices (N,) (None without a label) of
+    the store ``rows``, prepared as the run trained on them, without augmentation."""
+    module, data = run.module, run.data
+    dataset = data.dataset_for(data.store, rows)
+    batches = [dataset.batch(np.arange(s, min(s + BATCH_SIZE, len(rows)))) for s in range(0, len(rows), BATCH_SIZE)]
+    target = torch.cat([b["image"] for b in batches])
+    reference = torch.cat([b[module.cfg.reference] for b in batches])
+    labels = torch.cat([b[module.cfg.label] for b in batches]) if module.cfg.label else None
+    return target, reference, labels
+
+
+def _structure_names(run: Run, labels: torch.Tensor | None, n: int) -> np.ndarray:
+    """(N,) structure name of every cell: its label, or the target channel(s) without a label."""
+    if labels is None:
+        return np.full(n, "+".join(run.data.image_channels), dtype=object)
+    return np.asarray(run.module.structures, dtype=object)[labels.cpu().numpy()]
+
+
+def _chunks(n: int) -> list[slice]:
+    return [slice(s, min(s + BATCH_SIZE, n)) for s in range(0, n, BATCH_SIZE)]
+
+
+def _out_dir(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None) -> Path:
+    return Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
+
+
+def _truth_table(truth_dir: str, name: str, columns: Sequence[str]) -> pd.DataFrame:
+    """``truth_dir/name``; InputError naming the file when it is missing or lacks ``columns``."""
+    path = Path(truth_dir) / name
+    if not path.is_file():
+        raise InputError(f"{path}: not found; --truth takes the truth folder of a store written by "
+                         "morphospace simulate --mode structures")
+    table = pd.read_parquet(path)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: lacks the column(s) {missing}; it has {list(table.columns)}")
+    return table
+
+
+# ----------------------------------------------------------------------------- coupling
+
+
+COUPLING_CONVENTION = (
+    "held-out cells of the run (split named under split); ELBO = -(squared error summed over pixels + KL) of the "
+    "target model given the reference and the structure label (posterior mean, or the mean over elbo_samples "
+    "draws; the same draws for a cell's true and swapped evaluations); for each reference channel in turn, "
+    "that channel alone replaced by the same channel of another held-out cell of the same structure (repeats "
+    "partners per cell, drawn uniformly, shared by the channels); coupling per cell = 1 - ELBO(true) / "
+    "mean ELBO(swapped) (Eq 4: 0 when the structure ignores the channel, towards 1 when it follows it), "
+    "averaged over a structure's cells, with a percentile bootstrap interval over cells; differential = "
+    "mean over cells of (c_first - c_second) / (c_first + c_second) of the first two channels (Eq 5); "
+    "agreement (with truth): Spearman r between estimated and true couplings per channel and pooled over "
+    "(structure, channel) pairs, ties of the truth at 0 resolved (spearman_ties_resolved)"
+)
+
+
+def _target_elbo(run: Run, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None,
+                 seed: int) -> np.ndarray:
+    """(N,) target ELBO of each cell under ``reference``, evaluated in fixed chunks so that every
+    cell gets the same posterior draws whatever its reference."""
+    return np.concatenate([
+        run.module.elbo_per_cell(target[part], reference[part], None if labels is None else labels[part],
+                                 seed=seed + k)["target"].cpu().numpy()
+        for k, part in enumerate(_chunks(len(target)))])
+
+
+def _coupling_truth(truth_dir: str, channels: Sequence[str]) -> pd.DataFrame:
+    """The truth couplings as ``structure``, ``channel``, ``coupling`` rows (column
+    ``coupling_<channel in lower case>`` of ``structures.parquet`` per channel)."""
+    columns = {channel: f"coupling_{channel.lower()}" for channel in channels}
+    return stats.truth_long(_truth_table(truth_dir, "structures.parquet", ["structure", *columns.values()]), columns)
+
+
+def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                      config: CouplingConfig | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Coupling of every structure to every reference channel of a ``statistical_cell`` run (see
+    the module docstring); writes into ``out_dir`` (default ``RUN/evaluation``) and returns the
+    JSON. InputError for a run of another family, a one-channel reference, a bad truth folder, or
+    too few held-out cells of a structure to swap."""
+    config = config or CouplingConfig()
+    out_dir = _out_dir(run_dir, out_dir)
+    refuse_existing(out_dir / "coupling.json", overwrite)
+    run = load_run(run_dir, "evaluate", "coupling")
+    channels = list(run.module.reference_channels)
+    if len(channels) < 2:
+        raise InputError(f"{run_dir}: the reference holds one channel ({channels[0]}); coupling swaps one reference "
+                         "channel while keeping the others, so it needs a reference of two or more channels")
+    truth = _coupling_truth(config.truth, channels) if config.truth is not None else None
+    rows, split = held_out_rows(run.data)
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(rows, min(config.cells, len(rows)), replace=False))
+    target, reference, labels = _cells(run, rows)
+    structures = _structure_names(run, labels, len(rows))
+    partners = stats.draw_swap_partners(len(rows), config.repeats, structures, config.seed)
+    true = _target_elbo(run, target, reference, labels, config.seed)
+    swapped = {}
+    for k, channel in enumerate(channels):
+        swapped[channel] = np.empty((len(rows), config.repeats))
+        for r in range(config.repeats):
+            other = reference.clone()
+            other[:, k] = reference[partners[:, r], k]
+            swapped[channel][:, r] = _target_elbo(run, target, other, labels, config.seed)
+    table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed)
+    first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
+    payload: dict[str, Any] = {
+        "convention": COUPLING_CONVENTION, "run": str(run_dir), "config": config.to_dict(), "split": split,
+        "n_cells": len(rows), "channels": channels, "elbo_samples": run.module.cfg.elbo_samples,
+        "coupling": table.to_dict(orient="records"),
+        "differential": {"channels": channels[:2],
+                         "per_structure": stats.differential_coupling(first, second, structures).to_dict()},
+    }
+    if truth is not None:
+        agreement = stats.coupling_agreement(table, truth)
+        payload["agreement"] = {"truth": config.truth, "per_channel": agreement.to_dict(orient="index")}
+    write_table(table, out_dir / "coupling.csv")
+    save_figure(stats.coupling_figure(table, truth, channels, title=f"coupling on {len(rows)} {split} cells, "
+                                                                    f"{config.repeats} swaps per channel"),
+                out_dir / "figures" / "coupling.png")
+    write_json_atomic(out_dir / "coupling.json", payload)
+    return payload
+
+
+# ----------------------------------------------------------------------------- drug shifts
+
+
+DRUG_SHIFT_CONVENTION = (
+    "cells of the run's store chosen by the control and treated queries on its cell table (training cells "
+    "included); embeddings: posterior means of the reference model (reference channels) and of the target model "
+    "(structure given reference and label); active dimensions: mean KL per dimension over the last training "
+    "epoch above active_threshold nats (all dimensions when none is, said under active_dimensions); one test "
+    "per treated group (each value of 'by' among the treated cells) x structure x latent space, treated cells "
+    "of the group against control cells of the same structure: Euclidean distance between the group "
+    "centroids in the active dimensions, permutation p-value (labels shuffled; (1 + #null >= observed) / "
+    "(1 + permutations)), Benjamini-Hochberg q-values within each latent space, significant: q <= alpha; "
+    "truth scores: the target space against drugs.parquet (a (drug, structure) pair is shifted when any of "
+    "its rows is); the reference space: the simulator's drugs leave membrane and DNA alone, so every "
+    "significant reference-space test is a false positive"
+)
+
+
+def _query(cells: pd.DataFrame, query: str, option: str, source: Path) -> np.ndarray:
+    """(N,) bool: the cells matching the pandas ``query``; InputError naming the option and the store."""
+    try:
+        mask = cells.eval(query)
+    except Exception as exc:  # pandas raises many kinds for a bad expression
+        raise InputError(f"{option} {query!r}: not a valid query on the cell table of {source} "
+                         f"({type(exc).__name__}: {exc}); its columns: {list(cells.columns)}") from None
+    if not isinstance(mask, pd.Series) or mask.dtype != bool:
+        raise InputError(f"{option} {query!r}: not a true/false condition on the cells of {source}")
+    if not mask.any():
+        raise InputError(f"{option} {query!r}: no cell of {source} matches")
+    return mask.to_numpy()
+
+
+def _groups(cells: pd.DataFrame, control: str, treated: str, by: str, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Store rows of the control and treated cells and their group (N,): :data:`CONTROL` or the
+    treated cell's value of ``by``."""
+    if by not in cells.columns:
+        raise InputError(f"{source}: no column {by!r} (--by) in the cell table; its columns: {list(cells.columns)}")
+    is_control = _query(cells, control, "--control", source)
+    is_treated = _query(cells, treated, "--treated", source)
+    both = is_control & is_treated
+    if both.any():
+        raise InputError(f"{int(both.sum())} cell(s) of {source} match both --control {control!r} and --treated "
+                         f"{treated!r}; the groups must not overlap")
+    rows = np.flatnonzero(is_control | is_treated)
+    groups = np.where(is_control[rows], CONTROL, cells[by].astype(str).to_numpy()[rows])
+    return rows, groups
+
+
+def _active_mask(run: Run, model: str, threshold: float | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """(K,) bool of the active dimensions of ``model`` and how they were chosen."""
+    limit = run.module.cfg.active_threshold if threshold is None else threshold
+    kl = getattr(run.module, f"{model}_kl_per_dimension").cpu().numpy()
+    mask = kl > limit
+    note = {"threshold_nats": limit, "n_active": int(mask.sum()), "n_dimensions": len(kl)}
+    if not mask.any():
+        return np.ones(len(kl), dtype=bool), {**note, "used": "all dimensions (none above the threshold)"}
+    return mask, {**note, "used": "active dimensions"}
+
+
+def _embeddings(run: Run, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Posterior means of both latent spaces ((N, K) each) and the structure names (N,) of ``rows``."""
+    target, reference, labels = _cells(run, rows)
+    latents: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
+    for part in _chunks(len(rows)):
+        mus = run.module.embed_latents(target[part], reference[part], None if labels is None else labels[part])
+        for name, mu in zip(MODELS, mus):
+            latents[name].append(mu.cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in latents.items()}, _structure_names(run, labels, len(rows))
+
+
+def _shift_truth(table: pd.DataFrame, truth: pd.DataFrame, by: str, truth_dir: str) -> dict[str, Any]:
+    target = stats.shift_recall(table, truth, "target", by)
+    reference = table[table["latent"] == "reference"]
+    called = reference.loc[reference["significant"], ["drug", "structure"]].values.tolist()
+    return {"truth": truth_dir, "target": target,
+            "reference": {"false_positives": len(called), "false_positive_pairs": called}}
+
+
+def evaluate_drug_shift(run_dir: str | os.PathLike, control: str, treated: str,
+                        out_dir: str | os.PathLike | None = None, config: DrugShiftConfig | None = None,
+                        overwrite: bool = False) -> dict[str, Any]:
+    """Drug shifts of a ``statistical_cell`` run's latent spaces (see the module docstring):
+    ``control`` and ``treated`` are pandas queries on the store's cell table. Writes
+    ``drug_shift.json`` and ``drug_shift.csv`` into ``out_dir`` (default ``RUN/evaluation``) and
+    returns the JSON. InputError for a run of another family, a bad query, no matching cells,
+    overlapping groups, or a bad truth folder, before anything is written."""
+    config = config or DrugShiftConfig()
+    out_dir = _out_dir(run_dir, out_dir)
+    refuse_existing(out_dir / "drug_shift.json", overwrite)
+    run = load_run(run_dir, "evaluate", "drug-shift")
+    store = run.data.store
+    rows, groups = _groups(store.cells, control, treated, config.by, store.path)
+    truth = (_truth_table(config.truth, "drugs.parquet", [config.by, "structure", "shifted"])
+             if config.truth is not None else None)
+    latents, structures = _embeddings(run, rows)
+    active, notes = {}, {}
+    for name in MODELS:
+        active[name], notes[name] = _active_mask(run, name, config.active_threshold)
+    table = stats.drug_shift_table(latents, groups, structures, CONTROL, active, config.permutations, config.alpha,
+                                   config.seed)
+    if table.empty:
+        raise InputError(f"{store.path}: no structure has both control and treated cells; nothing to test")
+    payload: dict[str, Any] = {
+        "convention": DRUG_SHIFT_CONVENTION, "run": str(run_dir), "config": config.to_dict(),
+        "control": control, "treated": treated, "n_control": int((groups == CONTROL).sum()),
+        "n_treated": int((groups != CONTROL).sum()), "active_dimensions": notes,
+        "tests": table.to_dict(orient="records"),
+    }
+    if truth is not None:
+        payload["truth_scores"] = _shift_truth(table, truth, config.by, config.truth)
+    write_table(table, out_dir / "drug_shift.csv")
+    write_json_atomic(out_dir / "drug_shift.json", payload)
+    return payload
+
+
+# ----------------------------------------------------------------------------- beta sweep
+
+
+BETA_SWEEP_CONVENTION = (
+    "one run per beta (model.beta, the convex objective's weight of the KL in both models), trained to the "
+    "config's budget; on each run's held-out cells (split named under split), per model: recon = squared error "
+    "summed over pixels from the posterior mean (or the mean over elbo_samples draws), kl = KL to the prior "
+    "summed over dimensions (nats), both averaged over cells (the unweighted ELBO's terms, not the training "
+    "loss); active_dims: dimensions whose mean KL over the last training epoch exceeds active_threshold nats"
+)
+
+
+def _sweep_run_config(base: RunConfig, beta: float) -> RunConfig:
+    name = f"{base.name}_beta{beta:g}"
+    return resolve_run_config(base.to_dict(), [f"name={name}", f"model.beta={beta}"],
+                              source=f"{base.source} (beta-sweep run {name})")
+
+
+@torch.no_grad()
+def _held_out_terms(run: Run, max_cells: int, seed: int) -> tuple[dict[str, dict[str, float]], str, int]:
+    """Per model the mean ``recon`` and ``kl`` (nats) over up to ``max_cells`` held-out cells, the split
+    and the number of cells."""
+    rows, split = held_out_rows(run.data)
+    rows = np.sort(np.random.default_rng(seed).choice(rows, min(max_cells, len(rows)), replace=False))
+    target, reference, labels = _cells(run, rows)
+    module = run.module
+    sums = {f"{name}_{term}": 0.0 for name in MODELS for term in ("recon", "kl")}
+    for k, part in enumerate(_chunks(len(rows))):
+        terms = module.terms(target[part], reference[part], None if labels is None else labels[part],
+                             module.cfg.elbo_samples, torch.Generator().manual_seed(seed + k))
+        for name in MODELS:
+            sums[f"{name}_recon"] += float(terms[f"{name}_recon"].sum())
+            sums[f"{name}_kl"] += float(terms[f"{name}_kl_per_dim"].sum())
+    return ({name: {term: sums[f"{name}_{term}"] / len(rows) for term in ("recon", "kl")} for name in MODELS},
+            split, len(rows))
+
+
+def beta_sweep_dir(config: RunConfig) -> Path:
+    """Default output folder of a beta sweep of ``config``: ``runs_dir/<name>_beta_sweep``."""
+    return Path(config.runs_dir) / f"{config.name}_beta_sweep"
+
+
+def run_beta_sweep(config: RunConfig, betas: Sequence[float], out_dir: str | os.PathLike | None = None,
+                   max_cells: int = 500, progress: bool = False) -> pd.DataFrame:
+    """Train (or reuse) one run of the ``statistical_cell`` ``config`` per beta and measure it (see
+    the module docstring); writes into ``out_dir`` (default ``runs_dir/<name>_beta_sweep``) and
+    returns the table of ``beta_sweep.csv``: one row per (beta, model) with ``recon``, ``kl``,
+    ``elbo``, ``active_dims``, ``latent_dim``, ``epochs``, ``split``, ``n_cells`` and ``run``."""
+    from morphospace.workflows.train import trained
+
+    if config.model.family != "statistical_cell":
+        raise InputError(f"{config.source}: beta-sweep needs model.family: statistical_cell, not "
+                         f"{config.model.family}")
+    fixed = [key for key in ("reference_beta", "target_beta") if getattr(config.model, key) is not None]
+    if fixed:
+        raise InputError(f"{config.source}: model.{fixed[0]} is set, so model.beta would not reach that model; "
+                         f"remove it (--set model.{fixed[0]}=null) to sweep beta")
+    if not betas:
+        raise InputError("--betas names no beta")
+    runs = [_sweep_run_config(config, float(beta)) for beta in betas]  # every beta checked before training
+    out = Path(out_dir) if out_dir is not None else beta_sweep_dir(config)
+    rows = []
+    for beta, run_config in zip(betas, runs):
+        summary = trained(run_config, progress)
+        run = load_run(run_config.run_dir)
+        terms, split, n_cells = _held_out_terms(run, max_cells, run_config.seed)
+        for name in MODELS:
+            rows.append({"beta": float(beta), "model": name, "recon": terms[name]["recon"], "kl": terms[name]["kl"],
+                         "elbo": -(terms[name]["recon"] + terms[name]["kl"]),
+                         "active_dims": run.module.active_dimensions(model=name),
+                         "latent_dim": getattr(run.module.cfg, f"{name}_latent_dim"), "epochs": summary.epochs,
+                         "split": split, "n_cells": n_cells, "run": str(run_config.run_dir)})
+    table = pd.DataFrame(rows)
+    write_table(table, out / "beta_sweep.csv")
+    write_json_atomic(out / "beta_sweep.json", {
+        "convention": BETA_SWEEP_CONVENTION, "config": config.source, "betas": [float(b) for b in betas],
+        "active_threshold_nats": config.model.active_threshold, "objective": config.model.objective,
+        "budget": {"max_epochs": config.trainer.max_epochs, "max_steps": config.trainer.max_steps,
+                   "max_minutes": config.trainer.max_minutes},
+        "rows": rows})
+    save_figure(beta_sweep_figure(table), out / "beta_sweep.png")
+    return table
+
+
+def beta_sweep_figure(table: pd.DataFrame) -> Figure:
+    """Rate-distortion: mean reconstruction error against mean KL (nats) per beta, one panel per
+    model, points joined in beta order and labelled with beta and the active dimensions."""
+    fig = Figure(figsize=(8.0, 3.4), layout="tight")
+    for ax, name in zip(fig.subplots(1, 2), MODELS):
+        part = table[table["model"] == name].sort_values("beta")
+        ax.plot(part["kl"], part["recon"], marker="o", color="C0" if name == "reference" else "C1")
+        for row in part.itertuples():
+            ax.annotate(f"β={row.beta:g}\n{row.active_dims}/{row.latent_dim} active", (row.kl, row.recon),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("KL to the prior (nats, rate)")
+        ax.set_ylabel("reconstruction error (squared error)")
+        ax.set_title(f"{name} model", fontsize=9)
+        ax.ticklabel_format(useOffset=False)
+        ax.margins(0.2)
+        ax.grid(alpha=0.3)
+    return fig

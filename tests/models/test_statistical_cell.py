@@ -1,0 +1,230 @@
+"""The Statistical Cell family: shapes in 2D and anisotropic 3D, the convex objective, the
+conditioning on the reference and the label, per-cell ELBOs, config errors and a trained run."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+import torch
+
+from morphospace.config import ConfigError
+from morphospace.errors import InputError
+from morphospace.io.store import CropStoreWriter
+from morphospace.models.registry import resolve_run_config
+from morphospace.models.statistical_cell import StatisticalCell, StatisticalCellConfig, level_strides
+from morphospace.models.vae import vae_objective
+
+STRUCTURES = ["envelope", "cortex", "golgi"]
+
+
+def _model(shape=(1, 16, 16), structures=STRUCTURES, **config) -> StatisticalCell:
+    torch.manual_seed(0)
+    settings = {"spatial_dims": len(shape) - 1, "levels": 2, "base_channels": 4, "reference_latent_dim": 3,
+                "target_latent_dim": 2, "label": "structure" if structures else None, **config}
+    return StatisticalCell(settings, shape, ["Membrane", "DNA"], structures)
+
+
+def _inputs(shape=(1, 16, 16), n=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(n, *shape, generator=generator) * 2 - 1
+    reference = torch.rand(n, 2, *shape[1:], generator=generator) * 2 - 1
+    return target, reference, torch.arange(n) % len(STRUCTURES)
+
+
+def test_depth_halves_only_while_it_stays_at_least_four():
+    assert level_strides((16, 64, 64), 4) == [(2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)]
+    assert level_strides((5, 32, 32), 2) == [(1, 2, 2), (1, 2, 2)]
+    assert level_strides((64, 64), 3) == [(2, 2)] * 3
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d_anisotropic"])
+def test_shapes_of_every_method(shape):
+    model = _model(shape, spectral_norm=True)
+    target, reference, labels = _inputs(shape)
+    mu, logvar = model.encode_target(target, reference, labels)
+    assert mu.shape == logvar.shape == (4, 2)
+    assert model.encode_reference(reference)[0].shape == (4, 3)
+    assert model.decode_reference(torch.zeros(4, 3)).shape == reference.shape
+    assert model.reconstruct_target(target, reference, labels).shape == target.shape
+    assert model.target_from_reference(reference, labels).shape == target.shape
+    sampled = model.sample(5, torch.Generator().manual_seed(0))
+    assert sampled.shape == (5, *shape) and sampled.abs().max() <= 1
+    assert model.decode(model.prior(2)).shape == (2, *shape)
+    cells_reference, cells = model.integrated_cells(2, torch.Generator().manual_seed(0))
+    assert cells_reference.shape == (2, 2, *shape[1:]) and cells.shape == (2, 3, *shape)
+    batch = {"image": target, "reference": reference, "structure": labels}
+    assert model.embed_batch(batch).shape == (4, 5)
+    elbo = model.elbo_per_cell(target, reference, labels, n_samples=2)
+    assert set(elbo) == {"reference", "target"} and all(v.shape == (4,) and v.isfinite().all() for v in elbo.values())
+
+
+def test_convex_and_weighted_objectives_by_hand():
+    assert float(vae_objective(torch.tensor(4.0), torch.tensor(2.0), 0.25, "convex")) == 3.5  # 0.75 * 4 + 0.25 * 2
+    assert float(vae_objective(torch.tensor(4.0), torch.tensor(2.0), 0.25, "weighted")) == 4.5  # 4 + 0.25 * 2
+    model = _model(reference_beta=0.2, target_beta=0.9)
+    target, reference, labels = _inputs()
+    terms = model.loss_terms(target, reference, labels)
+    expected = (0.8 * terms["reference_recon"] + 0.2 * terms["reference_kl"]
+                + 0.1 * terms["target_recon"] + 0.9 * terms["target_kl"])
+    torch.testing.assert_close(terms["loss"], expected)
+    torch.testing.assert_close(terms["target_kl"], terms["target_kl_per_dim"].sum())
+
+
+def test_elbo_from_the_posterior_mean_is_minus_squared_error_and_kl():
+    model = _model().eval()
+    target, reference, labels = _inputs()
+    mu, logvar = model.encode_target(target, reference, labels)
+    reconstruction = model.decode_target(mu, reference, labels)
+    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)
+    by_hand = -(((reconstruction - target) ** 2).sum((1, 2, 3)) + kl)
+    torch.testing.assert_close(model.elbo_per_cell(target, reference, labels, n_samples=0)["target"], by_hand)
+    again = model.elbo_per_cell(target, reference, labels, n_samples=3, seed=1)["target"]
+    torch.testing.assert_close(again, model.elbo_per_cell(target, reference, labels, n_samples=3, seed=1)["target"])
+
+
+def test_the_target_decoder_reads_the_reference_and_the_label():
+    model = _model().eval()
+    _, reference, _ = _inputs()
+    z = torch.randn(4, 2)
+    same = torch.zeros(4, dtype=torch.long)
+    base = model.decode_target(z, reference, same)
+    assert not torch.allclose(base, model.decode_target(z, reference.flip(0), same))
+    assert not torch.allclose(base, model.decode_target(z, reference, same + 1))
+    with pytest.raises(InputError, match="labels must be 4 indices in \\[0, 3\\)"):
+        model.decode_target(z, reference, same + 3)
+    with pytest.raises(InputError, match="needs structure labels"):
+        model.decode_target(z, reference, None)
+
+
+def test_a_model_without_labels_has_one_structure():
+    model = _model(structures=[])
+    target, reference, _ = _inputs()
+    assert model.integrated_cells(2, reference=reference[:2])[1].shape == (2, 1, 1, 16, 16)
+    assert model.elbo_per_cell(target, reference)["target"].shape == (4,)
+
+
+def test_config_rules():
+    with pytest.raises(pydantic.ValidationError, match="target_beta must lie in \\[0, 1\\]"):
+        StatisticalCellConfig(target_beta=2.0)
+    assert StatisticalCellConfig(objective="weighted", beta=4.0).beta_of("target") == 4.0
+    with pytest.raises(ValueError, match="spatial_dims 3 but crops of shape"):
+        _model((1, 16, 16), spatial_dims=3)
+
+
+def _toy_store(path: Path, n: int = 48, depth: int | None = None) -> Path:
+    """Crops with Membrane (a disc), DNA (a smaller disc inside it) and Structure: per label, the
+    DNA shifted 2 px right (envelope), the membrane's rim (cortex) or a spot at a random place (golgi)."""
+    rng = np.random.default_rng(0)
+    size = 16
+    spatial = (size, size) if depth is None else (depth, size, size)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in spatial], indexing="ij"))
+    images, rows = [], []
+    for i in range(n):
+        centre = np.array([*([depth / 2] if depth else []), *rng.uniform(6, 10, 2)]).reshape(-1, *[1] * len(spatial))
+        r2 = ((grid - centre) ** 2).sum(0)
+        membrane, dna = (r2 < 36).astype(np.float32), (r2 < 9).astype(np.float32)
+        label = STRUCTURES[i % 3]
+        if label == "envelope":
+            structure = np.roll(dna, 2, axis=-1)
+        elif label == "cortex":
+            structure = ((r2 < 36) & (r2 >= 20)).astype(np.float32)
+        else:
+            structure = np.zeros_like(dna)
+            structure[..., rng.integers(2, 14), rng.integers(2, 14)] = 1
+        images.append(np.stack([membrane, dna, structure]))
+        rows.append({"Metadata_Plate": "P0", "Metadata_Structure": label})
+    with CropStoreWriter(path, ["Membrane", "DNA", "Structure"], spatial, "float32", chunk_cells=16) as writer:
+        writer.append(np.stack(images) + rng.normal(0, 0.02, (n, 3, *spatial)).astype(np.float32), pd.DataFrame(rows))
+    return path
+
+
+def _config(store: Path, runs: Path, **model) -> dict:
+    return {
+        "name": "sc", "runs_dir": str(runs), "seed": 0,
+        "data": {"store": str(store), "channels": ["Structure"], "batch_size": 16,
+                 "conditions": {"reference": {"kind": "channels", "channels": ["Membrane", "DNA"]},
+                                "structure": {"kind": "categorical", "column": "Metadata_Structure"}},
+                 "normalization": {"method": "fixed", "fixed_ranges": [[0, 1]] * 3, "out_range": [-1, 1]},
+                 "split": {"by": None, "train": 0.75, "val": 0.25, "test": 0.0}},
+        "model": {"family": "statistical_cell", "reference_channels": ["Membrane", "DNA"], "label": "structure",
+                  "levels": 2, "base_channels": 4, "reference_latent_dim": 4, "target_latent_dim": 4, "beta": 0.2,
+                  **model},
+        "trainer": {"max_epochs": 2, "precision": "32-true", "channels_last": False, "log_every_n_steps": 1,
+                    "sample_images": 4, "sample_every_n_epochs": 1},
+    }
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"reference": "structure"}, "key 'model.reference': data.conditions.structure is of kind 'categorical'"),
+    ({"reference_channels": ["DNA", "Membrane"]}, "key 'model.reference_channels'"),
+    ({"label": "reference"}, "key 'model.label'"),
+    ({"spatial_dims": 3}, "key 'model.spatial_dims'"),
+    ({"levels": 5}, "key 'data.crop_size'"),
+])
+def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
+    from morphospace.workflows.train import plan_run
+
+    store = _toy_store(tmp_path / "store", n=12)
+    with pytest.raises(ConfigError, match=key.replace("[", "\\[").replace("(", "\\(")):
+        plan_run(resolve_run_config(_config(store, tmp_path / "runs", **change)))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_the_true_reference_has_the_higher_elbo():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    centres = torch.rand(96, 2, generator=generator) * 8 + 4
+    discs = ((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2 < 9).float()
+    reference = torch.stack([discs, discs.roll(1, -2)], dim=1) * 2 - 1
+    target = reference[:, :1].roll(3, -1)  # the target is a shifted copy of a reference channel
+    model = _model(structures=[], beta=0.05)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        picks = torch.randint(0, 96, (16,), generator=generator)
+        loss = model.loss_terms(target[picks], reference[picks])["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    true = model.elbo_per_cell(target, reference)["target"]
+    swapped = model.elbo_per_cell(target, reference.roll(1, 0))["target"]
+    assert true.isfinite().all() and true.mean() > swapped.mean()
+    assert (true > swapped).float().mean() > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [None, 8], ids=["2d", "3d"])
+def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
+    from morphospace.models.run import load_run
+    from morphospace.workflows.latent import embed_store, generate
+    from morphospace.workflows.train import train
+
+    store = _toy_store(tmp_path / "store", depth=depth)
+    config = resolve_run_config(_config(store, tmp_path / "runs", spatial_dims=3 if depth else 2))
+    summary = train(config, progress=False)
+    run_dir = tmp_path / "runs" / "sc"
+    assert {"reference_active_dims", "target_active_dims"} <= set(summary.notes)
+    logged = {"target_recon_epoch", "reference_kl_epoch", "reference_active_dims", "val_target_elbo"}
+    assert logged <= set(summary.metrics)
+    header = (run_dir / "kl_per_dimension.csv").read_text().splitlines()[0]
+    assert header == "epoch," + ",".join([f"reference_z{i}" for i in range(4)] + [f"target_z{i}" for i in range(4)])
+    assert (run_dir / "figures" / "final_samples.png").is_file()
+
+    run = load_run(run_dir, "embed")
+    assert run.module.structures == sorted(STRUCTURES) and run.module.reference_channels == ["Membrane", "DNA"]
+    batch = run.data.dataset("val").batch(np.arange(4))
+    elbo = run.module.elbo_per_cell(batch["image"], batch["reference"], batch["structure"])
+    again = load_run(run_dir, "embed").module.elbo_per_cell(batch["image"], batch["reference"], batch["structure"])
+    torch.testing.assert_close(elbo["target"], again["target"])
+    assert batch["image"].shape == (4, 1, *([depth] if depth else []), 16, 16)
+
+    table = pd.read_parquet(embed_store(run_dir, progress=False).out)
+    assert len(table) == 48 and sum(c.startswith("Embedding_") for c in table.columns) == 8
+    images, _ = generate(run_dir, n=6)
+    assert images.shape == (6, 1, *([depth] if depth else []), 16, 16)

@@ -1,0 +1,219 @@
+"""Single-cell structure crops (``mode: structures``): store layout, placement rules, drugs, truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from morphospace.cli import main
+from morphospace.config import ConfigError, resolve_config
+from morphospace.io.store import CropStore
+from morphospace.simulate import DRUGS, STRUCTURES, SimulateConfig, simulate_screen, simulate_structures
+from morphospace.simulate.structure_crops import CropJob, coupling_truth, render_job
+from morphospace.simulate.structures import CellShape, CropGrid, render_structure, sample_cell
+
+TINY = ["mode=structures", "structures.crop_size=[32, 32]", "structures.cells_per_condition=2",
+        "structures.truth_cells=3", "structures.truth_swaps=1", "structures.truth_samples=1"]
+
+
+def _config(*overrides: str) -> SimulateConfig:
+    return resolve_config(SimulateConfig, {}, [*TINY, *overrides])
+
+
+def _cell(seed: int, grid: CropGrid) -> CellShape:
+    return sample_cell(np.random.default_rng(seed), grid, (0.6, 0.75), (1.0, 1.5), (0.5, 0.6), 0.6)
+
+
+def _render(cell: CellShape, structure: str, grid: CropGrid, drug: str | None = None, seed: int = 7) -> np.ndarray:
+    return render_structure(cell, structure, drug, grid, np.random.default_rng(seed), psf_sigma_px=1.0)
+
+
+@pytest.fixture(scope="module")
+def store_2d(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("structures") / "cells"
+    simulate_structures(_config("plates=2"), out, progress=False)
+    return out
+
+
+def test_2d_store_holds_one_cell_per_crop_with_metadata_and_truth(store_2d: Path):
+    store = CropStore(store_2d)
+    n = len(STRUCTURES) * (1 + len(DRUGS)) * 2
+    assert len(store) == n and store.channels == ["Membrane", "DNA", "Structure"]
+    images = store.read(slice(None))
+    assert images.shape == (n, 3, 32, 32) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert store.read_masks(slice(None)).shape == (n, 32, 32)
+    cells = store.cells
+    assert set(cells.columns) == {"Metadata_CellId", "Metadata_Structure", "Metadata_Compound",
+                                  "Metadata_Concentration", "Metadata_Plate", "Metadata_Well"}
+    assert set(cells["Metadata_Structure"]) == set(STRUCTURES)
+    assert set(cells["Metadata_Compound"]) == {"DMSO", *DRUGS}
+    assert (cells.loc[cells["Metadata_Compound"] == "DMSO", "Metadata_Concentration"] == 0).all()
+    assert set(cells["Metadata_Plate"]) == {"Plate01", "Plate02"}
+    assert cells.groupby(["Metadata_Structure", "Metadata_Compound"])["Metadata_Well"].nunique().eq(1).all()
+    truth = pd.read_parquet(store_2d / "truth" / "cells.parquet")
+    assert truth["Metadata_CellId"].tolist() == cells["Metadata_CellId"].tolist()
+    shifted = truth.set_index(["Metadata_Structure", "Metadata_Compound"])["shifted"].groupby(level=[0, 1]).first()
+    assert shifted[("Golgi", "GolgiDisperser")] and not shifted[("Golgi", "CortexThickener")]
+    assert not shifted.xs("DMSO", level=1).any() and int(shifted.sum()) == 3
+    assert (store_2d / "simulate_config.yaml").is_file()
+
+
+def test_truth_tables_name_each_drugs_structures(store_2d: Path):
+    drugs = pd.read_parquet(store_2d / "truth" / "drugs.parquet")
+    hits = drugs[drugs["shifted"]]
+    assert sorted(zip(hits["Metadata_Compound"], hits["structure"])) == [
+        ("CortexThickener", "Cortex"), ("GolgiDisperser", "Golgi"), ("NucleolarEnlarger", "Nucleoli")]
+    structures = pd.read_parquet(store_2d / "truth" / "structures.parquet")
+    assert structures["structure"].tolist() == list(STRUCTURES)
+    assert {"rule", "coupling_membrane", "coupling_dna", "shifted_by"} <= set(structures.columns)
+    never = structures.loc[structures["shifted_by"] == "", "structure"]
+    assert set(never) == {"NuclearEnvelope", "Mitochondria", "Puncta"}
+
+
+def test_same_seed_same_bytes_other_seed_other_cells(tmp_path: Path, store_2d: Path):
+    again = simulate_structures(_config("plates=2"), tmp_path / "again", progress=False).root
+    other = simulate_structures(_config("plates=2", "seed=1"), tmp_path / "other", progress=False).root
+    first = CropStore(store_2d).read(slice(None))
+    assert np.array_equal(first, CropStore(again).read(slice(None)))
+    assert not np.array_equal(first, CropStore(other).read(slice(None)))
+    for name in ("cells", "structures", "drugs"):
+        pd.testing.assert_frame_equal(pd.read_parquet(store_2d / "truth" / f"{name}.parquet"),
+                                      pd.read_parquet(again / "truth" / f"{name}.parquet"))
+
+
+def test_cli_set_dims_3_writes_anisotropic_stacks(tmp_path: Path):
+    out = tmp_path / "cells3d"
+    code = main(["--no-progress", "simulate", "--mode", "structures", "--out", str(out), "--set", "dims=3",
+                 *(x for item in [*TINY[1:], "structures.depth=8", "structures.structures=[Nucleoli, Puncta]",
+                                  "structures.drugs=[NucleolarEnlarger]"] for x in ("--set", item))])
+    assert code == 0
+    store = CropStore(out)
+    assert store.read([0]).shape == (1, 3, 8, 32, 32) and store.read([0]).dtype == np.float32
+    assert len(store) == 2 * 2 * 2
+    dna = store.read(slice(None), ["DNA"])[:, 0]
+    assert dna[:, 4].mean() > 3 * dna[:, 0].mean()  # the nucleus sits in the middle slices
+
+
+def test_each_structure_lies_where_its_rule_says():
+    grid = CropGrid((48, 48))
+    for seed in range(4):
+        cell = _cell(seed, grid)
+        rho_nucleus, rho_cell = grid.normalized_radius(cell.nucleus), grid.normalized_radius(cell.membrane)
+        depth_in_cell = (1.0 - rho_cell) * cell.membrane.mean_radius
+        gap_to_nucleus = (rho_nucleus - 1.0) * cell.nucleus.mean_radius
+
+        def bright(structure: str) -> np.ndarray:
+            image = _render(cell, structure, grid, seed=seed)
+            return image > 0.5 * image.max()
+
+        assert np.all(np.abs(gap_to_nucleus[bright("NuclearEnvelope")]) < 1.5)
+        assert np.all(rho_nucleus[bright("Nucleoli")] < 1.0)
+        assert np.all((depth_in_cell[bright("Cortex")] > -1.0) & (depth_in_cell[bright("Cortex")] < 3.5))
+        mitochondria = bright("Mitochondria")
+        assert np.all((rho_cell[mitochondria] < 1.0) & (rho_nucleus[mitochondria] > 1.0))
+        golgi = bright("Golgi")
+        assert np.all((gap_to_nucleus[golgi] > 0.0) & (gap_to_nucleus[golgi] < 6.0))
+
+
+def test_couplings_hold_exactly_where_a_structure_ignores_a_channel():
+    grid = CropGrid((8, 32, 32), z_step_px=3.0)
+    cell, other = _cell(0, grid), _cell(1, grid)
+    membrane_swapped, nucleus_swapped = CellShape(other.membrane, cell.nucleus), CellShape(cell.membrane, other.nucleus)
+    for structure in ("NuclearEnvelope", "Nucleoli"):
+        assert np.array_equal(_render(cell, structure, grid), _render(membrane_swapped, structure, grid))
+        assert not np.array_equal(_render(cell, structure, grid), _render(nucleus_swapped, structure, grid))
+    assert np.array_equal(_render(cell, "Cortex", grid), _render(nucleus_swapped, "Cortex", grid))
+    assert not np.array_equal(_render(cell, "Cortex", grid), _render(membrane_swapped, "Cortex", grid))
+    puncta = _render(cell, "Puncta", grid)
+    assert np.array_equal(puncta, _render(other, "Puncta", grid)) and puncta.max() > 0
+
+
+def test_independent_puncta_do_not_follow_the_cell():
+    grid = CropGrid((48, 48))
+    inside, area = [], []
+    for seed in range(40):
+        cell = _cell(seed, grid)
+        mask = grid.normalized_radius(cell.membrane) < 1.0
+        puncta = _render(cell, "Puncta", grid, seed=seed)
+        inside.append(puncta[mask].sum() / puncta.sum())
+        area.append(mask.mean())
+    assert abs(np.mean(inside) - np.mean(area)) < 0.1  # as much inside the cell as the cell's share of the crop
+
+
+def test_coupling_truth_orders_structures_by_their_rules():
+    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=8", "structures.truth_swaps=2",
+                     "structures.truth_samples=4")
+    truth = coupling_truth(config).set_index("structure")
+    membrane, dna = truth["coupling_membrane"], truth["coupling_dna"]
+    assert (membrane[["NuclearEnvelope", "Nucleoli", "Puncta"]] == 0).all() and (dna[["Cortex", "Puncta"]] == 0).all()
+    assert dna["NuclearEnvelope"] > dna["Nucleoli"] > dna["Golgi"] > dna["Mitochondria"] > 0
+    assert membrane["Cortex"] > membrane["Golgi"] > 0 and membrane["Cortex"] > membrane["Mitochondria"] > 0
+
+
+def _measure(images: np.ndarray) -> np.ndarray:
+    """Per cell: total structure intensity, bright area, intensity-weighted spread about its centroid (px)."""
+    structure = images[:, 2].astype(np.float64)
+    y, x = np.indices(structure.shape[1:])
+    total = structure.sum(axis=(1, 2))
+    centroid_y, centroid_x = [(structure * c).sum(axis=(1, 2)) / total for c in (y, x)]
+    squared = (y - centroid_y[:, None, None]) ** 2 + (x - centroid_x[:, None, None]) ** 2
+    spread = np.sqrt((structure * squared).sum(axis=(1, 2)) / total)
+    return np.stack([total, (structure > 0.3).sum(axis=(1, 2)), spread], 1)
+
+
+def test_drugs_shift_only_their_structures():
+    config = _config("structures.crop_size=[48, 48]")
+    cells = tuple(range(12))
+    for structure in STRUCTURES:
+        control = _measure(render_job(config, CropJob(structure, "DMSO", 0, "A01", cells))[0])
+        for drug, effect in DRUGS.items():
+            treated = _measure(render_job(config, CropJob(structure, drug, 0, "A01", cells))[0])
+            spread = np.sqrt((control.var(axis=0, ddof=1) + treated.var(axis=0, ddof=1)) / len(cells))
+            shift = np.max(np.abs(treated.mean(axis=0) - control.mean(axis=0)) / spread)
+            if structure in effect.effects:
+                assert shift > 5.0, (structure, drug, shift)
+            else:
+                assert shift < 3.5, (structure, drug, shift)
+
+
+def test_a_drug_changes_no_unshifted_structure_even_given_the_same_draws():
+    grid = CropGrid((32, 32))
+    cell = _cell(3, grid)
+    for structure in STRUCTURES:
+        for drug, effect in DRUGS.items():
+            same = np.array_equal(_render(cell, structure, grid), _render(cell, structure, grid, drug))
+            assert same == (structure not in effect.effects), (structure, drug)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("structures.structures=[Nucleoli, Ribosomes]", "structures.structures"),
+    ("structures.drugs=[Taxol]", "structures.drugs"),
+    ("structures.crop_size=[8, 32]", "structures.crop_size"),
+    ("structures.cell_size=[0.8, 0.5]", "structures.cell_size"),
+    ("structures.cells_per_condition=0", "structures.cells_per_condition"),
+    ("dims=4", "dims"),
+])
+def test_bad_settings_name_the_key(override: str, key: str):
+    with pytest.raises(ConfigError, match=f"key '{key}'"):
+        _config(override)
+
+
+def test_dims_3_needs_structures_mode_and_screens_refuse_it(tmp_path: Path):
+    with pytest.raises(ConfigError, match="key 'dims'.*3 needs mode: structures"):
+        resolve_config(SimulateConfig, {}, ["dims=3"])
+    with pytest.raises(ValueError, match="simulate_structures"):
+        simulate_screen(_config(), tmp_path / "screen", progress=False)
+    with pytest.raises(ValueError, match="mode: structures"):
+        simulate_structures(SimulateConfig(), tmp_path / "crops", progress=False)
+    assert not (tmp_path / "screen").exists() and not (tmp_path / "crops").exists()
+
+
+def test_existing_output_is_refused_before_any_work(tmp_path: Path):
+    (tmp_path / "cells").mkdir()
+    with pytest.raises(FileExistsError):
+        simulate_structures(_config(), tmp_path / "cells", progress=False)
+    assert list(tmp_path.iterdir()) == [tmp_path / "cells"]

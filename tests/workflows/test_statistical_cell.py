@@ -1,0 +1,159 @@
+"""``evaluate coupling``, ``evaluate drug-shift`` and ``explore beta-sweep`` of Statistical Cell
+runs, on a tiny simulated structures store and runs trained for one epoch."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from morphospace.cli import main
+from morphospace.config import resolve_config
+from morphospace.errors import InputError
+from morphospace.models.registry import load_run_config
+from morphospace.simulate import SimulateConfig, simulate_structures
+from morphospace.workflows.statistical_cell import (
+    CouplingConfig, DrugShiftConfig, evaluate_coupling, evaluate_drug_shift, run_beta_sweep,
+)
+
+STRUCTURES = ["Nucleoli", "Cortex", "Puncta"]
+TINY_RUN = ["data.crop_size=32", "data.batch_size=16", "data.split.train=0.5", "data.split.val=0.1",
+            "data.split.test=0.4", "model.base_channels=4", "model.levels=2", "model.reference_latent_dim=4",
+            "model.target_latent_dim=4", "model.label_embedding_dim=2", "trainer.max_epochs=1",
+            "trainer.sample_images=4"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """72 cells of 32 x 32 px: 3 structures x (DMSO, NucleolarEnlarger) x 12 cells."""
+    config = resolve_config(SimulateConfig, {}, [
+        "mode=structures", "structures.crop_size=[32, 32]", "structures.cells_per_condition=12",
+        f"structures.structures=[{', '.join(STRUCTURES)}]", "structures.drugs=[NucleolarEnlarger]",
+        "structures.truth_cells=3", "structures.truth_swaps=1", "structures.truth_samples=1"])
+    out = tmp_path_factory.mktemp("structures") / "cells"
+    simulate_structures(config, out, progress=False)
+    return out
+
+
+def _config(store: Path, runs: Path, *overrides: str):
+    return load_run_config("statistical_cell_simulated", [f"data.store={store}", f"runs_dir={runs}", *TINY_RUN,
+                                                          *overrides])
+
+
+@pytest.fixture(scope="module")
+def run_dir(store: Path, tmp_path_factory) -> Path:
+    from morphospace.workflows.train import train
+
+    config = _config(store, tmp_path_factory.mktemp("runs"))
+    train(config, progress=False)
+    return config.run_dir
+
+
+def test_coupling_writes_every_structure_and_channel_with_the_truth(run_dir: Path, store: Path, tmp_path: Path):
+    out = tmp_path / "coupling"
+    payload = evaluate_coupling(run_dir, out, CouplingConfig(repeats=2, bootstrap=50, truth=str(store / "truth")))
+    table = pd.read_csv(out / "coupling.csv")
+    assert set(table["structure"]) == set(STRUCTURES) and set(table["channel"]) == {"Membrane", "DNA"}
+    assert len(table) == 2 * len(STRUCTURES)
+    assert np.isfinite(table[["coupling", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (table["ci_low"] <= table["coupling"] + 1e-12).all() and (table["coupling"] <= table["ci_high"] + 1e-12).all()
+    assert payload["split"] == "test" and payload["n_cells"] == table.groupby("channel")["n_cells"].sum()["DNA"]
+    assert (out / "figures" / "coupling.png").stat().st_size > 0
+    saved = json.loads((out / "coupling.json").read_text())
+    assert "1 - ELBO(true) / mean ELBO(swapped)" in saved["convention"]
+    assert set(saved["agreement"]["per_channel"]) == {"Membrane", "DNA", "pooled"}
+    assert saved["agreement"]["per_channel"]["pooled"]["n"] == 2 * len(STRUCTURES)
+    with pytest.raises(FileExistsError):
+        evaluate_coupling(run_dir, out, CouplingConfig(repeats=1, bootstrap=10))
+
+
+def test_cli_writes_into_the_run_evaluation_folder_and_the_report_shows_it(run_dir: Path, capsys):
+    from morphospace.explore.run_report import write_run_report
+
+    assert main(["--no-progress", "evaluate", "coupling", "--run", str(run_dir), "--repeats", "1",
+                 "--bootstrap", "10", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["config"]["repeats"] == 1 and "agreement" not in printed
+    assert main(["--no-progress", "evaluate", "drug-shift", "--run", str(run_dir), "--control",
+                 "Metadata_Compound == 'DMSO'", "--treated", "Metadata_Compound != 'DMSO'", "--permutations", "9"]) == 0
+    assert "target space:" in capsys.readouterr().out
+    html = write_run_report(run_dir).read_text()
+    assert "Coupling (" in html and "Coupling of each structure" in html and "Drug shifts (" in html and "NucleolarEnlarger" in html
+
+
+def test_drug_shift_tests_every_drug_structure_and_space(run_dir: Path, store: Path, tmp_path: Path):
+    out = tmp_path / "shift"
+    payload = evaluate_drug_shift(run_dir, "Metadata_Compound == 'DMSO'", "Metadata_Compound != 'DMSO'", out,
+                                  DrugShiftConfig(permutations=50, truth=str(store / "truth")))
+    table = pd.read_csv(out / "drug_shift.csv")
+    assert len(table) == len(STRUCTURES) * 2
+    assert set(zip(table["drug"], table["structure"], table["latent"])) == {
+        ("NucleolarEnlarger", s, latent) for s in STRUCTURES for latent in ("reference", "target")}
+    assert ((table["p_value"] > 0) & (table["p_value"] <= 1)).all() and (table["q_value"] >= table["p_value"]).all()
+    assert (table["n_control"] == 12).all() and (table["n_treated"] == 12).all()
+    scores = payload["truth_scores"]
+    assert scores["target"]["n_shifted"] == 1  # the enlarger moves the nucleoli only
+    assert 0 <= scores["target"]["recall"] <= 1 and scores["target"]["false_positives"] >= 0
+    assert scores["reference"]["false_positives"] == int(table.loc[table["latent"] == "reference", "significant"].sum())
+    assert json.loads((out / "drug_shift.json").read_text())["n_control"] == 36
+
+
+@pytest.mark.parametrize("control, treated, message", [
+    ("Metadata_Compound ==", "Metadata_Compound != 'DMSO'", "--control .* not a valid query"),
+    ("Metadata_Compound == 'DMSO'", "Metadata_Compound == 'Nothing'", "--treated .* no cell .* matches"),
+    ("Metadata_Compound == 'DMSO'", "Metadata_Structure == 'Cortex'", "match both"),
+])
+def test_drug_shift_bad_queries_name_the_problem_and_write_nothing(run_dir: Path, tmp_path: Path, control, treated,
+                                                                   message):
+    with pytest.raises(InputError, match=message):
+        evaluate_drug_shift(run_dir, control, treated, tmp_path / "out", DrugShiftConfig(permutations=5))
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyses_refuse_a_run_of_another_family(blob_store: Path, tmp_path: Path, capsys):
+    from morphospace.models.registry import resolve_run_config
+    from morphospace.workflows.train import train
+
+    config = resolve_run_config({
+        "name": "vae", "runs_dir": str(tmp_path / "runs"),
+        "data": {"store": str(blob_store), "batch_size": 16, "normalization": {"out_range": [-1, 1]}},
+        "model": {"family": "vae", "latent_dim": 4, "base_channels": 4}, "trainer": {"max_epochs": 1}})
+    train(config, progress=False)
+    with pytest.raises(InputError, match="vae family do not support 'evaluate coupling'"):
+        evaluate_coupling(config.run_dir, tmp_path / "out")
+    assert main(["evaluate", "drug-shift", "--run", str(config.run_dir), "--control", "Metadata_Plate == 'P0'",
+                 "--treated", "Metadata_Plate != 'P0'", "--out", str(tmp_path / "out")]) == 2
+    assert "do not support 'evaluate drug-shift'" in capsys.readouterr().err
+    with pytest.raises(InputError, match="model.family: statistical_cell"):
+        run_beta_sweep(config, [0.1], tmp_path / "sweep")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_coupling_refuses_a_one_channel_reference(store: Path, tmp_path: Path):
+    from morphospace.workflows.train import train
+
+    config = _config(store, tmp_path / "runs", "data.conditions.reference.channels=[DNA]",
+                     "model.reference_channels=[DNA]", "name=dna_only")
+    train(config, progress=False)
+    with pytest.raises(InputError, match="reference holds one channel"):
+        evaluate_coupling(config.run_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_beta_sweep_trains_once_per_beta_and_reuses_finished_runs(store: Path, tmp_path: Path):
+    config = _config(store, tmp_path / "runs", "name=sweep")
+    table = run_beta_sweep(config, [0.2, 0.8], tmp_path / "out", max_cells=16)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["sweep_beta0.2", "sweep_beta0.8"]
+    assert len(table) == 4 and set(table["model"]) == {"reference", "target"}
+    assert np.isfinite(table[["recon", "kl", "elbo"]].to_numpy()).all() and (table["kl"] >= 0).all()
+    np.testing.assert_allclose(table["elbo"], -(table["recon"] + table["kl"]))
+    assert ((table["active_dims"] >= 0) & (table["active_dims"] <= 4)).all()
+    checkpoints = [tmp_path / "runs" / name / "checkpoints" / "last.ckpt" for name in ("sweep_beta0.2", "sweep_beta0.8")]
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    again = run_beta_sweep(config, [0.2, 0.8], tmp_path / "out", max_cells=16)
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    pd.testing.assert_frame_equal(table, again)
+    for name in ("beta_sweep.csv", "beta_sweep.json", "beta_sweep.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
