@@ -150,16 +150,15 @@ def _dose_trajectory(run_dir: Path, features: Path, compound: str) -> dict:
 
 
 def _dose_shifted_cells(run_dir: Path, features: Path, compound: str, n_cells: int = 100) -> dict:
-    """Move ``n_cells`` real DMSO cells of the week-4 plates (fully measured, drawn with seed 0) by
-    each dose's centroid minus DMSO's (standardised), generate, re-measure, and compare the
-    generated cells of each dose with the real cells of that dose and of DMSO."""
+    """Move ``n_cells`` real DMSO cells of the week-4 plates (drawn with seed 0; a missing feature
+    is the centre, as in training) by each dose's centroid minus DMSO's (standardised), generate,
+    re-measure, and compare the generated cells of each dose with the real cells of that dose and
+    of DMSO."""
     table = pd.read_parquet(features)
     names = feature_names(run_dir)
     on_plates = table[table["Metadata_Plate"].isin(WEEK4_PLATES)]
     dmso = on_plates[on_plates["Metadata_Compound"] == "DMSO"]
-    measured = dmso[np.isfinite(dmso[names].to_numpy(float)).all(axis=1)]
-    cells = measured.iloc[np.sort(np.random.default_rng(0).choice(len(measured), min(n_cells, len(measured)),
-                                                                   replace=False))]
+    cells = dmso.iloc[np.sort(np.random.default_rng(0).choice(len(dmso), min(n_cells, len(dmso)), replace=False))]
     start = encode_table(run_dir, dmso).mean(0)
     shifted, real = {}, {"DMSO": dmso[names].to_numpy()}
     for dose in DOSES:
