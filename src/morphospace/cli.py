@@ -355,8 +355,8 @@ def _add_explore(subparsers) -> None:
     sweep.add_argument("--steps", type=int, default=7)
     sweep.add_argument("--cell", help="comma-separated store indices of the cells whose other features are held "
                                       "(default: the --n-cells cells nearest the centre)")
-    sweep.add_argument("--n-cells", type=int, default=4, help="without --cell: this many fully measured cells "
-                                                               "nearest the centre")
+    sweep.add_argument("--n-cells", type=int, default=4, help="without --cell: this many measured cells nearest "
+                                                               "the centre")
     sweep.add_argument("--follow", action="store_true", help="move the other features by their slope on the swept "
                                                              "one (default: hold them)")
     trajectory = _subparser(kinds, "trajectory", "CP2Image: walk between group centroids in feature space.")

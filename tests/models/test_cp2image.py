@@ -245,3 +245,16 @@ def test_sweep_slopes_by_hand():
     table = np.stack([swept, 2 * swept + 1, np.full(4, 5.0), -swept], axis=1)
     assert _slopes_on(table, 0).tolist() == pytest.approx([1.0, 2.0, 0.0, -1.0])
     assert _slopes_on(table, 2).tolist() == [0.0, 0.0, 1.0, 0.0]  # a constant column moves nothing else
+
+
+def test_cells_nearest_the_centre_ignore_rarely_measured_features():
+    from morphospace.data.conditions import FeatureEncoder
+    from morphospace.workflows.cp2image import _nearest_to_centre
+
+    encoder = FeatureEncoder("features", "cells.parquet", ["area", "rare"], [0.0, 0.0], [1.0, 1.0])
+    table = pd.DataFrame({"area": [3.0, -0.5, np.nan, 1.0], "rare": [np.nan, np.nan, np.nan, 9.0]})
+    # 'rare' is finite in a quarter of the cells: it excludes none; a missing 'area' does
+    assert _nearest_to_centre(table, encoder, 2).tolist() == [1, 0]
+    assert _nearest_to_centre(table, encoder, 1, centre=np.array([1.0, 9.0], np.float32)).tolist() == [3]
+    with pytest.raises(InputError, match="at least 1"):
+        _nearest_to_centre(table, encoder, 0)

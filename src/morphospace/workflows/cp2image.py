@@ -206,7 +206,7 @@ def explore_sweep(run_dir: str | os.PathLike, feature: str, value_range: tuple[f
                   others: Literal["held", "follow"] = "held") -> Path:
     """Set one feature to ``steps`` values from ``value_range`` (standardised units: SDs from the
     run's centre) at each cell's other values: the store rows ``cells`` of the run's feature table,
-    or by default the ``n_cells`` fully measured cells nearest the centre (real cells keep the
+    or by default the ``n_cells`` measured cells nearest the centre (real cells keep the
     generator on the cells it learnt from; an all-zero vector does not). ``others="held"`` keeps
     the other features at the cell's values (the paper's sweep); ``"follow"`` moves each by its
     least-squares slope on the swept feature over the run's feature table (standardised), so that
@@ -266,14 +266,17 @@ def _store_rows(table: pd.DataFrame, cells: Sequence[int]) -> np.ndarray:
 
 def _nearest_to_centre(table: pd.DataFrame, encoder: FeatureEncoder, n: int,
                        centre: np.ndarray | None = None) -> np.ndarray:
-    """Index labels of the ``n`` rows of ``table`` with every feature measured whose standardised
-    features are nearest (Euclidean) ``centre`` (F,) (default the origin: the run's centre)."""
+    """Index labels of the ``n`` rows of ``table`` whose standardised features are nearest
+    (Euclidean) ``centre`` (F,) (default the origin: the run's centre), among the rows with every
+    commonly measured feature (finite in at least half of the rows) finite: a missing value
+    standardises to the centre and would pull a cell towards it."""
     if n < 1:
         raise InputError(f"the number of cells must be at least 1, got {n}")
-    measured = table[np.isfinite(table[encoder.columns].apply(pd.to_numeric, errors="coerce")
-                                 .to_numpy(np.float64)).all(axis=1)]
+    finite = np.isfinite(table[encoder.columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64))
+    common = finite.mean(axis=0) >= 0.5
+    measured = table[finite[:, common].all(axis=1)]
     if measured.empty:
-        raise InputError(f"{encoder.table}: no cell has every feature measured to start from")
+        raise InputError(f"{encoder.table}: no cell has every commonly measured feature to start from")
     offsets = encoder.standardize(measured) - (0.0 if centre is None else centre)
     order = np.argsort(np.linalg.norm(offsets, axis=1), kind="stable")[:n]
     return measured.index[order].to_numpy()
