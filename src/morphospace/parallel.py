@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["compute_context", "run_parallel"]
+__all__ = ["compute_context", "run_parallel", "run_parallel_ordered"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,19 @@ def run_parallel(
                 bar.update(1)
             return
         yield from _run_on_cluster(func, items, client, bar, window)
+
+
+def run_parallel_ordered(func: Callable[[Any], Any], items: Sequence[Any], client: Any = None, progress: bool = True,
+                         desc: str = "") -> list[Any]:
+    """``[func(item) for item in items]``, computed as :func:`run_parallel` computes them.
+
+    >>> run_parallel_ordered(abs, [-1, -2, 3], progress=False)
+    [1, 2, 3]
+    """
+    results: list[Any] = [None] * len(items)
+    for position, result in run_parallel(func, items, client, progress, desc):
+        results[position] = result
+    return results
 
 
 def _run_on_cluster(func, items, client, bar, window) -> Iterator[tuple[int, Any]]:

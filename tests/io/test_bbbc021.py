@@ -52,7 +52,7 @@ def test_unmatched_rows_are_an_error(tables: Path):
     table = pd.DataFrame({"Metadata_Plate": ["Week1_100", "Week9_999"], "Metadata_Well": ["B02", "A01"]})
     with pytest.raises(InputError, match="1 row.*match no BBBC021 image.*Week9_999, A01"):
         annotate_bbbc021(table, tables)
-    with pytest.raises(InputError, match="missing column"):
+    with pytest.raises(InputError, match="lacks the column"):
         annotate_bbbc021(table.drop(columns="Metadata_Well"), tables)
     with pytest.raises(InputError, match="no BBBC021 image table"):
         annotate_bbbc021(table, tables / "nowhere")

@@ -62,7 +62,7 @@ def test_missing_truth_is_refused_naming_the_file(truth_dir: Path, tmp_path: Pat
     with pytest.raises(InputError, match="no such truth folder"):
         truth_for_crops(_crops(["Plate01_A01_s1"], [1.0], [1.0]), tmp_path / "nowhere")
     (truth_dir / "cells.parquet").unlink()
-    with pytest.raises(InputError, match=r"cells.parquet: no such truth table"):
+    with pytest.raises(InputError, match=r"cells.parquet: table not found; pass the truth folder"):
         truth_for_crops(_crops(["Plate01_A01_s1"], [1.0], [1.0]), truth_dir)
     with pytest.raises(InputError, match="lacks"):
         truth_for_crops(pd.DataFrame({"Metadata_FieldId": ["Plate01_A01_s1"]}), truth_dir)

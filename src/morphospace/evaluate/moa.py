@@ -33,6 +33,7 @@ import pandas as pd
 
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns
+from morphospace.io.tables import require_columns
 
 __all__ = ["MoAResult", "treatment_profiles", "nsc_accuracy", "evaluate_moa", "confusion_table"]
 
@@ -72,9 +73,7 @@ def treatment_profiles(
     The MoA is carried over (it must be constant within a treatment); ``Metadata_Batch`` becomes
     the sorted, ``|``-joined set of the treatment's batches.
     """
-    missing = [c for c in [*by, MOA] if c not in table.columns]
-    if missing:
-        raise InputError(f"treatment profiles need column(s) {missing}")
+    require_columns(table, [*by, MOA], "the treatment profiles")
     features = feature_columns(table)
     groups = table.groupby(list(by), sort=True, dropna=False)
     if (groups[MOA].nunique(dropna=False) > 1).any():
@@ -116,9 +115,7 @@ def nsc_accuracy(
 
     A query without any admissible neighbour counts as wrong.
     """
-    missing = [c for c in [COMPOUND, MOA] + ([BATCH] if exclude_batch else []) if c not in profiles.columns]
-    if missing:
-        raise InputError(f"MoA evaluation needs column(s) {missing}")
+    require_columns(profiles, [COMPOUND, MOA] + ([BATCH] if exclude_batch else []), "the MoA evaluation's profiles")
     rows = profiles[profiles[MOA].notna() & (profiles[COMPOUND] != control)].reset_index(drop=True)
     if drop_single_batch_moas:
         batches = rows.groupby(MOA)[BATCH].agg(lambda b: len(set("|".join(b).split("|"))))

@@ -22,6 +22,7 @@ import pandas as pd
 
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns
+from morphospace.io.tables import require_columns
 
 __all__ = ["RetrievalResult", "moa_retrieval", "replicate_retrieval"]
 
@@ -55,9 +56,7 @@ class RetrievalResult:
 
 
 def _check(table: pd.DataFrame, columns: list[str]) -> list[str]:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise InputError(f"retrieval needs column(s) {missing}")
+    require_columns(table, columns, "retrieval's table")
     features = feature_columns(table)
     if not features:
         raise InputError("retrieval needs numeric feature columns")

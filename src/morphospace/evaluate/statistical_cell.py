@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import false_discovery_control, rankdata, spearmanr
 
 from morphospace.errors import InputError
+from morphospace.io.tables import require_columns
 
 __all__ = [
     "draw_swap_partners",
@@ -229,9 +230,7 @@ def truth_long(truth: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
     >>> truth_long(wide, {"Membrane": "coupling_membrane", "DNA": "coupling_dna"}).values.tolist()
     [['Cortex', 'Membrane', 0.7], ['Cortex', 'DNA', 0.0]]
     """
-    missing = [c for c in ["structure", *columns.values()] if c not in truth.columns]
-    if missing:
-        raise InputError(f"the truth table lacks the column(s) {missing}; it has {list(truth.columns)}")
+    require_columns(truth, ["structure", *columns.values()], "the truth table")
     parts = [pd.DataFrame({"structure": truth["structure"].to_numpy(), "channel": channel,
                            "coupling": truth[column].to_numpy(dtype=float)}) for channel, column in columns.items()]
     long = pd.concat(parts, ignore_index=True)
@@ -473,9 +472,7 @@ def shift_recall(table: pd.DataFrame, truth: pd.DataFrame, latent: str = "target
     >>> score["recall"], score["false_positives"], score["missed"]
     (0.5, 1, [['B', 'x']])
     """
-    missing = [c for c in [drug_column, "structure", "shifted"] if c not in truth.columns]
-    if missing:
-        raise InputError(f"the drug truth table lacks the column(s) {missing}; it has {list(truth.columns)}")
+    require_columns(truth, [drug_column, "structure", "shifted"], "the drug truth table")
     calls = table[table["latent"] == latent]
     if calls.empty:
         raise InputError(f"the shift table holds no test in latent space {latent!r}")

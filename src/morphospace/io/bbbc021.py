@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from morphospace.errors import InputError
+from morphospace.io.tables import read_table, require_columns
 
 __all__ = ["read_bbbc021_tables", "bbbc021_image_annotations", "annotate_bbbc021", "batch_from_plate"]
 
@@ -46,21 +47,10 @@ def _find_image_table(directory: Path) -> Path:
     raise InputError(f"{directory}: no BBBC021 image table ({' or '.join(IMAGE_TABLE_NAMES)})")
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable CSV ({exc})") from None
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {missing}")
-    return table
-
-
 def read_bbbc021_tables(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the official image and MoA tables from ``directory`` as given (no renaming)."""
     directory = Path(directory)
-    image = _read_csv(
+    image = read_table(
         _find_image_table(directory),
         (
             "Image_Metadata_Plate_DAPI",
@@ -70,7 +60,7 @@ def read_bbbc021_tables(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.
             "Image_Metadata_Concentration",
         ),
     )
-    moa = _read_csv(directory / MOA_TABLE_NAME, ("compound", "concentration", "moa"))
+    moa = read_table(directory / MOA_TABLE_NAME, ("compound", "concentration", "moa"))
     return image, moa
 
 
@@ -139,9 +129,7 @@ def annotate_bbbc021(
     """
     source = getattr(table, "attrs", {}).get("source", "table")
     key_columns = [dapi_file_column] if dapi_file_column else [plate_column, well_column]
-    missing = [c for c in key_columns if c not in table.columns]
-    if missing:
-        raise InputError(f"{source}: missing column(s) {missing} needed to annotate with BBBC021")
+    require_columns(table, key_columns, f"{source} (to annotate with BBBC021)")
     images = bbbc021_image_annotations(directory)
     if dapi_file_column:
         lookup = images.set_index("Metadata_FileName_DAPI")

@@ -18,7 +18,6 @@ torch.Size([1, 1, 32, 32])
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Annotated, Literal
 
@@ -27,12 +26,9 @@ import torch
 from monai.networks.nets import FlexibleUNet, UNet
 
 from morphospace.config import PATH, Config
-from morphospace.errors import InputError
-from morphospace.models.weights import read_state_dict
+from morphospace.models.weights import load_pretrained
 
 __all__ = ["UNetConfig", "build_unet", "load_encoder_weights"]
-
-logger = logging.getLogger(__name__)
 
 _FLEXIBLE_FACTOR = 32  # five stride-2 stages in every FlexibleUNet backbone
 
@@ -72,34 +68,8 @@ def build_unet(config: UNetConfig, in_channels: int, out_channels: int) -> torch
     return net
 
 
-def _adapt_first_convolution(weight: torch.Tensor, channels: int) -> torch.Tensor:
-    """Pretrained first-layer weights (out, 3, k, k) for ``channels`` inputs: their mean over the
-    colour channels, repeated and rescaled so the summed response to a grey image is unchanged."""
-    mean = weight.mean(dim=1, keepdim=True)
-    return mean.repeat(1, channels, 1, 1) * (weight.shape[1] / channels)
-
-
 def load_encoder_weights(net: FlexibleUNet, path: str | os.PathLike) -> dict[str, int]:
     """Load a local encoder state dict (torchvision-style ResNet or MONAI EfficientNet keys, with or
-    without an ``encoder.`` prefix) into ``net.encoder``; the first convolution is adapted to the
-    number of input channels. Returns counts of loaded and skipped tensors.
-
-    Raises InputError naming the file when it is missing, unreadable or matches no encoder tensor.
-    """
-    state = read_state_dict(path, "encoder weights")
-    own = net.encoder.state_dict()
-    loaded = {}
-    for key, value in state.items():
-        key = key.removeprefix("encoder.")
-        if key not in own:
-            continue
-        if value.dim() == 4 and value.shape[1] != own[key].shape[1] and value.shape[0] == own[key].shape[0]:
-            value = _adapt_first_convolution(value, own[key].shape[1])
-        if value.shape == own[key].shape:
-            loaded[key] = value
-    if not loaded:
-        raise InputError(f"{path}: no tensor matches the {type(net.encoder).__name__} encoder")
-    net.encoder.load_state_dict(loaded, strict=False)
-    counts = {"loaded": len(loaded), "encoder_tensors": len(own)}
-    logger.info("encoder weights from %s: %d of %d tensors", path, counts["loaded"], counts["encoder_tensors"])
-    return counts
+    without an ``encoder.`` prefix) into ``net.encoder``, the first convolution adapted to the
+    number of input channels; see :func:`~morphospace.models.weights.load_pretrained`."""
+    return load_pretrained(net.encoder, path, "encoder weights", rename=lambda key: key.removeprefix("encoder."))

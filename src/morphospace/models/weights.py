@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from morphospace.errors import InputError
 
-__all__ = ["read_state_dict", "transfer_weights"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_state_dict", "transfer_weights", "adapt_first_convolution", "load_pretrained"]
 
 
 def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
@@ -77,3 +81,53 @@ def _output_axes(source: torch.Tensor, target: torch.Tensor) -> list[int]:
     if all(target.shape[axis] == 1 for axis in differing) and len({source.shape[a] for a in differing}) == 1:
         return differing
     return []
+
+
+def adapt_first_convolution(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """Pretrained first-layer weights (out, 3, k, k) for ``channels`` inputs: their mean over the
+    colour channels, repeated and rescaled so the summed response to a grey image is unchanged.
+
+    >>> adapt_first_convolution(torch.ones(2, 3, 1, 1), 1).flatten().tolist()
+    [3.0, 3.0]
+    """
+    mean = weight.mean(dim=1, keepdim=True)
+    return mean.repeat(1, channels, 1, 1) * (weight.shape[1] / channels)
+
+
+def load_pretrained(module: torch.nn.Module, path: str | os.PathLike, what: str,
+                    rename: Callable[[str], str] = str) -> dict[str, int]:
+    """Load the tensors of the local state dict at ``path`` (``what`` it holds, for messages) into
+    ``module`` where their names, after ``rename``, and shapes match; a convolution weight that
+    differs only in its input channels (an RGB network's first layer) is adapted with
+    :func:`adapt_first_convolution`. Returns the counts ``loaded`` and ``tensors`` (of ``module``).
+
+    Raises InputError naming the file when it is missing, unreadable or matches no tensor.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.pt"
+    >>> torch.save({"backbone.weight": torch.ones(2, 3, 1, 1)}, path)
+    >>> target = torch.nn.Conv2d(1, 2, 1, bias=False)
+    >>> load_pretrained(target, path, "weights", rename=lambda k: k.removeprefix("backbone."))
+    {'loaded': 1, 'tensors': 1}
+    >>> target.weight.flatten().tolist()
+    [3.0, 3.0]
+    """
+    own = module.state_dict()
+    loaded = {}
+    for key, value in read_state_dict(path, what).items():
+        key = rename(key)
+        if key not in own:
+            continue
+        target = own[key]
+        if value.dim() == 4 and value.shape[1] != target.shape[1] and value.shape[0] == target.shape[0]:
+            value = adapt_first_convolution(value, target.shape[1])
+        if value.shape == target.shape:
+            loaded[key] = value
+    if not loaded:
+        example = next(iter(own), "")
+        raise InputError(f"{path}: no tensor matches the network by name and shape ({what}; its names look like "
+                         f"{example!r})")
+    module.load_state_dict(loaded, strict=False)
+    counts = {"loaded": len(loaded), "tensors": len(own)}
+    logger.info("%s from %s: %d of %d tensors", what, path, counts["loaded"], counts["tensors"])
+    return counts

@@ -45,7 +45,7 @@ import pandas as pd
 from morphospace.atomic import refuse_existing, temporary_sibling
 from morphospace.config import save_config
 from morphospace.io.store import CropStoreWriter
-from morphospace.parallel import compute_context, run_parallel
+from morphospace.parallel import compute_context, run_parallel, run_parallel_ordered
 from morphospace.simulate.config import SimulateConfig
 from morphospace.simulate.screen import plate_format
 from morphospace.simulate.seeds import Stream, generator, seed_sequence
@@ -210,10 +210,8 @@ def structure_coupling(config: SimulateConfig, structure: str) -> tuple[float, f
 def coupling_truth(config: SimulateConfig, client=None, progress: bool = False) -> pd.DataFrame:
     """One row per structure of ``config``: structure, rule, coupling_membrane, coupling_dna, shifted_by."""
     structures = config.structures.structures
-    couplings: list[tuple[float, float] | None] = [None] * len(structures)
-    task = functools.partial(structure_coupling, config)
-    for position, result in run_parallel(task, structures, client, progress, "coupling truth"):
-        couplings[position] = result
+    couplings = run_parallel_ordered(functools.partial(structure_coupling, config), structures, client, progress,
+                                     "coupling truth")
     return pd.DataFrame({
         "structure": structures,
         "rule": [STRUCTURES[s] for s in structures],

@@ -16,6 +16,7 @@ import pandas as pd
 
 from morphospace.errors import InputError
 from morphospace.io.images import read_image
+from morphospace.io.tables import read_table, require_columns
 
 __all__ = ["truth_for_crops", "TRUTH_COLUMNS"]
 
@@ -24,21 +25,8 @@ CELL_ID = "Metadata_CellId"
 NUCLEUS_ID = "Metadata_NucleusId"
 CENTRE_X, CENTRE_Y = "Metadata_Nucleus_Center_X", "Metadata_Nucleus_Center_Y"
 TRUTH_COLUMNS = ("Metadata_TruthNucleusArea", "Metadata_TruthCellArea", "Metadata_TruthDNALevel")
+_TRUTH_HINT = "pass the truth folder of a screen written by `morphospace simulate` (tables of an older simulator lack columns)"
 """Exact per-cell quantities of the truth table (see :class:`~morphospace.simulate.SimulatedField`)."""
-
-
-def _read_truth_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(f"{path}: no such truth table; pass the truth folder of a screen written by "
-                         "`morphospace simulate`")
-    try:
-        table = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable truth table ({exc})") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: truth table lacks columns {missing} (written by an older simulator?)")
-    return table
 
 
 def _nuclei_under_centres(truth_dir: Path, field_id: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -80,15 +68,13 @@ def truth_for_crops(crops: pd.DataFrame, truth_dir: str | os.PathLike) -> pd.Dat
         ``crops`` lacks a column; ``truth_dir`` lacks ``cells.parquet``, ``nuclei.parquet`` or a
         field's ``<field_id>_nuclei.tiff``; a label under a centre is not in ``nuclei.parquet``.
     """
-    missing = [c for c in (FIELD_ID, CENTRE_X, CENTRE_Y) if c not in crops.columns]
-    if missing:
-        raise InputError(f"the crop table lacks {missing}: it must come from a store prepared from a simulated "
-                         "screen's manifest")
+    require_columns(crops, (FIELD_ID, CENTRE_X, CENTRE_Y),
+                    "the crop table (it must come from a store prepared from a simulated screen's manifest)")
     truth_dir = Path(truth_dir)
     if not truth_dir.is_dir():
         raise InputError(f"{truth_dir}: no such truth folder")
-    cells = _read_truth_table(truth_dir / "cells.parquet", (FIELD_ID, CELL_ID, *TRUTH_COLUMNS))
-    nuclei = _read_truth_table(truth_dir / "nuclei.parquet", (FIELD_ID, NUCLEUS_ID, CELL_ID))
+    cells = read_table(truth_dir / "cells.parquet", (FIELD_ID, CELL_ID, *TRUTH_COLUMNS), _TRUTH_HINT)
+    nuclei = read_table(truth_dir / "nuclei.parquet", (FIELD_ID, NUCLEUS_ID, CELL_ID), _TRUTH_HINT)
     owner = nuclei.set_index([FIELD_ID, NUCLEUS_ID])[CELL_ID]
     cell_row = pd.Series(np.arange(len(cells)), index=pd.MultiIndex.from_frame(cells[[FIELD_ID, CELL_ID]]))
     field_ids = crops[FIELD_ID].astype(str).to_numpy()

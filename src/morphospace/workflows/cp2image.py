@@ -39,7 +39,7 @@ from morphospace.errors import InputError
 from morphospace.explore.figures import crop_montage_figure, save_figure
 from morphospace.explore.latent import image_rows_figure
 from morphospace.io.store import CropStore
-from morphospace.io.tables import read_table
+from morphospace.io.tables import read_table, require_columns
 from morphospace.models.base import to_unit_range
 from morphospace.models.cp2image import CP2Image
 from morphospace.models.registry import read_run_config
@@ -148,9 +148,7 @@ def _group_centroids(table: pd.DataFrame, per: Sequence[str], standardised: np.n
                      ) -> tuple[pd.DataFrame, np.ndarray]:
     """The groups of the ``per`` columns of ``table`` (a table of those columns, sorted) and the mean
     of each group's standardised features (G, F)."""
-    missing = [c for c in per if c not in table.columns]
-    if missing:
-        raise InputError(f"cannot group by {missing}: not columns of the feature table")
+    require_columns(table, per, "the feature table (--per)")
     keys = table[list(per)].reset_index(drop=True)
     means = pd.DataFrame(standardised).groupby([keys[c] for c in per], sort=True).mean()
     return means.index.to_frame(index=False), means.to_numpy(np.float32)

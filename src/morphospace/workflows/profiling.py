@@ -29,7 +29,7 @@ from morphospace.io.store import CropStore
 from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.tables import read_table, write_table
 from morphospace.features.profiles import ProfilesConfig, adapt_profiles_config, build_profiles, non_finite_fraction
-from morphospace.parallel import compute_context, run_parallel
+from morphospace.parallel import compute_context, run_parallel_ordered
 
 __all__ = ["FeaturesSummary", "extract_features", "intensity_scale", "make_profiles", "cellprofiler_metadata"]
 
@@ -143,10 +143,8 @@ def extract_features(
     chunks = [np.arange(s, min(s + config.chunk_cells, len(store))) for s in range(0, len(store), config.chunk_cells)]
     task = partial(_measure_chunk, store_path=str(store.path), channels=channels, scale=scale, config=config,
                    nucleus_channel=nucleus_channel, objects=objects)
-    parts: list[pd.DataFrame | None] = [None] * len(chunks)
     with compute_context(workers, scheduler) as client:
-        for position, table in run_parallel(task, chunks, client, progress, "features"):
-            parts[position] = table
+        parts = run_parallel_ordered(task, chunks, client, progress, "features")
     features = pd.concat(parts, ignore_index=True)
     share = non_finite_fraction(features)
     dropped = list(share.index[share == 1])

@@ -34,7 +34,7 @@ from morphospace.config import Config
 from morphospace.errors import InputError
 from morphospace.evaluate import statistical_cell as stats
 from morphospace.explore.figures import save_figure
-from morphospace.io.tables import write_table
+from morphospace.io.tables import read_table, write_table
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import Run, load_run
 from morphospace.models.training import RunConfig
@@ -104,15 +104,8 @@ def _out_dir(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None) -> P
 
 def _truth_table(truth_dir: str, name: str, columns: Sequence[str]) -> pd.DataFrame:
     """``truth_dir/name``; InputError naming the file when it is missing or lacks ``columns``."""
-    path = Path(truth_dir) / name
-    if not path.is_file():
-        raise InputError(f"{path}: not found; --truth takes the truth folder of a store written by "
-                         "morphospace simulate --mode structures")
-    table = pd.read_parquet(path)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: lacks the column(s) {missing}; it has {list(table.columns)}")
-    return table
+    return read_table(Path(truth_dir) / name, columns, "--truth takes the truth folder of a store written by "
+                      "morphospace simulate --mode structures")
 
 
 # ----------------------------------------------------------------------------- coupling
