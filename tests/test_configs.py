@@ -42,7 +42,7 @@ def test_a_builtin_config_is_found_by_name_and_a_local_file_wins(tmp_path: Path,
 def test_config_command_lists_and_copies(tmp_path: Path, capsys):
     assert main(["config"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == len(builtin_configs()) and listing[0].split()[0] == "beta_vae_bbbc021"
+    assert len(listing) == len(builtin_configs()) and listing[0].split()[0] == "autoencoder_fields"
     out = tmp_path / "mine.yaml"
     assert main(["config", "vae_crops", "--out", str(out)]) == 0
     assert out.read_text() == builtin_configs()["vae_crops"].read_text()

@@ -18,7 +18,8 @@ logger = logging.getLogger("morphospace.cli")
 
 _EXAMPLES = {
     "simulate": ("morphospace simulate --out screen --seed 1 --set plates=4 --workers 2\n"
-                 "  morphospace simulate --mode structures --out cells3d --set dims=3 --workers 2"),
+                 "  morphospace simulate --mode structures --out cells3d --set dims=3 --workers 2\n"
+                 "  morphospace simulate --mode donors --out donors --set donors.phenotype_strength=0.3 --workers 2"),
     "manifest": "morphospace manifest --from raw_fields --out raw_fields/manifest.csv --channels DAPI=DNA",
     "prepare": "morphospace prepare --manifest screen/manifest.csv --out store --set crops.size=68 --workers 2",
     "import": (
@@ -45,7 +46,8 @@ _EXAMPLES = {
         "  morphospace evaluate generation --run runs/cp2image_simulated --truth screen/truth"
     ),
     "train": "morphospace train lsgan_bbbc021 --set trainer.max_minutes=20",
-    "embed": "morphospace embed --run runs/lsgan_bbbc021 --store bbbc021_allmoa --out embeddings.parquet",
+    "embed": ("morphospace embed --run runs/lsgan_bbbc021 --store bbbc021_allmoa --out embeddings.parquet\n"
+              "  morphospace embed --run runs/classifier_fields --manifest donors/manifest.csv --out donor_embeddings"),
     "generate": (
         "morphospace generate --run runs/lsgan_bbbc021 --n 64 --seed 3\n"
         "  morphospace generate --run runs/cp2image_bbbc021 --features bbbc021_cells.parquet "
@@ -94,13 +96,15 @@ def _subparser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser
 
 def _add_simulate(subparsers) -> None:
     parser = _subparser(subparsers, "simulate",
-                         "Simulate a BBBC021-like screen (fields, manifest, ground truth) or single-cell structure crops.")
+                         "Simulate a BBBC021-like screen (fields, manifest, ground truth), single-cell structure crops "
+                         "or donors' monolayers.")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, help="random seed (same seed, same screen)")
-    parser.add_argument("--mode", choices=["fluorescence", "transmitted", "structures"],
+    parser.add_argument("--mode", choices=["fluorescence", "transmitted", "structures", "donors"],
                         help="fluorescence: DNA, Actin, Tubulin (default); transmitted: phase-contrast-like light "
                              "paired with DNA and membrane fluorescence and nuclei labels; structures: a crop store "
-                             "of single cells (Membrane, DNA, one tagged Structure; --set dims=3 for z-stacks)")
+                             "of single cells (Membrane, DNA, one tagged Structure; --set dims=3 for z-stacks); "
+                             "donors: whole monolayer fields (DNA, Actin, Junctions) of healthy and disease donors")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_config_options(parser)
     _add_parallel_options(parser)
@@ -304,11 +308,20 @@ def _add_train(subparsers) -> None:
 
 
 def _add_embed(subparsers) -> None:
-    parser = _subparser(subparsers, "embed", "Encoder vectors of every crop of a store -> embeddings.parquet.")
+    parser = _subparser(subparsers, "embed", "Encoder vectors of every crop of a store -> embeddings.parquet; or, "
+                                             "with --manifest, of whole fields' tiles, averaged per field and sample.")
     parser.add_argument("--run", type=Path, required=True, help="training run directory")
-    parser.add_argument("--store", type=Path, help="crop store (default: the run's training store)")
-    parser.add_argument("--out", type=Path, help="output table (default RUN/embeddings.parquet)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--store", type=Path, help="crop store (default: the run's training store)")
+    source.add_argument("--manifest", type=Path, help="fields to tile with the run's own prepare settings (runs "
+                                                       "trained on tiles); --out is then a folder")
+    parser.add_argument("--out", type=Path, help="output table (default RUN/embeddings.parquet); with --manifest an "
+                                                 "output folder (required): tiles.parquet, fields.parquet, "
+                                                 "samples.parquet")
+    parser.add_argument("--by", help="with --manifest: comma-separated sample column(s) (default: the run's "
+                                     "data.split.by)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=1, help="with --manifest: prepare's worker processes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.set_defaults(handler=_embed)
 
@@ -450,6 +463,14 @@ def _simulate(args: argparse.Namespace) -> int:
                                     overwrite=args.overwrite, scheduler=args.scheduler)
         print(f"simulated {crops.n_cells} single-cell crops -> {crops.root} (truth in {crops.truth_dir})")
         return 0
+    if config.mode == "donors":
+        from morphospace.simulate import simulate_donors
+
+        donors = simulate_donors(config, args.out, workers=args.workers, progress=args.progress,
+                                 overwrite=args.overwrite, scheduler=args.scheduler)
+        print(f"simulated {donors.n_fields} fields of {donors.n_donors} donors -> {donors.manifest_path} "
+              f"(truth in {donors.truth_dir})")
+        return 0
     screen = simulate_screen(config, args.out, workers=args.workers, progress=args.progress, overwrite=args.overwrite,
                              scheduler=args.scheduler)
     print(f"simulated {screen.n_cells} cells in {screen.n_fields} fields -> {screen.manifest_path}")
@@ -581,8 +602,22 @@ def _train(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     from morphospace.workflows.latent import embed_store
 
+    if args.manifest is not None:
+        return _embed_fields(args)
     summary = embed_store(args.run, args.store, args.out, batch_size=args.batch_size, overwrite=args.overwrite,
                           progress=args.progress)
+    print(summary.line())
+    return 0
+
+
+def _embed_fields(args: argparse.Namespace) -> int:
+    from morphospace.workflows.fields import embed_fields
+
+    if args.out is None:
+        raise InputError("embed --manifest needs --out: the output folder")
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    summary = embed_fields(args.run, args.manifest, args.out, by=by, workers=args.workers, batch_size=args.batch_size,
+                           overwrite=args.overwrite, progress=args.progress)
     print(summary.line())
     return 0
 

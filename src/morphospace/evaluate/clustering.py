@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import matplotlib
 import numpy as np
@@ -39,7 +40,7 @@ from sklearn.svm import SVC
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns
 
-__all__ = ["ClusteringResult", "evaluate_clustering", "dendrogram_figure", "scatter_figure"]
+__all__ = ["ClusteringResult", "evaluate_clustering", "compare_embeddings", "dendrogram_figure", "scatter_figure"]
 
 
 @dataclass
@@ -126,6 +127,34 @@ def evaluate_clustering(
     assignments = pd.DataFrame({"label": labels, **{name: c for name, (c, _) in clusterings.items()}})
     return ClusteringResult(label_column, len(names), float(np.mean(accuracy)), float(np.std(accuracy)), n_folds,
                             metric_table.loc[order], assignments)
+
+
+COMPARED_METRICS = ("Homogeneity", "Completeness", "V-measure", "Davies-Bouldin", "Silhouette")
+
+
+def compare_embeddings(tables: Mapping[str, pd.DataFrame], label_column: str, clustering: str = "K-means (k=2)",
+                       folds: int = 5, seed: int = 0, pca_components: int | None = None) -> pd.DataFrame:
+    """Table 6.1 of the whole-image thesis for several embeddings of the same samples: one column per
+    entry of ``tables`` (name -> table), rows ``SVM accuracy`` (mean stratified k-fold accuracy) and
+    the ``clustering``'s homogeneity, completeness, V-measure, Davies-Bouldin and silhouette.
+
+    >>> rng = np.random.default_rng(0)
+    >>> labels = ["a"] * 10 + ["b"] * 10
+    >>> apart = pd.DataFrame(np.r_[rng.normal(0, 1, (10, 2)), rng.normal(9, 1, (10, 2))], columns=["x", "y"])
+    >>> mixed = pd.DataFrame(rng.normal(0, 1, (20, 2)), columns=["x", "y"])
+    >>> table = compare_embeddings({"apart": apart.assign(Metadata_G=labels), "mixed": mixed.assign(Metadata_G=labels)},
+    ...                            "Metadata_G")
+    >>> float(table.loc["V-measure", "apart"]), bool(table.loc["V-measure", "mixed"] < 0.5)
+    (1.0, True)
+    """
+    columns = {}
+    for name, table in tables.items():
+        result = evaluate_clustering(table, label_column, folds=folds, seed=seed, pca_components=pca_components)
+        if clustering not in result.metrics.columns:
+            raise InputError(f"no clustering {clustering!r}; choose from {list(result.metrics.columns)}")
+        columns[name] = {"SVM accuracy": result.svm_accuracy,
+                         **result.metrics.loc[list(COMPARED_METRICS), clustering].to_dict()}
+    return pd.DataFrame(columns)
 
 
 def dendrogram_figure(table: pd.DataFrame, label_column: str, max_leaves: int = 150, seed: int = 0) -> Figure:

@@ -1,4 +1,5 @@
-"""One field from corrected channels to single-cell crops: correction, nuclei, cells, crops.
+"""One field from corrected channels to single-cell crops: correction, nuclei, cells, crops (or,
+with ``tiles`` set, to whole-field tiles without segmentation).
 
 :func:`process_field` is the notebook entry point of what ``prepare`` does to every field;
 ``prepare`` (:mod:`morphospace.workflows.prepare`) adds QC, illumination estimation, parallelism,
@@ -17,6 +18,7 @@ from morphospace.config import Config
 from morphospace.preprocess.background import BackgroundConfig
 from morphospace.preprocess.correct import correct_channel
 from morphospace.preprocess.denoise import DenoiseConfig
+from morphospace.segment.tiles import TilesConfig, tile_field
 from morphospace.segment.cells import CellsConfig, cytoplasm_image, segment_cells
 from morphospace.segment.crops import CropResult, CropsConfig, crop_cells
 from morphospace.errors import InputError
@@ -26,20 +28,37 @@ __all__ = ["FieldConfig", "FieldResult", "process_field"]
 
 
 class FieldConfig(Config):
-    """The per-field steps: background, denoising, nuclei, cells, crops."""
+    """The per-field steps: background, denoising, nuclei, cells, crops; with ``tiles`` set the
+    corrected field is cut into tiles instead (no nuclei, cells or crops)."""
 
     background: BackgroundConfig = pydantic.Field(default_factory=BackgroundConfig)
     denoise: DenoiseConfig = pydantic.Field(default_factory=DenoiseConfig)
     nuclei: NucleiConfig = pydantic.Field(default_factory=NucleiConfig)
     cells: CellsConfig = pydantic.Field(default_factory=CellsConfig)
     crops: CropsConfig = pydantic.Field(default_factory=CropsConfig)
+    tiles: TilesConfig | None = None
+
+    @property
+    def stored_size(self) -> int:
+        """Side in px of what the store holds: the tile size with ``tiles``, else the crop size."""
+        return self.tiles.size if self.tiles else self.crops.size
 
     def resolve_channels(self, channels: Sequence[str], source: str) -> "FieldConfig":
         """A copy with ``auto`` channels named from the field's ``channels``: the nuclei channel
         (see :func:`~morphospace.segment.nuclei.resolve_nucleus_channel`) and, for cells, every
         other channel. Raises InputError naming ``source``, the config key and the channels when a
-        named channel is missing or the nuclei channel cannot be told."""
+        named channel is missing or the nuclei channel cannot be told. With ``tiles`` nothing is
+        segmented: the nuclei channel only names the channel QC judges, the first channel when no
+        channel is named like a nuclear stain."""
         channels = list(channels)
+        if self.tiles:
+            try:
+                nucleus = resolve_nucleus_channel(channels, self.nuclei.channel, source)
+            except InputError:
+                if self.nuclei.channel != "auto":
+                    raise
+                nucleus = channels[0]
+            return self.model_copy(update={"nuclei": self.nuclei.model_copy(update={"channel": nucleus})})
         nucleus = resolve_nucleus_channel(channels, self.nuclei.channel, source, setting="--set nuclei.channel=NAME")
         cytoplasm = ([c for c in channels if c != nucleus] if self.cells.channels == "auto"
                      else list(self.cells.channels))
@@ -52,11 +71,12 @@ class FieldConfig(Config):
 
 @dataclass
 class FieldResult:
-    """One processed field: ``corrected`` (C, H, W) float32, label images (H, W), and its crops."""
+    """One processed field: ``corrected`` (C, H, W) float32, label images (H, W; None when tiled),
+    and its crops (or tiles)."""
 
     corrected: np.ndarray
-    nuclei: np.ndarray
-    cells: np.ndarray
+    nuclei: np.ndarray | None
+    cells: np.ndarray | None
     crops: CropResult
 
 
@@ -84,6 +104,9 @@ def process_field(
     corrected = {name: correct_channel(image, config.background, config.denoise, illumination.get(name),
                                        scales.get(name))
                  for name, image in planes.items()}
+    if config.tiles:
+        stack = np.stack(list(corrected.values()))
+        return FieldResult(stack, None, None, tile_field(stack, config.tiles))
     nuclei = segment_nuclei_as(corrected[config.nuclei.channel], config.nuclei)
     cells_config = config.cells
     if not cells_config.channels and cells_config.method == "watershed":

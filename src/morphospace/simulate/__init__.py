@@ -16,6 +16,11 @@ structures, 2D or 3D, under DMSO and drugs that shift named structures) straight
 with the coupling and drug truth: ``structures`` (cell shapes, placement rules, drugs, rendering)
 and ``structure_crops`` (jobs, store, truth; :func:`simulate_structures`).
 
+``mode: donors`` writes whole fields of endothelial-like monolayers (DNA, Actin, Junctions) from
+healthy and disease donors, the disease donors with a graded cytoskeletal phenotype, every donor
+with its own nuisance, and the truth (group, severity): ``monolayer`` (one field) and ``donors``
+(donors, layout, files; :func:`simulate_donors`).
+
 Examples
 --------
 >>> from morphospace.simulate import SimulateConfig, simulate_field
@@ -24,7 +29,8 @@ Examples
 (3, 128, 128)
 """
 
-from morphospace.simulate.config import CellsConfig, OpticsConfig, SimulateConfig, StructuresConfig
+from morphospace.simulate.config import CellsConfig, DonorsConfig, OpticsConfig, SimulateConfig, StructuresConfig
+from morphospace.simulate.donors import SimulatedDonors, simulate_donors
 from morphospace.simulate.field import CHANNELS, SimulatedField, simulate_field
 from morphospace.simulate.phenotypes import COMPOUNDS, CONTROL, MOAS, Compound, Treatment
 from morphospace.simulate.screen import SimulatedScreen, simulate_screen
@@ -40,13 +46,16 @@ __all__ = [
     "STRUCTURES",
     "CellsConfig",
     "Compound",
+    "DonorsConfig",
     "OpticsConfig",
     "SimulateConfig",
     "SimulatedField",
+    "SimulatedDonors",
     "SimulatedScreen",
     "SimulatedStructures",
     "StructuresConfig",
     "Treatment",
+    "simulate_donors",
     "simulate_field",
     "simulate_screen",
     "simulate_structures",

@@ -10,9 +10,12 @@ from morphospace.config import Config
 from morphospace.simulate.phenotypes import MAX_COMPOUNDS_PER_MOA, MOAS
 from morphospace.simulate.structures import DRUGS, STRUCTURE_CHANNELS, STRUCTURES
 
-__all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "StructuresConfig", "MAX_WELLS"]
+__all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "StructuresConfig", "DonorsConfig",
+           "DONOR_CHANNELS", "MAX_WELLS"]
 
 MAX_WELLS = 384
+DONOR_CHANNELS = ("DNA", "Actin", "Junctions")
+"""Channels of ``mode: donors`` fields, in file order."""
 
 Range = tuple[float, float]
 
@@ -141,6 +144,44 @@ class StructuresConfig(Config):
         return _check_range(value, low=1.0, high=3.0)
 
 
+class DonorsConfig(Config):
+    """Donors in two groups imaged as whole monolayer fields (``mode: donors``); lengths in px.
+
+    ``donors_per_group`` healthy and as many disease donors, each in ``wells_per_donor`` wells of
+    ``fields_per_well`` fields, the wells shuffled over ``plates`` plates. The disease donors'
+    severities are spread evenly over ``severity`` (their order shuffled); a donor's cytoskeletal
+    disruption (0 to 1, see :mod:`morphospace.simulate.monolayer`) is ``phenotype_strength`` x its
+    severity, 0 for healthy donors. Every donor has its own nuisance drawn uniformly from the
+    ranges (cell size, fibre spacing, healthy fibre alignment) and log-normal channel gains of sd
+    ``donor_gain_sd``; each well adds gains of sd ``well_gain_sd`` and each plate those of
+    ``optics.batch_gain_sd`` and its own vignetting.
+    """
+
+    donors_per_group: int = Field(8, ge=2, le=1000)
+    wells_per_donor: int = Field(3, ge=1, le=384)
+    severity: Range = (0.2, 1.0)
+    phenotype_strength: float = Field(0.5, ge=0.0, le=1.0, description="disruption of a donor of severity 1")
+    cell_diameter_px: Range = (40.0, 56.0)
+    fibre_period_px: Range = (5.0, 8.0)
+    alignment: Range = (0.5, 0.9)
+    donor_gain_sd: float = Field(0.15, ge=0.0, le=1.0)
+    well_gain_sd: float = Field(0.05, ge=0.0, le=1.0)
+
+    @field_validator("severity", "alignment")
+    @classmethod
+    def _unit_range(cls, value: Range) -> Range:
+        return _check_range(value, low=0.0, high=1.0)
+
+    @field_validator("cell_diameter_px", "fibre_period_px")
+    @classmethod
+    def _length_range(cls, value: Range) -> Range:
+        return _check_range(value, low=2.0, high=500.0)
+
+    @property
+    def n_donors(self) -> int:
+        return 2 * self.donors_per_group
+
+
 def _known_names(value: list[str], known, kind: str, allow_empty: bool = False) -> list[str]:
     unknown = [name for name in value if name not in known]
     if unknown:
@@ -162,6 +203,9 @@ class SimulateConfig(Config):
     ``pixel_size_um`` is recorded for downstream tools; the renderer works in pixels.
     ``mode: transmitted`` renders a transmitted-light image, DNA and a membrane stain instead of
     DNA, actin and tubulin (settings in ``transmitted``), for in-silico-labeling data.
+    ``mode: donors`` renders endothelial monolayers of healthy and disease donors instead (DNA,
+    Actin, Junctions; settings in ``donors``; ``plates``, ``field_size``, ``fields_per_well``,
+    ``seed`` and ``optics`` apply, the treatment and cell settings do not).
     """
 
     seed: int = Field(0, ge=0)
@@ -177,16 +221,19 @@ class SimulateConfig(Config):
     pixel_size_um: float = Field(0.65, gt=0.0)
     cells: CellsConfig = Field(default_factory=CellsConfig)
     optics: OpticsConfig = Field(default_factory=OpticsConfig)
-    mode: Literal["fluorescence", "transmitted", "structures"] = "fluorescence"
+    mode: Literal["fluorescence", "transmitted", "structures", "donors"] = "fluorescence"
     transmitted: TransmittedConfig = Field(default_factory=TransmittedConfig)
     dims: Literal[2, 3] = Field(2, description="2: (H, W) crops; 3: (D, H, W) stacks (mode: structures only)")
     structures: StructuresConfig = Field(default_factory=StructuresConfig)
+    donors: DonorsConfig = Field(default_factory=DonorsConfig)
 
     @property
     def channels(self) -> tuple[str, ...]:
         """Channel names of the rendered fields, in file order."""
         if self.mode == "structures":
             return STRUCTURE_CHANNELS
+        if self.mode == "donors":
+            return DONOR_CHANNELS
         return ("Transmitted", "DNA", "Membrane") if self.mode == "transmitted" else ("DNA", "Actin", "Tubulin")
 
     @field_validator("moas")
@@ -201,7 +248,9 @@ class SimulateConfig(Config):
 
     @property
     def wells_per_plate(self) -> int:
-        """DMSO wells plus one well per treatment."""
+        """DMSO wells plus one well per treatment; ``mode: donors``: the most donor wells on a plate."""
+        if self.mode == "donors":
+            return -(-self.donors.n_donors * self.donors.wells_per_donor // self.plates)
         return self.dmso_wells_per_plate + len(self.moas) * self.compounds_per_moa * self.concentrations
 
     @field_validator("dims")
@@ -216,6 +265,7 @@ class SimulateConfig(Config):
         if self.wells_per_plate > MAX_WELLS:
             raise ValueError(
                 f"{self.wells_per_plate} wells per plate exceed a {MAX_WELLS}-well plate; "
-                "use fewer DMSO wells, MoAs, compounds or concentrations"
+                + ("use more plates, fewer donors or fewer wells per donor" if self.mode == "donors" else
+                   "use fewer DMSO wells, MoAs, compounds or concentrations")
             )
         return self

@@ -28,7 +28,7 @@ import pandas as pd
 from morphospace.config import save_config
 from morphospace.atomic import atomic_directory
 from morphospace.io.images import write_tiff
-from morphospace.parallel import compute_context, run_parallel
+from morphospace.parallel import compute_context, run_parallel_ordered
 from morphospace.simulate.config import SimulateConfig
 from morphospace.simulate.field import simulate_field
 from morphospace.simulate.phenotypes import DMSO, Treatment, treatments_for
@@ -164,12 +164,8 @@ def _render_all(
     jobs: list[FieldJob], config: SimulateConfig, root: Path, workers: int, scheduler: str | None, progress: bool
 ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     """Results of :func:`render_job` in job order, rendered in this process or on a dask cluster."""
-    task = functools.partial(render_job, config, root)
-    results: list[tuple[pd.DataFrame, pd.DataFrame] | None] = [None] * len(jobs)
     with compute_context(workers, scheduler) as client:
-        for position, result in run_parallel(task, jobs, client, progress, "simulate"):
-            results[position] = result
-    return results
+        return run_parallel_ordered(functools.partial(render_job, config, root), jobs, client, progress, "simulate")
 
 
 def _file_columns(job: FieldJob, config: SimulateConfig) -> dict[str, str]:
@@ -206,10 +202,12 @@ def simulate_screen(
     FileExistsError
         If ``out`` exists and ``overwrite`` is False (before any work).
     ValueError
-        If ``workers`` < 1 or ``config.mode`` is ``structures``.
+        If ``workers`` < 1 or ``config.mode`` is ``structures`` or ``donors``.
     """
     if config.mode == "structures":
         raise ValueError("mode: structures writes single-cell crops; use simulate_structures")
+    if config.mode == "donors":
+        raise ValueError("mode: donors writes donors' monolayers; use simulate_donors")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     jobs = field_jobs(config)

@@ -1,5 +1,6 @@
 """Independent random streams derived from the screen's seed, one per plate, batch and field
-(and, for single-cell structure crops, one per cell and per truth draw).
+(and, for single-cell structure crops, one per cell and per truth draw; for donors, one for the
+donors and one per well).
 
 A stream depends only on the global seed, its kind and its index, never on the order in which
 fields are rendered, so results are identical for any number of worker processes.
@@ -23,6 +24,8 @@ class Stream(IntEnum):
     FIELD = 4
     CELL = 5
     TRUTH = 6
+    DONOR = 7
+    WELL = 8
 
 
 def seed_sequence(seed: int, stream: Stream, *index: int) -> np.random.SeedSequence:

@@ -1,4 +1,5 @@
-"""``prepare``: raw fields -> crop store (QC, illumination, background, denoising, segmentation, crops).
+"""``prepare``: raw fields -> crop store (QC, illumination, background, denoising, segmentation, crops;
+or whole-field tiles with ``tiles`` set).
 
 Passes, each parallel over fields (or plates) and resumable:
 
@@ -145,9 +146,10 @@ def _process_field_task(task: _FieldTask) -> dict:
         if config.on_error == "raise":
             raise
         return {"Metadata_FieldId": spec.field_id, "n_cells": 0, "error": str(exc)}
-    label_dtype = np.uint16 if max(result.nuclei.max(), result.cells.max()) < 2**16 else np.uint32
-    write_tiff(work_dir / "labels" / f"{spec.field_id}_nuclei.tiff", result.nuclei.astype(label_dtype))
-    write_tiff(work_dir / "labels" / f"{spec.field_id}_cells.tiff", result.cells.astype(label_dtype))
+    if result.nuclei is not None:
+        label_dtype = np.uint16 if max(result.nuclei.max(), result.cells.max()) < 2**16 else np.uint32
+        write_tiff(work_dir / "labels" / f"{spec.field_id}_nuclei.tiff", result.nuclei.astype(label_dtype))
+        write_tiff(work_dir / "labels" / f"{spec.field_id}_cells.tiff", result.cells.astype(label_dtype))
     _write_field_crops(work_dir / "fields" / spec.field_id, spec, result.crops, task.key)
     return {"Metadata_FieldId": spec.field_id, "n_cells": len(result.crops.table), "error": ""}
 
@@ -381,7 +383,7 @@ def _assemble(passing, channels, config, manifest, out, work_dir, qc, progress) 
     }
     n_cells = 0
     with CropStoreWriter(
-        out, channels, (config.crops.size, config.crops.size), dtype=config.crops.dtype, with_masks=True,
+        out, channels, (config.stored_size, config.stored_size), dtype=config.crops.dtype, with_masks=True,
         pixel_size_um=config.pixel_size_um, provenance=provenance, overwrite=True, build_dir=work_dir,
     ) as writer:
         for field_dir in tqdm(field_dirs, desc="assemble", unit="field", disable=not progress):
