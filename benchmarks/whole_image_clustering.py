@@ -219,7 +219,7 @@ def _week4_store(bbbc021: Path, work: Path) -> Path:
     target = work / "stores" / "bbbc021_week4_cycloheximide"
     if (target / "store.json").is_file():
         return target
-    source = CropStore(_stores(bbbc021, work)[0])
+    source = CropStore(_stores(bbbc021, ROOT / "work")[0])
     cells = source.cells
     compound = cells["Metadata_Compound"].astype(str)
     rows = np.flatnonzero(cells["Metadata_Plate"].isin(WEEK4_PLATES).to_numpy()
