@@ -96,9 +96,10 @@ class PrepareSummary:
     seconds: float
     resumed_fields: int = 0
     qc_failures: dict[str, str] = field(default_factory=dict)
+    unit: str = "cells"
 
     def line(self) -> str:
-        return (f"prepared {self.n_cells} cells from {self.n_fields - self.n_qc_failed - self.n_errors} of "
+        return (f"prepared {self.n_cells} {self.unit} from {self.n_fields - self.n_qc_failed - self.n_errors} of "
                 f"{self.n_fields} fields ({self.n_qc_failed} failed QC, {self.n_errors} errors) "
                 f"in {self.seconds:.1f} s -> {self.store}")
 
@@ -270,7 +271,7 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
     summary = PrepareSummary(
         store=out, n_fields=len(fields), n_qc_failed=len(failed), n_errors=int((qc["status"] == "error").sum()),
         n_cells=n_cells, seconds=time.perf_counter() - start, resumed_fields=len(done),
-        qc_failures=dict(zip(failed["Metadata_FieldId"], failed["reason"])),
+        qc_failures=dict(zip(failed["Metadata_FieldId"], failed["reason"])), unit="tiles" if config.tiles else "cells",
     )
     logger.info(summary.line())
     return summary
