@@ -10,9 +10,11 @@ Pearson r between input and re-measured values, FID/KID, NSC of generated vs rea
 sweeps of nucleus area, orientation, DNA intensity and cytoplasm area (the other features held, then
 following their slope on the swept one); the dose trajectory DMSO ->
 cycloheximide 5 -> 15 -> 50 uM over the week-4 plates 27801, 27821, 27861 (each dose generated from
-its feature centroid, re-measured, and compared with the real cells of that dose and of DMSO; then
-100 real DMSO cells moved by each dose's centroid difference, scored the same way); training speed
-against a bare PyTorch loop of the same networks on the same batches; and the discriminator with and
+its feature centroid, re-measured, and compared with the real cells of that dose and of DMSO, as is
+and with the generated DMSO image's offset removed; the same walk from the DMSO cell nearest its
+centroid, ``explore trajectory``'s default; then 100 real DMSO cells moved by each dose's centroid
+difference, scored the same way); training speed of a fresh ``--speed-epochs`` run against a bare
+PyTorch loop of the same networks on the same batches; and the discriminator with and
 without spectral norm (the paper's text names it, its released code does not use it), both trained
 for ``--compare-epochs`` epochs.
 
@@ -27,6 +29,7 @@ import argparse
 import copy
 import itertools
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,16 +128,45 @@ def _bare_images_per_second(run_dir: Path, n_batches: int = 30, repeats: int = 3
     return float(np.median(rates))
 
 
-def _dose_trajectory(run_dir: Path, features: Path, compound: str) -> dict:
-    """Generate DMSO and each dose from its feature centroid on the week-4 plates, re-measure, and
-    compare with the real cells of each dose and of DMSO."""
+def _share_by_group(path: Path) -> dict:
+    """From the evaluation's per-feature table: the share of defined features with r > 0.5 per
+    measurement (the name's second part: AreaShape, Intensity, RadialDistribution, ...; angles as
+    their own groups) and over the features that are not angles."""
+    table = pd.read_csv(path).dropna(subset=["pearson_r"])
+    measurement = table["feature"].str.split("_").str[1].where(~table["circular"], "angles (circular r)")
+    by = table.groupby(measurement)["pearson_r"]
+    linear = table.loc[~table["circular"], "pearson_r"]
+    return {"by_measurement": {name: {"features": int(len(r)), "share_r_above_0_5": float((r > 0.5).mean())}
+                               for name, r in by},
+            "without_angles": float((linear > 0.5).mean())}
+
+
+def _speed(store: Path, features: Path, feature_set: str, epochs: int) -> dict:
+    """Training images/s of a fresh run of ``epochs`` epochs (a temporary folder, so that it is
+    timed in this very run) and of the bare loop on its networks right after, under the same load."""
+    with tempfile.TemporaryDirectory() as runs:
+        config = load_run_config("cp2image_bbbc021", [
+            f"name=cp2image_speed_{feature_set}", f"data.store={store}", f"data.conditions.features.table={features}",
+            f"runs_dir={runs}", "data.crop_size=64", f"trainer.max_epochs={epochs}"])
+        summary = trained(config, progress=False)
+        bare = _bare_images_per_second(config.run_dir)
+    return {"train_images_per_s": summary.samples_per_second, "bare_images_per_s": bare,
+            "ratio": summary.samples_per_second / bare, "epochs": epochs}
+
+
+def _dose_trajectory(run_dir: Path, features: Path, compound: str, from_centroid: bool) -> dict:
+    """``explore trajectory`` from DMSO through each cycloheximide dose on the week-4 plates (between
+    the centroids with ``from_centroid``, else the DMSO cell nearest its centroid moved by the
+    centroids' differences: the command's default); the images at DMSO and at each dose re-measured
+    and compared with the real cells of each dose and of DMSO, as they are and after subtracting the
+    generated DMSO image's offset from the real DMSO centroid."""
     plates = f"Metadata_Plate in {WEEK4_PLATES}"
     figure = explore_trajectory(run_dir, f"Metadata_Compound == 'DMSO' and {plates}",
                                 f"Metadata_Compound == {compound!r} and {plates}", by="Metadata_Concentration",
-                                steps=5, from_centroid=True)
+                                steps=5, from_centroid=from_centroid)
     with np.load(figure.with_suffix(".npz")) as saved:
         images, labels = saved["images"], [str(label) for label in saved["labels"]]
-    waypoints = np.concatenate([images[:1, 0], images[:, -1]])  # the centroid images: DMSO, then each dose
+    waypoints = np.concatenate([images[:1, 0], images[:, -1]])  # DMSO, then each dose
     run = load_run(run_dir)
     settings, _ = measurement_settings(features, {})
     remeasured, _ = measure_generated(waypoints, run, settings)
@@ -142,16 +174,18 @@ def _dose_trajectory(run_dir: Path, features: Path, compound: str) -> dict:
     names = [c for c in feature_names(run_dir) if c in set(feature_columns(remeasured))]
     on_plates = table[table["Metadata_Plate"].isin(WEEK4_PLATES)]
     real = {"DMSO": on_plates.loc[on_plates["Metadata_Compound"] == "DMSO", names].to_numpy()}
-    generated = {}
+    generated = {"DMSO": remeasured.iloc[[0]][names].to_numpy()}
     for position, dose in enumerate(labels[1:], start=1):
         level = float(dose.split("=")[1])
         cells = on_plates[(on_plates["Metadata_Compound"] == compound) & (on_plates["Metadata_Concentration"] == level)]
         real[dose] = cells[names].to_numpy()
         generated[dose] = remeasured.iloc[[position]][names].to_numpy()
     present = {dose: cells for dose, cells in real.items() if len(cells)}
-    result = closer_to_own_group({d: g for d, g in generated.items() if d in present}, present, "DMSO")
-    return {**result, "labels": labels, "real_cells": {d: int(len(c)) for d, c in real.items()},
-            "figure": str(figure)}
+    kept = {d: g for d, g in generated.items() if d in present}
+    result = closer_to_own_group(kept, present, "DMSO")
+    corrected = closer_to_own_group(kept, present, "DMSO", offset_from_reference=True)
+    return {**result, "offset_from_dmso_removed": {k: corrected[k] for k in ("groups", "share_closer")},
+            "labels": labels, "real_cells": {d: int(len(c)) for d, c in real.items()}, "figure": str(figure)}
 
 
 def _dose_shifted_cells(run_dir: Path, features: Path, compound: str, n_cells: int = 100) -> dict:
@@ -216,6 +250,8 @@ def main() -> None:
                         help="cp_measure set (full: about 16 min for 8,774 crops on 2 workers)")
     parser.add_argument("--train-minutes", type=float, default=30.0)
     parser.add_argument("--cells", type=int, help="random subset of the crops, for a quick check")
+    parser.add_argument("--speed-epochs", type=int, default=2,
+                        help="epochs of the fresh run timed against the bare loop")
     parser.add_argument("--eval-cells", type=int, default=1000, help="held-out cells re-measured")
     parser.add_argument("--compare-epochs", type=int, default=10,
                         help="epochs of each arm of the spectral-norm comparison (0: skip it)")
@@ -235,7 +271,7 @@ def main() -> None:
         "trainer.max_epochs=1000"])
     summary = trained(config, progress=False)  # a rerun reads the finished run's summary
     run = config.run_dir
-    bare = _bare_images_per_second(run)
+    speed = _speed(store, features, args.feature_set, args.speed_epochs)
     for feature, others in itertools.product(SWEEPS, ("held", "follow")):
         if feature in feature_names(run):
             explore_sweep(run, feature, steps=7, others=others)
@@ -243,22 +279,28 @@ def main() -> None:
     evaluation = run_generation_evaluation(run, overwrite=True, config=GenerationConfig(
         n=1000, extractor=str(extractor), feature_cells=args.eval_cells, feature_set=args.feature_set))
     compound = next(c for c in CropStore(store).cells["Metadata_Compound"].unique() if str(c).startswith("cyclohex"))
-    trajectory = _dose_trajectory(run, features, compound)
+    trajectory = _dose_trajectory(run, features, compound, from_centroid=True)
+    from_cell = _dose_trajectory(run, features, compound, from_centroid=False)  # the command's default, kept in the report
     shifted = _dose_shifted_cells(run, features, compound)
     comparison = _spectral_norm_comparison(store, features, work, args.feature_set, args.compare_epochs,
                                            args.compare_eval_cells) if args.compare_epochs else None
     correlation, nsc = evaluation["feature_correlation"], evaluation["nsc"]
+    groups = _share_by_group(run / "evaluation" / "cp2image_feature_correlations.csv")
     report = json.loads(Path(f"{features}.json").read_text())
     row = {
         "heldout_share_r_above_0_5": correlation["share_r_above_0_5"], "heldout_median_r": correlation["median_r"],
+        "heldout_share_r_above_0_5_without_angles": groups["without_angles"],
         "ceiling_share_r_above_0_5": evaluation["measurement_ceiling"]["share_r_above_0_5"],
         "fid": evaluation["in_domain"]["fid"], "kid": evaluation["in_domain"]["kid_mean"],
         "nsc_generated": nsc["nsc_generated"] if isinstance(nsc, dict) else None,
         "nsc_real": nsc["nsc_real"] if isinstance(nsc, dict) else None,
         "dose_trajectory_share_closer_to_dose": trajectory["share_closer"],
+        "dose_trajectory_share_closer_after_dmso_offset": trajectory["offset_from_dmso_removed"]["share_closer"],
+        "dose_trajectory_from_real_cell_share_closer": from_cell["share_closer"],
         "dose_shifted_dmso_cells_share_closer": shifted["share_closer"],
-        "train_images_per_s": summary.samples_per_second, "bare_images_per_s": bare,
-        "train_images_per_s_ratio_to_bare_loop": summary.samples_per_second / bare,
+        "train_images_per_s": speed["train_images_per_s"], "bare_images_per_s": speed["bare_images_per_s"],
+        "train_images_per_s_ratio_to_bare_loop": speed["ratio"],
+        "main_run_train_images_per_s": summary.samples_per_second,
         "generated_cells_per_s": evaluation["generated_cells_per_s"],
     }
     print_table([row], f"CP2Image on BBBC021 ({len(CropStore(store))} crops, {args.feature_set} features, "
@@ -266,6 +308,10 @@ def main() -> None:
     print_table([{"feature": k, "r": v} for k, v in list(correlation["best"].items())[:5]
                  + list(correlation["worst"].items())[:5]], "best and worst features (held-out cells)")
     print_table([{"dose": d, **v} for d, v in trajectory["groups"].items()], "dose trajectory (centroids)")
+    print_table([{"dose": d, **v} for d, v in trajectory["offset_from_dmso_removed"]["groups"].items()],
+                "dose trajectory (centroids, generated DMSO offset removed)")
+    print_table([{"dose": d, **v} for d, v in from_cell["groups"].items()],
+                "dose trajectory (the DMSO cell nearest its centroid, moved)")
     print_table([{"dose": d, **v} for d, v in shifted["groups"].items()],
                 f"dose trajectory ({shifted['n_dmso_cells_moved']} real DMSO cells moved)")
     if comparison:
@@ -274,17 +320,23 @@ def main() -> None:
     path = write_result("bbbc021_cp2image" if not args.cells else f"bbbc021_cp2image_subset{args.cells}", {
         "convention": (
             "held-out = test split (20% of the plates, split by Metadata_Plate); r = Pearson between each input "
-            "feature and the same feature re-measured (same cp_measure settings) on the image generated from it; "
+            "feature and the same feature re-measured (same cp_measure settings) on the image generated from it, "
+            "circular correlation (Jammalamadaka-SenGupta) for the angles (orientations, Zernike phases); "
             "share over features with a defined r; ceiling = the same for the cells' real crops through the same "
             "64 px crop, normalisation and segmentation; FID/KID on the in-domain extractor of "
             "bbbc021_generative.json (same store, 64 px, same normalisation config), 1,000 random training crops vs "
             "cells generated from held-out features; NSC = 1-NN MoA over treatment means of DMSO-standardised cells, "
             "generated vs the same cells' real features; dose trajectory: centroid of each group's features over "
             "the week-4 plates (all splits) generated once, re-measured, closer (standardised on the real cells) "
-            "to that dose's real centroid than to DMSO's; dose-shifted DMSO cells: 100 real DMSO cells of those "
+            "to that dose's real centroid than to DMSO's; after_dmso_offset: the same after subtracting the "
+            "generated DMSO centroid image's offset from the real DMSO centroid from every dose's; from_real_cell: "
+            "explore trajectory's default, the DMSO cell nearest its centroid moved by the centroids' differences; "
+            "dose-shifted DMSO cells: 100 real DMSO cells of those "
             "plates moved by each dose's standardised centroid minus DMSO's, generated, re-measured, their centroid "
-            "compared the same way; speed: images/s of the whole morphospace training "
-            "(data loading included) over a bare loop of the same networks and losses on in-memory batches"),
+            "compared the same way; speed: images/s of a fresh run of --speed-epochs epochs of the whole "
+            "morphospace training (data loading included) over a bare loop of the same networks and losses on "
+            "in-memory batches right after it, both in this run; main_run_train_images_per_s: the 30-minute "
+            "run's own rate"),
         **row,
         "feature_set": args.feature_set, "features": report["n_features"], "feature_seconds": feature_seconds,
         "budgets": {"train_minutes": args.train_minutes, "epochs": summary.epochs, "crops": len(CropStore(store)),
@@ -292,7 +344,9 @@ def main() -> None:
                     "precision": resolve_precision(config.trainer.precision)},
         "evaluation": {k: evaluation[k] for k in ("feature_correlation", "measurement_ceiling", "in_domain",
                                                   "sweeps", "nsc", "intensity_mapped_to_feature_scale")},
+        "share_r_above_0_5_by_measurement": groups["by_measurement"],
         "dose_trajectory": trajectory,
+        "dose_trajectory_from_real_cell": from_cell,
         "dose_shifted_dmso_cells": shifted,
         "spectral_norm_comparison": comparison,
         "published": PUBLISHED_CP2IMAGE,

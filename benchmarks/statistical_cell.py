@@ -158,7 +158,15 @@ def _train(base: RunConfig, plan: dict[str, Any], seconds: dict[str, float]) -> 
                                          f"{plan['steps']} batches (under one epoch)")
           + f" of {plan['epoch_images']} images" + (f", sized from {plan['probe_images_per_s']:.1f} images/s"
                                                     if plan["sized_by"] == "probe" else ""), flush=True)
-    return config, timed("train", seconds, trained, config, progress=False)
+    summary = trained(config, progress=False)
+    seconds["train"] = summary.seconds_this_session  # a finished run read back keeps the seconds that trained it
+    return config, summary
+
+
+def _within_budget(seconds: dict[str, float], settings: dict[str, Any], summary: TrainSummary) -> bool | None:
+    """Whether the part's seconds fit its minutes; None for a run resumed from an interrupted
+    session, whose earlier sessions' seconds are not in ``seconds``."""
+    return None if summary.resumed else seconds["total"] <= settings["minutes"] * 60
 
 
 def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSummary) -> dict[str, Any]:
@@ -166,7 +174,8 @@ def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSumma
             "optimizer_steps": summary.optimizer_steps, "train_images_per_s": summary.samples_per_second,
             "train_seconds": summary.seconds_this_session, "crop_size": config.data.crop_size,
             "batch_size": config.data.batch_size, "beta": config.model.beta, "objective": config.model.objective,
-            "precision": config.trainer.precision, "cpu_cores": WORKERS}
+            "precision": config.trainer.precision, "cpu_cores": WORKERS,
+            "resumed": summary.resumed}
 
 
 # ----------------------------------------------------------------------------- simulated parts
@@ -237,8 +246,7 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
         "evaluation": {"coupling_cells": coupling["n_cells"], "split": coupling["split"],
                        "repeats": settings["repeats"], "permutations": settings["permutations"]},
         "training": _training_block(config, plan, summary),
-        "seconds": seconds, "budget_minutes": settings["minutes"],
-        "within_budget": seconds["total"] <= settings["minutes"] * 60,
+        "seconds": seconds, "budget_minutes": settings["minutes"], "within_budget": _within_budget(seconds, settings, summary),
     }
 
 
@@ -310,8 +318,7 @@ def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, epochs: i
         "store": {"crops": len(cells), "crop_size": 64, "store": store_path.name,
                   "files": "the three npz files of bbbc021_generative.py"},
         "training": _training_block(config, plan, summary),
-        "seconds": seconds, "budget_minutes": settings["minutes"],
-        "within_budget": seconds["total"] <= settings["minutes"] * 60,
+        "seconds": seconds, "budget_minutes": settings["minutes"], "within_budget": _within_budget(seconds, settings, summary),
     }
 
 
@@ -348,6 +355,8 @@ def main() -> None:
         parser.add_argument(f"--epochs-{part}", type=int, help="fixed epochs instead of sizing them from a probe")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PART:KEY=VALUE",
                         help="training config override of one part, e.g. 3d:model.base_channels=8 (repeatable)")
+    parser.add_argument("--tag", help="write results/statistical_cell_TAG.json instead (a variant, e.g. another beta, "
+                                      "beside the headline result; same work folder, so stores and runs are shared)")
     parser.add_argument("--cells-per-condition-2d", type=int)
     parser.add_argument("--cells-per-condition-3d", type=int)
     args = parser.parse_args()
@@ -366,7 +375,8 @@ def main() -> None:
         if getattr(args, f"cells_per_condition_{part}") is not None:
             settings[part]["cells_per_condition"] = getattr(args, f"cells_per_condition_{part}")
     extra = _part_overrides(args.overrides)
-    blocks = _previous_blocks(name)
+    result_name = f"{name}_{args.tag}" if args.tag else name
+    blocks = _previous_blocks(result_name)
     if "2d" in parts:
         blocks["simulated_2d"] = _simulated_part(2, settings["2d"], work, args.epochs_2d, extra["2d"])
     if "3d" in parts:
@@ -378,13 +388,14 @@ def main() -> None:
                 for number in ("coupling_spearman", "drug_shift_recall", "drug_shift_false_positives",
                                "best_microtubule_moa_rank", "within_budget") if number in block]
     print_table(headline, "headline numbers" + (" (--quick: a check, not a result)" if args.quick else ""))
-    path = write_result(name, {
+    path = write_result(result_name, {
         "convention": ("one block per part, each with its own conventions under 'convention'; budgets under "
                        "'training' (plan: how the epochs were sized) and 'seconds'; within_budget: the part's "
-                       "wall-clock seconds under budget_minutes"),
+                       "wall-clock seconds under budget_minutes (null when the run was resumed from an "
+                       "interrupted session, whose seconds only cover the last session: training.resumed)"),
         "aims": {"coupling_spearman": ">= 0.9 (2D and 3D)", "drug_shift_recall": "1.0 with 0 false positives at alpha "
                  "0.05", "best_microtubule_moa_rank": "<= 3", "budget_minutes": {"2d": 20, "3d": 30}},
-        "quick": args.quick,
+        "quick": args.quick, "overrides": args.overrides,
         **blocks,
     })
     print(f"\nwritten {path}")

@@ -70,7 +70,7 @@ EMBEDDERS = {  # name: (built-in config, overrides)
 CLASSIFIERS = ("classifier_cnn", "classifier_densenet121")
 SETTINGS = {
     "full": {"field_size": 512, "wells": 2, "fields": 2, "tile": 128, "epochs": {
-        "autoencoder": 15, "unet_embedder": 8, "classifier_cnn": 15, "classifier_densenet121": 6}, "bbbc021_epochs": 10},
+        "autoencoder": 15, "unet_embedder": 8, "classifier_cnn": 15, "classifier_densenet121": 4}, "bbbc021_epochs": 10},
     "quick": {"field_size": 256, "wells": 1, "fields": 2, "tile": 64, "epochs": {
         "autoencoder": 1, "unet_embedder": 1, "classifier_cnn": 1, "classifier_densenet121": 1}, "bbbc021_epochs": 1},
 }

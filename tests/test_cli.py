@@ -153,3 +153,32 @@ def test_generation_summary_of_a_cp2image_payload():
                "measurement_ceiling": {"share_r_above_0_5": 0.9574}}
     assert _generation_summary(payload) == ("72.3% of features with r > 0.5 on 500 test cells (median r 0.692; real "
                                             "crops 95.7%); FID 10.81, KID 0.83 (in-domain, trained on Metadata_MoA)")
+
+
+def test_compare_embeddings_lays_out_one_column_per_table(tmp_path: Path, capsys):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    groups = ["healthy"] * 10 + ["disease"] * 10
+    apart = pd.DataFrame(np.r_[rng.normal(0, 1, (10, 3)), rng.normal(8, 1, (10, 3))], columns=["a", "b", "c"])
+    mixed = pd.DataFrame(rng.normal(0, 1, (20, 3)), columns=["a", "b", "c"])
+    for name, table in (("apart", apart), ("mixed", mixed)):
+        table.assign(Metadata_Group=groups).to_parquet(tmp_path / f"{name}.parquet")
+    out = tmp_path / "comparison"
+    assert main(["evaluate", "compare-embeddings", "--table", f"cnn={tmp_path / 'apart.parquet'}", "--table",
+                 f"pca={tmp_path / 'mixed.parquet'}", "--label", "Metadata_Group", "--out", str(out),
+                 "--set", "folds=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "cnn" in printed and "pca" in printed and "V-measure" in printed
+    table = pd.read_csv(out / "embedding_comparison.csv").set_index("metric")
+    assert list(table.columns) == ["cnn", "pca"]
+    assert table.loc["SVM accuracy", "cnn"] == pytest.approx(1.0) and table.loc["V-measure", "cnn"] == pytest.approx(1.0)
+    assert table.loc["V-measure", "pca"] < 0.5
+    assert main(["evaluate", "compare-embeddings", "--table", str(tmp_path / "apart.parquet"),
+                 "--label", "Metadata_Group"]) == 2
+    assert "NAME=TABLE" in capsys.readouterr().err
+    assert main(["evaluate", "compare-embeddings", "--table", f"cnn={tmp_path / 'apart.parquet'}"]) == 2
+    error = capsys.readouterr().err
+    assert "Metadata_MoA" in error and "apart.parquet" in error
+    assert main(["evaluate", "compare-embeddings", "--table", f"cnn={tmp_path / 'apart.parquet'}", "--label",
+                 "Metadata_Group", "--out", str(out)]) == 2  # an earlier comparison is kept without --overwrite

@@ -39,6 +39,8 @@ _EXAMPLES = {
     "moa": "morphospace evaluate moa --profiles profiles.parquet --out eval --set operation=median --json",
     "retrieval": "morphospace evaluate retrieval --profiles profiles.parquet --out eval",
     "clustering": "morphospace evaluate clustering --table embeddings.parquet --label Metadata_MoA --out eval",
+    "compare-embeddings": ("morphospace evaluate compare-embeddings --table cnn=cnn/samples.parquet "
+                           "--table pca=pca/samples.parquet --label Metadata_Group --out comparison"),
     "generation": (
         "morphospace evaluate generation --run runs/lsgan_bbbc021 --set n=1000 --json\n"
         "  morphospace evaluate generation --run runs/vae_crops --labels Metadata_Phenotype\n"
@@ -214,6 +216,7 @@ def _add_evaluate(subparsers) -> None:
     _add_config_options(generation)
     generation.set_defaults(handler=_evaluate_generation)
     _add_statistical_cell_evaluations(kinds)
+    _add_embedding_comparison(kinds)
     for kind, text in (("isl", "Per-crop PCC (empty / non-empty), SSIM, PSNR and nuclei Jaccard of an "
                                "in-silico-labeling run on its held-out region."),
                        ("segmentation", "Mean IoU and instance F1 at IoU 0.5 of a segmentation run on its "
@@ -242,6 +245,38 @@ def _add_evaluate(subparsers) -> None:
                                  help=f"{column} column of the table (default {default})")
         _add_config_options(sub)
         sub.set_defaults(handler=_evaluate)
+
+
+def _add_embedding_comparison(kinds) -> None:
+    sub = _subparser(kinds, "compare-embeddings", "Several embeddings of the same samples in one table (SVM accuracy "
+                                                  "and one clustering's scores per embedding, as Table 6.1 of the "
+                                                  "whole-image thesis).")
+    sub.add_argument("--table", dest="tables", action="append", required=True, metavar="NAME=TABLE",
+                     help="an embedding (or profile) table and its column name in the comparison (repeat)")
+    sub.add_argument("--label", help="label column (default Metadata_MoA)")
+    sub.add_argument("--clustering", default="K-means (k=2)",
+                     help="clustering whose scores are compared (default 'K-means (k=2)'; also 'K-means (k=labels)', "
+                          "'Agglomerative cosine (k=labels)' with the number of labels)")
+    sub.add_argument("--out", type=Path, help="folder for embedding_comparison.csv")
+    sub.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in the output")
+    _add_config_options(sub)
+    sub.set_defaults(handler=_compare_embeddings)
+
+
+def _compare_embeddings(args: argparse.Namespace) -> int:
+    from morphospace.workflows import evaluation
+
+    tables = {}
+    for value in args.tables:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--table {value!r}: expected NAME=TABLE, e.g. cnn=embeddings/samples.parquet")
+        tables[name] = Path(path)
+    overrides = list(args.overrides) + ([f"label={args.label}"] if args.label else [])
+    config = load_config(evaluation.ClusteringConfig, args.config, overrides)
+    comparison = evaluation.run_embedding_comparison(tables, args.out, config, args.clustering, args.overwrite)
+    print(comparison.to_string(float_format=lambda v: f"{v:.3f}") + (f"\n-> {args.out}" if args.out else ""))
+    return 0
 
 
 def _add_statistical_cell_evaluations(kinds) -> None:

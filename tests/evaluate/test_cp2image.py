@@ -4,7 +4,7 @@ import pytest
 
 from morphospace.errors import InputError
 from morphospace.evaluate.cp2image import (
-    closer_to_own_group, correlation_histogram_figure, correlation_scatter_figure, feature_correlations,
+    circular_correlation, closer_to_own_group, correlation_histogram_figure, correlation_scatter_figure, feature_correlations,
     nsc_generated_vs_real, remeasure, summarize_correlations, summarize_sweeps, sweep_response, to_feature_scale,
 )
 
@@ -101,6 +101,31 @@ def test_sweep_response_and_summary():
     assert summary["share_above"] == pytest.approx(2 / 3) and summary["median"] == pytest.approx(0.7)
 
 
+def test_circular_correlation_against_a_hand_computed_case():
+    # a small arc: a = -30, 0, 30 (mean 0); b = -a -> r = -1; b = 2a (mean 0) -> sum sin a sin 2a /
+    # sqrt(sum sin^2 a sum sin^2 2a) = 2 (0.5 x 0.866) / sqrt(2 x 0.25 x 2 x 0.75) = 1
+    small = np.array([-30.0, 0.0, 30.0])
+    assert circular_correlation(small, -small, 360.0) == pytest.approx(-1.0)
+    assert circular_correlation(small, 2 * small, 360.0) == pytest.approx(1.0)
+    assert np.isnan(circular_correlation(small, np.zeros(3), 360.0))
+
+
+def test_angles_are_scored_by_circular_correlation_across_the_wrap():
+    rng = np.random.default_rng(0)
+    orientation = rng.uniform(-90, 90, 300)
+    wrapped = (orientation + 20 + 90) % 180 - 90  # the same axis turned by 20 degrees, back into [-90, 90)
+    requested = pd.DataFrame({"Nuclei_AreaShape_Orientation": orientation, "Nuclei_AreaShape_Area": orientation})
+    remeasured = pd.DataFrame({"Nuclei_AreaShape_Orientation": wrapped, "Nuclei_AreaShape_Area": wrapped})
+    table = feature_correlations(requested, remeasured)
+    assert table.loc["Nuclei_AreaShape_Orientation", "circular"]
+    assert not table.loc["Nuclei_AreaShape_Area", "circular"]
+    assert table.loc["Nuclei_AreaShape_Orientation", "pearson_r"] > 0.99  # a constant turn keeps the axis order
+    assert table.loc["Nuclei_AreaShape_Area", "pearson_r"] < 0.8  # a linear r breaks at the wrap
+    assert summarize_correlations(table)["n_circular"] == 1
+    steps = np.array([-100.0, -50.0, 0.0, 50.0, 100.0])  # requested beyond the range: read modulo 180
+    assert sweep_response(steps, (steps + 90) % 180 - 90, period=180.0) == pytest.approx(1.0)
+
+
 def test_closer_to_own_group_on_a_constructed_dose_series():
     # real cells on a line: DMSO at x=0, doses at x=1, 2, 3 (second feature noise-free constant 0 -> dropped)
     real = {name: np.column_stack([np.full(4, x), np.zeros(4)]) for name, x in
@@ -115,6 +140,15 @@ def test_closer_to_own_group_on_a_constructed_dose_series():
     sd = np.std(np.repeat([0.0, 1.0, 2.0, 3.0], 4))
     assert result["groups"]["5"]["distance_to_own"] == pytest.approx(0.6 / sd)
     assert result["groups"]["5"]["distance_to_reference"] == pytest.approx(0.4 / sd)
+    # every generated cell shifted by a generator bias of -2: the 5 uM cell lands at x=-1, nearer
+    # DMSO's real cells; minus the generated DMSO cell's offset (-2), it lands on its own dose
+    biased = {"DMSO": np.array([[-2.0, 0.0]]), "5": np.array([[-1.0, 0.0]])}
+    assert not closer_to_own_group(biased, real, "DMSO")["groups"]["5"]["closer"]
+    corrected = closer_to_own_group(biased, real, "DMSO", offset_from_reference=True)
+    assert corrected["groups"]["5"]["distance_to_own"] == pytest.approx(0.0)
+    assert corrected["share_closer"] == 1.0
+    with pytest.raises(InputError, match="generated cells of the reference group"):
+        closer_to_own_group(generated, real, "DMSO", offset_from_reference=True)
 
 
 def test_closer_to_own_group_needs_the_groups():

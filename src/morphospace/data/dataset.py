@@ -147,7 +147,8 @@ class CropDataset(Dataset):
         self.normalizer = normalizer
         self.crop_size = crop_size
         self.augment = augment
-        self.conditions = {name: torch.from_numpy(np.asarray(values)) for name, values in (conditions or {}).items()}
+        self.conditions = {name: torch.from_numpy(np.require(values, requirements="W"))  # a copy only if read-only
+                           for name, values in (conditions or {}).items()}
         for name, values in self.conditions.items():
             if len(values) != len(self.indices):
                 raise ValueError(f"condition {name!r}: {len(values)} values for {len(self.indices)} crops")

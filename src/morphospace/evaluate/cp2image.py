@@ -4,9 +4,11 @@ A model that draws a cell from its feature vector is scored by measuring the gen
 with the same CellProfiler settings and comparing:
 
 - :func:`feature_correlations` / :func:`summarize_correlations`: per feature, Pearson and Spearman r
-  between the requested value (the input) and the re-measured one, over cells;
-- :func:`sweep_response`: Spearman r of a re-measured feature against the values requested along a
-  sweep of that one feature;
+  between the requested value (the input) and the re-measured one, over cells; for angles
+  (orientation, Zernike phases) their circular counterparts (:func:`circular_correlation`), since a
+  linear r of an angle that wraps around is meaningless;
+- :func:`sweep_response`: Spearman r (circular for angles) of a re-measured feature against the
+  values requested along a sweep of that one feature;
 - :func:`closer_to_own_group`: whether cells generated from a group's centroid (a dose) land nearer
   the real cells of that group than the real cells of a reference (DMSO);
 - :func:`nsc_generated_vs_real`: MoA accuracy (NSC) of profiles re-measured on generated cells
@@ -37,16 +39,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 
 from morphospace.errors import InputError
 from morphospace.evaluate.moa import COMPOUND, MOA, evaluate_moa, treatment_profiles
 from morphospace.features.cellprofiler import (
-    OBJECTS, feature_columns, masks_by_segmentation, measurable_objects, measure_crops, resolve_nucleus_channel,
+    OBJECTS, angular_period, feature_columns, masks_by_segmentation, measurable_objects, measure_crops,
+    resolve_nucleus_channel,
 )
 from morphospace.features.profiles import finite_features, normalize_profiles
 
 __all__ = [
+    "circular_correlation",
     "feature_correlations",
     "summarize_correlations",
     "correlation_histogram_figure",
@@ -75,12 +79,34 @@ def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return x[keep], y[keep]
 
 
-def _correlation(x: np.ndarray, y: np.ndarray, spearman: bool) -> float:
-    """Pearson (or Spearman) r of the finite pairs; NaN with fewer than :data:`MIN_PAIRS` pairs or
-    when either side is constant."""
+def circular_correlation(x: np.ndarray, y: np.ndarray, period: float, ranks: bool = False) -> float:
+    """Circular correlation of two angles (n,) of the given ``period`` (e.g. 180 for an axial
+    orientation in degrees, 2 pi for a phase in radians): Jammalamadaka and SenGupta's
+    r = sum sin(a - a0) sin(b - b0) / sqrt(sum sin^2(a - a0) sum sin^2(b - b0)), with a0, b0 the
+    circular means, in [-1, 1]; with ``ranks`` the angles are first replaced by their uniform scores
+    2 pi rank / n (ranks of the angles modulo the period, ties averaged: the rank-based analogue,
+    as Spearman's is of Pearson's). NaN when either side has no spread.
+
+    >>> angles = np.array([-80.0, -40.0, 0.0, 40.0, 80.0])
+    >>> round(circular_correlation(angles, angles + 180.0, 180.0), 6)  # a full turn apart: the same
+    1.0
+    """
+    a, b = (2 * np.pi * np.asarray(v, dtype=float) / period for v in (x, y))
+    if ranks:
+        a, b = (2 * np.pi * rankdata(np.round(np.mod(v, 2 * np.pi), 9)) / len(v) for v in (a, b))
+    a, b = (v - np.angle(np.exp(1j * v).mean()) for v in (a, b))
+    denominator = np.sqrt((np.sin(a) ** 2).sum() * (np.sin(b) ** 2).sum())
+    return float((np.sin(a) * np.sin(b)).sum() / denominator) if denominator > 1e-12 else float("nan")
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, spearman: bool, period: float | None = None) -> float:
+    """Pearson (or Spearman) r of the finite pairs, circular for angles of ``period``; NaN with
+    fewer than :data:`MIN_PAIRS` pairs or when either side is constant."""
     x, y = _finite_pairs(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     if len(x) < MIN_PAIRS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
+    if period is not None:
+        return circular_correlation(x, y, period, ranks=spearman)
     return float((spearmanr if spearman else pearsonr)(x, y)[0])
 
 
@@ -90,13 +116,16 @@ def feature_correlations(requested: pd.DataFrame, remeasured: pd.DataFrame) -> p
 
     ``requested`` and ``remeasured`` hold the same cells in the same row order (their index is
     ignored); the features are the numeric non-``Metadata_`` columns present in both, in
-    ``requested``'s order. Each r uses the rows where both values are finite.
+    ``requested``'s order. Each r uses the rows where both values are finite. Angles (see
+    :func:`~morphospace.features.cellprofiler.angular_period`) get the circular coefficients of
+    :func:`circular_correlation` in both columns (plain and rank-based).
 
     Returns
     -------
     pandas.DataFrame
         Index ``feature``; ``pearson_r``, ``spearman_r`` (NaN when fewer than 3 finite pairs or when
-        either side is constant, e.g. a feature the generator never varies), ``n`` (finite pairs).
+        either side is constant, e.g. a feature the generator never varies), ``n`` (finite pairs),
+        ``circular`` (whether the feature is an angle scored by circular correlation).
 
     Raises
     ------
@@ -113,8 +142,9 @@ def feature_correlations(requested: pd.DataFrame, remeasured: pd.DataFrame) -> p
     rows = {}
     for feature in features:
         x, y = requested[feature].to_numpy(dtype=float), remeasured[feature].to_numpy(dtype=float)
-        rows[feature] = {"pearson_r": _correlation(x, y, False), "spearman_r": _correlation(x, y, True),
-                         "n": int(len(_finite_pairs(x, y)[0]))}
+        period = angular_period(feature)
+        rows[feature] = {"pearson_r": _correlation(x, y, False, period),
+                         "spearman_r": _correlation(x, y, True, period), "n": int(len(_finite_pairs(x, y)[0])), "circular": period is not None}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("feature")
 
 
@@ -122,8 +152,8 @@ def summarize_correlations(table: pd.DataFrame, threshold: float = 0.5, n_listed
     """Summary of :func:`feature_correlations` on Pearson r.
 
     Returns ``n_features``, ``n_undefined`` and ``undefined`` (features whose r is NaN; left out of
-    every share and median), ``share_r_above_0_5`` (share of the defined features with r >
-    ``threshold``; the key keeps its name for any threshold, which is recorded as ``threshold``),
+    every share and median), ``n_circular`` (angles, scored by circular correlation),
+    ``share_r_above_0_5`` (share of the defined features with r > ``threshold``; the key keeps its name for any threshold, which is recorded as ``threshold``),
     ``median_r``, ``share_spearman_above_0_5``, ``median_spearman``, and ``best`` / ``worst``: the
     ``n_listed`` highest / lowest Pearson r as ``{feature: r}``, highest (lowest) first.
 
@@ -141,6 +171,7 @@ def summarize_correlations(table: pd.DataFrame, threshold: float = 0.5, n_listed
         "threshold": threshold,
         "n_features": int(len(table)),
         "n_undefined": len(undefined),
+        "n_circular": int(table["circular"].sum()) if "circular" in table else 0,
         "undefined": undefined,
         "share_r_above_0_5": share(pearson),
         "median_r": float(pearson.median()) if len(pearson) else float("nan"),
@@ -195,11 +226,13 @@ def correlation_scatter_figure(requested: pd.DataFrame, remeasured: pd.DataFrame
 # ----------------------------------------------------------------------------- sweeps
 
 
-def sweep_response(requested_values: Sequence[float] | np.ndarray, remeasured_values: Sequence[float] | np.ndarray
-                   ) -> float:
+def sweep_response(requested_values: Sequence[float] | np.ndarray, remeasured_values: Sequence[float] | np.ndarray,
+                   period: float | None = None) -> float:
     """Spearman r between the values requested along a one-feature sweep and the values re-measured
     on the images generated for them (finite pairs only); NaN with fewer than 3 pairs or a constant
-    side. Both are (steps,) or any equal shape, flattened (several cells swept alike).
+    side. Both are (steps,) or any equal shape, flattened (several cells swept alike). For an angle
+    of ``period`` both are in the feature's own units and the r is the rank-based circular one of
+    :func:`circular_correlation`.
 
     >>> round(sweep_response([-2, -1, 0, 1, 2], [10.0, 12.0, 11.0, 15.0, 20.0]), 6)
     0.9
@@ -207,7 +240,7 @@ def sweep_response(requested_values: Sequence[float] | np.ndarray, remeasured_va
     requested, remeasured = np.ravel(requested_values), np.ravel(remeasured_values)
     if requested.shape != remeasured.shape:
         raise InputError(f"a sweep has {requested.size} requested and {remeasured.size} re-measured values")
-    return _correlation(requested, remeasured, True)
+    return _correlation(requested, remeasured, True, period)
 
 
 def summarize_sweeps(responses: Mapping[str, float], threshold: float = 0.5) -> dict[str, Any]:
@@ -277,7 +310,7 @@ def truth_correlations(truth: pd.DataFrame, measured: Mapping[str, pd.DataFrame]
 
 def closer_to_own_group(generated: Mapping[str, np.ndarray | pd.DataFrame],
                         real_by_group: Mapping[str, np.ndarray | pd.DataFrame],
-                        reference_group: str) -> dict[str, Any]:
+                        reference_group: str, offset_from_reference: bool = False) -> dict[str, Any]:
     """For each group (e.g. a dose), is the centroid of the cells generated for it nearer the
     centroid of that group's real cells than the centroid of the ``reference_group``'s real cells
     (e.g. DMSO)?
@@ -290,6 +323,11 @@ def closer_to_own_group(generated: Mapping[str, np.ndarray | pd.DataFrame],
     Returns ``groups``: ``{group: {"distance_to_own", "distance_to_reference", "closer"}}``,
     ``share_closer`` (share of the non-reference groups of ``generated`` that are closer to their
     own), ``n_features`` used, ``reference_group``.
+
+    With ``offset_from_reference``, ``generated`` must hold the reference group too: the offset of
+    its generated centroid from its real one (what the generator adds to every cell it draws, e.g.
+    blur) is subtracted from every group's generated centroid first, so that only the generated
+    shift from the reference is judged.
 
     >>> real = {"DMSO": np.array([[0.0, 0.0], [0.0, 2.0]]), "high": np.array([[4.0, 0.0], [4.0, 2.0]])}
     >>> result = closer_to_own_group({"high": np.array([[3.0, 1.0]])}, real, "DMSO")
@@ -317,13 +355,17 @@ def closer_to_own_group(generated: Mapping[str, np.ndarray | pd.DataFrame],
                                             / std[usable], axis=0))
 
     reference = centroid(real[reference_group])
+    if offset_from_reference and reference_group not in generated:
+        raise InputError(f"offset_from_reference needs generated cells of the reference group {reference_group!r}")
+    offset = centroid(generated[reference_group]) - reference if offset_from_reference else 0.0
     result = {}
     for group in groups:
-        fake = centroid(generated[group])
+        fake = centroid(generated[group]) - offset
         own, other = float(np.linalg.norm(fake - centroid(real[group]))), float(np.linalg.norm(fake - reference))
         result[group] = {"distance_to_own": own, "distance_to_reference": other, "closer": own < other}
     return {"groups": result, "share_closer": float(np.mean([r["closer"] for r in result.values()])),
-            "n_features": int(usable.sum()), "reference_group": reference_group}
+            "n_features": int(usable.sum()), "reference_group": reference_group,
+            "offset_from_reference": offset_from_reference}
 
 
 def _standardised_on_controls(table: pd.DataFrame, control: str) -> pd.DataFrame:

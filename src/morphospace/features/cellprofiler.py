@@ -42,6 +42,7 @@ __all__ = [
     "measurable_objects",
     "resolve_nucleus_channel",
     "feature_columns",
+    "angular_period",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,20 @@ def measurable_objects(objects: Sequence[str], channels: Sequence[str], cytoplas
 def feature_columns(table: pd.DataFrame) -> list[str]:
     """Numeric, non-``Metadata_`` columns: the features of a feature, profile or embedding table."""
     return [c for c in table.columns if not str(c).startswith("Metadata_") and pd.api.types.is_numeric_dtype(table[c])]
+
+
+ANGULAR_FEATURES = (("_AreaShape_Orientation", 180.0), ("_ZernikePhase_", 2 * np.pi))
+"""(name fragment, period) of the features that are angles: an object's orientation in degrees
+(axial, -90 to 90) and the phase of a Zernike moment in radians (-pi to pi)."""
+
+
+def angular_period(feature: str) -> float | None:
+    """The period of ``feature`` when it is an angle (see :data:`ANGULAR_FEATURES`), else None.
+
+    >>> angular_period("Nuclei_AreaShape_Orientation"), angular_period("Nuclei_AreaShape_Area")
+    (180.0, None)
+    """
+    return next((period for fragment, period in ANGULAR_FEATURES if fragment in str(feature)), None)
 
 
 @dataclass(frozen=True)

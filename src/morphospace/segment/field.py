@@ -53,7 +53,8 @@ class FieldConfig(Config):
         channels = list(channels)
         if self.tiles:
             try:
-                nucleus = resolve_nucleus_channel(channels, self.nuclei.channel, source)
+                nucleus = resolve_nucleus_channel(channels, self.nuclei.channel, source,
+                                                  role="nothing segmented (tiles); field QC judged")
             except InputError:
                 if self.nuclei.channel != "auto":
                     raise

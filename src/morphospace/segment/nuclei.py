@@ -39,10 +39,12 @@ NUCLEAR_STAINS = ("DNA", "DAPI", "Hoechst", "H2B", "DRAQ5", "Nuclei", "Nucleus",
 
 
 def resolve_nucleus_channel(channels: Sequence[str], nucleus_channel: str = "auto",
-                            source: str = "the crops", setting: str = "--set nucleus_channel=NAME") -> str:
+                            source: str = "the crops", setting: str = "--set nucleus_channel=NAME",
+                            role: str = "nuclei segmented") -> str:
     """The channel to segment nuclei in: ``nucleus_channel`` when it is one of ``channels``; with
     ``"auto"``, the one channel whose name contains a name of :data:`NUCLEAR_STAINS` (any case),
-    else the only channel of one-channel crops.
+    else the only channel of one-channel crops. ``role`` says in the log what the channel is used
+    for.
 
     Raises InputError naming ``source``, its channels and the ``setting`` to pass when the channel
     is missing or cannot be told.
@@ -58,10 +60,10 @@ def resolve_nucleus_channel(channels: Sequence[str], nucleus_channel: str = "aut
         return nucleus_channel
     stains = [c for c in channels if any(stain.lower() in c.lower() for stain in NUCLEAR_STAINS)]
     if len(stains) == 1:
-        logger.info("%s: nuclei segmented in channel %r (named like a nuclear stain)", source, stains[0])
+        logger.info("%s: %s in channel %r (named like a nuclear stain)", source, role, stains[0])
         return stains[0]
     if not stains and len(channels) == 1:
-        logger.info("%s: nuclei segmented in %r, its only channel", source, channels[0])
+        logger.info("%s: %s in %r, its only channel", source, role, channels[0])
         return channels[0]
     found = (f"channels {stains} are all named like nuclear stains" if stains
              else f"no channel is named like a nuclear stain ({', '.join(NUCLEAR_STAINS)})")

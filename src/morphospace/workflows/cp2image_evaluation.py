@@ -27,7 +27,7 @@ from morphospace.errors import InputError
 from morphospace.evaluate import cp2image as scores
 from morphospace.evaluate.moa import COMPOUND, MOA
 from morphospace.explore.figures import save_figure
-from morphospace.features.cellprofiler import OBJECTS
+from morphospace.features.cellprofiler import OBJECTS, angular_period
 from morphospace.io.tables import read_table, write_table
 from morphospace.models.run import Run
 from morphospace.simulate.truth import truth_for_crops
@@ -126,7 +126,8 @@ def _correlation_block(requested: pd.DataFrame, remeasured: pd.DataFrame, figure
 
 def _sweeps(run: Run, settings: dict[str, Any], figures: Path) -> dict[str, Any]:
     """Sweep response of every ``RUN/figures/sweep_*.npz`` (``images`` (R, S, C, H, W), ``values``
-    (S,) requested, ``feature``, ``others``), keyed by feature (``"<feature> (others follow)"`` for
+    (S,) requested, standardised, and ``values_raw`` in the feature's units, which angles are
+    compared in, ``feature``, ``others``), keyed by feature (``"<feature> (others follow)"`` for
     sweeps whose other features followed), with a figure of up to 4 rows into ``figures``."""
     from morphospace.explore.latent import image_rows_figure
 
@@ -136,6 +137,8 @@ def _sweeps(run: Run, settings: dict[str, Any], figures: Path) -> dict[str, Any]
             images, values = saved["images"], saved["values"]
             feature = str(saved["feature"]) if "feature" in saved else path.stem.removeprefix("sweep_")
             follow = "others" in saved and str(saved["others"]) == "follow"
+            period = angular_period(feature) if "values_raw" in saved else None
+            compared = saved["values_raw"] if period is not None else values
         key = f"{feature} (others follow)" if follow else feature
         steps = len(values)
         flat = images.reshape(-1, *images.shape[-3:])
@@ -144,8 +147,8 @@ def _sweeps(run: Run, settings: dict[str, Any], figures: Path) -> dict[str, Any]
             notes[key] = "not re-measurable from the generated images' channels and objects"
             continue
         measured = remeasured[feature].to_numpy().reshape(-1, steps)
-        requested = np.broadcast_to(np.asarray(values, dtype=float), measured.shape)
-        responses[key] = scores.sweep_response(requested, measured)
+        requested = np.broadcast_to(np.asarray(compared, dtype=float), measured.shape)
+        responses[key] = scores.sweep_response(requested, measured, period)
         rows = flat.reshape(-1, steps, *flat.shape[1:])[:4]
         labels = [f"{v:.2g}\n→ {m:.3g}" for v, m in zip(values, np.nanmean(measured, axis=0))]
         save_figure(image_rows_figure(rows, run.data.image_channels, column_labels=labels,

@@ -18,7 +18,9 @@ import pydantic
 from matplotlib.figure import Figure
 
 from morphospace.config import Config
-from morphospace.evaluate.clustering import dendrogram_figure, evaluate_clustering, scatter_figure
+from morphospace.evaluate.clustering import (
+    compare_embeddings, dendrogram_figure, evaluate_clustering, scatter_figure,
+)
 from morphospace.evaluate.moa import (
     BATCH, COMPOUND, CONCENTRATION, MOA, confusion_table, evaluate_moa, treatment_profiles,
 )
@@ -28,7 +30,7 @@ from morphospace.explore.figures import save_figure
 from morphospace.features.cellprofiler import feature_columns
 from morphospace.features.profiles import finite_features
 from morphospace.atomic import refuse_existing, write_json_atomic
-from morphospace.io.tables import write_table
+from morphospace.io.tables import read_table, write_table
 
 __all__ = [
     "MoAEvaluationConfig",
@@ -253,6 +255,31 @@ def run_clustering_evaluation(
                      out_dir / "figures" / f"scatter_{config.scatter}.png")
         _write_json(out_dir, "clustering.json", payload)
     return payload
+
+
+def run_embedding_comparison(
+    tables: dict[str, str | os.PathLike], out_dir: str | os.PathLike | None = None,
+    config: ClusteringConfig | None = None, clustering: str = "K-means (k=2)", overwrite: bool = False,
+) -> pd.DataFrame:
+    """Several embeddings of the same samples side by side, laid out like Table 6.1 of the
+    whole-image thesis (:func:`~morphospace.evaluate.clustering.compare_embeddings`): ``tables``
+    maps a name to a table file (one row per field or sample); each is scored by ``config.label``
+    as :func:`run_clustering_evaluation` scores one (non-finite features left out, control rows
+    dropped). Returns the metrics x embedders frame; with ``out_dir`` writes
+    ``embedding_comparison.csv``. InputError names a file that is missing or lacks the label."""
+    config = config or ClusteringConfig()
+    if len(tables) < 1:
+        raise InputError("no embedding table to compare: give one or more NAME=TABLE")
+    if out_dir is not None:
+        refuse_existing(Path(out_dir) / "embedding_comparison.csv", overwrite)
+    scored = {}
+    for name, path in tables.items():
+        table = finite_features(read_table(path, required=[config.label]), source=str(path))
+        scored[name] = table[table[config.label] != config.control] if config.exclude_control else table
+    comparison = compare_embeddings(scored, config.label, clustering, config.folds, config.seed, config.pca_components)
+    if out_dir is not None:
+        write_table(comparison.rename_axis("metric").reset_index(), Path(out_dir) / "embedding_comparison.csv")
+    return comparison
 
 
 class GenerationConfig(Config):

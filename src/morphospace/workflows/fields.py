@@ -32,7 +32,7 @@ from morphospace.io.manifest import read_manifest
 from morphospace.io.store import CropStore
 from morphospace.io.tables import read_table, require_columns, write_table
 from morphospace.models.run import load_run
-from morphospace.workflows.latent import embed_store
+from morphospace.workflows.latent import embed_with
 from morphospace.workflows.prepare import PrepareConfig, prepare
 
 __all__ = ["FieldEmbedSummary", "tile_settings", "embed_fields"]
@@ -95,7 +95,7 @@ def embed_fields(run_dir: str | os.PathLike, manifest: str | os.PathLike, out: s
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as root:
         prepare(manifest, root / "tiles", config, workers=workers, progress=progress)
-        embed_store(run_dir, root / "tiles", root / "tiles.parquet", batch_size=batch_size, progress=progress)
+        embed_with(run, root / "tiles", root / "tiles.parquet", batch_size=batch_size, progress=progress)
         tiles = read_table(root / "tiles.parquet")
         fields = aggregate_profiles(tiles, [FIELD], "mean")
         samples = aggregate_profiles(fields.drop(columns="Metadata_ObjectCount"), samples_by, "mean")

@@ -34,10 +34,10 @@ from morphospace.explore.samples import write_sample_grid
 from morphospace.io.store import CropStore
 from morphospace.io.tables import write_table
 from morphospace.models.base import GenerativeModel, to_unit_range
-from morphospace.models.run import load_run
+from morphospace.models.run import Run, load_run
 
 __all__ = [
-    "EmbedSummary", "embed_store", "generate", "explore_interpolate", "explore_algebra", "explore_traverse",
+    "EmbedSummary", "embed_store", "embed_with", "generate", "explore_interpolate", "explore_algebra", "explore_traverse",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,9 +73,15 @@ def embed_store(run_dir: str | os.PathLike, store_path: str | os.PathLike | None
                 progress: bool = True) -> EmbedSummary:
     """Embed every crop of ``store_path`` (default: the run's training store) with the run's module."""
     run = load_run(run_dir, "embed")
-    store = CropStore(store_path or run.config.data.store)
     out = Path(out) if out is not None else Path(run_dir) / "embeddings.parquet"
     refuse_existing(out, overwrite)
+    return embed_with(run, store_path, out, batch_size, progress)
+
+
+def embed_with(run: Run, store_path: str | os.PathLike | None, out: Path, batch_size: int = 256,
+               progress: bool = True) -> EmbedSummary:
+    """:func:`embed_store` with a run already loaded, writing ``out`` (over anything there)."""
+    store = CropStore(store_path or run.config.data.store)
     dataset = run.data.dataset_for(store, conditions=list(run.family.batch_requirements(run.config.model)))
     _check_crop_size(run.path, run.data, store)
     start = time.perf_counter()
