@@ -14,6 +14,12 @@ Parts (``--parts 2d,3d,bbbc021``; a run of some parts keeps the other parts' blo
 
 The 3D part trains base 4 channels instead of the config's 16: on 2 cores a step of 8 stacks of
 16 x 64 x 64 ran at 1.5 stacks/s with 16 channels (4.1 with 4), which leaves two epochs in 30 minutes.
+It also trains with bf16 autocast (the configs' ``auto`` precision on a CPU with bf16 units) and
+batches of 16: a bare training step of both 3D models ran at 10.5-12.8 stacks/s in bf16 against 4.2 in
+float32 on the 2-core benchmark machine (batch 32; 14.0 at batch 16), and the smaller batch gives
+twice the optimizer steps for the same stacks. The 2D and BBBC021 parts keep float32 (bf16 was 1.13x
+faster there: 49.5 vs 43.7 images/s for the 2D step). A part's precision and its overrides name its
+runs, so a cached run of other settings is never reused.
 
 Training budgets are fixed epochs, sized per part so that the whole part (simulation, training,
 evaluation) fits its wall-clock budget on 2 cores (``--minutes-2d 20``, ``--minutes-3d 30``,
@@ -30,6 +36,9 @@ are cached under ``benchmarks/work/statistical_cell/``: a rerun with the same se
 ``--quick`` scales every part down (few cells, a short budget, fewer swaps and permutations) for a
 check of the script in a few minutes; it writes ``results/statistical_cell_quick.json`` and works in
 ``benchmarks/work/statistical_cell_quick/``, a check, not a result.
+
+``--store-seed N`` simulates the stores with another seed (named ``..._seedN``): a held-out store on
+which to score a setting chosen on the seed-0 store (with ``--tag``, beside the headline result).
 
     python benchmarks/statistical_cell.py [--data ../shared/data] [--parts 2d,3d,bbbc021] [--quick]
 """
@@ -49,7 +58,7 @@ from bbbc021_generative import _stores
 from common import RESULTS, ROOT, data_dir, print_table, timed, write_result
 from morphospace.io.store import CropStore
 from morphospace.models.registry import load_run_config, resolve_run_config
-from morphospace.models.training import RunConfig, TrainSummary
+from morphospace.models.training import RunConfig, TrainSummary, resolve_precision
 from morphospace.simulate import SimulateConfig, simulate_structures
 from morphospace.workflows.statistical_cell import (
     CouplingConfig, DrugShiftConfig, evaluate_coupling, evaluate_drug_shift,
@@ -58,9 +67,6 @@ from morphospace.workflows.train import plan_run, trained
 
 PARTS = ("2d", "3d", "bbbc021")
 WORKERS = 2
-PRECISION = "32-true"
-"""Training precision: bf16 autocast (the ``auto`` choice on CPUs with bf16 units) ran these networks
-about 1.7x slower than float32 on the 2-core benchmark machine."""
 FORWARD_SHARE = 1 / 3
 """Cost of one evaluation forward pass of both models, in training images (forward and backward)."""
 FIXED_EVAL_SECONDS = 30.0
@@ -72,19 +78,21 @@ QUICK_CROP = {"crop_size": [32, 32], "depth": 8}
 """--quick: simulated crops of 32 x 32 px (3D: 8 x 32 x 32) instead of 64 x 64 (16 x 64 x 64)."""
 SETTINGS = {  # per part: full run, then --quick; overrides: training config keys
     "2d": {"full": {"minutes": 20.0, "cells_per_condition": 64, "coupling_cells": 300, "repeats": 4,
-                    "permutations": 1000, "probe_steps": 5, "simulate": {}, "overrides": []},
+                    "permutations": 1000, "probe_steps": 5, "simulate": {}, "precision": "32-true",
+                    "overrides": []},
            "quick": {"minutes": 1.0, "cells_per_condition": 8, "coupling_cells": 30, "repeats": 2,
-                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP,
+                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": "32-true",
                      "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
-    "3d": {"full": {"minutes": 30.0, "cells_per_condition": 32, "coupling_cells": 100, "repeats": 2,
-                    "permutations": 1000, "probe_steps": 3, "simulate": {}, "overrides": ["model.base_channels=4"]},
+    "3d": {"full": {"minutes": 30.0, "cells_per_condition": 64, "coupling_cells": 150, "repeats": 2,
+                    "permutations": 1000, "probe_steps": 4, "simulate": {}, "precision": "auto",
+                    "overrides": ["model.base_channels=4", "data.batch_size=16"]},
            "quick": {"minutes": 1.0, "cells_per_condition": 8, "coupling_cells": 30, "repeats": 2,
-                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP,
+                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": "auto",
                      "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
     "bbbc021": {"full": {"minutes": 45.0, "coupling_cells": 300, "repeats": 4, "permutations": 1000,
-                         "probe_steps": 5, "subset": None, "overrides": []},
+                         "probe_steps": 5, "subset": None, "precision": "32-true", "overrides": []},
                 "quick": {"minutes": 1.5, "coupling_cells": 30, "repeats": 2, "permutations": 200,
-                          "probe_steps": 2, "subset": 400, "overrides": ["data.batch_size=8"]}},
+                          "probe_steps": 2, "subset": 400, "precision": "32-true", "overrides": ["data.batch_size=8"]}},
 }
 SECONDS = ("wall-clock seconds per step on 2 CPU cores, total = their sum; simulate and probe as measured when they "
            "were built (cached in the work folder), train for the session that finished the run")
@@ -114,12 +122,13 @@ def _probe(base: RunConfig, work: Path, steps: int) -> TrainSummary:
 def _base_config(name: str, store: Path, work: Path, settings: dict[str, Any], fixed: list[str],
                  extra: list[str]) -> RunConfig:
     """The built-in config ``name`` on ``store`` with the benchmark's overrides (``fixed`` among
-    them), the part's and ``--set``'s (``extra``; last wins); the run is named after the store and
-    a digest of ``extra``."""
-    digest = f"_{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:8]}" if extra else ""
+    them), the part's precision and overrides and ``--set``'s (``extra``; last wins); the run is
+    named after the store and a digest of what it changes beyond float32 and ``fixed``."""
+    changes = [*([f"trainer.precision={settings['precision']}"] * (settings["precision"] != "32-true")),
+               *settings["overrides"], *extra]
+    digest = f"_{hashlib.sha1(' '.join(changes).encode()).hexdigest()[:8]}" if changes else ""
     return load_run_config(name, [f"name=statistical_cell_{store.name}{digest}", f"data.store={store}",
-                                  f"runs_dir={work / 'runs'}", f"trainer.precision={PRECISION}", *fixed,
-                                  *settings["overrides"], *extra])
+                                  f"runs_dir={work / 'runs'}", *fixed, *changes])
 
 
 def _plan(base: RunConfig, work: Path, settings: dict[str, Any], seconds: dict[str, float], eval_passes: int,
@@ -174,7 +183,8 @@ def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSumma
             "optimizer_steps": summary.optimizer_steps, "train_images_per_s": summary.samples_per_second,
             "train_seconds": summary.seconds_this_session, "crop_size": config.data.crop_size,
             "batch_size": config.data.batch_size, "beta": config.model.beta, "objective": config.model.objective,
-            "precision": config.trainer.precision, "cpu_cores": WORKERS,
+            "precision": resolve_precision(config.trainer.precision, config.trainer.accelerator),
+            "precision_setting": config.trainer.precision, "cpu_cores": WORKERS,
             "resumed": summary.resumed}
 
 
@@ -182,11 +192,13 @@ def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSumma
 
 
 def _structures_store(work: Path, dims: int, settings: dict[str, Any], seconds: dict[str, float]) -> Path:
-    """The structures store of ``dims`` (cached; the seconds it took kept beside it)."""
-    store = work / f"structures_{dims}d_c{settings['cells_per_condition']}"
+    """The structures store of ``dims`` simulated with ``settings['store_seed']`` (cached; the
+    seconds it took kept beside it)."""
+    seed = settings["store_seed"]
+    store = work / f"structures_{dims}d_c{settings['cells_per_condition']}{f'_seed{seed}' if seed else ''}"
     timing = store.with_name(f"{store.name}.seconds")
     if not (store / "store.json").is_file():
-        config = SimulateConfig(mode="structures", dims=dims, plates=2, seed=0, structures={
+        config = SimulateConfig(mode="structures", dims=dims, plates=2, seed=seed, structures={
             "cells_per_condition": settings["cells_per_condition"], **settings["simulate"]})
         timed("simulate", seconds, simulate_structures, config, store, workers=WORKERS, progress=False,
                overwrite=True)
@@ -240,12 +252,12 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
         "coupling": coupling["coupling"], "differential": coupling["differential"],
         "truth": truth_table.to_dict(orient="records"),
         "drug_shift_tests": shift["tests"], "active_dimensions": shift["active_dimensions"],
-        "store": {"cells": len(store), "crop_shape": list(store.crop_shape), "plates": 2, "seed": 0,
+        "store": {"cells": len(store), "crop_shape": list(store.crop_shape), "plates": 2, "seed": settings["store_seed"],
                   "cells_per_condition": settings["cells_per_condition"], "structures": 6,
                   "conditions": "DMSO + 3 drugs"},
         "evaluation": {"coupling_cells": coupling["n_cells"], "split": coupling["split"],
                        "repeats": settings["repeats"], "permutations": settings["permutations"]},
-        "training": _training_block(config, plan, summary),
+        "training": _training_block(config, plan, summary), "overrides": extra,
         "seconds": seconds, "budget_minutes": settings["minutes"], "within_budget": _within_budget(seconds, settings, summary),
     }
 
@@ -317,7 +329,7 @@ def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, epochs: i
                        "repeats": settings["repeats"], "permutations": settings["permutations"]},
         "store": {"crops": len(cells), "crop_size": 64, "store": store_path.name,
                   "files": "the three npz files of bbbc021_generative.py"},
-        "training": _training_block(config, plan, summary),
+        "training": _training_block(config, plan, summary), "overrides": extra,
         "seconds": seconds, "budget_minutes": settings["minutes"], "within_budget": _within_budget(seconds, settings, summary),
     }
 
@@ -357,6 +369,9 @@ def main() -> None:
                         help="training config override of one part, e.g. 3d:model.base_channels=8 (repeatable)")
     parser.add_argument("--tag", help="write results/statistical_cell_TAG.json instead (a variant, e.g. another beta, "
                                       "beside the headline result; same work folder, so stores and runs are shared)")
+    parser.add_argument("--store-seed", type=int, default=0,
+                        help="seed of the simulated stores (another seed: a held-out store, e.g. to score a "
+                             "setting chosen on the seed-0 store; use it with --tag)")
     parser.add_argument("--cells-per-condition-2d", type=int)
     parser.add_argument("--cells-per-condition-3d", type=int)
     args = parser.parse_args()
@@ -372,6 +387,7 @@ def main() -> None:
         if getattr(args, f"minutes_{part}") is not None:
             settings[part]["minutes"] = getattr(args, f"minutes_{part}")
     for part in ("2d", "3d"):
+        settings[part]["store_seed"] = args.store_seed
         if getattr(args, f"cells_per_condition_{part}") is not None:
             settings[part]["cells_per_condition"] = getattr(args, f"cells_per_condition_{part}")
     extra = _part_overrides(args.overrides)
@@ -395,7 +411,7 @@ def main() -> None:
                        "interrupted session, whose seconds only cover the last session: training.resumed)"),
         "aims": {"coupling_spearman": ">= 0.9 (2D and 3D)", "drug_shift_recall": "1.0 with 0 false positives at alpha "
                  "0.05", "best_microtubule_moa_rank": "<= 3", "budget_minutes": {"2d": 20, "3d": 30}},
-        "quick": args.quick, "overrides": args.overrides,
+        "quick": args.quick, "overrides": args.overrides,  # of this invocation; each block keeps its part's
         **blocks,
     })
     print(f"\nwritten {path}")

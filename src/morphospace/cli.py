@@ -487,28 +487,13 @@ def _seed_overrides(args: argparse.Namespace, key: str = "seed") -> list[str]:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from morphospace.simulate import SimulateConfig, simulate_screen
+    from morphospace.simulate import SimulateConfig, simulate
 
     overrides = _seed_overrides(args) + ([f"mode={args.mode}"] if args.mode else [])
     config = load_config(SimulateConfig, args.config, overrides)
-    if config.mode == "structures":
-        from morphospace.simulate import simulate_structures
-
-        crops = simulate_structures(config, args.out, workers=args.workers, progress=args.progress,
-                                    overwrite=args.overwrite, scheduler=args.scheduler)
-        print(f"simulated {crops.n_cells} single-cell crops -> {crops.root} (truth in {crops.truth_dir})")
-        return 0
-    if config.mode == "donors":
-        from morphospace.simulate import simulate_donors
-
-        donors = simulate_donors(config, args.out, workers=args.workers, progress=args.progress,
-                                 overwrite=args.overwrite, scheduler=args.scheduler)
-        print(f"simulated {donors.n_fields} fields of {donors.n_donors} donors -> {donors.manifest_path} "
-              f"(truth in {donors.truth_dir})")
-        return 0
-    screen = simulate_screen(config, args.out, workers=args.workers, progress=args.progress, overwrite=args.overwrite,
-                             scheduler=args.scheduler)
-    print(f"simulated {screen.n_cells} cells in {screen.n_fields} fields -> {screen.manifest_path}")
+    written = simulate(config, args.out, workers=args.workers, progress=args.progress, overwrite=args.overwrite,
+                       scheduler=args.scheduler)
+    print(written.summary())
     return 0
 
 

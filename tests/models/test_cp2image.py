@@ -212,8 +212,9 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
     walk = ["explore", "trajectory", "--run", str(run), "--from", "Metadata_Compound == 'small'",
             "--to", "Metadata_Compound == 'big'", "--by", "Metadata_Dose", "--steps", "4"]
     path = run / "figures" / "trajectory_Metadata_Compound_small_to_Metadata_Compound_big_by_Metadata_Dose.npz"
+    centroids_path = path.with_name(f"{path.stem}_centroids.npz")
     assert main([*walk, "--from-centroid"]) == 0
-    trajectory = np.load(path)
+    trajectory = np.load(centroids_path)
     assert trajectory["images"].shape == (2, 4, 2, 16, 16) and int(trajectory["start_cell"]) == -1
     assert trajectory["labels"].tolist() == ["Metadata_Compound == 'small'", "Metadata_Dose=1.0", "Metadata_Dose=10.0"]
     compounds = CropStore(blob_store).cells["Metadata_Compound"].to_numpy()
@@ -229,6 +230,7 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
     assert int(moved["start_cell"]) == nearest
     assert np.allclose(moved["path"][0, 0], standardised[nearest], atol=1e-5)
     assert np.allclose(moved["path"][1, -1] - moved["path"][0, 0], expected - start, atol=1e-5)
+    assert int(np.load(centroids_path)["start_cell"]) == -1  # the two walks keep their own files
     assert main(["explore", "trajectory", "--run", str(run), "--from", "Metadata_Compound == 'none'",
                  "--to", "Metadata_Compound == 'big'"]) == 2
     assert "no cell matches" in capsys.readouterr().err

@@ -11,7 +11,9 @@ import pytest
 from morphospace.cli import main
 from morphospace.config import ConfigError, resolve_config
 from morphospace.io.store import CropStore
-from morphospace.simulate import DRUGS, STRUCTURES, SimulateConfig, simulate_screen, simulate_structures
+from morphospace.simulate import (
+    DRUGS, STRUCTURES, SimulateConfig, SimulatedStructures, simulate, simulate_screen, simulate_structures,
+)
 from morphospace.simulate.structure_crops import CropJob, coupling_truth, render_job
 from morphospace.simulate.structures import CellShape, CropGrid, render_structure, sample_cell
 
@@ -207,9 +209,18 @@ def test_dims_3_needs_structures_mode_and_screens_refuse_it(tmp_path: Path):
         resolve_config(SimulateConfig, {}, ["dims=3"])
     with pytest.raises(ValueError, match="simulate_structures"):
         simulate_screen(_config(), tmp_path / "screen", progress=False)
-    with pytest.raises(ValueError, match="mode: structures"):
+    with pytest.raises(ValueError, match="does not render mode: fluorescence; use simulate_screen"):
         simulate_structures(SimulateConfig(), tmp_path / "crops", progress=False)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        simulate(_config(), tmp_path / "crops", workers=0, progress=False)
     assert not (tmp_path / "screen").exists() and not (tmp_path / "crops").exists()
+
+
+def test_simulate_picks_the_simulator_of_the_mode(tmp_path: Path):
+    written = simulate(_config(), tmp_path / "crops", progress=False)
+    assert isinstance(written, SimulatedStructures) and written.n_cells == len(CropStore(written.root))
+    assert written.summary() == f"simulated {written.n_cells} single-cell crops -> {tmp_path / 'crops'} " \
+                                f"(truth in {tmp_path / 'crops' / 'truth'})"
 
 
 def test_existing_output_is_refused_before_any_work(tmp_path: Path):

@@ -21,6 +21,8 @@ healthy and disease donors, the disease donors with a graded cytoskeletal phenot
 with its own nuisance, and the truth (group, severity): ``monolayer`` (one field) and ``donors``
 (donors, layout, files; :func:`simulate_donors`).
 
+:func:`simulate` renders any config with the simulator of its mode (``run``).
+
 Examples
 --------
 >>> from morphospace.simulate import SimulateConfig, simulate_field
@@ -33,6 +35,7 @@ from morphospace.simulate.config import CellsConfig, DonorsConfig, OpticsConfig,
 from morphospace.simulate.donors import SimulatedDonors, simulate_donors
 from morphospace.simulate.field import CHANNELS, SimulatedField, simulate_field
 from morphospace.simulate.phenotypes import COMPOUNDS, CONTROL, MOAS, Compound, Treatment
+from morphospace.simulate.run import simulate
 from morphospace.simulate.screen import SimulatedScreen, simulate_screen
 from morphospace.simulate.structure_crops import SimulatedStructures, simulate_structures
 from morphospace.simulate.structures import DRUGS, STRUCTURES
@@ -55,6 +58,7 @@ __all__ = [
     "SimulatedStructures",
     "StructuresConfig",
     "Treatment",
+    "simulate",
     "simulate_donors",
     "simulate_field",
     "simulate_screen",

@@ -11,11 +11,15 @@ from morphospace.simulate.phenotypes import MAX_COMPOUNDS_PER_MOA, MOAS
 from morphospace.simulate.structures import DRUGS, STRUCTURE_CHANNELS, STRUCTURES
 
 __all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "StructuresConfig", "DonorsConfig",
-           "DONOR_CHANNELS", "MAX_WELLS"]
+           "DONOR_CHANNELS", "MAX_WELLS", "SIMULATOR_OF_MODE", "check_simulation"]
 
 MAX_WELLS = 384
 DONOR_CHANNELS = ("DNA", "Actin", "Junctions")
 """Channels of ``mode: donors`` fields, in file order."""
+
+SIMULATOR_OF_MODE = {"fluorescence": "simulate_screen", "transmitted": "simulate_screen",
+                     "structures": "simulate_structures", "donors": "simulate_donors"}
+"""The function of :mod:`morphospace.simulate` that renders each ``mode``."""
 
 Range = tuple[float, float]
 
@@ -269,3 +273,19 @@ class SimulateConfig(Config):
                    "use fewer DMSO wells, MoAs, compounds or concentrations")
             )
         return self
+
+
+def check_simulation(config: SimulateConfig, simulator: str, workers: int) -> None:
+    """Raise ValueError, before any work, when ``simulator`` (a name in :data:`SIMULATOR_OF_MODE`)
+    does not render ``config.mode`` or ``workers`` < 1.
+
+    >>> check_simulation(SimulateConfig(mode="donors"), "simulate_screen", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: simulate_screen does not render mode: donors; use simulate_donors
+    """
+    wanted = SIMULATOR_OF_MODE[config.mode]
+    if wanted != simulator:
+        raise ValueError(f"{simulator} does not render mode: {config.mode}; use {wanted}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")

@@ -42,7 +42,7 @@ from morphospace.atomic import atomic_directory
 from morphospace.config import save_config
 from morphospace.io.images import write_tiff
 from morphospace.parallel import compute_context, run_parallel_ordered
-from morphospace.simulate.config import DONOR_CHANNELS, SimulateConfig
+from morphospace.simulate.config import DONOR_CHANNELS, SimulateConfig, check_simulation
 from morphospace.simulate.monolayer import MonolayerLook, render_monolayer
 from morphospace.simulate.optics import sample_batch_gains, sample_plate_optics, vignetting
 from morphospace.simulate.phenotypes import DMSO
@@ -83,6 +83,11 @@ class SimulatedDonors:
     n_fields: int
     n_donors: int
     config: SimulateConfig
+
+    def summary(self) -> str:
+        """One line: what was written where."""
+        return (f"simulated {self.n_fields} fields of {self.n_donors} donors -> {self.manifest_path} "
+                f"(truth in {self.truth_dir})")
 
 
 def donors_for(config: SimulateConfig) -> list[Donor]:
@@ -174,10 +179,7 @@ def simulate_donors(
     ValueError
         If ``config.mode`` is not ``donors`` or ``workers`` < 1.
     """
-    if config.mode != "donors":
-        raise ValueError(f"simulate_donors needs mode: donors, got {config.mode!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_simulation(config, "simulate_donors", workers)
     donors = donors_for(config)
     jobs = donor_field_jobs(config)
     out = Path(out)

@@ -29,7 +29,7 @@ from morphospace.config import save_config
 from morphospace.atomic import atomic_directory
 from morphospace.io.images import write_tiff
 from morphospace.parallel import compute_context, run_parallel_ordered
-from morphospace.simulate.config import SimulateConfig
+from morphospace.simulate.config import SimulateConfig, check_simulation
 from morphospace.simulate.field import simulate_field
 from morphospace.simulate.phenotypes import DMSO, Treatment, treatments_for
 from morphospace.simulate.seeds import Stream, generator, seed_sequence
@@ -59,6 +59,10 @@ class SimulatedScreen:
     n_fields: int
     n_cells: int
     config: SimulateConfig
+
+    def summary(self) -> str:
+        """One line: what was written where."""
+        return f"simulated {self.n_cells} cells in {self.n_fields} fields -> {self.manifest_path}"
 
     @property
     def cells_path(self) -> Path:
@@ -204,12 +208,7 @@ def simulate_screen(
     ValueError
         If ``workers`` < 1 or ``config.mode`` is ``structures`` or ``donors``.
     """
-    if config.mode == "structures":
-        raise ValueError("mode: structures writes single-cell crops; use simulate_structures")
-    if config.mode == "donors":
-        raise ValueError("mode: donors writes donors' monolayers; use simulate_donors")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_simulation(config, "simulate_screen", workers)
     jobs = field_jobs(config)
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as root:

@@ -46,7 +46,7 @@ from morphospace.atomic import refuse_existing, temporary_sibling
 from morphospace.config import save_config
 from morphospace.io.store import CropStoreWriter
 from morphospace.parallel import compute_context, run_parallel, run_parallel_ordered
-from morphospace.simulate.config import SimulateConfig
+from morphospace.simulate.config import SimulateConfig, check_simulation
 from morphospace.simulate.screen import plate_format
 from morphospace.simulate.seeds import Stream, generator, seed_sequence
 from morphospace.simulate.structures import (
@@ -77,6 +77,10 @@ class SimulatedStructures:
     truth_dir: Path
     n_cells: int
     config: SimulateConfig
+
+    def summary(self) -> str:
+        """One line: what was written where."""
+        return f"simulated {self.n_cells} single-cell crops -> {self.root} (truth in {self.truth_dir})"
 
 
 @dataclass(frozen=True)
@@ -255,10 +259,7 @@ def simulate_structures(
     ValueError
         If ``config.mode`` is not ``structures`` or ``workers`` < 1.
     """
-    if config.mode != "structures":
-        raise ValueError(f"simulate_structures needs mode: structures, got mode: {config.mode}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_simulation(config, "simulate_structures", workers)
     out = Path(out)
     refuse_existing(out, overwrite)
     jobs = crop_jobs(config)

@@ -324,7 +324,8 @@ def explore_trajectory(run_dir: str | os.PathLike, start: str, end: str, by: str
     increasing order; ``steps`` images per leg (ends included). The waypoints are the groups'
     centroids; the walk moves the ``start`` cell nearest its centroid by the centroids' differences
     (a real cell keeps the generator on the cells it learnt from), or with ``from_centroid`` walks
-    between the centroids themselves. Writes ``figures/trajectory_<slug>.png`` (a row per leg) and
+    between the centroids themselves. Writes ``figures/trajectory_<slug>.png`` (a row per leg; the
+    slug ends in ``_centroids`` with ``from_centroid``, so the two walks keep their own files) and
     ``.npz`` (``images`` (R, S, C, H, W) in [0, 1], ``path`` (R, S, F) generated from,
     ``waypoints`` (R + 1, F) centroids, standardised, ``labels`` (R + 1,), ``start_cell``: its store
     row, -1 with ``from_centroid``)."""
@@ -349,7 +350,8 @@ def explore_trajectory(run_dir: str | os.PathLike, start: str, end: str, by: str
         f" ({moved})"
     fig = image_rows_figure(images, loaded.channels, row_labels=[f"{a} -> {b}" for a, b in zip(stops, stops[1:])],
                             column_labels=[f"{f:.2f}" for f in fractions.ravel()], title=textwrap.fill(title, 90))
-    stem = figures_dir(loaded.path) / f"trajectory_{_slug(f'{start}_to_{end}' + (f'_by_{by}' if by else ''))}"
+    name = f"{start}_to_{end}" + (f"_by_{by}" if by else "") + ("_centroids" if from_centroid else "")
+    stem = figures_dir(loaded.path) / f"trajectory_{_slug(name)}"
     write_npz_atomic(stem.with_suffix(".npz"), images=images, path=path.astype(np.float32),
                      waypoints=points.astype(np.float32), labels=np.asarray(labels),
                      start_cell=np.asarray(start_cell, dtype=np.int64))
