@@ -280,7 +280,7 @@ def main() -> None:
         n=1000, extractor=str(extractor), feature_cells=args.eval_cells, feature_set=args.feature_set))
     compound = next(c for c in CropStore(store).cells["Metadata_Compound"].unique() if str(c).startswith("cyclohex"))
     trajectory = _dose_trajectory(run, features, compound, from_centroid=True)
-    from_cell = _dose_trajectory(run, features, compound, from_centroid=False)  # the command's default, kept in the report
+    from_cell = _dose_trajectory(run, features, compound, from_centroid=False)  # the command's default
     shifted = _dose_shifted_cells(run, features, compound)
     comparison = _spectral_norm_comparison(store, features, work, args.feature_set, args.compare_epochs,
                                            args.compare_eval_cells) if args.compare_epochs else None

@@ -143,8 +143,8 @@ def feature_correlations(requested: pd.DataFrame, remeasured: pd.DataFrame) -> p
     for feature in features:
         x, y = requested[feature].to_numpy(dtype=float), remeasured[feature].to_numpy(dtype=float)
         period = angular_period(feature)
-        rows[feature] = {"pearson_r": _correlation(x, y, False, period),
-                         "spearman_r": _correlation(x, y, True, period), "n": int(len(_finite_pairs(x, y)[0])), "circular": period is not None}
+        rows[feature] = {"pearson_r": _correlation(x, y, False, period), "spearman_r": _correlation(x, y, True, period),
+                         "n": int(len(_finite_pairs(x, y)[0])), "circular": period is not None}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("feature")
 
 
@@ -153,7 +153,8 @@ def summarize_correlations(table: pd.DataFrame, threshold: float = 0.5, n_listed
 
     Returns ``n_features``, ``n_undefined`` and ``undefined`` (features whose r is NaN; left out of
     every share and median), ``n_circular`` (angles, scored by circular correlation),
-    ``share_r_above_0_5`` (share of the defined features with r > ``threshold``; the key keeps its name for any threshold, which is recorded as ``threshold``),
+    ``share_r_above_0_5`` (share of the defined features with r > ``threshold``; the key keeps its
+    name for any threshold, which is recorded as ``threshold``),
     ``median_r``, ``share_spearman_above_0_5``, ``median_spearman``, and ``best`` / ``worst``: the
     ``n_listed`` highest / lowest Pearson r as ``{feature: r}``, highest (lowest) first.
 

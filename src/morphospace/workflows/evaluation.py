@@ -221,6 +221,13 @@ def run_retrieval_evaluation(
     return payload
 
 
+def _without_controls(table: pd.DataFrame, config: ClusteringConfig) -> pd.DataFrame:
+    """``table`` without the rows labelled ``config.control`` when ``config.exclude_control``."""
+    if config.exclude_control and config.label in table.columns:
+        return table[table[config.label] != config.control]
+    return table
+
+
 def run_clustering_evaluation(
     table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: ClusteringConfig | None = None,
     source: str = "the table", overwrite: bool = False,
@@ -235,8 +242,7 @@ def run_clustering_evaluation(
         raise InputError(f"{source}: no label column {config.label!r} (choose one: --label NAME); its metadata "
                          f"columns: {metadata}")
     table, dropped = _scored_table(table, out_dir, "clustering.json", source, overwrite)
-    if config.exclude_control and config.label in table.columns:
-        table = table[table[config.label] != config.control]
+    table = _without_controls(table, config)
     result = evaluate_clustering(table, config.label, config.folds, config.seed, config.pca_components)
     payload = {
         "convention": ("features z-scored; SVM (RBF) stratified k-fold accuracy; K-means (Euclidean) with k = "
@@ -274,8 +280,8 @@ def run_embedding_comparison(
         refuse_existing(Path(out_dir) / "embedding_comparison.csv", overwrite)
     scored = {}
     for name, path in tables.items():
-        table = finite_features(read_table(path, required=[config.label]), source=str(path))
-        scored[name] = table[table[config.label] != config.control] if config.exclude_control else table
+        scored[name] = _without_controls(finite_features(read_table(path, required=[config.label]), source=str(path)),
+                                         config)
     comparison = compare_embeddings(scored, config.label, clustering, config.folds, config.seed, config.pca_components)
     if out_dir is not None:
         write_table(comparison.rename_axis("metric").reset_index(), Path(out_dir) / "embedding_comparison.csv")

@@ -37,7 +37,8 @@ from morphospace.models.base import GenerativeModel, to_unit_range
 from morphospace.models.run import Run, load_run
 
 __all__ = [
-    "EmbedSummary", "embed_store", "embed_with", "generate", "explore_interpolate", "explore_algebra", "explore_traverse",
+    "EmbedSummary", "embed_store", "embed_with", "generate", "explore_interpolate", "explore_algebra",
+    "explore_traverse",
 ]
 
 logger = logging.getLogger(__name__)
