@@ -53,10 +53,15 @@ _EXAMPLES = {
     "generate": (
         "morphospace generate --run runs/lsgan_bbbc021 --n 64 --seed 3\n"
         "  morphospace generate --run runs/cp2image_bbbc021 --features bbbc021_cells.parquet "
-        "--per Metadata_Compound,Metadata_Concentration --npz centroids.npz"
+        "--per Metadata_Compound,Metadata_Concentration --npz centroids.npz\n"
+        "  morphospace generate --run runs/diffusion_week4 --condition \"Metadata_Concentration=15\" --guidance 1.5\n"
+        "  morphospace generate --run runs/flow_week4 --from-controls bbbc021_week4 "
+        "--condition \"Metadata_Compound=cycloheximide,Metadata_Concentration=50\""
     ),
     "explore": "morphospace explore algebra --run runs/vae_bbbc021 --attribute NucleusArea",
-    "interpolate": "morphospace explore interpolate --run runs/lsgan_bbbc021 --seeds 0,1,2,3",
+    "interpolate": ("morphospace explore interpolate --run runs/lsgan_bbbc021 --seeds 0,1,2,3\n"
+                    "  morphospace explore interpolate --run runs/diffusion_week4 --from Metadata_Compound=DMSO "
+                    "--to Metadata_Concentration=50"),
     "algebra": "morphospace explore algebra --run runs/vae_bbbc021 --attribute Mean_Tubulin --quantile 0.2",
     "traverse": "morphospace explore traverse --run runs/vae_bbbc021 --dims 8",
     "sweep": "morphospace explore sweep --run runs/cp2image_bbbc021 --feature Nuclei_AreaShape_Area --range=-2,2 --steps 7",
@@ -373,6 +378,17 @@ def _add_generate(subparsers) -> None:
     parser.add_argument("--per", help="with --features: one image per group centroid of these comma-separated "
                                       "columns, e.g. Metadata_Compound,Metadata_Concentration")
     parser.add_argument("--n-per-row", type=int, default=1, help="with --features: images per row (different noise)")
+    parser.add_argument("--condition", metavar="QUERY",
+                        help="diffusion runs: each image takes the conditions of a cell matching this pandas query or "
+                             "COLUMN=VALUE[,COLUMN=VALUE] on the run's cell table")
+    parser.add_argument("--from-controls", type=Path, metavar="STORE",
+                        help="diffusion runs trained with start_from: controls: flow control crops of this store "
+                             "(the same plate where it has it) to --condition, shown before and after")
+    parser.add_argument("--guidance", type=float, help="diffusion runs: classifier-free guidance scale (default: "
+                                                       "the run's model.guidance_scale; 1: none)")
+    parser.add_argument("--steps", type=int, help="diffusion runs: sampling steps (default: model.sampling_steps)")
+    parser.add_argument("--start-noise", type=float, default=0.0,
+                        help="with --from-controls: SD of noise added to the control crops (default 0)")
     parser.set_defaults(handler=_generate)
 
 
@@ -386,6 +402,10 @@ def _add_explore(subparsers) -> None:
     interpolation.add_argument("--cells", help="comma-separated store indices of real cells, in pairs")
     interpolation.add_argument("--steps", type=int, default=8)
     interpolation.add_argument("--linear", action="store_true", help="linear instead of spherical interpolation")
+    interpolation.add_argument("--from", dest="start", metavar="QUERY",
+                               help="diffusion runs: walk the condition from the cells matching this query ...")
+    interpolation.add_argument("--to", dest="end", metavar="QUERY", help="... to the cells matching this one")
+    interpolation.add_argument("--rows", type=int, default=4, help="with --from/--to: rows (starting noises)")
     algebra = _subparser(kinds, "algebra", "Attribute vectors (group mean differences) added to other cells.")
     algebra.add_argument("--attribute", default="NucleusArea",
                          help="cell-table column or quick measure (NucleusArea, Mean_<Channel>)")
@@ -647,8 +667,26 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.features is not None:
         return _generate_from_features(args)
+    if args.condition is not None or args.from_controls is not None:
+        return _generate_conditioned(args)
     images, path = generate(args.run, args.n, args.seed, out=args.out, npz=args.npz)
     print(f"generated {len(images)} images -> {path}" + (f" and {args.npz}" if args.npz else ""))
+    return 0
+
+
+def _generate_conditioned(args: argparse.Namespace) -> int:
+    from morphospace.workflows import diffusion
+
+    if args.condition is None:
+        raise InputError("--from-controls needs --condition: the cells whose conditions the controls flow to")
+    if args.from_controls is not None:
+        _, images, path = diffusion.generate_from_controls(args.run, args.from_controls, args.condition, args.n, args.seed,
+                                                           args.guidance, args.steps, args.start_noise, args.out,
+                                                           args.npz)
+    else:
+        images, path = diffusion.generate_for_cells(args.run, args.condition, args.n, args.seed, args.guidance,
+                                                    args.steps, args.out, args.npz)
+    print(f"generated {len(images)} images for {args.condition} -> {path}" + (f" and {args.npz}" if args.npz else ""))
     return 0
 
 
@@ -683,7 +721,13 @@ def _explore_cp2image(args: argparse.Namespace) -> int:
 def _explore(args: argparse.Namespace) -> int:
     from morphospace.workflows import latent
 
-    if args.exploration == "interpolate":
+    if args.exploration == "interpolate" and (args.start is not None or args.end is not None):
+        from morphospace.workflows.diffusion import interpolate_conditions
+
+        if args.start is None or args.end is None:
+            raise InputError("walking between conditions needs both --from and --to")
+        path = interpolate_conditions(args.run, args.start, args.end, args.steps, args.rows)
+    elif args.exploration == "interpolate":
         cells = [int(c) for c in args.cells.split(",")] if args.cells else None
         seeds = [int(s) for s in args.seeds.split(",")]
         path = latent.explore_interpolate(args.run, seeds, cells, args.steps, spherical=not args.linear)
@@ -728,6 +772,14 @@ def _generation_summary(payload: dict) -> str:
         return (f"{correlation['share_r_above_0_5']:.1%} of features with r > 0.5 on {correlation['n_cells']} "
                 f"{correlation['split']} cells (median r {correlation['median_r']:.3f}; real crops "
                 f"{payload['measurement_ceiling']['share_r_above_0_5']:.1%}); {realism}")
+    if payload.get("family") == "diffusion":
+        accuracy = payload.get("condition_accuracy")
+        came_through = (f"; condition accuracy {accuracy['accuracy_generated']:.3f} generated vs "
+                        f"{accuracy['accuracy_real']:.3f} real" if accuracy else "")
+        cosines = ", ".join(f"{g} {c:.2f}" for g, c in payload["shift_cosine"].items())
+        return (f"{realism} over {len(payload['fid_per_condition'])} conditions of {payload['condition_column']} "
+                f"(mean per condition {payload['fid_per_condition_mean']:.4g}){came_through}; shift cosine "
+                f"{cosines}")
     return (f"{realism}; median feature distance {payload['feature_distances']['median_normalized_wasserstein']:.3f}; "
             f"memorised fraction {payload['memorisation']['memorised_fraction']:.3f}")
 

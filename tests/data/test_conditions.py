@@ -217,3 +217,36 @@ def test_conditions_are_saved_restored_and_refused_for_unseen_values(store: Path
         restored.dataset_for(whole)
     batch = restored.dataset_for(whole, np.arange(5)).batch(np.arange(5))
     assert batch["compound"].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_control_crops_come_from_the_same_plate_and_split(store: Path):
+    controls = "Metadata_Compound in ('c0', 'c3')"
+    module = _module(store, {"controls": {"kind": "controls", "query": controls}}, channels=["DNA"],
+                     split={"by": None, "train": 0.8, "val": 0.2, "test": 0.0},
+                     normalization={"method": "fixed", "fixed_ranges": [[0, 100]]})
+    assert module.spec.entry("controls").kind == "controls"
+    assert module.spec.shape("controls") == (1, 8, 8)
+    table = module.table
+    for split in ("train", "val"):
+        dataset = module.dataset(split, augment=False)
+        batch = dataset.batch(np.arange(len(dataset)))
+        assert batch["controls"].shape == (len(dataset), 1, 8, 8)
+        # DNA of crop i is i (scaled by the fixed range 0..100): recover the control's store row
+        control_rows = np.rint(batch["controls"][:, 0, 4, 4].numpy() * 100).astype(int)
+        cells = table.loc[batch["index"].numpy()]
+        assert table.loc[control_rows, "Metadata_Compound"].isin(["c0", "c3"]).all()
+        assert (table.loc[control_rows, "Metadata_Plate"].to_numpy() == cells["Metadata_Plate"].to_numpy()).all()
+        own = table.loc[control_rows].index.isin(module.indices(split))
+        plates_with_own = set(table.loc[module.indices(split)].query(controls)["Metadata_Plate"])
+        assert own[cells["Metadata_Plate"].isin(plates_with_own).to_numpy()].all()
+    first = module.dataset("train", augment=False)
+    assert not torch.equal(first.batch(np.arange(16))["controls"], first.batch(np.arange(16))["controls"])
+
+
+def test_a_plate_without_any_control_is_refused_naming_the_condition(store: Path):
+    with pytest.raises(ConfigError, match=r"data.conditions.controls.by': 1 group\(s\) of Metadata_Plate without a "
+                                          r"control cell.*\['P3'\]"):
+        _module(store, {"controls": {"kind": "controls", "query": "Metadata_Compound == 'c0'"}},
+                split={"by": None, "train": 0.8, "val": 0.2, "test": 0.0})
+    with pytest.raises(ConfigError, match="data.conditions.controls.query"):
+        _module(store, {"controls": {"kind": "controls", "query": "Metadata_Compound == 'taxol'"}})

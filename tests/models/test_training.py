@@ -151,8 +151,8 @@ def test_config_validation(blob_store: Path, tmp_path: Path):
                                  "model": {"family": "vae"}})
     with pytest.raises(ConfigError, match="key 'data.normalization.out_range'"):
         plan_run(config)
-    with pytest.raises(ConfigError, match="key 'model.family': unknown family 'diffusion'"):
-        resolve_run_config({"name": "x", "data": {"store": "s"}, "model": {"family": "diffusion"}})
+    with pytest.raises(ConfigError, match="key 'model.family': unknown family 'stylegan'"):
+        resolve_run_config({"name": "x", "data": {"store": "s"}, "model": {"family": "stylegan"}})
     with pytest.raises(ConfigError, match="beta must lie in"):
         resolve_config(VAEConfig, {"beta": 2.0, "objective": "convex"})
     assert resolve_precision("auto", "cpu") in ("32-true", "bf16-mixed")

@@ -25,6 +25,11 @@ training did:
 ``channels``
     Other channels of the same crop, (B, Cr, H, W), normalised and augmented together with the
     image (handled by :class:`~morphospace.data.dataset.CropDataModule`, not here).
+``controls``
+    Another crop (B, C, H, W) of the image channels: a control cell (``query``, a pandas query or
+    ``COLUMN=VALUE`` equalities on the cell table) of the same split and the same value of ``by``
+    (the plate), drawn anew every time the crop is served, normalised and augmented like the
+    image (handled by the data module). This is the source of a control -> treated flow.
 
 Examples
 --------
@@ -51,10 +56,11 @@ import pydantic
 from morphospace.config import PATH, Config, ConfigError, key_error
 from morphospace.errors import InputError
 from morphospace.features.profiles import control_mask
-from morphospace.io.tables import read_table
+from morphospace.io.tables import read_table, select_cells
 
 __all__ = [
-    "CategoricalCondition", "NumericCondition", "FeatureCondition", "ChannelCondition", "ConditionConfig",
+    "CategoricalCondition", "NumericCondition", "FeatureCondition", "ChannelCondition", "ControlCondition",
+    "ConditionConfig", "control_groups",
     "CategoricalEncoder", "NumericEncoder", "FeatureEncoder", "Encoder", "fit_condition", "encoder_from_dict",
     "STORE_INDEX", "RESERVED_KEYS",
 ]
@@ -102,8 +108,18 @@ class ChannelCondition(Config):
     channels: list[str] = pydantic.Field(min_length=1)
 
 
+class ControlCondition(Config):
+    """A random control crop of the same split and group (plate), served beside each crop."""
+
+    kind: Literal["controls"] = "controls"
+    query: str = pydantic.Field("Metadata_Compound == 'DMSO'",
+                                description="pandas query or COLUMN=VALUE equalities selecting the control cells")
+    by: str | None = pydantic.Field("Metadata_Plate", description="controls come from the crop's own value of this "
+                                                                  "column; null: from any control of the split")
+
+
 ConditionConfig = Annotated[
-    Union[CategoricalCondition, NumericCondition, FeatureCondition, ChannelCondition],
+    Union[CategoricalCondition, NumericCondition, FeatureCondition, ChannelCondition, ControlCondition],
     pydantic.Field(discriminator="kind"),
 ]
 
@@ -400,8 +416,8 @@ def fit_condition(name: str, config: ConditionConfig, train: pd.DataFrame,
     """Fit the metadata condition ``name`` on the training split's cell table (its index the store
     rows; ``cells``: every split, for the per-plate control means of a features condition); raises
     ConfigError naming the condition's key when the data does not fit the config."""
-    if isinstance(config, ChannelCondition):
-        raise ValueError("channel conditions are read with the image, not fitted on the cell table")
+    if isinstance(config, (ChannelCondition, ControlCondition)):
+        raise ValueError(f"{config.kind} conditions are read with the image, not fitted on the cell table")
     try:
         if isinstance(config, FeatureCondition):
             return FeatureEncoder.fit(name, config, train, cells)
@@ -421,3 +437,31 @@ def encoder_from_dict(name: str, state: dict[str, Any]) -> Encoder:
     if kind not in _ENCODERS:
         raise InputError(f"condition {name!r}: unknown saved kind {kind!r}")
     return _ENCODERS[kind](name, **state)
+
+
+def control_groups(name: str, config: ControlCondition, cells: pd.DataFrame, chosen: np.ndarray,
+                   where: str) -> list[np.ndarray]:
+    """For each chosen row of ``cells`` (the selected cell table, indexed by store row; ``chosen``
+    (N,) bool, e.g. one split), the store rows of the control cells it may be paired with: those
+    matching ``config.query`` with its value of ``config.by``, taken among the chosen rows when
+    any, else among all rows (a small validation split may hold no control of a plate).
+    ConfigError naming the condition when a group has no control cell at all."""
+    try:
+        is_control = select_cells(cells, config.query, f"data.conditions.{name}.query", where)
+    except InputError as exc:
+        raise key_error(_key(name, "query"), str(exc)) from None
+    if config.by is not None and config.by not in cells.columns:
+        raise key_error(_key(name, "by"), f"no column {config.by!r} in the cell table of {where}")
+    groups = (cells[config.by].astype(str).to_numpy() if config.by is not None
+              else np.full(len(cells), "all", dtype=object))
+    rows = cells.index.to_numpy()
+    pools = {}
+    for group in np.unique(groups[chosen]):
+        in_group = is_control & (groups == group)
+        own = in_group & chosen
+        pools[group] = rows[own] if own.any() else rows[in_group]
+    empty = sorted(group for group, pool in pools.items() if not len(pool))
+    if empty:
+        raise key_error(_key(name, "by"), f"{len(empty)} group(s) of {config.by} without a control cell in {where}: "
+                                          f"{empty[:5]}")
+    return [pools[group] for group in groups[chosen]]

@@ -3,7 +3,8 @@
 Batches are dicts: ``image`` (B, C, H, W) float32 normalised, ``index`` (B,) row of the store, and
 one entry per condition of ``data.conditions`` (see :mod:`morphospace.data.conditions`):
 categorical (B,) int64, numeric (B,) float32, features (B, F) float32, channels (B, Cr, H, W)
-float32. Reads are batched (``__getitems__``), so a lazily read store touches each Zarr chunk once
+float32, controls (B, C, H, W) float32 (a control crop of the same split and plate, drawn anew
+each time). Reads are batched (``__getitems__``), so a lazily read store touches each Zarr chunk once
 per batch; small stores can be held in memory.
 
 Determinism: the split, the fitted normalisation and conditions follow ``seed``; the shuffling and
@@ -33,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from morphospace.atomic import write_json_atomic
 from morphospace.config import PATH, Config, key_error
 from morphospace.data.conditions import (
-    RESERVED_KEYS, ChannelCondition, ConditionConfig, Encoder, encoder_from_dict, fit_condition,
+    RESERVED_KEYS, ChannelCondition, ConditionConfig, ControlCondition, Encoder, control_groups, encoder_from_dict,
+    fit_condition,
 )
 from morphospace.data.normalize import ChannelNormalizer, NormalizationConfig
 from morphospace.data.spec import BatchEntry, DataSpec
@@ -118,6 +120,9 @@ class CropDataset(Dataset):
         Encoded metadata conditions by name, one value per row of ``indices`` (first axis).
     channel_conditions
         Condition name -> channel names of the same crop.
+    control_pools
+        Condition name -> for each dataset position, the store rows of the control crops it may
+        be paired with (one is drawn per serving).
     in_memory
         Load the selected crops into memory once.
     seed
@@ -137,6 +142,7 @@ class CropDataset(Dataset):
         channel_conditions: Mapping[str, Sequence[str]] | None = None,
         in_memory: bool = False,
         seed: int = 0,
+        control_pools: Mapping[str, Sequence[np.ndarray]] | None = None,
     ) -> None:
         self.store = store if isinstance(store, CropStore) else CropStore(store)
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -152,6 +158,11 @@ class CropDataset(Dataset):
         for name, values in self.conditions.items():
             if len(values) != len(self.indices):
                 raise ValueError(f"condition {name!r}: {len(values)} values for {len(self.indices)} crops")
+        self.control_pools = {name: list(pools) for name, pools in (control_pools or {}).items()}
+        self._positions = pd.Index(self.indices)
+        for name, pools in self.control_pools.items():
+            if len(pools) != len(self.indices):
+                raise ValueError(f"condition {name!r}: {len(pools)} control pools for {len(self.indices)} crops")
         self.seed = seed
         self.epoch = 0
         self.cached = self.store.read(self.indices, self.read_channels) if in_memory else None
@@ -179,6 +190,16 @@ class CropDataset(Dataset):
             raw = self.cached[positions]
         else:
             raw = self.store.read(self.indices[positions], self.read_channels)
+        return self._prepare(raw)
+
+    def _read_rows(self, rows: np.ndarray) -> torch.Tensor:
+        """Like :meth:`_read` for store ``rows``, which may lie outside the dataset."""
+        positions = self._positions.get_indexer(rows)
+        if (positions >= 0).all():
+            return self._read(positions)
+        return self._prepare(self.store.read(rows, self.read_channels))
+
+    def _prepare(self, raw: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.asarray(raw, dtype=np.float32))
         if self.crop_size is not None:  # before normalising, so padding is 0 in the stored units
             x = center_crop_or_pad(x, self.crop_size)
@@ -205,7 +226,19 @@ class CropDataset(Dataset):
             start += len(names)
         for name, values in self.conditions.items():
             batch[name] = values[torch.from_numpy(positions)]
+        for name in self.control_pools:
+            batch[name] = self._controls(name, positions, augment)
         return batch
+
+    def _controls(self, name: str, positions: np.ndarray, augment: bool) -> torch.Tensor:
+        """Image channels (B, C, H, W) of one control crop drawn for each of ``positions``."""
+        rng = self._rng()
+        pools = self.control_pools[name]
+        drawn = np.array([pools[p][int(torch.randint(len(pools[p]), (), generator=rng))] for p in positions])
+        controls = self._read_rows(drawn)[:, : len(self.channels)]
+        if augment and self.augment is not None:
+            controls = augment_batch(controls, self.augment, rng)
+        return controls
 
     def __getitems__(self, positions: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         batch = self.batch(positions, augment=True)
@@ -310,9 +343,12 @@ class CropDataModule(pl.LightningDataModule):
             train = self.table.loc[self.indices("train")]
             self.encoders = {name: fit_condition(name, condition, train, self.table)
                              for name, condition in self.config.conditions.items()
-                             if not isinstance(condition, ChannelCondition)}
+                             if not isinstance(condition, (ChannelCondition, ControlCondition))}
         self.condition_values = self._encode_selected()
         self.store = store
+        for split in ("train", "val", "test"):
+            if len(self.indices(split)):
+                self.control_pools(split)
 
     def _open_store(self) -> CropStore:
         try:
@@ -425,6 +461,8 @@ class CropDataModule(pl.LightningDataModule):
             if isinstance(condition, ChannelCondition):
                 entries[name] = BatchEntry("channels", (len(condition.channels), *self.crop_shape),
                                            tuple(condition.channels))
+            elif isinstance(condition, ControlCondition):
+                entries[name] = BatchEntry("controls", (len(image), *self.crop_shape), tuple(image))
             else:
                 encoder = self.encoders[name]
                 entries[name] = BatchEntry(encoder.kind, encoder.shape, tuple(encoder.names))
@@ -457,7 +495,15 @@ class CropDataModule(pl.LightningDataModule):
             self.config.augment if use_augment else None,
             {name: values[positions] for name, values in self.condition_values.items()},
             self.channel_conditions, self._in_memory(len(rows)), self.config.seed if seed is None else seed,
+            self.control_pools(split),
         )
+
+    def control_pools(self, split: str) -> dict[str, list[np.ndarray]]:
+        """For each controls condition, the store rows of the control crops each crop of
+        ``split`` may be paired with (see :func:`~morphospace.data.conditions.control_groups`)."""
+        return {name: control_groups(name, condition, self.table, self.splits.to_numpy() == split,
+                                     str(self.config.store))
+                for name, condition in self.config.conditions.items() if isinstance(condition, ControlCondition)}
 
     def dataset_for(self, store: CropStore, indices: Sequence[int] | np.ndarray | None = None,
                     conditions: Sequence[str] | None = None) -> CropDataset:

@@ -154,14 +154,10 @@ def _evaluation_section(report: Report, evaluation: Path) -> None:
                          "KID": payload["inception"]["kid_mean"], "KID sd": payload["inception"]["kid_std"]})
         report.table(pd.DataFrame(rows), caption=None if isinstance(payload.get("inception"), dict)
                      else str(payload.get("inception")))
-        distances = payload["feature_distances"]
-        median = _shown(distances["median_normalized_wasserstein"], ".3f")
-        report.text(f"CellProfiler features: median normalised Wasserstein distance {median} over "
-                    f"{distances['n_features']} features.")
-        memorisation = payload["memorisation"]
-        report.text(f"Memorisation check: median distance to the nearest training crop, generated / held-out real = "
-                    f"{_shown(memorisation['median_ratio'], '.2f')}; fraction of generated crops closer than the 1st "
-                    f"percentile of held-out real ones: {_shown(memorisation['memorised_fraction'], '.3f')}.")
+        if payload.get("family") == "diffusion":
+            _conditions_section(report, payload)
+        else:
+            _feature_and_memorisation_text(report, payload)
     for name in ("moa.json", "retrieval.json"):
         path = evaluation / name
         if path.is_file():
@@ -176,6 +172,32 @@ def _evaluation_section(report: Report, evaluation: Path) -> None:
     for path in sorted((evaluation / "figures").glob("*.png")) if (evaluation / "figures").is_dir() else []:
         report.image(path, f"evaluation_{path.stem}", _caption(path.stem))
 
+
+
+def _feature_and_memorisation_text(report: Report, payload: dict) -> None:
+    distances = payload["feature_distances"]
+    median = _shown(distances["median_normalized_wasserstein"], ".3f")
+    report.text(f"CellProfiler features: median normalised Wasserstein distance {median} over "
+                f"{distances['n_features']} features.")
+    memorisation = payload["memorisation"]
+    report.text(f"Memorisation check: median distance to the nearest training crop, generated / held-out real = "
+                f"{_shown(memorisation['median_ratio'], '.2f')}; fraction of generated crops closer than the 1st "
+                f"percentile of held-out real ones: {_shown(memorisation['memorised_fraction'], '.3f')}.")
+
+
+def _conditions_section(report: Report, payload: dict) -> None:
+    """Per-condition scores of a conditioned diffusion run."""
+    nearest = {row["generated"]: row["nearest"] for row in payload["nearest_real_group"]}
+    rows = [{payload["condition_column"]: group, "cells": n, "FID": payload["fid_per_condition"].get(group),
+             "KID": payload["kid_per_condition"].get(group), "shift cosine": payload["shift_cosine"].get(group),
+             "nearest real group": nearest.get(group)} for group, n in payload["n_per_condition"].items()]
+    report.table(pd.DataFrame(rows), caption=f"per condition (control: {payload['control']}); mean of the "
+                                             f"per-condition FIDs {payload['fid_per_condition_mean']:.4g}")
+    accuracy = payload.get("condition_accuracy")
+    if accuracy:
+        report.text(f"Condition accuracy of a classifier trained on real crops: {accuracy['accuracy_generated']:.3f} "
+                    f"on generated crops, {accuracy['accuracy_real']:.3f} on held-out real crops (ratio "
+                    f"{_shown(accuracy['ratio_to_real'], '.2f')}).")
 
 def _isl_section(report: Report, path: Path) -> None:
     if not path.is_file():

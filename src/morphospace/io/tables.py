@@ -12,15 +12,17 @@ Examples
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from morphospace.atomic import atomic_file
 from morphospace.errors import InputError
 
-__all__ = ["read_table", "require_columns", "write_table"]
+__all__ = ["read_table", "require_columns", "write_table", "select_cells"]
 
 _SHOWN_COLUMNS = 20
 """Columns listed when a table lacks a required one."""
@@ -43,6 +45,53 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], where: str) -> 
     if missing:
         shown = list(table.columns[:_SHOWN_COLUMNS]) + (["..."] if table.shape[1] > _SHOWN_COLUMNS else [])
         raise InputError(f"{where}: lacks the column(s) {missing}; it has {shown}")
+
+
+_EQUALITIES = re.compile(r"^\s*[A-Za-z_][\w.]*\s*=(?!=)[^,]*(,\s*[A-Za-z_][\w.]*\s*=(?!=)[^,]*)*$")
+"""``COLUMN=VALUE[,COLUMN=VALUE...]`` (single equals signs)."""
+
+
+def _equalities_mask(cells: pd.DataFrame, text: str, option: str, source: str) -> pd.Series:
+    mask = pd.Series(True, index=cells.index)
+    for pair in text.split(","):
+        column, value = (part.strip() for part in pair.split("=", 1))
+        require_columns(cells, [column], f"{option} {text!r} on the cells of {source}")
+        values = cells[column]
+        if pd.api.types.is_numeric_dtype(values):
+            try:
+                mask &= np.isclose(values.to_numpy(float), float(value))
+            except ValueError:
+                raise InputError(f"{option} {text!r}: {column} is numeric, {value!r} is not a number") from None
+        else:
+            mask &= values.astype(str) == value
+    return mask
+
+
+def select_cells(cells: pd.DataFrame, query: str, option: str, source: str | os.PathLike) -> np.ndarray:
+    """(N,) bool: the rows of ``cells`` matching ``query``, a pandas query (``Metadata_Compound ==
+    'taxol' and Metadata_Concentration > 1``) or equalities ``COLUMN=VALUE[,COLUMN=VALUE]`` (values
+    compared as text, or as numbers in numeric columns). InputError naming ``option`` and ``source``
+    for a bad query, a missing column or no match.
+
+    >>> cells = pd.DataFrame({"Metadata_Compound": ["DMSO", "taxol", "taxol"], "Metadata_Concentration": [0, 1, 3.0]})
+    >>> select_cells(cells, "Metadata_Compound=taxol,Metadata_Concentration=3", "--condition", "cells").tolist()
+    [False, False, True]
+    >>> select_cells(cells, "Metadata_Concentration > 0", "--condition", "cells").tolist()
+    [False, True, True]
+    """
+    if _EQUALITIES.match(query):
+        mask = _equalities_mask(cells, query, option, str(source))
+    else:
+        try:
+            mask = cells.eval(query)
+        except Exception as exc:  # pandas raises many kinds for a bad expression
+            raise InputError(f"{option} {query!r}: not a valid query on the cell table of {source} "
+                             f"({type(exc).__name__}: {exc}); its columns: {list(cells.columns)}") from None
+        if not isinstance(mask, pd.Series) or mask.dtype != bool:
+            raise InputError(f"{option} {query!r}: not a true/false condition on the cells of {source}")
+    if not mask.any():
+        raise InputError(f"{option} {query!r}: no cell of {source} matches")
+    return mask.to_numpy()
 
 
 def read_table(path: str | os.PathLike, required: Sequence[str] = (), not_found_hint: str = "") -> pd.DataFrame:

@@ -311,6 +311,16 @@ class GenerationConfig(Config):
     truth: str | None = pydantic.Field(
         None, description="truth folder of the simulated screen the run's store was prepared from (cp2image runs: "
                           "correlations of features with the simulator's exact nucleus area, DNA level, cell area)")
+    condition_column: str | None = pydantic.Field(
+        None, description="conditioned diffusion runs: cell-table column whose values are the conditions scored; "
+                          "None: the column of the run's first categorical condition")
+    per_condition: int = pydantic.Field(300, ge=2, description="conditioned diffusion runs: cells per condition")
+    control: str = pydantic.Field("Metadata_Compound == 'DMSO'",
+                                  description="conditioned diffusion runs: query of the control cells (one condition)")
+    guidance_scale: float | None = pydantic.Field(
+        None, ge=0, description="conditioned diffusion runs: guidance at sampling; None: the run's")
+    sampling_steps: int | None = pydantic.Field(
+        None, ge=1, description="conditioned diffusion runs: sampling steps; None: the run's")
 
 
 def _real_crops(data, indices: np.ndarray) -> np.ndarray:
@@ -399,7 +409,8 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
     feature distances and the memorisation check of a run's samples against real crops of its store;
     writes ``generation.json`` and figures into ``out_dir`` (default ``RUN/evaluation``). A
     ``cp2image`` run is scored on what its cells keep of their features instead (see
-    :mod:`morphospace.workflows.cp2image_evaluation`)."""
+    :mod:`morphospace.workflows.cp2image_evaluation`), a conditioned ``diffusion`` run overall and
+    per condition (see :mod:`morphospace.workflows.diffusion_evaluation`)."""
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "evaluation"
     refuse_existing(out_dir / "generation.json", overwrite)
     import torch
@@ -414,6 +425,10 @@ def run_generation_evaluation(run_dir: str | os.PathLike, out_dir: str | os.Path
         from morphospace.workflows.cp2image_evaluation import run_cp2image_evaluation
 
         return run_cp2image_evaluation(run, out_dir, config)
+    if run.config.model.family == "diffusion" and run.module.conditioned:
+        from morphospace.workflows.diffusion_evaluation import run_diffusion_evaluation
+
+        return run_diffusion_evaluation(run, out_dir, config)
     if config.truth is not None:
         logger.warning("truth %s not used: only cp2image runs are scored against the simulator's truth", config.truth)
     model, data = run.module, run.data

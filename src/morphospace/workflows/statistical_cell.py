@@ -34,7 +34,7 @@ from morphospace.config import Config
 from morphospace.errors import InputError
 from morphospace.evaluate import statistical_cell as stats
 from morphospace.explore.figures import save_figure
-from morphospace.io.tables import read_table, write_table
+from morphospace.io.tables import read_table, select_cells, write_table
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import Run, load_run
 from morphospace.models.training import RunConfig
@@ -209,27 +209,13 @@ DRUG_SHIFT_CONVENTION = (
 )
 
 
-def _query(cells: pd.DataFrame, query: str, option: str, source: Path) -> np.ndarray:
-    """(N,) bool: the cells matching the pandas ``query``; InputError naming the option and the store."""
-    try:
-        mask = cells.eval(query)
-    except Exception as exc:  # pandas raises many kinds for a bad expression
-        raise InputError(f"{option} {query!r}: not a valid query on the cell table of {source} "
-                         f"({type(exc).__name__}: {exc}); its columns: {list(cells.columns)}") from None
-    if not isinstance(mask, pd.Series) or mask.dtype != bool:
-        raise InputError(f"{option} {query!r}: not a true/false condition on the cells of {source}")
-    if not mask.any():
-        raise InputError(f"{option} {query!r}: no cell of {source} matches")
-    return mask.to_numpy()
-
-
 def _groups(cells: pd.DataFrame, control: str, treated: str, by: str, source: Path) -> tuple[np.ndarray, np.ndarray]:
     """Store rows of the control and treated cells and their group (N,): :data:`CONTROL` or the
     treated cell's value of ``by``."""
     if by not in cells.columns:
         raise InputError(f"{source}: no column {by!r} (--by) in the cell table; its columns: {list(cells.columns)}")
-    is_control = _query(cells, control, "--control", source)
-    is_treated = _query(cells, treated, "--treated", source)
+    is_control = select_cells(cells, control, "--control", source)
+    is_treated = select_cells(cells, treated, "--treated", source)
     both = is_control & is_treated
     if both.any():
         raise InputError(f"{int(both.sum())} cell(s) of {source} match both --control {control!r} and --treated "
