@@ -142,7 +142,7 @@ def ema_warmup(decay: float):
     follows the weights closely while they move fast at the start.
 
     >>> update = ema_warmup(0.999)
-    >>> float(update(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0)))
+    >>> round(float(update(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0))), 6)
     0.9
     """
     def update(average: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
