@@ -68,7 +68,10 @@ _EXAMPLES = {
     "trajectory": ("morphospace explore trajectory --run runs/cp2image_bbbc021 --from \"Metadata_Compound == 'DMSO'\" "
                    "--to \"Metadata_Compound == 'cyclohexamide'\" --by Metadata_Concentration"),
     "fewshot": "morphospace explore fewshot fewshot_finkbeiner --set steps=300",
-    "report": "morphospace report --run runs/vae_bbbc021",
+    "map": ("morphospace explore map --table runs/vae_bbbc021/embeddings.parquet --store bbbc021 --color "
+            "Metadata_MoA --out vae_map.html"),
+    "report": ("morphospace report --run runs/vae_bbbc021\n"
+               "  morphospace report --runs runs"),
     "predict": "morphospace predict --run runs/isl_simulated --manifest screen/manifest.csv --out predicted",
     "isl": "morphospace evaluate isl --run runs/isl_simulated --set empty_threshold=2.0 --json",
     "segmentation": "morphospace evaluate segmentation --run runs/nuclei_simulated --json",
@@ -459,11 +462,33 @@ def _add_explore(subparsers) -> None:
     beta_sweep.add_argument("--cells", type=int, default=500, help="held-out cells measured per run (default 500)")
     beta_sweep.add_argument("--out", type=Path, help="output folder (default RUNS_DIR/<name>_beta_sweep)")
     beta_sweep.set_defaults(handler=_explore_beta_sweep)
+    _add_explore_map(kinds)
+
+
+def _add_explore_map(kinds) -> None:
+    cell_map = _subparser(kinds, "map", "An interactive map of a table (features, profiles, embeddings) in one "
+                                        "self-contained HTML page: colour by any metadata column, the crop on hover, "
+                                        "a gallery of a click or lasso selection.")
+    cell_map.add_argument("--table", type=Path, required=True, help="Parquet or CSV table with Metadata_* columns")
+    cell_map.add_argument("--store", type=Path, help="crop store the rows come from (crops on hover; rows without "
+                                                     "Metadata_StoreIndex, e.g. wells, show a montage of their cells)")
+    cell_map.add_argument("--color", help="metadata column to colour by first (default MoA, compound or plate)")
+    cell_map.add_argument("--method", choices=("pca", "umap"), default="pca",
+                          help="layout (umap needs the morphospace[umap] extra)")
+    cell_map.add_argument("--max-points", type=int, default=10_000, help="rows drawn at most (random, seeded)")
+    cell_map.add_argument("--thumbnail-size", type=int, default=64, help="thumbnail side in pixels")
+    cell_map.add_argument("--seed", type=int, default=0)
+    cell_map.add_argument("--out", type=Path, required=True, help="the page to write, FILE.html")
+    cell_map.set_defaults(handler=_explore_map)
 
 
 def _add_report(subparsers) -> None:
-    parser = _subparser(subparsers, "report", "Write RUN/report.html from a run's config, curves, figures and scores.")
-    parser.add_argument("--run", type=Path, required=True, help="training run directory")
+    parser = _subparser(subparsers, "report", "Write RUN/report.html from a run's config, curves, figures, scores "
+                                              "and embedding map, or an index of every run in a folder.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="training run directory")
+    which.add_argument("--runs", type=Path, help="folder of runs: writes DIR/index.html, their scores in one table, "
+                                                 "each linking its report (written where missing or older)")
     parser.set_defaults(handler=_report)
 
 
@@ -740,6 +765,17 @@ def _explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explore_map(args: argparse.Namespace) -> int:
+    from morphospace.explore.cell_map import write_map
+
+    path, cell_map = write_map(args.table, args.out, args.store, args.color, args.method, args.max_points, args.seed,
+                               args.thumbnail_size)
+    shown = "with crops" if cell_map.thumbnails is not None else "without crops"
+    print(f"wrote {path}: {cell_map.n_points:,} points {shown}, {path.stat().st_size / 1e6:.1f} MB"
+          + "".join(f"; {note}" for note in cell_map.notes))
+    return 0
+
+
 def _explore_fewshot(args: argparse.Namespace) -> int:
     from morphospace.workflows.fewshot import FewShotConfig, run_fewshot
 
@@ -883,9 +919,13 @@ def _evaluate_isl(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from morphospace.explore.run_report import write_run_report
+    from morphospace.explore.run_report import write_run_report, write_runs_index
 
-    print(f"wrote {write_run_report(args.run)}")
+    if args.run is not None:
+        print(f"wrote {write_run_report(args.run)}")
+        return 0
+    path, table = write_runs_index(args.runs)
+    print(f"wrote {path}: {len(table)} run(s)")
     return 0
 
 

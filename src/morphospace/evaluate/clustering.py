@@ -40,7 +40,8 @@ from sklearn.svm import SVC
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns
 
-__all__ = ["ClusteringResult", "evaluate_clustering", "compare_embeddings", "dendrogram_figure", "scatter_figure"]
+__all__ = ["ClusteringResult", "evaluate_clustering", "compare_embeddings", "dendrogram_figure", "scatter_figure",
+           "project_2d"]
 
 
 @dataclass
@@ -176,29 +177,46 @@ def dendrogram_figure(table: pd.DataFrame, label_column: str, max_leaves: int = 
     return fig
 
 
-def scatter_figure(table: pd.DataFrame, label_column: str, method: str = "pca", seed: int = 0) -> Figure:
-    """2-D scatter of the standardised features by PCA (or UMAP when ``umap-learn`` is installed
-    and ``method="umap"``), coloured by label."""
-    x, labels = _matrix(table, label_column, None)
+def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray, tuple[str, str]]:
+    """Coordinates (n, 2) of the rows of ``x`` (n, d), already standardised, by PCA or UMAP
+    (``method="umap"``, needs the optional ``umap-learn``; on the first 50 principal components
+    when ``d`` is larger), and the two axis labels (PCA: with the share of variance explained).
+
+    >>> xy, labels = project_2d(np.random.default_rng(0).normal(size=(20, 5)) * [5, 1, 1, 1, 1])
+    >>> xy.shape, labels[0].startswith("PC1")
+    ((20, 2), True)
+    """
+    if method not in ("pca", "umap"):
+        raise InputError(f"projection method {method!r}: expected pca or umap")
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise InputError(f"a 2-D layout needs at least 2 feature columns; got {x.shape[-1] if x.ndim else 0}")
     if method == "umap":
         try:
-            import umap
+            from umap import UMAP
         except ImportError:
-            raise InputError("UMAP needs the optional package umap-learn (pip install umap-learn)") from None
-        xy = umap.UMAP(random_state=seed).fit_transform(x)
-        axis = "UMAP"
-    else:
-        pca = PCA(2, random_state=seed).fit(x)
-        xy = pca.transform(x)
-        axis = "PC"
+            raise InputError("UMAP needs the optional package umap-learn (pip install umap-learn, or the "
+                             "morphospace[umap] extra)") from None
+        if x.shape[1] > 50:
+            x = PCA(50, random_state=seed).fit_transform(x)
+        return UMAP(random_state=seed, n_jobs=1).fit_transform(x), ("UMAP 1", "UMAP 2")
+    pca = PCA(2, random_state=seed).fit(x)
+    shares = pca.explained_variance_ratio_
+    return pca.transform(x), (f"PC1 ({shares[0]:.0%} of variance)", f"PC2 ({shares[1]:.0%})")
+
+
+def scatter_figure(table: pd.DataFrame, label_column: str, method: str = "pca", seed: int = 0) -> Figure:
+    """2-D scatter of the standardised features by :func:`project_2d` (PCA, or UMAP with
+    ``method="umap"``), coloured by label."""
+    x, labels = _matrix(table, label_column, None)
+    xy, (x_label, y_label) = project_2d(x, method, seed)
     palette = _palette(sorted(set(labels)))
     fig = Figure(figsize=(6.5, 5), layout="tight")
     ax = fig.subplots()
     for name in sorted(set(labels)):
         chosen = labels == name
         ax.scatter(xy[chosen, 0], xy[chosen, 1], s=12, color=palette[name], label=name, alpha=0.8)
-    ax.set_xlabel(f"{axis} 1")
-    ax.set_ylabel(f"{axis} 2")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.legend(fontsize=6, markerscale=0.8, loc="best", ncols=2)
     return fig
 

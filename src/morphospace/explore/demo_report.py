@@ -1,5 +1,7 @@
 """The demo study's HTML report: overview, QC, segmentation against the ground truth, crops per
-MoA, CellProfiler profiles and MoA accuracy, the generative models and in silico labeling.
+MoA, CellProfiler profiles and MoA accuracy, interactive maps of the wells (profiles) and of the
+cells (CellProfiler features and each model's embedding), the generative models and in silico
+labeling.
 
 :func:`write_demo_report` reads what :func:`morphospace.workflows.demo.run_demo` wrote into its
 output folder, plus the evaluations it computed.
@@ -16,6 +18,7 @@ import tifffile
 from matplotlib.figure import Figure
 
 from morphospace.evaluate.segmentation import pooled_scores
+from morphospace.explore.cell_map import map_layout, shared_cells_map, table_map
 from morphospace.explore.figures import crop_montage_figure, segmentation_overlay_figure
 from morphospace.explore.report import Report
 from morphospace.io.store import CropStore
@@ -54,6 +57,7 @@ def write_demo_report(out: Path, config: Any, store: CropStore, manifest: pd.Dat
     _segmentation_section(report, out, store, manifest, scores, config.overlay_fields)
     _crops_section(report, store, config.montage_cells, config.simulate.seed)
     _profiles_section(report, out, config, evaluations)
+    _maps_section(report, out, store, evaluations)
     _models_section(report, evaluations)
     if evaluations.get("isl"):
         _isl_section(report, evaluations["isl"])
@@ -63,8 +67,8 @@ def write_demo_report(out: Path, config: Any, store: CropStore, manifest: pd.Dat
 def _models_section(report: Report, evaluations: dict) -> None:
     if not evaluations.get("models"):
         return
-    report.section("Generative models", "Trained on the prepared crops; each run has its own report "
-                                        "(morphospace report --run RUN).")
+    report.section("Generative models", "Trained on the prepared crops; each run has its own report, linked "
+                                        "from runs/index.html (morphospace report --runs RUNS).")
     rows = [{"representation": "CellProfiler features", "NSC": evaluations["moa"]["nsc"]["accuracy"]}]
     rows += [{"representation": f"{preset} embedding", "NSC": result["moa"]["nsc"]["accuracy"]}
              for preset, result in evaluations["models"].items()]
@@ -74,6 +78,29 @@ def _models_section(report: Report, evaluations: dict) -> None:
         report.image(figures / "generated_seed0.png", f"{preset}_generated", f"{preset}: samples from the prior")
         report.image(figures / "interpolation_noise.png", f"{preset}_interpolation",
                      f"{preset}: interpolations between noise vectors")
+        report.image(figures / "traversal.png", f"{preset}_traversal",
+                     f"{preset}: latent traversals (one dimension walked per row, the others at 0)")
+        if (figures / "algebra_NucleusArea.png").is_file():
+            report.image(figures / "algebra_NucleusArea.png", f"{preset}_algebra", f"{preset}: vector algebra, the "
+                         "latent direction from small to large nuclei added to other cells")
+
+
+def _maps_section(report: Report, out: Path, store: CropStore, evaluations: dict) -> None:
+    """A map of the wells (CellProfiler profiles, a montage of each well's cells on hover) and one of
+    the cells, switchable between CellProfiler features and each model's embedding."""
+    report.section("Maps of wells and cells", "Hover over a point to see its cells, click or draw a lasso to list a "
+                                              "selection under the map, and choose the column to colour by. Layouts "
+                                              "are PCA of the z-scored features.")
+    wells = table_map(pd.read_parquet(out / "features" / "profiles.parquet"), store,
+                      name="CellProfiler profiles (PCA)", where="profiles.parquet")
+    report.interactive(map_layout(wells, title="Wells: CellProfiler profiles", name="wells-map"))
+    tables = {"CellProfiler features": pd.read_parquet(out / "features" / "cells.parquet")}
+    for preset, result in evaluations.get("models", {}).items():
+        tables[f"{preset} embedding"] = pd.read_parquet(Path(result["run"]) / "embeddings.parquet")
+    cells = shared_cells_map(tables, store)
+    report.interactive(map_layout(cells, title="Cells: choose the layout", name="cells-map"))
+    for note in wells.notes + cells.notes:
+        report.text(note, note=True)
 
 
 def _profiles_section(report: Report, out: Path, config: Any, evaluations: dict) -> None:

@@ -1,5 +1,5 @@
-"""A self-contained HTML report: headings, text, tables and figures (embedded PNGs, also saved
-under ``figures/``).
+"""A self-contained HTML report: headings, text, tables, figures (embedded PNGs, also saved
+under ``figures/``) and interactive Bokeh layouts (their scripts inlined).
 
 Examples
 --------
@@ -38,6 +38,9 @@ img { max-width: 100%; } .note { color: #555; font-size: 0.9em; }
 """
 
 
+_INTERACTIVE = "\x00interactive\x00"
+
+
 class Report:
     """Collects report blocks in order and writes them as one HTML file."""
 
@@ -45,6 +48,7 @@ class Report:
         self.title = title
         self.blocks: list[str] = []
         self.figures: dict[str, bytes] = {}
+        self.interactives: list = []
 
     def section(self, title: str, text: str | None = None) -> None:
         self.blocks.append(f"<h2>{html.escape(title)}</h2>")
@@ -59,8 +63,12 @@ class Report:
         """Preformatted text (a config, a log excerpt)."""
         self.blocks.append(f"<pre>{html.escape(text)}</pre>")
 
-    def table(self, frame: pd.DataFrame, caption: str | None = None, float_format: str = "{:.3f}") -> None:
-        formatted = frame.to_html(index=False, float_format=float_format.format, border=0, escape=True)
+    def table(self, frame: pd.DataFrame, caption: str | None = None, float_format: str = "{:.3f}",
+              escape: bool = True, na_rep: str = "NaN") -> None:
+        """A table; ``escape=False`` keeps HTML in cells (links the caller built and escaped),
+        ``na_rep`` is how missing values show."""
+        formatted = frame.to_html(index=False, float_format=float_format.format, border=0, escape=escape,
+                                  na_rep=na_rep)
         caption_html = f"<p class='note'>{html.escape(caption)}</p>" if caption else ""
         self.blocks.append(formatted + caption_html)
 
@@ -82,6 +90,25 @@ class Report:
         """Embed an existing PNG file (it is not copied into ``figures/``)."""
         self._add_png(Path(png).read_bytes(), name, caption)
 
+    def interactive(self, model) -> None:
+        """Add a Bokeh model (a map, a layout); BokehJS is inlined once in the page's head, so the page
+        still needs no network."""
+        self.blocks.append(f"{_INTERACTIVE}{len(self.interactives)}{_INTERACTIVE}")
+        self.interactives.append(model)
+
+    def _head_and_body(self) -> tuple[str, str]:
+        body = "\n".join(self.blocks)
+        if not self.interactives:
+            return "", body
+        from bokeh.embed import components
+        from bokeh.resources import Resources
+
+        script, divs = components(self.interactives)
+        for index, div in enumerate(divs):
+            body = body.replace(f"{_INTERACTIVE}{index}{_INTERACTIVE}", f"<div class='interactive'>{div}</div>")
+        resources = Resources(mode="inline", components=["bokeh", "bokeh-gl", "bokeh-widgets"])
+        return resources.render_js(), body + script
+
     def write(self, path: str | os.PathLike) -> Path:
         """Write ``path`` and the figures made with :meth:`figure` (``figures/*.png`` beside it)."""
         path = Path(path)
@@ -90,8 +117,8 @@ class Report:
         for name, data in self.figures.items():
             with atomic_file(figures_dir / name) as tmp:
                 tmp.write_bytes(data)
-        body = "\n".join(self.blocks)
+        head, body = self._head_and_body()
         document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                    f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>")
+                    f"<style>{_STYLE}</style>{head}</head><body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>")
         write_text_atomic(path, document)
         return path

@@ -1,22 +1,30 @@
 """``report --run RUN``: one HTML page for a training run of any family — its config, what it
-trained on, training curves, sample grids, latent-space figures and every evaluation found in the
-run directory (generation, MoA and retrieval of embeddings, in silico labeling, segmentation)."""
+trained on, training curves, sample grids, latent-space figures, an interactive map of its
+embeddings and every evaluation found in the run directory (generation, MoA and retrieval of
+embeddings, in silico labeling, segmentation, coupling, drug shifts).
+
+``report --runs DIR``: ``DIR/index.html``, every run of a folder in one table of scores, each
+linking its report, and the rate-distortion figures of the folder's beta sweeps."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from matplotlib.figure import Figure
 
 from morphospace.errors import InputError
+from morphospace.explore.cell_map import map_layout, table_map
 from morphospace.explore.report import Report
+from morphospace.io.store import CropStore
 from morphospace.models.training import TrainSummary
 
-__all__ = ["write_run_report", "training_curves_figure"]
+__all__ = ["write_run_report", "write_runs_index", "runs_table", "training_curves_figure"]
 
 _FIGURE_CAPTIONS = {
     "prediction": "Input, truth and prediction of a held-out field (same display range for truth and prediction)",
@@ -33,6 +41,15 @@ _FIGURE_CAPTIONS = {
     "final_samples": "Samples from the fixed noise of the training grids, when training ended",
     "final_interpolation": "Interpolations between pairs of noise vectors, when training ended",
     "final_reconstructions": "Random training crops and their reconstructions, when training ended",
+    "feature_correlation_histogram": ("Pearson correlation, over held-out cells, between each requested feature and "
+                                      "the same feature re-measured on the generated image (CP2Image's Figure 4a)"),
+    "feature_correlation_scatter": "Requested against re-measured values of six features (best to worst)",
+    "conditions_real_vs_generated": "Real and generated crops of each condition",
+    "condition_interpolation": "Generation walked from one condition to another, from the same starting noise",
+    "from_controls": "Control crops carried to a treatment by the flow",
+    "moa_confusion": "Confusion matrix: true against predicted MoA of each treatment",
+    "dendrogram": "Hierarchical clustering of the samples",
+    "scatter": "2-D layout of the samples",
     "coupling": ("Coupling of each structure to each reference channel (1 - ELBO / ELBO with that channel swapped), "
                  "with bootstrap intervals; open diamonds (runs scored with --truth): the true couplings"),
 }
@@ -88,20 +105,44 @@ def write_run_report(run_dir: str | os.PathLike) -> Path:
         report.section("Generation and latent space")
         for path in others:
             report.image(path, path.stem, _caption(path.stem))
-    _embeddings_section(report, run_dir / "embeddings.parquet")
+    _embeddings_section(report, run_dir)
     _evaluation_section(report, run_dir / "evaluation")
     return report.write(run_dir / "report.html")
 
 
-def _embeddings_section(report: Report, path: Path) -> None:
+def _embeddings_section(report: Report, run_dir: Path) -> None:
+    path = run_dir / "embeddings.parquet"
     if not path.is_file():
         return
-    import pyarrow.parquet as pq
+    table = pd.read_parquet(path)
+    dimensions = sum(str(name).startswith("Embedding_") for name in table.columns)
+    report.section("Embeddings", f"{path.name}: {len(table)} cells x {dimensions} dimensions, beside the store's "
+                                 "metadata (morphospace profiles and evaluate read it). The map lays them out by PCA; "
+                                 "hover for a cell's crop, click or lasso to list a selection.")
+    store = _run_store(run_dir)
+    try:
+        cell_map = table_map(table, store, name="embeddings (PCA)", where=str(path))
+    except InputError as error:
+        report.text(f"no map: {error}", note=True)
+        return
+    if store is None:
+        report.text("the run's training store (data.store of its config) was not found here", note=True)
+    for note in cell_map.notes:
+        report.text(note, note=True)
+    report.interactive(map_layout(cell_map))
 
-    schema = pq.read_schema(path)
-    dimensions = sum(name.startswith("Embedding_") for name in schema.names)
-    report.section("Embeddings", f"{path.name}: {pq.read_metadata(path).num_rows} cells x {dimensions} dimensions, "
-                                 "beside the store's metadata (morphospace profiles and evaluate read it).")
+
+def _run_store(run_dir: Path) -> CropStore | None:
+    """The run's training store (``data.store`` of its config): as written, or relative to the
+    run's folder or the folder above it; None when none of these holds a store."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    store = (config.get("data") or {}).get("store")
+    if not store:
+        return None
+    for candidate in (Path(store), run_dir.parent / store, run_dir.parent.parent / store):
+        if (candidate / "store.json").is_file():
+            return CropStore(candidate)
+    return None
 
 
 def _training_section(report: Report, run_dir: Path) -> None:
@@ -247,3 +288,98 @@ def _statistical_cell_sections(report: Report, evaluation: Path) -> None:
             report.text(f"Against the truth: target-space recall {_shown(scores['target']['recall'], '.2f')} of "
                         f"{scores['target']['n_shifted']} shifted pairs, {scores['target']['false_positives']} false "
                         f"positive(s); {scores['reference']['false_positives']} significant reference-space test(s).")
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run_scores(run_dir: Path) -> dict[str, object]:
+    """One row of :func:`runs_table`: what the run is and the headline number of each evaluation
+    found in its ``evaluation/`` folder (missing ones stay empty)."""
+    data = _json(run_dir / "data.json") or {}
+    row: dict[str, object] = {"run": run_dir.name, "family": data.get("family"), "source": data.get("source")}
+    try:
+        summary = TrainSummary.read(run_dir)
+        row["epochs"] = summary.epochs
+    except InputError:
+        row["epochs"] = None
+    evaluation = run_dir / "evaluation"
+    generation = _json(evaluation / "generation.json")
+    if generation:
+        row["FID"] = generation["in_domain"]["fid"]
+        row["KID"] = generation["in_domain"]["kid_mean"]
+        row["FID extractor"] = generation["in_domain"]["extractor"]
+        accuracy = generation.get("condition_accuracy")
+        if accuracy:
+            row["condition accuracy / real"] = accuracy.get("ratio_to_real")
+    moa = _json(evaluation / "moa.json")
+    if moa:
+        row["NSC"] = moa["nsc"]["accuracy"]
+        row["NSCB"] = moa.get("nscb", {}).get("accuracy")
+    retrieval = _json(evaluation / "retrieval.json")
+    if retrieval and "moa" in retrieval:
+        row["MoA mAP"] = retrieval["moa"]["mean_average_precision"]
+    isl = _json(evaluation / "isl.json")
+    if isl:
+        row["ISL PCC"] = sum(t["pcc"]["non_empty"]["mean"] for t in isl["targets"].values()) / len(isl["targets"])
+    segmentation = _json(evaluation / "segmentation.json")
+    if segmentation:
+        row["segmentation F1"] = segmentation.get("f1_pooled")
+    coupling = _json(evaluation / "coupling.json")
+    if coupling:
+        row["mean coupling"] = sum(r["coupling"] for r in coupling["coupling"]) / len(coupling["coupling"])
+    return row
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    """Every training run under ``folder``: a directory holding ``config.yaml`` and ``data.json``."""
+    return sorted(p.parent for p in folder.rglob("data.json") if (p.parent / "config.yaml").is_file())
+
+
+def runs_table(folder: str | os.PathLike) -> pd.DataFrame:
+    """One row per run under ``folder`` (:func:`_run_dirs`) with its family, epochs and scores."""
+    folder = Path(folder)
+    rows = [_run_scores(run) for run in _run_dirs(folder)]
+    return pd.DataFrame(rows).dropna(axis=1, how="all") if rows else pd.DataFrame(columns=["run"])
+
+
+def _stale(report: Path, run_dir: Path) -> bool:
+    """Whether ``report`` is missing or older than anything the run wrote since."""
+    if not report.is_file():
+        return True
+    written = report.stat().st_mtime
+    sources = [run_dir / name for name in ("config.yaml", "summary.json", "embeddings.parquet")]
+    sources += list((run_dir / "evaluation").glob("*.json")) + list((run_dir / "figures").glob("*.png"))
+    return any(p.is_file() and p.stat().st_mtime > written for p in sources)
+
+
+def write_runs_index(folder: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
+    """``report --runs DIR``: write each run's report where missing or out of date, then
+    ``DIR/index.html``: the runs' scores in one table (each run linking its report) and the
+    rate-distortion figure of every beta sweep in the folder. Returns the page and the table."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    runs = _run_dirs(folder)
+    sweeps = sorted(p.parent for p in folder.rglob("beta_sweep.csv"))
+    if not runs and not sweeps:
+        raise InputError(f"{folder}: no training runs in it (folders holding config.yaml and data.json)")
+    for run in runs:
+        if _stale(run / "report.html", run):
+            write_run_report(run)
+    table = runs_table(folder)
+    links = [f"<a href='{html.escape((run / 'report.html').relative_to(folder).as_posix())}'>{html.escape(run.name)}</a>"
+             for run in runs]
+    report = Report(f"morphospace runs: {folder.name}")
+    report.section("Runs", "Each run's headline scores, from the evaluations found in its folder (empty: not "
+                           "evaluated). FID and KID are comparable only between runs scored with the same extractor "
+                           "on the same real crops; NSC and mAP only between runs profiled the same way.")
+    report.table(table.assign(run=links), escape=False, na_rep="")
+    for sweep in sweeps:
+        report.section(f"Beta sweep: {sweep.name}", "Held-out reconstruction error against KL per beta, and active "
+                                                     "latent dimensions (the Statistical Cell's rate-distortion figure).")
+        report.table(pd.read_csv(sweep / "beta_sweep.csv").drop(columns="run", errors="ignore"))
+        if (sweep / "beta_sweep.png").is_file():
+            report.image(sweep / "beta_sweep.png", f"{sweep.name}_rate_distortion", "Rate-distortion curves")
+    return report.write(folder / "index.html"), table

@@ -2,7 +2,8 @@
 ground truth, measure CellProfiler features, build profiles, score MoA accuracy (NSC) and retrieval
 (mAP), train small generative models (a VAE and a GAN) and score their embeddings, train a small
 in-silico-labeling U-Net from transmitted light to DNA on the screen's first plate rendered in
-transmitted mode and score its PCC on held-out fields, and write ``report.html``.
+transmitted mode and score its PCC on held-out fields, and write ``report.html`` (with interactive
+maps of the cells and wells) and ``runs/index.html`` (each run's report and scores).
 
 Every training budget is in epochs, so the same seed gives the same numbers whatever the machine's
 load. Steps already done in the output folder (same config) are reused, so a second run only
@@ -23,6 +24,7 @@ import pydantic
 from morphospace.config import Config
 from morphospace.evaluate.segmentation import pooled_scores, score_label_files
 from morphospace.explore.demo_report import write_demo_report
+from morphospace.explore.run_report import write_runs_index
 from morphospace.features.cellprofiler import FeaturesConfig
 from morphospace.features.profiles import ProfilesConfig
 from morphospace.io.store import CropStore
@@ -35,7 +37,7 @@ from morphospace.workflows.evaluation import (
     MoAEvaluationConfig, RetrievalConfig, run_moa_evaluation, run_retrieval_evaluation,
 )
 from morphospace.workflows.isl import evaluate_isl_run
-from morphospace.workflows.latent import embed_store, explore_interpolate, generate
+from morphospace.workflows.latent import embed_store, explore_algebra, explore_interpolate, explore_traverse, generate
 from morphospace.workflows.prepare import PrepareConfig, prepare
 from morphospace.workflows.profiling import extract_features, make_profiles
 from morphospace.workflows.train import trained
@@ -182,6 +184,7 @@ def _run_steps(out: Path, config: DemoConfig, workers: int, progress: bool, star
     evaluations["models"] = {name: _train_and_evaluate(out, config, name, progress)
                              for name in config.models.presets}
     evaluations["isl"] = _in_silico_labeling(out, config, workers, progress) if config.isl.enabled else None
+    write_runs_index(out / "runs")
     report_path = write_demo_report(out, config, store, manifest, scores, evaluations)
     logger.info("report written to %s", report_path)
     return DemoSummary(
@@ -221,6 +224,9 @@ def _train_and_evaluate(out: Path, config: DemoConfig, name: str, progress: bool
         embed_store(run, out=embeddings, progress=progress)
     generate(run, n=32, seed=0)
     explore_interpolate(run, seeds=tuple(range(8)), steps=8)
+    explore_traverse(run, n_dims=6)
+    if train_config.model.family == "vae":  # a GAN would need each cell projected into its noise space
+        explore_algebra(run, "NucleusArea")
     profiles = make_profiles(embeddings, config=config.profiles)
     return {"moa": run_moa_evaluation(profiles, run / "evaluation", config.moa, overwrite=True), "run": str(run)}
 
