@@ -119,6 +119,6 @@ def test_a_broken_plug_in_leaves_the_other_families_working(monkeypatch, caplog)
     monkeypatch.setattr(registry, "entry_points", lambda group: [
         Entry("gan", lambda: GANFamily), Entry("broken", lambda: 1 / 0), Entry("toy", lambda: _plugin_module().ToyFamily)])
     assert registry.family_names() == ["autoencoder", "classifier", "cp2image", "diffusion", "gan", "isl",
-                                      "statistical_cell", "toy", "unet_embedder", "vae"]
+                                      "ssl", "statistical_cell", "toy", "unet_embedder", "vae"]
     assert "plug-in gan (plugin:gan) was not registered: a model family named 'gan' is already registered" in caplog.text
     assert "plug-in broken (plugin:broken) was not registered: division by zero" in caplog.text

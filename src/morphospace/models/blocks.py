@@ -29,6 +29,7 @@ from torch import nn
 
 __all__ = [
     "doublings",
+    "pooled_cnn",
     "Generator",
     "ConvEncoder",
     "Discriminator",
@@ -39,6 +40,21 @@ __all__ = [
 ]
 
 GANLoss = Literal["dcgan", "lsgan", "wgan-gp"]
+
+
+def pooled_cnn(in_channels: int, base_channels: int, blocks: int) -> tuple[nn.Module, int]:
+    """A CNN that pools an image (N, C, H, W) to a vector: ``blocks`` x [3x3 conv, batch norm, ReLU,
+    3x3 conv, batch norm, ReLU, 2x2 max pool], feature maps doubling from ``base_channels``, then
+    global average pooling; returns it and its output length."""
+    from monai.networks.blocks import Convolution
+
+    layers, channels = [], in_channels
+    for index in range(blocks):
+        out = base_channels * 2 ** index
+        layers += [Convolution(2, channels, out, kernel_size=3, norm="batch", act="relu"),
+                   Convolution(2, out, out, kernel_size=3, norm="batch", act="relu"), nn.MaxPool2d(2)]
+        channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1)), channels
 Norm = Literal["batch", "layer", "none"]
 
 

@@ -27,7 +27,6 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import pydantic
 import torch
-from monai.networks.blocks import Convolution
 from monai.networks.nets import DenseNet121
 from torch import nn
 from torch.nn import functional as F
@@ -35,6 +34,7 @@ from torch.nn import functional as F
 from morphospace.config import PATH, Config, key_error
 from morphospace.data.conditions import CategoricalCondition
 from morphospace.data.spec import DataSpec
+from morphospace.models.blocks import pooled_cnn
 from morphospace.models.embedding import EmbeddingFamily, EmbeddingModel
 from morphospace.models.training import RunConfig
 from morphospace.models.weights import load_pretrained
@@ -67,16 +67,6 @@ class ClassifierConfig(Config):
         return self
 
 
-def _cnn(in_channels: int, base_channels: int, blocks: int) -> tuple[nn.Module, int]:
-    layers, channels = [], in_channels
-    for index in range(blocks):
-        out = base_channels * 2 ** index
-        layers += [Convolution(2, channels, out, kernel_size=3, norm="batch", act="relu"),
-                   Convolution(2, out, out, kernel_size=3, norm="batch", act="relu"), nn.MaxPool2d(2)]
-        channels = out
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1)), channels
-
-
 def _densenet(in_channels: int) -> tuple[DenseNet121, int]:
     net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1)
     net.class_layers.out = nn.Identity()  # keep ReLU, pooling and flattening: (N, 1024)
@@ -101,7 +91,7 @@ class Classifier(EmbeddingModel):
         if len(self.classes) < 2:
             raise ValueError(f"a classifier needs at least two classes, got {self.classes}")
         if self.cfg.backbone == "cnn":
-            self.backbone, features = _cnn(self.image_shape[0], self.cfg.base_channels, self.cfg.blocks)
+            self.backbone, features = pooled_cnn(self.image_shape[0], self.cfg.base_channels, self.cfg.blocks)
         else:
             self.backbone, features = _densenet(self.image_shape[0])
         self.embedding = nn.Sequential(nn.Linear(features, self.cfg.embedding_dim), nn.ReLU(inplace=True))

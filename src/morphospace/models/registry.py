@@ -16,7 +16,7 @@ Examples
 >>> resolve_run_config({"name": "demo", "data": {"store": "store"}, "model": {"family": "gam"}})
 Traceback (most recent call last):
 ...
-morphospace.config.ConfigError: config: key 'model.family': unknown family 'gam'; choose from ['autoencoder', 'classifier', 'cp2image', 'diffusion', 'gan', 'isl', 'statistical_cell', 'unet_embedder', 'vae']
+morphospace.config.ConfigError: config: key 'model.family': unknown family 'gam'; choose from ['autoencoder', 'classifier', 'cp2image', 'diffusion', 'gan', 'isl', 'ssl', 'statistical_cell', 'unet_embedder', 'vae']
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 BUILTIN_FAMILIES = ("morphospace.models.gan", "morphospace.models.vae", "morphospace.models.isl",
                     "morphospace.models.cp2image", "morphospace.models.statistical_cell",
                     "morphospace.models.autoencoder", "morphospace.models.classifier",
-                    "morphospace.models.unet_embedder", "morphospace.models.diffusion")
+                    "morphospace.models.unet_embedder", "morphospace.models.diffusion",
+                    "morphospace.models.ssl")
 """Modules of the built-in families; each defines ``FAMILY``."""
 
 ENTRY_POINT_GROUP = "morphospace.families"
