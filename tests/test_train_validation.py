@@ -24,7 +24,7 @@ CASES = {
     "output range of a generative model": (["data.normalization.out_range=[0,1]"],
                                            "key 'data.normalization.out_range'", "tanh values in [-1, 1]"),
     "unknown family": (["model.family=stylegan"], "key 'model.family': unknown family 'stylegan'",
-                       "'diffusion', 'gan', 'isl', 'statistical_cell', 'unet_embedder', 'vae']"),
+                       "'diffusion', 'gan', 'isl', 'ssl', 'statistical_cell', 'unet_embedder', 'vae']"),
     "unknown model key": (["model.bta=2"], "key 'model.bta': unknown key", ""),
     "family value out of range": (["model.objective=convex", "model.beta=2"], "beta must lie in [0, 1]", ""),
     "z-scored input of a generative model": (["data.normalization.method=zscore"],
