@@ -337,10 +337,10 @@ def _run_dirs(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.rglob("data.json") if (p.parent / "config.yaml").is_file())
 
 
-def runs_table(folder: str | os.PathLike) -> pd.DataFrame:
-    """One row per run under ``folder`` (:func:`_run_dirs`) with its family, epochs and scores."""
-    folder = Path(folder)
-    rows = [_run_scores(run) for run in _run_dirs(folder)]
+def runs_table(folder: str | os.PathLike, runs: list[Path] | None = None) -> pd.DataFrame:
+    """One row per run under ``folder`` (or per run of ``runs``, found already) with its family,
+    epochs and scores."""
+    rows = [_run_scores(run) for run in (runs if runs is not None else _run_dirs(Path(folder)))]
     return pd.DataFrame(rows).dropna(axis=1, how="all") if rows else pd.DataFrame(columns=["run"])
 
 
@@ -368,7 +368,7 @@ def write_runs_index(folder: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
     for run in runs:
         if _stale(run / "report.html", run):
             write_run_report(run)
-    table = runs_table(folder)
+    table = runs_table(folder, runs)
     links = [f"<a href='{html.escape((run / 'report.html').relative_to(folder).as_posix())}'>{html.escape(run.name)}</a>"
              for run in runs]
     report = Report(f"morphospace runs: {folder.name}")

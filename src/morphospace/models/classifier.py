@@ -128,6 +128,7 @@ class ClassifierFamily(EmbeddingFamily):
     name = "classifier"
     config = ClassifierConfig
     module = Classifier
+    pretrained_part = "DenseNet-121 features"
 
     def halvings(self, model: ClassifierConfig) -> int:
         return model.blocks if model.backbone == "cnn" else DENSENET_HALVINGS
@@ -147,14 +148,5 @@ class ClassifierFamily(EmbeddingFamily):
 
     def build_arguments(self, config: RunConfig, spec: DataSpec) -> dict[str, Any]:
         return {"classes": spec.names(config.model.label)}
-
-    def build(self, config: RunConfig, spec: DataSpec, data: Any) -> tuple[Classifier, dict[str, str]]:
-        module, notes = super().build(config, spec, data)
-        if config.model.weights:
-            counts = module.load_pretrained()
-            notes["initialisation"] = (f"DenseNet-121 features from {config.model.weights} "
-                                       f"({counts['loaded']} of {counts['tensors']} tensors)")
-        return module, notes
-
 
 FAMILY = ClassifierFamily()

@@ -87,10 +87,21 @@ class EmbeddingFamily(Family):
             raise key_error("data.crop_size", f"tiles are {height} x {width} px; the {self.name} networks need square "
                                               f"tiles whose side is a multiple of {factor}")
 
+    pretrained_part: ClassVar[str] = "backbone"
+    """What ``model.weights`` initialises, as the run's notes name it."""
+
     def build(self, config: RunConfig, spec: DataSpec, data: pl.LightningDataModule
               ) -> tuple[pl.LightningModule, dict[str, str]]:
+        """The module; a config with ``weights`` (a local state dict) has them loaded through the
+        module's ``load_pretrained`` (a new run only: checkpoints carry them after)."""
         model = config.model.to_dict()
-        return self.module_class(model)(model, spec.shape("image"), **self.build_arguments(config, spec)), {}
+        module = self.module_class(model)(model, spec.shape("image"), **self.build_arguments(config, spec))
+        weights = getattr(config.model, "weights", None)
+        if not weights:
+            return module, {}
+        counts = module.load_pretrained()
+        return module, {"initialisation": f"{self.pretrained_part} from {weights} "
+                                          f"({counts['loaded']} of {counts['tensors']} tensors)"}
 
     def build_arguments(self, config: RunConfig, spec: DataSpec) -> dict[str, Any]:
         """Constructor arguments beside the config and image shape (saved as hyper-parameters)."""

@@ -345,10 +345,6 @@ class SSLFamily(EmbeddingFamily):
     def build(self, config: RunConfig, spec: DataSpec, data: Any) -> tuple[SelfSupervised, dict[str, str]]:
         module, notes = super().build(config, spec, data)
         module.generator.manual_seed(config.seed)
-        if config.model.weights:
-            counts = module.load_pretrained()
-            notes["initialisation"] = (f"backbone from {config.model.weights} "
-                                       f"({counts['loaded']} of {counts['tensors']} tensors)")
         return module, notes
 
 
