@@ -39,6 +39,8 @@ _EXAMPLES = {
     "moa": "morphospace evaluate moa --profiles profiles.parquet --out eval --set operation=median --json",
     "retrieval": "morphospace evaluate retrieval --profiles profiles.parquet --out eval",
     "clustering": "morphospace evaluate clustering --table embeddings.parquet --label Metadata_MoA --out eval",
+    "probe": ("morphospace evaluate probe --table embeddings.parquet --label Metadata_MoA --out eval\n"
+              "  morphospace evaluate probe --table embeddings.parquet --label Metadata_MoA --group Metadata_Compound"),
     "compare-embeddings": ("morphospace evaluate compare-embeddings --table cnn=cnn/samples.parquet "
                            "--table pca=pca/samples.parquet --label Metadata_Group --out comparison"),
     "generation": (
@@ -203,11 +205,12 @@ _EVALUATIONS = {
     "moa": "NSC / NSCB MoA accuracy by 1-NN over treatment profiles.",
     "retrieval": "copairs mAP: same-MoA retrieval and replicates against controls.",
     "clustering": "SVM cross-validation and clustering metrics for a label column.",
+    "probe": "Linear-probe and kNN accuracy (k-fold) of a label column: what an embedding holds.",
 }
 
 
 def _add_evaluate(subparsers) -> None:
-    parser = _subparser(subparsers, "evaluate", "Score profiles or embeddings (moa, retrieval, clustering) or a "
+    parser = _subparser(subparsers, "evaluate", "Score profiles or embeddings (moa, retrieval, clustering, probe) or a "
                                                 "run's samples (generation).")
     kinds = parser.add_subparsers(dest="evaluation", metavar="KIND", required=True)
     generation = _subparser(kinds, "generation", "FID/KID, CellProfiler feature distances and memorisation of a run.")
@@ -244,9 +247,11 @@ def _add_evaluate(subparsers) -> None:
         sub.add_argument("--out", type=Path, help="folder for JSON, CSV and figures")
         sub.add_argument("--json", action="store_true", help="print every number as JSON")
         sub.add_argument("--overwrite", action="store_true", help="replace an earlier result in the output")
-        if kind == "clustering":
+        if kind in ("clustering", "probe"):
             sub.add_argument("--label", help="label column (default Metadata_MoA)")
-        else:
+        if kind == "probe":
+            sub.add_argument("--group", help="column whose values the folds keep apart (e.g. Metadata_Compound)")
+        if kind in ("moa", "retrieval"):
             for column, default in (("compound", "Metadata_Compound"), ("concentration", "Metadata_Concentration"),
                                     ("moa", "Metadata_MoA"), ("batch", "Metadata_Batch")):
                 sub.add_argument(f"--{column}-column", dest=f"{column}_column",
@@ -615,9 +620,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     models = {"moa": (evaluation.MoAEvaluationConfig, evaluation.run_moa_evaluation),
               "retrieval": (evaluation.RetrievalConfig, evaluation.run_retrieval_evaluation),
-              "clustering": (evaluation.ClusteringConfig, evaluation.run_clustering_evaluation)}
+              "clustering": (evaluation.ClusteringConfig, evaluation.run_clustering_evaluation),
+              "probe": (evaluation.ProbeConfig, evaluation.run_probe_evaluation)}
     model, run = models[args.evaluation]
-    options = {key: getattr(args, key, None) for key in ("label", "compound_column", "concentration_column",
+    options = {key: getattr(args, key, None) for key in ("label", "group", "compound_column", "concentration_column",
                                                           "moa_column", "batch_column")}
     overrides = list(args.overrides) + [f"{key}={value}" for key, value in options.items() if value]
     config = load_config(model, args.config, overrides)
@@ -649,6 +655,11 @@ def _evaluation_line(kind: str, payload: dict) -> str:
         parts = [f"{k} mAP {payload[k]['mean_average_precision']:.3f}, {payload[k]['fraction_retrieved']:.0%} "
                  f"retrieved" for k in ("moa", "replicates") if k in payload]
         return "retrieval: " + "; ".join(parts)
+    if kind == "probe":
+        grouped = f", folds keeping {payload['group_column']} apart" if payload["group_column"] else ""
+        return (f"probe of {payload['label_column']} ({payload['labels']} labels, {payload['rows']} rows, "
+                f"{payload['folds']} folds{grouped}): linear {payload['linear_accuracy']:.1%}, {payload['k']}-NN "
+                f"{payload['knn_accuracy']:.1%}, chance {payload['chance']:.1%}")
     return (f"clustering by {payload['label']}: SVM {payload['svm_folds']}-fold accuracy {payload['svm_accuracy']:.1%}; "
             + ", ".join(f"{name} V-measure {m['V-measure']:.3f}" for name, m in payload["metrics"].items()))
 

@@ -62,6 +62,21 @@ def test_categorical_vocabulary_comes_from_the_training_split():
     assert restored.encode(cells.iloc[:3]).tolist() == [1, 0, 1]
 
 
+def test_several_columns_make_one_class_per_combination_and_name_the_bad_key():
+    cells = pd.DataFrame({"Metadata_Compound": ["taxol", "taxol", "DMSO", "taxol"],
+                          "Metadata_Concentration": [0.3, 1.0, 0.0, 0.3]})
+    treatment = CategoricalCondition(column=["Metadata_Compound", "Metadata_Concentration"])
+    encoder = fit_condition("treatment", treatment, cells)
+    assert encoder.vocabulary == ["DMSO | 0.0", "taxol | 0.3", "taxol | 1.0"]
+    assert encoder.encode(cells).tolist() == [1, 2, 0, 1]
+    restored = encoder_from_dict("treatment", json.loads(json.dumps(encoder.to_dict())))
+    assert restored.encode(cells).tolist() == [1, 2, 0, 1]
+    with pytest.raises(ConfigError, match=r"data\.conditions\.treatment\.column.*'Metadata_Dose'"):
+        fit_condition("treatment", CategoricalCondition(column=["Metadata_Compound", "Metadata_Dose"]), cells)
+    with pytest.raises(ValueError, match="distinct names"):
+        CategoricalCondition(column=["Metadata_Compound", "Metadata_Compound"])
+
+
 def test_numeric_log_and_standardisation_by_hand():
     train = pd.DataFrame({"dose": [0.0, 1.0, 9.0]})
     encoder = fit_condition("dose", NumericCondition(column="dose", log=True), train)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from morphospace.config import ConfigError
+from morphospace.data.conditions import CategoricalCondition
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.ssl import SelfSupervised, SSLConfig, dino_loss, make_views, nt_xent
 from morphospace.workflows.train import plan_run
@@ -137,6 +138,18 @@ def test_family_checks_name_the_key(blob_store: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match="model.label"):
         plan_run(_run_config(blob_store, tmp_path, {"label": "missing"}))
     assert plan_run(_run_config(blob_store, tmp_path, {"label": "compound"})).family.name == "ssl"
+
+
+def test_a_label_joining_two_columns_has_a_class_per_combination(blob_store: Path, tmp_path: Path):
+    config = _run_config(blob_store, tmp_path, {"label": "treatment"}).model_copy(deep=True)
+    config.data.conditions = {"treatment": CategoricalCondition(column=["Metadata_Compound", "Metadata_Plate"])}
+    with pytest.raises(ConfigError, match=r"value\(s\) \['big \| P0', 'small \| P0'\].*not in the training split"):
+        plan_run(config)  # P0 is a validation plate: its treatments are unknown to the label head
+    config.data.split = config.data.split.model_copy(update={"by": None, "train": 1.0, "val": 0.0})
+    plan = plan_run(config)
+    assert plan.module.classes == [f"{size} | P{plate}" for size in ("big", "small") for plate in range(3)]
+    batch = next(iter(plan.data.train_dataloader()))
+    assert batch["treatment"].dtype == torch.int64 and set(batch["treatment"].tolist()) <= set(range(6))
 
 
 @pytest.mark.slow

@@ -62,6 +62,7 @@ __all__ = [
     "CategoricalCondition", "NumericCondition", "FeatureCondition", "ChannelCondition", "ControlCondition",
     "ConditionConfig", "control_groups",
     "CategoricalEncoder", "NumericEncoder", "FeatureEncoder", "Encoder", "fit_condition", "encoder_from_dict",
+    "category_labels",
     "STORE_INDEX", "RESERVED_KEYS",
 ]
 
@@ -70,10 +71,20 @@ RESERVED_KEYS = ("image", "index")
 
 
 class CategoricalCondition(Config):
-    """A metadata column as indices into the training split's vocabulary."""
+    """A metadata column as indices into the training split's vocabulary; several columns make one
+    class of each distinct combination of their values (e.g. compound and concentration: the
+    treatment, named ``"taxol | 0.3"``)."""
 
     kind: Literal["categorical"] = "categorical"
-    column: str
+    column: str | list[str] = pydantic.Field(description="metadata column, or columns whose values together "
+                                                         "name the class")
+
+    @pydantic.field_validator("column")
+    @classmethod
+    def _distinct(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or len(set(value)) < len(value)):
+            raise ValueError(f"column must be one name or distinct names, got {value}")
+        return value
 
 
 class NumericCondition(Config):
@@ -139,23 +150,35 @@ def _column(cells: pd.DataFrame, name: str, column: str) -> pd.Series:
     return values
 
 
+def category_labels(cells: pd.DataFrame, name: str, column: str | list[str]) -> pd.Series:
+    """The class name of each cell: the column's values as text, or several columns' values joined
+    by ``" | "``; ConfigError naming ``data.conditions.<name>.column`` for a missing column or value.
+
+    >>> cells = pd.DataFrame({"Metadata_Compound": ["taxol", "DMSO"], "Metadata_Concentration": [0.3, 0.0]})
+    >>> category_labels(cells, "treatment", ["Metadata_Compound", "Metadata_Concentration"]).tolist()
+    ['taxol | 0.3', 'DMSO | 0.0']
+    """
+    columns = [column] if isinstance(column, str) else column
+    parts = [_column(cells, name, c).astype(str) for c in columns]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, axis=1).agg(" | ".join, axis=1)
+
+
 class CategoricalEncoder:
     """Fitted categorical condition: ``vocabulary`` (sorted strings); index i means vocabulary[i]."""
 
     kind = "categorical"
 
-    def __init__(self, name: str, column: str, vocabulary: list[str]) -> None:
+    def __init__(self, name: str, column: str | list[str], vocabulary: list[str]) -> None:
         self.name, self.column, self.vocabulary = name, column, list(vocabulary)
         self._codes = {value: i for i, value in enumerate(self.vocabulary)}
 
     @classmethod
     def fit(cls, name: str, config: CategoricalCondition, train: pd.DataFrame) -> "CategoricalEncoder":
-        values = _column(train, name, config.column).astype(str)
-        return cls(name, config.column, sorted(values.unique()))
+        return cls(name, config.column, sorted(category_labels(train, name, config.column).unique()))
 
     def encode(self, cells: pd.DataFrame) -> np.ndarray:
         """int64 indices (N,); InputError naming values outside the vocabulary."""
-        values = _column(cells, self.name, self.column).astype(str)
+        values = category_labels(cells, self.name, self.column)
         unknown = sorted(set(values.unique()) - set(self._codes))
         if unknown:
             raise InputError(f"condition {self.name!r}: value(s) {unknown[:8]} of {self.column} were not in the "

@@ -41,7 +41,7 @@ from morphospace.errors import InputError
 from morphospace.features.cellprofiler import feature_columns
 
 __all__ = ["ClusteringResult", "evaluate_clustering", "compare_embeddings", "dendrogram_figure", "scatter_figure",
-           "project_2d"]
+           "project_2d", "labelled_features"]
 
 
 @dataclass
@@ -62,7 +62,10 @@ class ClusteringResult:
                 "metrics": {c: self.metrics[c].to_dict() for c in self.metrics.columns}}
 
 
-def _matrix(table: pd.DataFrame, label_column: str, pca_components: int | None) -> tuple[np.ndarray, np.ndarray]:
+def labelled_features(table: pd.DataFrame, label_column: str, pca_components: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised numeric features (N, F) of the rows with a label, and those labels as text (N,);
+    ``pca_components`` reduces the features. InputError for a missing column or non-finite values."""
     if label_column not in table.columns:
         metadata = [c for c in table.columns if str(c).startswith("Metadata_")]
         raise InputError(f"label column {label_column!r} is not in the table (its metadata columns: {metadata})")
@@ -105,7 +108,7 @@ def evaluate_clustering(
     first (the thesis clusters on 2 principal components). Raises InputError for fewer than two
     labels, NaN features or a missing column.
     """
-    x, labels = _matrix(table, label_column, pca_components)
+    x, labels = labelled_features(table, label_column, pca_components)
     names, counts = np.unique(labels, return_counts=True)
     if len(names) < 2:
         raise InputError(f"{label_column!r} needs at least two distinct values, found {list(names)}")
@@ -163,7 +166,7 @@ def dendrogram_figure(table: pd.DataFrame, label_column: str, max_leaves: int = 
     rows = table[table[label_column].notna()]
     if len(rows) > max_leaves:
         rows = rows.sample(max_leaves, random_state=seed)
-    x, labels = _matrix(rows, label_column, None)
+    x, labels = labelled_features(rows, label_column, None)
     tree = linkage(x, method="average", metric="cosine")
     fig = Figure(figsize=(max(6, len(rows) * 0.14), 5), layout="tight")  # a vertical label of 6 pt per 0.14 in
     ax = fig.subplots()
@@ -207,7 +210,7 @@ def project_2d(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.nd
 def scatter_figure(table: pd.DataFrame, label_column: str, method: str = "pca", seed: int = 0) -> Figure:
     """2-D scatter of the standardised features by :func:`project_2d` (PCA, or UMAP with
     ``method="umap"``), coloured by label."""
-    x, labels = _matrix(table, label_column, None)
+    x, labels = labelled_features(table, label_column, None)
     xy, (x_label, y_label) = project_2d(x, method, seed)
     palette = _palette(sorted(set(labels)))
     fig = Figure(figsize=(6.5, 5), layout="tight")

@@ -65,6 +65,9 @@ def grouping_column(run: Run, config: "GenerationConfig") -> str:
     for name in run.module.cfg.conditions:
         condition = run.config.data.conditions[name]
         if isinstance(condition, CategoricalCondition):
+            if isinstance(condition.column, list):
+                raise InputError(f"{run.path}: condition {name!r} joins the columns {condition.column}; name the "
+                                 "column to group the cells by with condition_column")
             return condition.column
     raise InputError(f"{run.path}: no categorical condition to group the cells by; set condition_column")
 

@@ -24,6 +24,7 @@ from morphospace.evaluate.clustering import (
 from morphospace.evaluate.moa import (
     BATCH, COMPOUND, CONCENTRATION, MOA, confusion_table, evaluate_moa, treatment_profiles,
 )
+from morphospace.evaluate.probe import probe_accuracy
 from morphospace.evaluate.retrieval import moa_retrieval, replicate_retrieval
 from morphospace.errors import InputError
 from morphospace.explore.figures import save_figure
@@ -39,6 +40,8 @@ __all__ = [
     "run_moa_evaluation",
     "run_retrieval_evaluation",
     "run_clustering_evaluation",
+    "ProbeConfig",
+    "run_probe_evaluation",
     "confusion_figure",
     "GenerationConfig",
     "run_generation_evaluation",
@@ -106,6 +109,20 @@ class ClusteringConfig(Config):
     pca_components: int | None = pydantic.Field(None, ge=2)
     scatter: Literal["pca", "umap"] = "pca"
     exclude_control: bool = pydantic.Field(True, description="drop rows whose label equals 'control'")
+    control: str = "DMSO"
+
+
+class ProbeConfig(Config):
+    """Linear-probe and kNN evaluation settings (:mod:`morphospace.evaluate.probe`)."""
+
+    label: str = "Metadata_MoA"
+    group: str | None = pydantic.Field(None, description="column whose values the folds keep apart (e.g. "
+                                                         "Metadata_Compound); null: stratified folds of rows")
+    folds: int = pydantic.Field(5, ge=2)
+    k: int = pydantic.Field(10, ge=1, description="neighbours of the kNN vote")
+    C: float = pydantic.Field(1.0, gt=0, description="inverse L2 strength of the logistic regression")
+    seed: int = 0
+    exclude_control: bool = pydantic.Field(False, description="drop rows whose label equals 'control'")
     control: str = "DMSO"
 
 
@@ -221,7 +238,7 @@ def run_retrieval_evaluation(
     return payload
 
 
-def _without_controls(table: pd.DataFrame, config: ClusteringConfig) -> pd.DataFrame:
+def _without_controls(table: pd.DataFrame, config: ClusteringConfig | ProbeConfig) -> pd.DataFrame:
     """``table`` without the rows labelled ``config.control`` when ``config.exclude_control``."""
     if config.exclude_control and config.label in table.columns:
         return table[table[config.label] != config.control]
@@ -260,6 +277,36 @@ def run_clustering_evaluation(
         _save_figure(scatter_figure(table, config.label, config.scatter, config.seed),
                      out_dir / "figures" / f"scatter_{config.scatter}.png")
         _write_json(out_dir, "clustering.json", payload)
+    return payload
+
+
+def run_probe_evaluation(
+    table: pd.DataFrame, out_dir: str | os.PathLike | None = None, config: ProbeConfig | None = None,
+    source: str = "the table", overwrite: bool = False,
+) -> dict[str, Any]:
+    """Linear-probe and kNN accuracy of ``table``'s features predicting ``config.label``; with
+    ``out_dir`` writes ``probe.json``. Features with non-finite values are left out (named in
+    ``dropped_features``). InputError naming ``source`` when a column is missing."""
+    config = config or ProbeConfig()
+    for key, column in (("label", config.label), ("group", config.group)):
+        if column is not None and column not in table.columns:
+            metadata = [c for c in table.columns if str(c).startswith("Metadata_")]
+            raise InputError(f"{source}: no {key} column {column!r} (choose one: --{key} NAME); its metadata "
+                             f"columns: {metadata}")
+    table, dropped = _scored_table(table, out_dir, "probe.json", source, overwrite)
+    table = _without_controls(table, config)
+    result = probe_accuracy(table, config.label, config.folds, config.group, config.k, config.C, config.seed)
+    payload = {
+        "convention": ("features z-scored on each training fold; linear probe = L2 logistic regression; kNN = "
+                       "similarity-weighted vote of the k nearest rows by cosine distance; mean and SD over "
+                       + ("stratified folds that keep each group on one side" if config.group else
+                          "stratified folds of rows") + "; chance = share of the commonest label"),
+        "config": config.to_dict(),
+        **result.summary(),
+        "dropped_features": dropped,
+    }
+    if out_dir is not None:
+        _write_json(Path(out_dir), "probe.json", payload)
     return payload
 
 
