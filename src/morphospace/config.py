@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, TypeVar
+from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import pydantic
 import yaml
@@ -47,6 +47,7 @@ __all__ = [
     "resolve_config",
     "save_config",
     "PATH",
+    "CountOrAuto",
     "path_fields",
     "resolve_paths",
 ]
@@ -265,6 +266,16 @@ class _PathField:
 PATH = _PathField()
 """Marks a config field as a path, e.g. ``store: Annotated[str, PATH]``: :func:`resolve_paths`
 makes it absolute, so that a saved config means the same files from any working folder."""
+
+
+def _count_or_auto(value: int | str) -> int | str:
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"must be at least 1 or auto, got {value}")
+    return value
+
+
+CountOrAuto = Annotated[int | Literal["auto"], pydantic.AfterValidator(_count_or_auto)]
+"""A config field that is a positive count or ``auto`` (chosen by the command from the data)."""
 
 
 def _path_slots(config: Config, prefix: str = "") -> Iterator[tuple[Config, str, str]]:

@@ -19,9 +19,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["compute_context", "run_parallel", "run_parallel_ordered"]
+__all__ = ["compute_context", "run_parallel", "run_parallel_ordered", "worker_count"]
 
 logger = logging.getLogger(__name__)
+
+#: Dask configuration of local workers. dask's nannies set ``MALLOC_TRIM_THRESHOLD_=65536`` in each
+#: worker's environment, so that freed memory goes back to the system early; the trims this causes
+#: slowed CellProfiler measurement (many small arrays per crop) by 10-15% per crop on BBBC021 crops,
+#: so local workers keep the C library's own, adaptive threshold.
+LOCAL_WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 @contextlib.contextmanager
@@ -32,17 +38,28 @@ def compute_context(workers: int = 1, scheduler: str | None = None) -> Iterator[
     if workers <= 1 and not scheduler:
         yield None
         return
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
         with Client(scheduler) as client:
+            logger.info("dask scheduler %s, %d worker(s); dashboard %s", scheduler, worker_count(client),
+                        client.dashboard_link)
             yield client
         return
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with dask.config.set(LOCAL_WORKER_CONFIG), LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:
+        logger.info("local dask cluster of %d worker(s); dashboard %s", workers, client.dashboard_link)
         yield client
+
+
+def worker_count(client: Any) -> int:
+    """Workers connected to ``client`` (1 for None: this process)."""
+    if client is None:
+        return 1
+    return max(1, len(client.scheduler_info().get("workers", {})))
 
 
 def run_parallel(
@@ -95,7 +112,7 @@ def run_parallel_ordered(func: Callable[[Any], Any], items: Sequence[Any], clien
 def _run_on_cluster(func, items, client, bar, window) -> Iterator[tuple[int, Any]]:
     from dask.distributed import as_completed
 
-    limit = window or 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    limit = window or 2 * worker_count(client)
     pending = iter(enumerate(items))
     positions: dict[str, int] = {}
     queue = as_completed()

@@ -184,3 +184,11 @@ def test_masks_by_segmentation_without_a_cytoplasm_channel_marks_the_nucleus_onl
     image[0, 0][disk((16, 16), 5)] = 1.0
     masks = masks_by_segmentation(image, ["ch0"], "ch0", ["Actin"])
     assert set(np.unique(masks)) == {0, 1} and masks[0, 16, 16] == 1
+
+
+def test_task_size_is_a_count_or_auto_and_a_bad_one_names_the_key():
+    from morphospace.config import ConfigError, resolve_config
+
+    assert FeaturesConfig().chunk_cells == "auto" and resolve_config(FeaturesConfig, {"chunk_cells": 8}).chunk_cells == 8
+    with pytest.raises(ConfigError, match="key 'chunk_cells'.*at least 1 or auto"):
+        resolve_config(FeaturesConfig, {"chunk_cells": 0})

@@ -186,17 +186,6 @@ def test_aligned_masked_crops_and_z_stacks(screen: Path, tmp_path: Path):
     assert not store.cells["Metadata_Padded"].any()
 
 
-def test_existing_dask_scheduler(screen: Path, tmp_path: Path):
-    from dask.distributed import LocalCluster
-
-    copy = _copy_screen(screen, tmp_path)
-    _manifest(copy).head(3).to_csv(copy / "manifest.csv", index=False)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        summary = prepare(copy / "manifest.csv", tmp_path / "store", scheduler=cluster.scheduler_address,
-                          progress=False)
-    assert summary.n_fields == 3 and len(CropStore(tmp_path / "store")) == summary.n_cells > 0
-
-
 def test_resume_with_a_reordered_and_changed_manifest_keys_results_by_field(screen: Path, tmp_path: Path,
                                                                             monkeypatch):
     copy = _copy_screen(screen, tmp_path)
@@ -268,3 +257,25 @@ def test_fields_of_noise_another_size_or_missing_are_listed_not_fatal(screen: Pa
     assert noise["Metadata_FieldId"] not in set(cells["Metadata_FieldId"])
     illumination = sorted(p.name for p in (tmp_path / "store" / "illumination").glob("*_DNA_*.tiff"))
     assert len(illumination) == 1 and "_256x256_" in illumination[0]  # one field of 200 x 180 px: too few to estimate
+
+
+def test_each_field_is_read_once_per_pass_and_the_illumination_sample_is_bounded(screen: Path, tmp_path: Path,
+                                                                                 monkeypatch):
+    reads: dict[str, int] = {}
+    original = prepare_module.read_field
+
+    def counted(spec, *args, **kwargs):
+        reads[spec.field_id] = reads.get(spec.field_id, 0) + 1
+        return original(spec, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "read_field", counted)
+    config = resolve_config(PrepareConfig, {"illumination": {"max_fields": 3}, "fields_per_task": 4})
+    prepare(screen / "manifest.csv", tmp_path / "store", config, progress=False)
+    fields = _manifest(screen)["Metadata_FieldId"].astype(str)
+    assert reads == {field_id: 2 for field_id in fields}  # QC and thumbnails together, then the crops
+    store = tmp_path / "store"
+    assert not (store / "thumbnails").exists() and len(list((store / "illumination").glob("*.tiff"))) == 3
+    specs = prepare_module.read_manifest(screen / "manifest.csv")
+    candidates = prepare_module.illumination_candidates(specs, config.illumination)
+    assert [len(ids) for ids in candidates.values()] == [6]  # twice max_fields of the plate's 14 fields
+    assert prepare_module.illumination_candidates(specs[::-1], config.illumination) == candidates

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from morphospace.config import Config
+from morphospace.config import Config, CountOrAuto
 from morphospace.segment.nuclei import NUCLEAR_STAINS, resolve_nucleus_channel
 
 __all__ = [
@@ -77,7 +77,10 @@ class FeaturesConfig(Config):
         default_factory=lambda: ["Actin", "Tubulin"],
         description="channels to segment cells in (stores without masks); without any, Cells and Cytoplasm are not "
                     "measured")
-    chunk_cells: int = pydantic.Field(128, ge=1, description="crops measured per task")
+    chunk_cells: CountOrAuto = pydantic.Field(
+        "auto", description="crops measured per task; auto: about task_seconds of work per task, from the "
+                            "measured cost of the first crops, and at least 4 tasks per worker")
+    task_seconds: float = pydantic.Field(5.0, gt=0, description="work per task that chunk_cells: auto aims at")
 
 
 def measurable_objects(objects: Sequence[str], channels: Sequence[str], cytoplasm_channels: Sequence[str],

@@ -19,7 +19,7 @@ True
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pydantic
@@ -28,7 +28,8 @@ from skimage.transform import downscale_local_mean, resize
 
 from morphospace.config import Config
 
-__all__ = ["IlluminationConfig", "estimate_illumination", "correct_illumination"]
+__all__ = ["IlluminationConfig", "estimate_illumination", "correct_illumination", "downsampled_field",
+           "illumination_from_downsampled"]
 
 
 class IlluminationConfig(Config):
@@ -61,20 +62,35 @@ def estimate_illumination(
     numpy.ndarray
         (H, W) float32 function with mean 1.
     """
-    stack = []
-    shape = None
+    stack, shape = [], None
     for field in fields:
-        field = np.asarray(field, dtype=np.float32)
         if shape is None:
-            shape = field.shape
-        elif field.shape != shape:
-            raise ValueError(f"fields differ in shape: {shape} vs {field.shape}")
-        stack.append(downscale_local_mean(field, (downsample, downsample)) if downsample > 1 else field)
-    if not stack:
+            shape = np.shape(field)
+        elif np.shape(field) != shape:
+            raise ValueError(f"fields differ in shape: {shape} vs {np.shape(field)}")
+        stack.append(downsampled_field(field, downsample))
+    if shape is None:
+        raise ValueError("no fields to estimate the illumination from")
+    return illumination_from_downsampled(stack, shape, sigma, downsample)
+
+
+def downsampled_field(field: np.ndarray, downsample: int) -> np.ndarray:
+    """A field (H, W) block-averaged by ``downsample`` (float32, sides rounded up): what
+    :func:`illumination_from_downsampled` needs of it, kept instead of the field."""
+    field = np.asarray(field, dtype=np.float32)
+    return downscale_local_mean(field, (downsample, downsample)).astype(np.float32) if downsample > 1 else field
+
+
+def illumination_from_downsampled(stack: Sequence[np.ndarray], shape: tuple[int, int], sigma: float = 50.0,
+                                  downsample: int = 4) -> np.ndarray:
+    """:func:`estimate_illumination` from fields already passed through :func:`downsampled_field`:
+    the median over ``stack``, smoothed by ``sigma`` full-resolution pixels, resized to ``shape``,
+    mean 1 (float32)."""
+    if not len(stack):
         raise ValueError("no fields to estimate the illumination from")
     median = np.median(np.stack(stack), axis=0)
     smooth = ndimage.gaussian_filter(median, sigma / downsample, mode="nearest")
-    if smooth.shape != shape:
+    if smooth.shape != tuple(shape):
         smooth = resize(smooth, shape, order=1, mode="edge", anti_aliasing=False)
     smooth = np.maximum(smooth, np.finfo(np.float32).tiny)
     return (smooth / smooth.mean()).astype(np.float32)

@@ -1,14 +1,16 @@
 """``prepare``: raw fields -> crop store (QC, illumination, background, denoising, segmentation, crops;
 or whole-field tiles with ``tiles`` set).
 
-Passes, each parallel over fields (or plates) and resumable:
+Passes, each parallel over groups of fields (``fields_per_task``) and resumable; each field is
+read twice, once per pass that needs its pixels:
 
 1. **QC**: read and check every field, measure its size, focus, saturation, foreground contrast and
    intensity statistics, decide which fields fail (they are skipped and listed with the reason in
    ``qc.csv``: out of focus, saturated, ``no_foreground``, or an unreadable or missing file with
-   ``on_error: skip``).
-2. **Illumination**: per plate, field size and channel, a smoothed median of up to ``max_fields``
-   passing fields.
+   ``on_error: skip``). The same read keeps a block-averaged copy of each illumination candidate
+   (per plate, a seeded sample of twice ``illumination.max_fields``).
+2. **Illumination**: per plate, field size and channel, a smoothed median of the block-averaged
+   copies of up to ``max_fields`` passing candidates (no field is read again).
 3. **Fields**: correct, segment nuclei and cells, cut crops; each field's result lands in
    ``STORE.partial/fields/<field_id>/`` atomically, and its label images in ``labels/``.
 4. **Assembly**: stream the per-field results into the store, rename ``STORE.partial`` to
@@ -29,8 +31,9 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,15 +41,16 @@ import pyarrow.parquet as pq
 import pydantic
 from tqdm.auto import tqdm
 
-from morphospace.atomic import refuse_existing, replace_directory, temporary_sibling
+from morphospace.atomic import atomic_file, refuse_existing, replace_directory, temporary_sibling
+from morphospace.config import CountOrAuto
 from morphospace.errors import InputError
 from morphospace.io.images import read_image, write_tiff
 from morphospace.io.manifest import FieldSpec, read_field, read_manifest
 from morphospace.io.store import CropStoreWriter
 from morphospace.io.tables import write_table
 from morphospace.locks import output_lock
-from morphospace.parallel import compute_context, run_parallel
-from morphospace.preprocess.illumination import IlluminationConfig, estimate_illumination
+from morphospace.parallel import compute_context, run_parallel, worker_count
+from morphospace.preprocess.illumination import IlluminationConfig, downsampled_field, illumination_from_downsampled
 from morphospace.preprocess.normalize import NormalizeConfig, plate_scales
 from morphospace.preprocess.qc import QCConfig, field_qc_metrics, qc_failures
 from morphospace.runs import RunConflictError, log_to_file, open_run_directory
@@ -75,6 +79,8 @@ class PrepareConfig(FieldConfig):
     qc: QCConfig = pydantic.Field(default_factory=QCConfig)
     illumination: IlluminationConfig = pydantic.Field(default_factory=IlluminationConfig)
     normalize: NormalizeConfig = pydantic.Field(default_factory=NormalizeConfig)
+    fields_per_task: CountOrAuto = pydantic.Field(
+        "auto", description="fields read and processed per task; auto: up to 8, keeping at least 4 tasks per worker")
 
     def resolve_channels(self, channels: Sequence[str], source: str) -> "PrepareConfig":
         """As :meth:`FieldConfig.resolve_channels`, and checks ``qc.focus_channel`` too."""
@@ -117,24 +123,59 @@ class _FieldTask:
     key: str
 
 
-def _qc_field(task: tuple[FieldSpec, bool, bool, str]) -> dict:
-    spec, max_projection, short_stacks, on_error = task
+@dataclass(frozen=True)
+class _SurveyTask:
+    spec: FieldSpec
+    config: PrepareConfig
+    thumbnail: Path | None
+
+
+def _survey_field(task: _SurveyTask) -> dict:
+    """Read a field once for the first pass: its QC metrics and, for an illumination candidate,
+    each channel block-averaged (``thumbnail``, all the illumination estimate needs of it)."""
+    spec, config = task.spec, task.config
     row = {"Metadata_FieldId": spec.field_id, "Metadata_Plate": spec.plate}
     try:
-        row.update(field_qc_metrics(read_field(spec, max_projection, short_stacks)))
+        planes = read_field(spec, config.max_projection, config.short_stacks)
+        row.update(field_qc_metrics(planes))
         row["error"] = ""
     except InputError as exc:
-        if on_error == "raise":
+        if config.on_error == "raise":
             raise
         row["error"] = str(exc)
+        return row
+    if task.thumbnail is not None:
+        small = {channel: downsampled_field(image, config.illumination.downsample) for channel, image in planes.items()}
+        with atomic_file(task.thumbnail) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **small)
     return row
 
 
-def _illumination_task(task: tuple[list[FieldSpec], str, IlluminationConfig, bool, bool, Path]) -> str:
-    specs, channel, config, max_projection, short_stacks, path = task
-    images = (read_field(spec, max_projection, short_stacks)[channel] for spec in specs)
-    write_tiff(path, estimate_illumination(images, sigma=config.sigma, downsample=config.downsample))
+def _illumination_task(task: tuple[list[Path], str, tuple[int, int], IlluminationConfig, Path]) -> str:
+    thumbnails, channel, shape, config, path = task
+    stack = []
+    for thumbnail in thumbnails:
+        with np.load(thumbnail, allow_pickle=False) as data:
+            stack.append(data[channel])
+    write_tiff(path, illumination_from_downsampled(stack, shape, config.sigma, config.downsample))
     return str(path)
+
+
+def _in_groups(function):
+    """``function`` of one item -> a function of a list of items, returning the list of results
+    (several fields per task keep a cluster's cost per task small against the work)."""
+    return partial(_apply_each, function)
+
+
+def _apply_each(function, items: list) -> list:
+    return [function(item) for item in items]
+
+
+def _grouped(items: list, per_task: int | str, workers: int) -> list[list]:
+    """``items`` in consecutive groups: ``per_task`` each, or (auto) up to 8 while every worker
+    still gets at least 4 groups."""
+    size = per_task if per_task != "auto" else max(1, min(8, len(items) // (4 * max(1, workers))))
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _process_field_task(task: _FieldTask) -> dict:
@@ -251,7 +292,7 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
     qc = _qc_pass(fields, fingerprints, config, work_dir, client, progress)
     ok = set(qc.loc[qc["status"] == "ok", "Metadata_FieldId"])
     passing = [f for f in fields if f.field_id in ok]
-    illumination = _illumination_pass(passing, fingerprints, qc, channels, config, work_dir, client, progress)
+    illumination = _illumination_pass(fields, passing, fingerprints, qc, channels, config, work_dir, client, progress)
     scales = plate_scales(qc[qc["status"] == "ok"], channels, config.normalize)
     tasks = [_FieldTask(f, config, work_dir, illumination.get(f.field_id, {}), scales.get(f.plate, {}),
                         _field_key(fingerprints[f.field_id], illumination.get(f.field_id, {}), scales.get(f.plate, {})))
@@ -260,7 +301,8 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
     if resumed and done:
         logger.info("resuming: %d of %d fields already processed", len(done), len(passing))
     todo = [task for task in tasks if task.spec.field_id not in done]
-    outcomes = {r["Metadata_FieldId"]: r for _, r in run_parallel(_process_field_task, todo, client, progress, "fields")}
+    outcomes = {r["Metadata_FieldId"]: r for r in _run_grouped(_process_field_task, todo, config, client, progress,
+                                                                 "fields")}
     outcomes |= {field_id: {"Metadata_FieldId": field_id, "error": "",
                             "n_cells": pq.read_metadata(work_dir / "fields" / field_id / "cells.parquet").num_rows}
                  for field_id in done}
@@ -277,22 +319,55 @@ def _run(fields, channels, config, manifest, out, work_dir, resumed, client, pro
     return summary
 
 
+def _run_grouped(function, items: list, config: PrepareConfig, client, progress: bool, desc: str) -> Iterator:
+    """``function`` of every item, items grouped per task (``fields_per_task``); results in
+    completion order, the progress bar counting tasks."""
+    groups = _grouped(items, config.fields_per_task, worker_count(client))
+    for _, results in run_parallel(_in_groups(function), groups, client, progress, desc):
+        yield from results
+
+
 def _finished(field_dir: Path, key: str) -> bool:
     """Whether ``field_dir`` holds the result of a field with this key (same files and inputs)."""
     saved = field_dir / "key.txt"
     return saved.is_file() and saved.read_text() == key
 
 
+def _thumbnail(work_dir: Path, field_id: str, fingerprint: str) -> Path:
+    return work_dir / "thumbnails" / f"{field_id}_{fingerprint[:12]}.npz"
+
+
+def illumination_candidates(fields: Sequence[FieldSpec], config: IlluminationConfig,
+                            seed: int = 0) -> dict[str, list[str]]:
+    """Per plate, the ids of the fields whose block-averaged planes the first pass keeps for the
+    illumination estimate, in sample order: a seeded random sample of twice ``max_fields`` (all of
+    a smaller plate), so that the disk they take does not grow with the screen. The estimate uses
+    the first ``max_fields`` of them that pass QC. Empty when illumination correction is off."""
+    if not config.enabled:
+        return {}
+    plates: dict[str, list[str]] = {}
+    for spec in sorted(fields, key=lambda f: f.field_id):  # the manifest's row order does not matter
+        plates.setdefault(spec.plate, []).append(spec.field_id)
+    rng = np.random.default_rng(seed)
+    return {plate: [plates[plate][i] for i in rng.permutation(len(plates[plate]))[:2 * config.max_fields]]
+            for plate in sorted(plates)}
+
+
 def _qc_metrics(fields, fingerprints, config, work_dir, client, progress) -> pd.DataFrame:
-    """Per-field QC metrics in manifest order; those of a field whose files did not change since a
-    previous session are reused (by field id and fingerprint), the others measured."""
+    """Per-field QC metrics in manifest order, measured in the first pass (with the illumination
+    candidates' thumbnails); those of a field whose files did not change since a previous session
+    are reused (by field id and fingerprint, and the thumbnail when it is a candidate)."""
     saved = work_dir / "qc_metrics.parquet"
     cached = pd.read_parquet(saved).set_index("Metadata_FieldId") if saved.is_file() else pd.DataFrame()
+    candidates = {field_id for ids in illumination_candidates(fields, config.illumination).values() for field_id in ids}
+    thumbnails = {f.field_id: _thumbnail(work_dir, f.field_id, fingerprints[f.field_id]) for f in fields
+                  if f.field_id in candidates}
     reusable = {field_id for field_id, fingerprint in fingerprints.items()
-                if field_id in cached.index and cached.at[field_id, "fingerprint"] == fingerprint}
-    tasks = [(f, config.max_projection, config.short_stacks, config.on_error) for f in fields
-             if f.field_id not in reusable]
-    measured = {row["Metadata_FieldId"]: row for _, row in run_parallel(_qc_field, tasks, client, progress, "QC")}
+                if field_id in cached.index and cached.at[field_id, "fingerprint"] == fingerprint
+                and (field_id not in thumbnails or thumbnails[field_id].is_file())}
+    tasks = [_SurveyTask(f, config, thumbnails.get(f.field_id)) for f in fields if f.field_id not in reusable]
+    measured = {row["Metadata_FieldId"]: row for row in _run_grouped(_survey_field, tasks, config, client, progress,
+                                                                       "QC")}
     rows = [{**measured[f.field_id], "fingerprint": fingerprints[f.field_id]} if f.field_id in measured
             else {"Metadata_FieldId": f.field_id, **cached.loc[f.field_id].to_dict()} for f in fields]
     metrics = pd.DataFrame(rows)
@@ -326,13 +401,14 @@ def _qc_pass(fields, fingerprints, config, work_dir, client, progress) -> pd.Dat
     return qc.drop(columns=["error", "fingerprint"])
 
 
-def _illumination_pass(passing, fingerprints, qc, channels, config, work_dir, client,
+def _illumination_pass(fields, passing, fingerprints, qc, channels, config, work_dir, client,
                        progress) -> dict[str, dict[str, Path]]:
     """The illumination estimate of each passing field, by field id: one per plate, field size and
     channel, from up to ``max_fields`` of that group's fields; a file name carries a digest of the
     fields it was estimated from, so a changed group is estimated again."""
     if not config.illumination.enabled:
         return {}
+    candidates = illumination_candidates(fields, config.illumination)
     sizes = qc.set_index("Metadata_FieldId").loc[[s.field_id for s in passing], ["height", "width"]].astype(int)
     groups: dict[tuple[str, int, int], list[FieldSpec]] = {}
     for spec in passing:
@@ -341,23 +417,23 @@ def _illumination_pass(passing, fingerprints, qc, channels, config, work_dir, cl
     several_sizes = {plate for plate, *_ in groups if sum(key[0] == plate for key in groups) > 1}
     result: dict[str, dict[str, Path]] = {}
     tasks = []
-    rng = np.random.default_rng(0)
     for (plate, height, width), specs in sorted(groups.items()):
         label = f"plate {plate or '<none>'}" + (f", {height} x {width} px fields" if plate in several_sizes else "")
-        if len(specs) < config.illumination.min_fields:
-            logger.warning("%s: %d passing field(s) < %d, no illumination correction", label, len(specs),
+        order = {field_id: i for i, field_id in enumerate(candidates.get(plate, []))}
+        usable = sorted((s for s in specs if s.field_id in order), key=lambda s: order[s.field_id])
+        if len(usable) < config.illumination.min_fields:
+            logger.warning("%s: %d passing field(s) < %d, no illumination correction", label, len(usable),
                            config.illumination.min_fields)
             continue
-        sample = specs
-        if len(specs) > config.illumination.max_fields:
-            sample = [specs[i] for i in np.sort(rng.choice(len(specs), config.illumination.max_fields, replace=False))]
+        sample = usable[:config.illumination.max_fields]
         digest = hashlib.sha1("|".join(fingerprints[s.field_id] for s in sample).encode()).hexdigest()[:12]
         paths = {}
         for channel in channels:
             path = work_dir / "illumination" / f"{plate or 'all'}_{height}x{width}_{channel}_{digest}.tiff"
             paths[channel] = path
             if not path.is_file():
-                tasks.append((sample, channel, config.illumination, config.max_projection, config.short_stacks, path))
+                thumbnails = [_thumbnail(work_dir, s.field_id, fingerprints[s.field_id]) for s in sample]
+                tasks.append((thumbnails, channel, (height, width), config.illumination, path))
         result |= {spec.field_id: paths for spec in specs}
     for _ in run_parallel(_illumination_task, tasks, client, progress, "illumination"):
         pass
@@ -399,5 +475,6 @@ def _assemble(passing, channels, config, manifest, out, work_dir, qc, progress) 
             if label.name.rsplit("_", 1)[0] not in used:
                 label.unlink()
     shutil.rmtree(out / "fields")  # only now that the store is complete under its name
+    shutil.rmtree(out / "thumbnails", ignore_errors=True)
     (out / "qc_metrics.parquet").unlink(missing_ok=True)
     return n_cells

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,13 +31,17 @@ from morphospace.io.store import CropStore
 from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.tables import read_table, write_table
 from morphospace.features.profiles import ProfilesConfig, adapt_profiles_config, build_profiles, non_finite_fraction
-from morphospace.parallel import compute_context, run_parallel_ordered
+from morphospace.parallel import compute_context, run_parallel, worker_count
 
 __all__ = ["FeaturesSummary", "extract_features", "intensity_scale", "make_profiles", "cellprofiler_metadata"]
 
 logger = logging.getLogger(__name__)
 
 _SCALE_SAMPLE = 1000
+PROBE_CELLS = 16
+"""Crops measured in this process first, to time a crop before the work is cut into tasks."""
+WARM_UP_CELLS = 4
+"""The first of the probe's crops, measured untimed (imports and first-call costs)."""
 
 
 @dataclass
@@ -82,6 +88,28 @@ def _mask_kind(store: CropStore, seed: int = 0) -> str | None:
     return "cells" if (store.read_masks(sample) == 2).any() else "nuclei"
 
 
+def task_cells(seconds_per_cell: float, cells: int, workers: int, store_chunk: int, task_seconds: float = 5.0,
+               tasks_per_worker: int = 4) -> int:
+    """Crops per task: about ``task_seconds`` of work (long against a cluster's cost per task), but
+    small enough for ``tasks_per_worker`` tasks on each worker (so that none waits idle at the
+    end), and a whole number of the store's chunks of ``store_chunk`` crops when at least one (so
+    that no chunk is read by two tasks).
+
+    >>> task_cells(0.01, 10_000, 2, 64)  # 500 crops make 5 s; 10,000 / 8 = 1,250 allow it
+    512
+    >>> task_cells(0.2, 10_000, 2, 64)  # 25 crops make 5 s: less than a chunk
+    25
+    >>> task_cells(0.001, 1_000, 2, 64)  # 5,000 crops would make 5 s, but 4 tasks per worker need 125
+    128
+    """
+    by_time = task_seconds / max(seconds_per_cell, 1e-9)
+    by_balance = cells / max(1, workers * tasks_per_worker)
+    size = max(1.0, min(by_time, by_balance))
+    if size >= store_chunk:
+        return int(round(size / store_chunk)) * store_chunk
+    return int(size)
+
+
 def _measure_chunk(rows: np.ndarray, store_path: str, channels: list[str], scale: list[float],
                    config: FeaturesConfig, nucleus_channel: str | None, objects: list[str]) -> pd.DataFrame:
     store = CropStore(store_path)
@@ -108,8 +136,12 @@ def extract_features(
 ) -> FeaturesSummary:
     """Measure every crop of the store at ``store_path`` and write the feature table ``out``.
 
-    Crops are measured in chunks of ``config.chunk_cells``, in parallel on ``workers`` processes
-    (a local dask cluster) or an existing dask ``scheduler``. Stores without masks are segmented
+    The first 16 crops are measured here to time a crop (the first 4 untimed); the rest in tasks of
+    ``config.chunk_cells`` crops (auto: about ``config.task_seconds`` of work, at least 4 tasks per worker, whole chunks of
+    the store, see :func:`task_cells`), in parallel on ``workers`` processes (a local dask cluster)
+    or an existing dask ``scheduler``. Each task reads its crops from the store and writes its
+    features to ``OUT.parts/`` (gathered in order, then removed), so a task run again after its
+    worker died neither loses nor repeats a crop. Stores without masks are segmented
     crop by crop (nucleus nearest the centre and its cell) in the nucleus channel
     (``config.nucleus_channel``, ``auto``: see
     :func:`~morphospace.features.cellprofiler.resolve_nucleus_channel`). Cells and cytoplasm are
@@ -140,12 +172,10 @@ def extract_features(
     scale = config.intensity_scale or intensity_scale(store, channels)
     if len(scale) != len(channels):
         raise InputError(f"config key 'intensity_scale' has {len(scale)} values for {len(channels)} channels")
-    chunks = [np.arange(s, min(s + config.chunk_cells, len(store))) for s in range(0, len(store), config.chunk_cells)]
-    task = partial(_measure_chunk, store_path=str(store.path), channels=channels, scale=scale, config=config,
-                   nucleus_channel=nucleus_channel, objects=objects)
-    with compute_context(workers, scheduler) as client:
-        parts = run_parallel_ordered(task, chunks, client, progress, "features")
-    features = pd.concat(parts, ignore_index=True)
+    measure = partial(_measure_chunk, store_path=str(store.path), channels=channels, scale=scale, config=config,
+                      nucleus_channel=nucleus_channel, objects=objects)
+    features = _measure_in_parts(measure, len(store), store.images.chunks[0], config, out, workers, scheduler,
+                                 progress)
     share = non_finite_fraction(features)
     dropped = list(share.index[share == 1])
     features = features.drop(columns=dropped)
@@ -172,6 +202,56 @@ def extract_features(
                        ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
     logger.info(summary.line())
     return summary
+
+
+def _measure_part(task: tuple[int, np.ndarray], measure: Callable[[np.ndarray], pd.DataFrame], parts: str) -> int:
+    """Measure one task's crops and write them as ``parts/part-<index>.parquet`` (atomically: a task
+    run again after its worker died replaces, never duplicates); returns the row count."""
+    index, rows = task
+    table = measure(rows)
+    write_table(table, Path(parts) / f"part-{index:06d}.parquet")
+    return len(table)
+
+
+def _probe(measure: Callable[[np.ndarray], pd.DataFrame], n_cells: int, part: Path) -> tuple[np.ndarray, float]:
+    """Measure the first crops here into ``part``; return their rows and the seconds per crop of
+    those after the warm-up (of all of them when there are too few)."""
+    probe = np.arange(min(PROBE_CELLS, n_cells))
+    warm_up = probe[:WARM_UP_CELLS] if len(probe) > WARM_UP_CELLS else probe[:0]
+    tables = [measure(warm_up)] if len(warm_up) else []
+    start = time.perf_counter()
+    tables.append(measure(probe[len(warm_up):]))
+    seconds_per_cell = (time.perf_counter() - start) / (len(probe) - len(warm_up))
+    write_table(pd.concat(tables, ignore_index=True), part)
+    return probe, seconds_per_cell
+
+
+def _measure_in_parts(measure: Callable[[np.ndarray], pd.DataFrame], n_cells: int, store_chunk: int,
+                      config: FeaturesConfig, out: Path, workers: int, scheduler: str | None,
+                      progress: bool) -> pd.DataFrame:
+    """Every crop's features, in order: the first crops measured here to time them, the rest in tasks
+    whose workers read the store and write Parquet parts beside ``out``, gathered at the end."""
+    parts = out.with_name(out.name + ".parts")
+    shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir(parents=True)
+    try:
+        with compute_context(workers, scheduler) as client:
+            probe, seconds_per_cell = _probe(measure, n_cells, parts / f"part-{0:06d}.parquet")
+            size = config.chunk_cells if config.chunk_cells != "auto" else task_cells(
+                seconds_per_cell, n_cells - len(probe), worker_count(client), store_chunk, config.task_seconds)
+            edges = [len(probe), *(e for e in range(size, n_cells, size) if e > len(probe)), n_cells]
+            tasks = [(i + 1, np.arange(a, b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])) if b > a]
+            logger.info("features: %d crops in %d task(s) of %d (%.3f s per crop, timed on the first %d after a "
+                        "warm-up)", n_cells, len(tasks) + 1, size, seconds_per_cell, len(probe))
+            task = partial(_measure_part, measure=measure, parts=str(parts))
+            for _ in run_parallel(task, tasks, client, progress, "features"):
+                pass
+        features = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("part-*.parquet"))], ignore_index=True)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+    if not np.array_equal(features["Metadata_StoreIndex"].to_numpy(), np.arange(n_cells)):
+        raise RuntimeError(f"{parts}: the measured parts do not cover the {n_cells} crops once each, in order")
+    return features
 
 
 def _write(table: pd.DataFrame, out: Path, report: dict) -> None:
