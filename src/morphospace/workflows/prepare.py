@@ -61,6 +61,7 @@ __all__ = [
     "PrepareConfig",
     "PrepareSummary",
     "prepare",
+    "illumination_candidates",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,13 +162,9 @@ def _illumination_task(task: tuple[list[Path], str, tuple[int, int], Illuminatio
     return str(path)
 
 
-def _in_groups(function):
-    """``function`` of one item -> a function of a list of items, returning the list of results
-    (several fields per task keep a cluster's cost per task small against the work)."""
-    return partial(_apply_each, function)
-
-
 def _apply_each(function, items: list) -> list:
+    """``function`` of each item of one task's group (several fields per task keep a cluster's cost
+    per task small against the work)."""
     return [function(item) for item in items]
 
 
@@ -289,10 +286,12 @@ def _prepare_locked(manifest: Path, out: Path, config: PrepareConfig, workers: i
 
 def _run(fields, channels, config, manifest, out, work_dir, resumed, client, progress, start) -> PrepareSummary:
     fingerprints = {f.field_id: f.fingerprint() for f in fields}  # the files' state, taken once per session
-    qc = _qc_pass(fields, fingerprints, config, work_dir, client, progress)
+    candidates = illumination_candidates(fields, config.illumination)
+    qc = _qc_pass(fields, fingerprints, candidates, config, work_dir, client, progress)
     ok = set(qc.loc[qc["status"] == "ok", "Metadata_FieldId"])
     passing = [f for f in fields if f.field_id in ok]
-    illumination = _illumination_pass(fields, passing, fingerprints, qc, channels, config, work_dir, client, progress)
+    illumination = _illumination_pass(candidates, passing, fingerprints, qc, channels, config, work_dir, client,
+                                      progress)
     scales = plate_scales(qc[qc["status"] == "ok"], channels, config.normalize)
     tasks = [_FieldTask(f, config, work_dir, illumination.get(f.field_id, {}), scales.get(f.plate, {}),
                         _field_key(fingerprints[f.field_id], illumination.get(f.field_id, {}), scales.get(f.plate, {})))
@@ -323,7 +322,7 @@ def _run_grouped(function, items: list, config: PrepareConfig, client, progress:
     """``function`` of every item, items grouped per task (``fields_per_task``); results in
     completion order, the progress bar counting tasks."""
     groups = _grouped(items, config.fields_per_task, worker_count(client))
-    for _, results in run_parallel(_in_groups(function), groups, client, progress, desc):
+    for _, results in run_parallel(partial(_apply_each, function), groups, client, progress, desc):
         yield from results
 
 
@@ -353,15 +352,15 @@ def illumination_candidates(fields: Sequence[FieldSpec], config: IlluminationCon
             for plate in sorted(plates)}
 
 
-def _qc_metrics(fields, fingerprints, config, work_dir, client, progress) -> pd.DataFrame:
+def _qc_metrics(fields, fingerprints, candidates, config, work_dir, client, progress) -> pd.DataFrame:
     """Per-field QC metrics in manifest order, measured in the first pass (with the illumination
     candidates' thumbnails); those of a field whose files did not change since a previous session
     are reused (by field id and fingerprint, and the thumbnail when it is a candidate)."""
     saved = work_dir / "qc_metrics.parquet"
     cached = pd.read_parquet(saved).set_index("Metadata_FieldId") if saved.is_file() else pd.DataFrame()
-    candidates = {field_id for ids in illumination_candidates(fields, config.illumination).values() for field_id in ids}
+    sampled = {field_id for ids in candidates.values() for field_id in ids}
     thumbnails = {f.field_id: _thumbnail(work_dir, f.field_id, fingerprints[f.field_id]) for f in fields
-                  if f.field_id in candidates}
+                  if f.field_id in sampled}
     reusable = {field_id for field_id, fingerprint in fingerprints.items()
                 if field_id in cached.index and cached.at[field_id, "fingerprint"] == fingerprint
                 and (field_id not in thumbnails or thumbnails[field_id].is_file())}
@@ -376,9 +375,9 @@ def _qc_metrics(fields, fingerprints, config, work_dir, client, progress) -> pd.
     return metrics
 
 
-def _qc_pass(fields, fingerprints, config, work_dir, client, progress) -> pd.DataFrame:
+def _qc_pass(fields, fingerprints, candidates, config, work_dir, client, progress) -> pd.DataFrame:
     """QC metrics with each field's ``status`` (ok, qc_failed, error) and ``reason``."""
-    qc = _qc_metrics(fields, fingerprints, config, work_dir, client, progress)
+    qc = _qc_metrics(fields, fingerprints, candidates, config, work_dir, client, progress)
     qc["status"], qc["reason"] = "ok", ""
     errors = qc["error"] != ""
     qc.loc[errors, "status"] = "error"
@@ -401,14 +400,14 @@ def _qc_pass(fields, fingerprints, config, work_dir, client, progress) -> pd.Dat
     return qc.drop(columns=["error", "fingerprint"])
 
 
-def _illumination_pass(fields, passing, fingerprints, qc, channels, config, work_dir, client,
+def _illumination_pass(candidates, passing, fingerprints, qc, channels, config, work_dir, client,
                        progress) -> dict[str, dict[str, Path]]:
     """The illumination estimate of each passing field, by field id: one per plate, field size and
-    channel, from up to ``max_fields`` of that group's fields; a file name carries a digest of the
+    channel, from up to ``max_fields`` of that group's passing ``candidates`` (per plate, in sample
+    order, see :func:`illumination_candidates`); a file name carries a digest of the
     fields it was estimated from, so a changed group is estimated again."""
     if not config.illumination.enabled:
         return {}
-    candidates = illumination_candidates(fields, config.illumination)
     sizes = qc.set_index("Metadata_FieldId").loc[[s.field_id for s in passing], ["height", "width"]].astype(int)
     groups: dict[tuple[str, int, int], list[FieldSpec]] = {}
     for spec in passing:
