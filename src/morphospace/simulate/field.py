@@ -69,6 +69,7 @@ def simulate_field(
     strength: float | None = None,
     treatment: Treatment | None = None,
     plate_index: int = 0,
+    phenotype: Phenotype | None = None,
 ) -> SimulatedField:
     """Render one field in memory.
 
@@ -86,6 +87,9 @@ def simulate_field(
         Exact treatment (compound, MoA, concentration, strength), as in a screen's plate layout.
     plate_index
         0-based plate whose illumination and batch gains apply.
+    phenotype
+        Render with these knobs instead of the treatment's (the treatment still labels the cells);
+        for calibrating phenotype models.
 
     Examples
     --------
@@ -97,7 +101,7 @@ def simulate_field(
     treatment = treatment or default_treatment(moa, strength)
     rng = generator(seed)
     baseline = dataclasses.replace(DMSO_PHENOTYPE, mitotic_fraction=config.cells.mitotic_fraction)
-    phenotype = phenotype_for(treatment.moa, treatment.strength, baseline)
+    phenotype = phenotype or phenotype_for(treatment.moa, treatment.strength, baseline)
     plans = sample_cells(rng, config.cells, phenotype, config.field_size, config.cells_per_field)
     layout = build_layout(plans, config.field_size, config.cells.nucleus_margin_px)
     plate = sample_plate_optics(config.optics, generator(seed_sequence(config.seed, Stream.PLATE, plate_index)))

@@ -34,7 +34,7 @@ from morphospace.simulate.field import simulate_field
 from morphospace.simulate.phenotypes import DMSO, Treatment, treatments_for
 from morphospace.simulate.seeds import Stream, generator, seed_sequence
 
-__all__ = ["SimulatedScreen", "FieldJob", "simulate_screen", "plate_layout", "field_jobs", "plate_format"]
+__all__ = ["SimulatedScreen", "FieldJob", "simulate_screen", "plate_layout", "field_jobs", "field_seed", "plate_format"]
 
 MANIFEST_METADATA = (
     "Metadata_FieldId",
@@ -149,10 +149,14 @@ def field_jobs(config: SimulateConfig) -> list[FieldJob]:
     ]
 
 
+def field_seed(config: SimulateConfig, job: FieldJob) -> np.random.SeedSequence:
+    """The field's own random stream: fixed by the screen's seed and the field's position."""
+    return seed_sequence(config.seed, Stream.FIELD, job.plate_index, job.row, job.column, job.site)
+
+
 def render_job(config: SimulateConfig, root: Path, job: FieldJob) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Render one field, write its channel and label TIFFs under ``root``; return its truth rows."""
-    seed = seed_sequence(config.seed, Stream.FIELD, job.plate_index, job.row, job.column, job.site)
-    field = simulate_field(config, seed=seed, treatment=job.treatment, plate_index=job.plate_index)
+    field = simulate_field(config, seed=field_seed(config, job), treatment=job.treatment, plate_index=job.plate_index)
     for channel, plane in zip(field.channel_names, field.channels):
         write_tiff(root / job.image_path(channel), plane)
     write_tiff(root / "truth" / f"{job.field_id}_nuclei.tiff", field.nuclei_labels)
