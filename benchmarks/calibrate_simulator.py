@@ -8,7 +8,13 @@ MoA is the mean shift of its calibration compound's real crops (the compound wit
 1,000 all-MoA crops, ``simulator_realism.CALIBRATION_COMPOUNDS``; standardised on that file's DMSO
 crops, as in ``simulator_realism.py``), divided by the mean phenotype strength of the simulated
 screen's doses of that MoA, so that the full-strength model is fitted. The knob values come from a
-bounded least-squares fit with a small ridge towards DMSO (``fit_knobs``).
+two-stage fit (``fit_model``): cell and nucleus size and DNA, actin and tubulin brightness set from
+the real median ratio (calibration compound / DMSO) of the feature that measures each
+(``anchored_knobs``); then, by bounded least squares on the rest of the shift, the MoA's mechanism
+knobs (each kept on the side of DMSO the mechanism gives it) and the mitotic fraction, with a small
+ridge towards DMSO that was fixed before any held-out score was seen. The knob effects are cached
+under ``benchmarks/work/simulator_realism/`` by the simulator's settings: delete them after
+changing the renderer's code.
 
 Writes ``results/simulator_calibration.json``: per MoA the knobs that moved (more than 2% of
 their range) and the fit's cosine to its target in the linear model. The simulator's
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +37,11 @@ import numpy as np
 import pandas as pd
 
 from common import data_dir, print_table, write_result
-from simulator_realism import CALIBRATION_COMPOUNDS, CHANNELS, CONTROL, CROP, measured, moa_shifts, simulated_config
+from simulator_realism import CALIBRATION_COMPOUNDS, CHANNELS, CONTROL, CROP, WORK, measured, moa_shifts, simulated_config
 from morphospace.evaluate.realism import control_standardised, group_shifts, shared_features
 from morphospace.features.cellprofiler import FeaturesConfig
 from morphospace.io.importers import import_npz
-from morphospace.simulate.calibrate import KNOB_BOUNDS, fit_knobs, knob_steps
+from morphospace.simulate.calibrate import ANCHOR_FEATURES, KNOB_BOUNDS, anchored_knobs, fit_model, knob_steps
 from morphospace.simulate.cell_crops import phenotype_crops
 from morphospace.simulate.phenotypes import DMSO_PHENOTYPE, MOAS, treatments_for
 from morphospace.workflows.profiling import extract_features
@@ -64,6 +71,24 @@ def rendered_effects(fields: int, workers: int, seed: int) -> tuple[pd.DataFrame
     return effects, len(cells)
 
 
+def cached_effects(fields: int, workers: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """:func:`rendered_effects`, kept under the work folder by the simulator's settings, fields and seed."""
+    text = simulated_config(1, seed).model_dump_json() + f"{fields}:{sorted(KNOB_BOUNDS.items())}"
+    path = WORK / f"effects_{hashlib.sha256(text.encode()).hexdigest()[:12]}.parquet"
+    if not path.is_file():
+        effects, cells = rendered_effects(fields, workers, seed)
+        WORK.mkdir(parents=True, exist_ok=True)
+        effects.assign(cells=cells).to_parquet(path)
+    effects = pd.read_parquet(path)
+    return effects.drop(columns="cells"), int(effects["cells"].iloc[0])
+
+
+def anchor_ratios(cells: pd.DataFrame, moa: str) -> dict[str, float]:
+    """Median of each anchor feature over the MoA's cells divided by its median over DMSO cells."""
+    medians = cells.groupby("Metadata_MoA")[list(ANCHOR_FEATURES.values())].median()
+    return {knob: float(medians.loc[moa, f] / medians.loc[CONTROL, f]) for knob, f in ANCHOR_FEATURES.items()}
+
+
 def mean_strength(moa: str) -> float:
     """Mean phenotype strength over the simulated screen's compounds and doses of ``moa``."""
     return float(np.mean([t.strength for t in treatments_for([moa], 3, 3)]))
@@ -75,23 +100,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fields", type=int, default=6, help="512 px fields rendered per knob")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ridge", type=float, default=0.05)
+    parser.add_argument("--ridge", type=float, default=0.1)
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     start = time.perf_counter()
     real = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers, bbbc021)
-    effects, cells = rendered_effects(args.fields, args.workers, args.seed)
+    effects, cells = cached_effects(args.fields, args.workers, args.seed)
     features = [f for f in shared_features(real) if f in effects.index]
     calibration = real[real["Metadata_Compound"].isin(CALIBRATION_COMPOUNDS.values()) | (real["Metadata_MoA"] == CONTROL)]
     targets = moa_shifts(calibration, features, by=None)
     models, rows = {}, []
     for moa in MOAS:
         target = targets.loc[moa] / mean_strength(moa)
-        fitted = fit_knobs(effects.loc[features], target, ridge=args.ridge)
+        anchors = anchored_knobs(anchor_ratios(calibration, moa), mean_strength(moa))
+        fitted = fit_model(effects.loc[features], target, moa, anchors, ridge=args.ridge)
         moved = {k: round(v, 3) for k, v in fitted.items()
                  if abs(v - getattr(DMSO_PHENOTYPE, k)) > 0.02 * (KNOB_BOUNDS[k][1] - KNOB_BOUNDS[k][0])}
-        predicted = effects.loc[features].to_numpy() @ np.array(
-            [fitted[k] - getattr(DMSO_PHENOTYPE, k) for k in effects.columns])
+        predicted = effects.loc[features, list(fitted)].to_numpy() @ np.array(
+            [fitted[k] - getattr(DMSO_PHENOTYPE, k) for k in fitted])
         cosine = float(predicted @ target.to_numpy() / (np.linalg.norm(predicted) * np.linalg.norm(target) + 1e-12))
         models[moa] = moved
         rows.append({"moa": moa, "compound": CALIBRATION_COMPOUNDS[moa], "linear_fit_cosine": cosine,

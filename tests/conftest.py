@@ -90,7 +90,8 @@ def transmitted_screen(tmp_path_factory):
     from morphospace.simulate import SimulateConfig, simulate_screen
 
     config = SimulateConfig(mode="transmitted", plates=1, dmso_wells_per_plate=2, moas=["Eg5 inhibitors"],
-                            compounds_per_moa=1, concentrations=1, field_size=96, cells_per_field=5)
+                            compounds_per_moa=1, concentrations=1, field_size=96, cells_per_field=5,
+                            cells={"cell_diameter_px": [40, 55], "nucleus_diameter_px": [16, 22], "mitotic_diameter_px": [28, 34]})  # small cells: several per tiny field
     return simulate_screen(config, tmp_path_factory.mktemp("isl") / "screen", progress=False)
 
 

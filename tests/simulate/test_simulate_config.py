@@ -13,7 +13,7 @@ def test_defaults_describe_the_documented_screen():
     config = SimulateConfig()
     assert (config.seed, config.plates, config.plates_per_batch, config.field_size) == (0, 2, 1, 256)
     assert (config.fields_per_well, config.dmso_wells_per_plate) == (1, 4)
-    assert (config.compounds_per_moa, config.concentrations, config.cells_per_field) == (2, 3, 14.0)
+    assert (config.compounds_per_moa, config.concentrations, config.cells_per_field) == (2, 3, 22.0)
     assert config.moas == list(MOAS)
     assert config.wells_per_plate == 4 + 12 * 2 * 3
 
@@ -42,7 +42,7 @@ def test_bad_moa_name_is_rejected():
         {"cells_per_field": -1},
         {"concentrations": 8, "compounds_per_moa": 3, "dmso_wells_per_plate": 100},
         {"cells": {"cell_diameter_px": [50, 40]}},
-        {"cells": {"nucleus_diameter_px": [30, 40]}},
+        {"cells": {"nucleus_diameter_px": [30, 45]}},
         {"optics": {"vignetting": [0.3, 0.1]}},
         {"optics": {"camera_gain": 0}},
     ],

@@ -20,7 +20,8 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("fewshot")
     screen = simulate_screen(SimulateConfig(mode="transmitted", plates=1, dmso_wells_per_plate=2,
                                             moas=["Eg5 inhibitors"], compounds_per_moa=1, concentrations=1,
-                                            field_size=96, cells_per_field=6), root / "screen", progress=False)
+                                            field_size=96, cells_per_field=6, cells={"cell_diameter_px": [40, 55], "nucleus_diameter_px": [16, 22], "mitotic_diameter_px": [28, 34]}),
+                            root / "screen", progress=False)
     common = {"runs_dir": str(root / "runs"), "seed": 2,
               "data": {"manifest": str(screen.manifest_path),
                        "channels": {"inputs": ["Transmitted"], "targets": ["Membrane", "DNA"], "mask": "NucleiLabels"},

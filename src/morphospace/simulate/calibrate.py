@@ -1,6 +1,12 @@
 """Fit phenotype models to measured feature shifts: which knob values make simulated cells move the
 way real treated cells move.
 
+A model keeps its mechanism: it moves only :func:`model_knobs` (the knobs its mechanism sets, and
+size, brightness and mitotic arrest), and each knob its mechanism sets, sizes and brightness
+aside, only in the direction the mechanism gives it (:func:`model_bounds`), so the simulator's truth
+still says which structures a treatment changes and which way; the data set how far, and the
+direction of sizes and brightness.
+
 The fit is linearised. :func:`knob_steps` moves each knob of a baseline
 :class:`~morphospace.simulate.phenotypes.Phenotype` by a fixed share of its allowed range
 (:data:`KNOB_BOUNDS`); rendering and measuring cells at each stepped phenotype gives the shift of
@@ -26,9 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import lsq_linear
 
-from morphospace.simulate.phenotypes import DMSO_PHENOTYPE, Phenotype
+from morphospace.simulate.phenotypes import DMSO_PHENOTYPE, MOA_EFFECTS, Phenotype
 
-__all__ = ["KNOB_BOUNDS", "knob_steps", "fit_knobs"]
+__all__ = ["KNOB_BOUNDS", "GENERAL_KNOBS", "ANCHOR_FEATURES", "CELL_CYCLE_KNOBS", "model_knobs", "model_bounds", "knob_steps", "fit_knobs",
+           "anchored_knobs", "fit_model"]
 
 KNOB_BOUNDS: Mapping[str, tuple[float, float]] = {
     "cell_scale": (0.6, 1.5), "cell_elongation": (1.0, 2.5), "cell_irregularity": (0.0, 0.3),
@@ -42,6 +49,52 @@ KNOB_BOUNDS: Mapping[str, tuple[float, float]] = {
     "aggresome": (0.0, 2.0),
 }
 """The range each knob may take in a fitted phenotype model."""
+
+GENERAL_KNOBS = ("cell_scale", "nucleus_scale", "dna_level", "actin_level", "tubulin_level", "mitotic_fraction")
+"""Knobs any treatment may move: cell and nucleus size, stain brightness, mitotic arrest."""
+
+CELL_CYCLE_KNOBS = ("mitotic_fraction", "monopolar_fraction", "multinucleate_fraction")
+"""Where a mechanism sets these (arrest in mitosis, monopolar spindles, failed cytokinesis), the
+fitted model keeps the mechanism's values: they define it, and single-cell crops centred on one
+nucleus measure them poorly."""
+
+
+ANCHOR_FEATURES = {
+    "cell_scale": "Cells_AreaShape_Area", "nucleus_scale": "Nuclei_AreaShape_Area",
+    "dna_level": "Nuclei_Intensity_MeanIntensity_DNA", "actin_level": "Cells_Intensity_MeanIntensity_Actin",
+    "tubulin_level": "Cells_Intensity_MeanIntensity_Tubulin",
+}
+"""The feature whose real median ratio sets each size and brightness knob (:func:`anchored_knobs`)."""
+
+
+def model_knobs(moa: str) -> list[str]:
+    """The knobs a fitted model of ``moa`` may move: its mechanism's own knobs (those its entry in
+    :data:`~morphospace.simulate.phenotypes.MOA_EFFECTS` sets) and :data:`GENERAL_KNOBS`.
+
+    >>> model_knobs("Eg5 inhibitors")
+    ['mitotic_fraction', 'monopolar_fraction', 'cell_scale', 'nucleus_scale', 'dna_level', 'actin_level', 'tubulin_level']
+    """
+    own = list(MOA_EFFECTS[moa])
+    return own + [k for k in GENERAL_KNOBS if k not in own]
+
+
+def model_bounds(moa: str, baseline: Phenotype = DMSO_PHENOTYPE) -> dict[str, tuple[float, float]]:
+    """Allowed range of each of :func:`model_knobs` for ``moa``: a knob the mechanism sets in
+    :data:`~morphospace.simulate.phenotypes.MOA_EFFECTS` from the baseline towards the side of
+    that value, unless it is a size or brightness (:data:`ANCHOR_FEATURES`: the data's to set);
+    any other knob over all of :data:`KNOB_BOUNDS`.
+
+    >>> model_bounds("Actin disruptors")["actin_puncta"], model_bounds("Actin disruptors")["stress_fibres"]
+    ((0.0, 40.0), (0.0, 6.0))
+    """
+    bounds = {}
+    for knob in model_knobs(moa):
+        low, high = KNOB_BOUNDS[knob]
+        value, base = MOA_EFFECTS[moa].get(knob), getattr(baseline, knob)
+        if knob not in ANCHOR_FEATURES and value is not None and value != base:
+            low, high = (base, high) if value > base else (low, base)
+        bounds[knob] = (low, high)
+    return bounds
 
 
 def knob_steps(baseline: Phenotype = DMSO_PHENOTYPE, knobs: Sequence[str] | None = None,
@@ -64,24 +117,64 @@ def knob_steps(baseline: Phenotype = DMSO_PHENOTYPE, knobs: Sequence[str] | None
 
 
 def fit_knobs(effects: pd.DataFrame, target: pd.Series, baseline: Phenotype = DMSO_PHENOTYPE,
-              ridge: float = 0.05) -> dict[str, float]:
-    """Knob values (inside :data:`KNOB_BOUNDS`) whose linearised shift best matches ``target``.
+              ridge: float = 0.05, bounds: Mapping[str, tuple[float, float]] | None = None) -> dict[str, float]:
+    """Knob values (inside ``bounds``, default :data:`KNOB_BOUNDS`) whose linearised shift best
+    matches ``target``.
 
     ``effects``: features x knobs, the shift of each feature per unit of each knob; ``target``: the
     wanted shift per feature (same units, features missing from either side are ignored). The ridge
     term adds ``ridge`` x (knob change / knob range) per knob to the residual, so knobs the target
     does not need stay at the baseline. Returns every knob in ``effects`` with its fitted value.
+    A bound that starts at the baseline keeps the knob on that side of it.
     """
     rows = [f for f in effects.index if f in target.index]
     if not rows:
         raise ValueError("effects and target share no feature")
     knobs = list(effects.columns)
     base = np.array([getattr(baseline, k) for k in knobs])
-    low = np.array([KNOB_BOUNDS[k][0] for k in knobs]) - base
-    high = np.array([KNOB_BOUNDS[k][1] for k in knobs]) - base
-    span = high - low
+    limits = {**KNOB_BOUNDS, **(bounds or {})}
+    low = np.array([limits[k][0] for k in knobs]) - base
+    high = np.array([limits[k][1] for k in knobs]) - base
+    span = np.array([KNOB_BOUNDS[k][1] - KNOB_BOUNDS[k][0] for k in knobs])
     matrix = effects.loc[rows, knobs].to_numpy(float) * span  # per knob range
     system = np.vstack([matrix, ridge * np.eye(len(knobs))]) if ridge > 0 else matrix
     wanted = np.concatenate([target.loc[rows].to_numpy(float), np.zeros(len(knobs) if ridge > 0 else 0)])
-    solution = lsq_linear(system, wanted, bounds=(low / span, high / span)).x
+    solution = lsq_linear(system, wanted, bounds=(low / span, high / span + 1e-12)).x
     return {k: float(b + x * s) for k, b, x, s in zip(knobs, base, solution, span)}
+
+
+
+def anchored_knobs(ratios: Mapping[str, float], strength: float) -> dict[str, float]:
+    """Full-strength size and brightness knobs from real median ratios (treated / control) of their
+    :data:`ANCHOR_FEATURES`, measured on cells whose mean phenotype strength is ``strength``.
+
+    A knob's effect grows linearly with strength, so a brightness ratio ``r`` gives
+    ``1 + (r - 1) / strength``; a size knob scales a radius, so an area ratio gives
+    ``1 + (sqrt(r) - 1) / strength``. Values are clipped to :data:`KNOB_BOUNDS`.
+
+    >>> anchored_knobs({"nucleus_scale": 1.21, "dna_level": 1.5}, strength=0.5)
+    {'nucleus_scale': 1.2, 'dna_level': 2.0}
+    """
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must lie in (0, 1], got {strength}")
+    values = {}
+    for knob, ratio in ratios.items():
+        change = np.sqrt(ratio) if knob in ("cell_scale", "nucleus_scale") else ratio
+        low, high = KNOB_BOUNDS[knob]
+        values[knob] = float(np.clip(round(1.0 + (change - 1.0) / strength, 6), low, high))
+    return values
+
+
+def fit_model(effects: pd.DataFrame, target: pd.Series, moa: str, anchors: Mapping[str, float],
+              baseline: Phenotype = DMSO_PHENOTYPE, ridge: float = 0.1) -> dict[str, float]:
+    """The phenotype model of ``moa``: the ``anchors`` (knob -> value, from :func:`anchored_knobs`)
+    and the cell-cycle knobs its mechanism sets (:data:`CELL_CYCLE_KNOBS`) as given, and the
+    mechanism's other knobs (and the mitotic fraction, where the mechanism does not set it) fitted
+    by :func:`fit_knobs` (bounds :func:`model_bounds`, ``ridge``) to what of ``target`` the given
+    knobs' linearised ``effects`` leave."""
+    kept = {**anchors, **{k: v for k, v in MOA_EFFECTS[moa].items() if k in CELL_CYCLE_KNOBS}}
+    moved = pd.Series({k: v - getattr(baseline, k) for k, v in kept.items()})
+    residual = target - effects[list(kept)].reindex(target.index).fillna(0.0) @ moved
+    rest = [k for k in model_knobs(moa) if k not in kept and k in effects.columns]
+    fitted = fit_knobs(effects[rest], residual, baseline, ridge=ridge, bounds=model_bounds(moa, baseline)) if rest else {}
+    return {**kept, **fitted}

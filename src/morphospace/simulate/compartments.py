@@ -1,6 +1,7 @@
 """Fluorophore maps of one field: DNA, F-actin and beta-tubulin, in expected photons per pixel.
 
-The maps are noise-free and unblurred except for the intrinsic width of filaments;
+The maps are noise-free and unblurred except for the intrinsic width of filaments and the DNA
+light spread out of focus around nuclei (:data:`DNA_HALO`);
 :mod:`morphospace.simulate.optics` adds the PSF, illumination and camera. Points are ``(y, x)``
 in pixels. Brightness constants are photons at ``brightness=1`` for a DMSO cell.
 """
@@ -20,21 +21,28 @@ from morphospace.simulate.population import CellPlan
 __all__ = ["render_channels", "render_dna", "render_actin", "render_tubulin", "splat", "sample_segments"]
 
 DNA_PHOTONS = 2400.0
-ACTIN_DIFFUSE = 320.0
-ACTIN_CORTEX = 1400.0
+ACTIN_DIFFUSE = 450.0
+ACTIN_CORTEX = 500.0
 FIBRE_PHOTONS = 140.0  # per 0.5 px of stress fibre
 PUNCTUM_PHOTONS = 1200.0  # peak of an actin punctum
-TUBULIN_DIFFUSE = 260.0
-MICROTUBULE_PHOTONS = 220.0  # per 0.8 px of microtubule
+TUBULIN_DIFFUSE = 350.0
+MICROTUBULE_PHOTONS = 90.0  # per 0.8 px of microtubule
 SPINDLE_PHOTONS = 150.0  # per 0.5 px of spindle fibre
-CENTROSOME_PHOTONS = 900.0  # peak
+CENTROSOME_PHOTONS = 300.0  # peak
 AGGRESOME_PHOTONS = 1500.0  # peak at aggresome = 1
 MITOTIC_CORTEX = 1.8  # cortical actin of mitotic cells relative to interphase
-CORTEX_WIDTH = 1.5  # px, decay length of cortical actin inward from the cell outline
-NUCLEUS_TUBULIN_DIMMING = 0.45  # fraction of diffuse tubulin missing over the nucleus
+CORTEX_WIDTH = 3.0  # px, decay length of cortical actin inward from the cell outline
+NUCLEUS_TUBULIN_DIMMING = 0.3  # fraction of diffuse tubulin missing over the nucleus
 MT_STEP = 0.8  # px between microtubule samples
 MT_PER_CELL = 40.0  # microtubules of a DMSO cell of radius _REFERENCE_RADIUS
 _REFERENCE_RADIUS = 23.5
+CYTOPLASM_TEXTURE = 0.25  # relative amplitude of the patchy variation of diffuse actin and tubulin
+CYTOPLASM_TEXTURE_SIGMA = 1.5  # px, grain of that variation
+NUCLEUS_ACTIN_DIMMING = 0.35  # fraction of diffuse actin missing over the nucleus
+DNA_HALO = 0.08  # share of DNA light spread out of focus around the nucleus
+DNA_HALO_SIGMA = 5.0  # px
+PERINUCLEAR_PX = 10.0  # decay length of the cytoplasm's thickness away from the nucleus
+TUBULIN_BLEED_THROUGH = 0.05  # share of tubulin light seen in the DNA channel
 
 
 def splat(points: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -85,6 +93,16 @@ def _value_at(image: np.ndarray, points: np.ndarray) -> np.ndarray:
 def _unit_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     return field / field.std()
+
+
+def _patches(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Patchy multiplicative variation of diffuse cytoplasm (mean about 1, never below 0.2)."""
+    return np.clip(1.0 + CYTOPLASM_TEXTURE * _unit_noise(rng, shape, CYTOPLASM_TEXTURE_SIGMA), 0.2, None)
+
+
+def _thickness(layout: FieldLayout, dimming: float) -> np.ndarray:
+    """Relative cytoplasm in the light path: :func:`_diffuse_profile`, less ``dimming`` over nuclei."""
+    return _diffuse_profile(layout) * (1.0 - dimming * (layout.nuclei > 0))
 
 
 def _per_cell(values: list[float]) -> np.ndarray:
@@ -141,12 +159,15 @@ def render_dna(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generat
     counts = rng.poisson(phenotype.dna_foci * interphase)
     foci, foci_owner = _points_in_shapes(rng, layout.nucleus_shapes, labels, counts, 0.8)
     dna += blob_layer(foci, 0.8 * level[foci_owner], 0.8, shape) * (labels > 0)
-    return dna
+    return (1.0 - DNA_HALO) * dna + DNA_HALO * ndimage.gaussian_filter(dna, DNA_HALO_SIGMA)
 
 
 def _diffuse_profile(layout: FieldLayout) -> np.ndarray:
-    """Relative cytoplasm thickness: thinner within a few px of the cell outline."""
-    return np.where(layout.cells > 0, 0.55 + 0.45 * (1.0 - np.exp(-layout.edge / 6.0)), 0.0)
+    """Relative cytoplasm thickness: thinner within a few px of the cell outline, thickest around the
+    nucleus (falling over about :data:`PERINUCLEAR_PX`)."""
+    to_nucleus = ndimage.distance_transform_edt(layout.nuclei == 0)
+    rim = 0.55 + 0.45 * (1.0 - np.exp(-layout.edge / 6.0))
+    return np.where(layout.cells > 0, rim * (0.5 + 0.5 * np.exp(-to_nucleus / PERINUCLEAR_PX)), 0.0)
 
 
 def render_actin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator) -> np.ndarray:
@@ -156,7 +177,7 @@ def render_actin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Gener
     cortex = _per_cell([MITOTIC_CORTEX if p.mitotic else 1.0 for p in plans])
     labels = layout.cells
     actin = expression[labels] * (labels > 0) * (
-        ACTIN_DIFFUSE * phenotype.actin_level
+        ACTIN_DIFFUSE * phenotype.actin_level * _patches(rng, layout.shape) * _thickness(layout, NUCLEUS_ACTIN_DIMMING)
         + ACTIN_CORTEX * phenotype.cortical_actin * cortex[labels] * np.exp(-layout.edge / CORTEX_WIDTH)
     )
     fibres = _stress_fibres(rng, layout, phenotype)
@@ -205,8 +226,8 @@ def render_tubulin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Gen
     labels = layout.cells
     expression = _per_cell([p.expression * (1.3 if p.mitotic else 1.0) for p in plans])
     tubulin = (
-        TUBULIN_DIFFUSE * phenotype.tubulin_level * expression[labels] * _diffuse_profile(layout)
-        * (1.0 - NUCLEUS_TUBULIN_DIMMING * (layout.nuclei > 0))
+        TUBULIN_DIFFUSE * phenotype.tubulin_level * expression[labels] * _thickness(layout, NUCLEUS_TUBULIN_DIMMING)
+        * _patches(rng, layout.shape)
     )
     filaments = _microtubules(rng, layout, phenotype) + _spindles(rng, layout, phenotype)
     tubulin += ndimage.gaussian_filter(filaments, phenotype.microtubule_width)
@@ -288,6 +309,7 @@ def _spindle_tips(rng: np.random.Generator, plan: CellPlan, pole: np.ndarray, de
 
 
 def render_channels(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator) -> np.ndarray:
-    """(3, H, W) float32 photon maps in channel order DNA, Actin, Tubulin."""
-    renderers = (render_dna, render_actin, render_tubulin)
-    return np.stack([render(layout, phenotype, rng) for render in renderers]).astype(np.float32)
+    """(3, H, W) float32 photon maps in channel order DNA, Actin, Tubulin; the DNA channel also holds
+    :data:`TUBULIN_BLEED_THROUGH` of the tubulin light (spectral bleed-through)."""
+    dna, actin, tubulin = (render(layout, phenotype, rng) for render in (render_dna, render_actin, render_tubulin))
+    return np.stack([dna + TUBULIN_BLEED_THROUGH * tubulin, actin, tubulin]).astype(np.float32)

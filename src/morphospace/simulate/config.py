@@ -33,18 +33,18 @@ def _check_range(value: Range, low: float = 0.0, high: float = float("inf")) -> 
 class CellsConfig(Config):
     """Cell population of a DMSO field; treatments scale these (lengths in px)."""
 
-    cell_diameter_px: Range = (40.0, 55.0)
-    nucleus_diameter_px: Range = (16.0, 22.0)
-    mitotic_diameter_px: Range = (28.0, 34.0)
+    cell_diameter_px: Range = (58.0, 72.0)
+    nucleus_diameter_px: Range = (30.0, 40.0)
+    mitotic_diameter_px: Range = (40.0, 48.0)
     mitotic_fraction: float = Field(0.05, ge=0.0, le=1.0, description="baseline mitotic fraction")
     packing: float = Field(
-        0.8, ge=0.4, le=1.5, description="minimum centre distance as a fraction of the summed radii"
+        0.6, ge=0.4, le=1.5, description="minimum centre distance as a fraction of the summed radii"
     )
     clustering: float = Field(
-        0.5, ge=0.0, le=1.0, description="chance that a cell is placed against an earlier one"
+        1.0, ge=0.0, le=1.0, description="chance that a cell is placed against an earlier one"
     )
     nucleus_margin_px: float = Field(
-        3.0, ge=1.0, le=10.0, description="least distance from a nucleus to its cell's outline"
+        2.0, ge=1.0, le=10.0, description="least distance from a nucleus to its cell's outline"
     )
 
     @field_validator("cell_diameter_px", "nucleus_diameter_px", "mitotic_diameter_px")
@@ -62,7 +62,7 @@ class CellsConfig(Config):
 class OpticsConfig(Config):
     """Image formation: blur, illumination, camera (intensities in photons or ADU)."""
 
-    psf_sigma_px: float = Field(1.0, ge=0.0, le=5.0, description="Gaussian PSF sigma")
+    psf_sigma_px: float = Field(1.8, ge=0.0, le=5.0, description="Gaussian PSF sigma")
     brightness: float = Field(1.0, gt=0.0, le=20.0, description="multiplies every photon count")
     background: float = Field(40.0, ge=0.0, description="autofluorescence, photons per pixel")
     camera_gain: float = Field(1.0, gt=0.0, le=20.0, description="ADU per photo-electron")
@@ -221,7 +221,7 @@ class SimulateConfig(Config):
     compounds_per_moa: int = Field(2, ge=1, le=MAX_COMPOUNDS_PER_MOA)
     concentrations: int = Field(3, ge=1, le=8)
     moas: list[str] = Field(default_factory=lambda: list(MOAS))
-    cells_per_field: float = Field(14.0, ge=0.0, le=1000.0)
+    cells_per_field: float = Field(22.0, ge=0.0, le=1000.0)
     pixel_size_um: float = Field(0.65, gt=0.0)
     cells: CellsConfig = Field(default_factory=CellsConfig)
     optics: OpticsConfig = Field(default_factory=OpticsConfig)

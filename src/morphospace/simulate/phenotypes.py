@@ -6,6 +6,15 @@ values its knobs take at full strength (knobs not listed keep the baseline). A t
 strength ``s`` in [0, 1] renders with ``baseline + s * (full - baseline)`` for every knob, so a weak
 dose looks between DMSO and the full phenotype.
 
+The full-strength values were fitted to real BBBC021 cells, one compound per MoA (named beside each
+entry: the compound with the most of the 1,000 all-MoA crops), by ``benchmarks/calibrate_simulator.py``
+(see :mod:`morphospace.simulate.calibrate`): cell and nucleus size and DNA, actin and tubulin
+brightness from the real median ratios to DMSO; cell-cycle arrest as the mechanism defines it;
+the mechanism's other knobs, in the direction the mechanism gives them, by least squares on the
+real feature shift. Knobs the fit left at the baseline are not listed (the aggresome of protein
+degradation, for one: these crops' features did not call for it). The other compounds of each MoA
+are held out for ``benchmarks/simulator_realism.py``.
+
 Each compound has its own Hill curve (``ec50_um``, ``hill``, ``emax``); its doses form a
 three-fold dilution series whose top dose is three times its EC50, so with three doses the
 strengths are roughly 0.1, 0.5 and 0.9 times ``emax``.
@@ -212,50 +221,55 @@ DMSO_PHENOTYPE = Phenotype()
 
 MOA_EFFECTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
     {
-        "Actin disruptors": MappingProxyType(
-            {"cell_scale": 0.85, "cell_irregularity": 0.2, "actin_level": 0.8, "cortical_actin": 0.3,
-             "stress_fibres": 0.0, "actin_puncta": 25.0}
+        "Actin disruptors": MappingProxyType(  # fitted to latrunculin B
+            {"cell_scale": 0.6, "nucleus_scale": 0.774, "dna_level": 0.407, "actin_level": 0.452,
+             "tubulin_level": 3.0, "cortical_actin": 0.338, "actin_puncta": 40.0, "mitotic_fraction": 0.668}
         ),
-        "Aurora kinase inhibitors": MappingProxyType(
-            {"cell_scale": 1.25, "multinucleate_fraction": 0.85, "mitotic_fraction": 0.01}
+        "Aurora kinase inhibitors": MappingProxyType(  # fitted to AZ-A
+            {"cell_scale": 1.355, "nucleus_scale": 1.5, "dna_level": 0.4, "actin_level": 0.3,
+             "tubulin_level": 3.0, "multinucleate_fraction": 0.85, "mitotic_fraction": 0.01}
         ),
-        "Cholesterol-lowering": MappingProxyType(
-            {"cortical_actin": 0.7, "cell_irregularity": 0.17, "tubulin_level": 1.35,
-             "nucleus_elongation": 1.5}
+        "Cholesterol-lowering": MappingProxyType(  # fitted to mevinolin/lovastatin
+            {"cell_scale": 0.889, "nucleus_scale": 0.701, "dna_level": 1.491, "actin_level": 3.0,
+             "tubulin_level": 2.703, "cortical_actin": 0.311, "mitotic_fraction": 0.0}
         ),
-        "DNA damage": MappingProxyType(
-            {"nucleus_scale": 1.35, "cell_scale": 1.15, "dna_level": 1.15, "chromatin_texture": 0.3,
-             "dna_foci": 8.0, "mitotic_fraction": 0.01}
+        "DNA damage": MappingProxyType(  # fitted to mitomycin C
+            {"cell_scale": 1.122, "nucleus_scale": 1.216, "dna_level": 1.827, "actin_level": 1.653,
+             "tubulin_level": 0.886, "mitotic_fraction": 0.01}
         ),
-        "DNA replication": MappingProxyType(
-            {"nucleus_scale": 0.85, "nucleus_elongation": 1.05, "dna_level": 0.85,
-             "chromatin_texture": 0.35, "chromatin_coarseness": 1.0, "nucleoli": 4.5,
-             "nucleolus_contrast": 0.65, "mitotic_fraction": 0.0}
+        "DNA replication": MappingProxyType(  # fitted to camptothecin
+            {"cell_scale": 1.426, "nucleus_scale": 1.193, "dna_level": 1.5, "actin_level": 2.287,
+             "tubulin_level": 1.597, "mitotic_fraction": 0.0, "nucleus_elongation": 1.0}
         ),
-        "Eg5 inhibitors": MappingProxyType({"mitotic_fraction": 0.55, "monopolar_fraction": 1.0}),
-        "Epithelial": MappingProxyType(
-            {"cell_scale": 0.9, "cell_elongation": 1.08, "cell_irregularity": 0.04,
-             "cortical_actin": 1.7, "stress_fibres": 1.5}
+        "Eg5 inhibitors": MappingProxyType(  # fitted to AZ-C
+            {"cell_scale": 0.869, "nucleus_scale": 0.714, "dna_level": 2.5, "actin_level": 3.0,
+             "tubulin_level": 3.0, "mitotic_fraction": 0.55, "monopolar_fraction": 1.0}
         ),
-        "Kinase inhibitors": MappingProxyType(
-            {"cell_scale": 1.1, "cell_elongation": 2.1, "nucleus_elongation": 1.5,
-             "stress_fibres": 11.0, "fibre_spread": 0.08, "microtubule_curvature": 0.015}
+        "Epithelial": MappingProxyType(  # fitted to AZ-U
+            {"cell_scale": 0.6, "nucleus_scale": 0.629, "dna_level": 1.162, "actin_level": 2.459,
+             "tubulin_level": 1.166, "stress_fibres": 0.0, "mitotic_fraction": 0.244}
         ),
-        "Microtubule destabilizers": MappingProxyType(
-            {"cell_scale": 0.85, "cell_elongation": 1.05, "mitotic_fraction": 0.3,
-             "microtubules": 0.0, "tubulin_level": 1.8}
+        "Kinase inhibitors": MappingProxyType(  # fitted to alsterpaullone
+            {"cell_scale": 0.915, "nucleus_scale": 0.96, "dna_level": 1.234, "actin_level": 0.878,
+             "tubulin_level": 0.709, "nucleus_elongation": 1.352, "stress_fibres": 19.738,
+             "mitotic_fraction": 0.031}
         ),
-        "Microtubule stabilizers": MappingProxyType(
-            {"mitotic_fraction": 0.35, "microtubules": 0.7, "microtubule_width": 1.4,
-             "microtubule_brightness": 2.2, "microtubule_curvature": 0.09, "tubulin_level": 0.6}
+        "Microtubule destabilizers": MappingProxyType(  # fitted to vincristine
+            {"cell_scale": 0.723, "nucleus_scale": 1.054, "dna_level": 1.737, "actin_level": 3.0,
+             "tubulin_level": 2.546, "mitotic_fraction": 0.3, "cell_elongation": 1.289, "microtubules": 0.0}
         ),
-        "Protein degradation": MappingProxyType(
-            {"aggresome": 1.0, "nucleus_scale": 1.1, "dna_level": 0.9, "actin_level": 1.3,
-             "mitotic_fraction": 0.08}
+        "Microtubule stabilizers": MappingProxyType(  # fitted to taxol
+            {"cell_scale": 0.605, "nucleus_scale": 0.765, "dna_level": 1.678, "actin_level": 3.0,
+             "tubulin_level": 3.0, "mitotic_fraction": 0.35, "microtubules": 0.246,
+             "microtubule_brightness": 2.715}
         ),
-        "Protein synthesis": MappingProxyType(
-            {"cell_scale": 0.72, "nucleus_scale": 0.9, "dna_level": 0.8, "actin_level": 0.55,
-             "cortical_actin": 0.6, "stress_fibres": 3.0, "tubulin_level": 0.55, "microtubules": 0.6}
+        "Protein degradation": MappingProxyType(  # fitted to proteasome inhibitor I
+            {"cell_scale": 1.359, "nucleus_scale": 1.304, "dna_level": 1.225, "actin_level": 1.207,
+             "tubulin_level": 1.355, "mitotic_fraction": 0.08}
+        ),
+        "Protein synthesis": MappingProxyType(  # fitted to emetine
+            {"cell_scale": 0.822, "dna_level": 1.775, "actin_level": 2.958, "tubulin_level": 3.0,
+             "cortical_actin": 0.572, "stress_fibres": 0.0, "microtubules": 0.664, "mitotic_fraction": 0.0}
         ),
     }
 )

@@ -29,6 +29,7 @@ _LARGE_CELL_FACTOR = 1.2  # extra radius of multinucleate and polyploid cells
 _POLYPLOID_SHARE = 0.3  # of cells drawn multinucleate, the share with one large nucleus
 _METAPHASE_SHARE = 0.6  # of bipolar mitoses
 _RING_INNER = 0.45  # inner radius of a monopolar DNA ring, fraction of its outer radius
+_REFERENCE_NUCLEUS_DIAMETER = 19.0  # px: the interphase nucleus the mitotic chromatin sizes were drawn for
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,12 @@ def sample_cells(
     size: int,
     mean_count: float,
 ) -> list[CellPlan]:
-    """Plans of the cells of one ``size`` x ``size`` field: Poisson count, placed without crowding."""
-    count = int(rng.poisson(mean_count))
+    """Plans of the cells of one ``size`` x ``size`` field: Poisson count, placed without crowding.
+
+    The mean count falls as the phenotype's cells grow (``mean_count / cell_scale**2``), so a
+    confluent field stays confluent and larger cells come with fewer of them.
+    """
+    count = int(rng.poisson(mean_count / phenotype.cell_scale**2))
     kinds = [_sample_kind(rng, phenotype) for _ in range(count)]
     quantiles = rng.random((count, 2))
     radii = np.array([_cell_radius(cells, phenotype, kind, q[0]) for kind, q in zip(kinds, quantiles)])
@@ -92,7 +97,8 @@ def sample_cells(
         if centre is None:
             continue
         nucleus_radius = 0.5 * _lerp(cells.nucleus_diameter_px, 0.5 * (q[0] + q[1])) * phenotype.nucleus_scale
-        plans.append(_plan(rng, kind, centre, float(radius), nucleus_radius, phenotype))
+        chromatin_scale = _lerp(cells.nucleus_diameter_px, 0.5) / _REFERENCE_NUCLEUS_DIAMETER
+        plans.append(_plan(rng, kind, centre, float(radius), nucleus_radius, phenotype, chromatin_scale))
     return plans
 
 
@@ -110,11 +116,12 @@ def _plan(
     radius: float,
     nucleus_radius: float,
     phenotype: Phenotype,
+    chromatin_scale: float = 1.0,
 ) -> CellPlan:
     dna_level = float(rng.lognormal(0.0, 0.12))
     expression = float(rng.lognormal(0.0, 0.15))
     if kind in MITOTIC_KINDS:
-        return _mitotic_plan(rng, kind, centre, radius, dna_level, expression)
+        return _mitotic_plan(rng, kind, centre, radius, dna_level, expression, chromatin_scale)
     angle = rng.uniform(0.0, np.pi)
     elongation = 1.0 + (phenotype.cell_elongation - 1.0) * rng.uniform(0.6, 1.4)
     shape = random_star(rng, centre, radius, elongation, angle, phenotype.cell_irregularity)
@@ -172,17 +179,19 @@ def _mitotic_plan(
     radius: float,
     dna_level: float,
     expression: float,
+    chromatin_scale: float = 1.0,
 ) -> CellPlan:
-    """A round cell with condensed chromatin and one or two spindle poles."""
+    """A round cell with condensed chromatin (sizes times ``chromatin_scale``) and one or two spindle poles."""
     shape = random_star(rng, centre, radius, rng.uniform(1.0, 1.08), rng.uniform(0.0, np.pi), 0.02)
     axis = rng.uniform(0.0, np.pi)
     if kind == "monopolar":
-        ring = random_star(rng, centre, rng.uniform(6.5, 8.0), 1.05, axis, 0.03, orders=2)
+        ring = random_star(rng, centre, chromatin_scale * rng.uniform(6.5, 8.0), 1.05, axis, 0.03, orders=2)
         return CellPlan(kind, shape, (ring,), (centre,), 1.8 * dna_level, expression, ring=_RING_INNER)
     if kind == "metaphase":
-        chromatin = random_star(rng, centre, rng.uniform(4.0, 4.6), rng.uniform(2.6, 3.2), axis + np.pi / 2, 0.04)
+        chromatin = random_star(rng, centre, chromatin_scale * rng.uniform(4.0, 4.6), rng.uniform(2.6, 3.2),
+                                axis + np.pi / 2, 0.04)
     else:
-        chromatin = random_star(rng, centre, rng.uniform(5.0, 6.0), 1.2, axis, 0.12)
+        chromatin = random_star(rng, centre, chromatin_scale * rng.uniform(5.0, 6.0), 1.2, axis, 0.12)
     reach = 0.55 * radius
     poles = tuple(
         (centre[0] + sign * reach * np.sin(axis), centre[1] + sign * reach * np.cos(axis)) for sign in (1.0, -1.0)
