@@ -71,8 +71,9 @@ def model_knobs(moa: str) -> list[str]:
     """The knobs a fitted model of ``moa`` may move: its mechanism's own knobs (those its entry in
     :data:`~morphospace.simulate.phenotypes.MOA_EFFECTS` sets) and :data:`GENERAL_KNOBS`.
 
-    >>> model_knobs("Eg5 inhibitors")
-    ['mitotic_fraction', 'monopolar_fraction', 'cell_scale', 'nucleus_scale', 'dna_level', 'actin_level', 'tubulin_level']
+    >>> knobs = model_knobs("Eg5 inhibitors")
+    >>> "monopolar_fraction" in knobs, set(GENERAL_KNOBS) <= set(knobs), "actin_puncta" in knobs
+    (True, True, False)
     """
     own = list(MOA_EFFECTS[moa])
     return own + [k for k in GENERAL_KNOBS if k not in own]
@@ -84,8 +85,9 @@ def model_bounds(moa: str, baseline: Phenotype = DMSO_PHENOTYPE) -> dict[str, tu
     that value, unless it is a size or brightness (:data:`ANCHOR_FEATURES`: the data's to set);
     any other knob over all of :data:`KNOB_BOUNDS`.
 
-    >>> model_bounds("Actin disruptors")["actin_puncta"], model_bounds("Actin disruptors")["stress_fibres"]
-    ((0.0, 40.0), (0.0, 6.0))
+    >>> bounds = model_bounds("Actin disruptors")
+    >>> bounds["actin_puncta"], bounds["cortical_actin"], bounds["actin_level"]
+    ((0.0, 40.0), (0.0, 1.0), (0.3, 3.0))
     """
     bounds = {}
     for knob in model_knobs(moa):

@@ -43,6 +43,8 @@ DNA_HALO = 0.08  # share of DNA light spread out of focus around the nucleus
 DNA_HALO_SIGMA = 5.0  # px
 PERINUCLEAR_PX = 10.0  # decay length of the cytoplasm's thickness away from the nucleus
 TUBULIN_BLEED_THROUGH = 0.05  # share of tubulin light seen in the DNA channel
+SHARED_TEXTURE = 0.5  # share of the patchy variance actin and tubulin have in common
+DNA_AUTOFLUORESCENCE = 200.0  # photons per unit cytoplasm thickness in the DNA channel
 
 
 def splat(points: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -170,14 +172,17 @@ def _diffuse_profile(layout: FieldLayout) -> np.ndarray:
     return np.where(layout.cells > 0, rim * (0.5 + 0.5 * np.exp(-to_nucleus / PERINUCLEAR_PX)), 0.0)
 
 
-def render_actin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator) -> np.ndarray:
-    """F-actin: dim diffuse actin, a bright cortical band, stress fibres and (disruptors) puncta."""
+def render_actin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator,
+                 patches: np.ndarray | None = None) -> np.ndarray:
+    """F-actin: diffuse patchy actin (``patches``: its relative variation, drawn when None), a soft
+    cortical band, stress fibres and (disruptors) puncta."""
     plans = layout.plans
     expression = _per_cell([p.expression for p in plans])
     cortex = _per_cell([MITOTIC_CORTEX if p.mitotic else 1.0 for p in plans])
     labels = layout.cells
     actin = expression[labels] * (labels > 0) * (
-        ACTIN_DIFFUSE * phenotype.actin_level * _patches(rng, layout.shape) * _thickness(layout, NUCLEUS_ACTIN_DIMMING)
+        ACTIN_DIFFUSE * phenotype.actin_level * (_patches(rng, layout.shape) if patches is None else patches)
+        * _thickness(layout, NUCLEUS_ACTIN_DIMMING)
         + ACTIN_CORTEX * phenotype.cortical_actin * cortex[labels] * np.exp(-layout.edge / CORTEX_WIDTH)
     )
     fibres = _stress_fibres(rng, layout, phenotype)
@@ -219,15 +224,17 @@ def _stress_fibres(rng: np.random.Generator, layout: FieldLayout, phenotype: Phe
     return splat(points[keep], weight[keep], layout.shape)
 
 
-def render_tubulin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator) -> np.ndarray:
-    """Beta-tubulin: diffuse tubulin (dimmer over nuclei), radial microtubules or mitotic spindles,
-    centrosomes, and (protein degradation) a perinuclear aggresome."""
+def render_tubulin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator,
+                   patches: np.ndarray | None = None) -> np.ndarray:
+    """Beta-tubulin: diffuse patchy tubulin (dimmer over nuclei; ``patches`` as in
+    :func:`render_actin`), radial microtubules or mitotic spindles, centrosomes, and (protein
+    degradation) a perinuclear aggresome."""
     plans = layout.plans
     labels = layout.cells
     expression = _per_cell([p.expression * (1.3 if p.mitotic else 1.0) for p in plans])
     tubulin = (
         TUBULIN_DIFFUSE * phenotype.tubulin_level * expression[labels] * _thickness(layout, NUCLEUS_TUBULIN_DIMMING)
-        * _patches(rng, layout.shape)
+        * (_patches(rng, layout.shape) if patches is None else patches)
     )
     filaments = _microtubules(rng, layout, phenotype) + _spindles(rng, layout, phenotype)
     tubulin += ndimage.gaussian_filter(filaments, phenotype.microtubule_width)
@@ -309,7 +316,17 @@ def _spindle_tips(rng: np.random.Generator, plan: CellPlan, pole: np.ndarray, de
 
 
 def render_channels(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator) -> np.ndarray:
-    """(3, H, W) float32 photon maps in channel order DNA, Actin, Tubulin; the DNA channel also holds
-    :data:`TUBULIN_BLEED_THROUGH` of the tubulin light (spectral bleed-through)."""
-    dna, actin, tubulin = (render(layout, phenotype, rng) for render in (render_dna, render_actin, render_tubulin))
-    return np.stack([dna + TUBULIN_BLEED_THROUGH * tubulin, actin, tubulin]).astype(np.float32)
+    """(3, H, W) float32 photon maps in channel order DNA, Actin, Tubulin.
+
+    Actin and tubulin share part of their patchy variation (:data:`SHARED_TEXTURE`: where the
+    cytoplasm is thicker, both are brighter), and the DNA channel also holds the cytoplasm's
+    autofluorescence (:data:`DNA_AUTOFLUORESCENCE` photons per unit thickness) and
+    :data:`TUBULIN_BLEED_THROUGH` of the tubulin light.
+    """
+    shared, own_actin, own_tubulin = (_patches(rng, layout.shape) for _ in range(3))
+    mix = np.sqrt(SHARED_TEXTURE), np.sqrt(1.0 - SHARED_TEXTURE)
+    dna = render_dna(layout, phenotype, rng)
+    actin = render_actin(layout, phenotype, rng, mix[0] * (shared - 1) + mix[1] * (own_actin - 1) + 1)
+    tubulin = render_tubulin(layout, phenotype, rng, mix[0] * (shared - 1) + mix[1] * (own_tubulin - 1) + 1)
+    glow = DNA_AUTOFLUORESCENCE * _thickness(layout, 1.0) * shared
+    return np.stack([dna + glow + TUBULIN_BLEED_THROUGH * tubulin, actin, tubulin]).astype(np.float32)

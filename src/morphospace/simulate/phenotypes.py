@@ -223,7 +223,7 @@ MOA_EFFECTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
     {
         "Actin disruptors": MappingProxyType(  # fitted to latrunculin B
             {"cell_scale": 0.6, "nucleus_scale": 0.774, "dna_level": 0.407, "actin_level": 0.452,
-             "tubulin_level": 3.0, "cortical_actin": 0.338, "actin_puncta": 40.0, "mitotic_fraction": 0.668}
+             "tubulin_level": 3.0, "mitotic_fraction": 0.668, "cortical_actin": 0.237, "actin_puncta": 40.0}
         ),
         "Aurora kinase inhibitors": MappingProxyType(  # fitted to AZ-A
             {"cell_scale": 1.355, "nucleus_scale": 1.5, "dna_level": 0.4, "actin_level": 0.3,
@@ -231,7 +231,7 @@ MOA_EFFECTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
         ),
         "Cholesterol-lowering": MappingProxyType(  # fitted to mevinolin/lovastatin
             {"cell_scale": 0.889, "nucleus_scale": 0.701, "dna_level": 1.491, "actin_level": 3.0,
-             "tubulin_level": 2.703, "cortical_actin": 0.311, "mitotic_fraction": 0.0}
+             "tubulin_level": 2.703, "mitotic_fraction": 0.0, "cortical_actin": 0.294}
         ),
         "DNA damage": MappingProxyType(  # fitted to mitomycin C
             {"cell_scale": 1.122, "nucleus_scale": 1.216, "dna_level": 1.827, "actin_level": 1.653,
@@ -247,21 +247,21 @@ MOA_EFFECTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
         ),
         "Epithelial": MappingProxyType(  # fitted to AZ-U
             {"cell_scale": 0.6, "nucleus_scale": 0.629, "dna_level": 1.162, "actin_level": 2.459,
-             "tubulin_level": 1.166, "stress_fibres": 0.0, "mitotic_fraction": 0.244}
+             "tubulin_level": 1.166, "mitotic_fraction": 0.244, "stress_fibres": 0.0}
         ),
         "Kinase inhibitors": MappingProxyType(  # fitted to alsterpaullone
             {"cell_scale": 0.915, "nucleus_scale": 0.96, "dna_level": 1.234, "actin_level": 0.878,
-             "tubulin_level": 0.709, "nucleus_elongation": 1.352, "stress_fibres": 19.738,
-             "mitotic_fraction": 0.031}
+             "tubulin_level": 0.709, "mitotic_fraction": 0.031, "nucleus_elongation": 1.379,
+             "stress_fibres": 19.104}
         ),
         "Microtubule destabilizers": MappingProxyType(  # fitted to vincristine
             {"cell_scale": 0.723, "nucleus_scale": 1.054, "dna_level": 1.737, "actin_level": 3.0,
-             "tubulin_level": 2.546, "mitotic_fraction": 0.3, "cell_elongation": 1.289, "microtubules": 0.0}
+             "tubulin_level": 2.546, "mitotic_fraction": 0.3, "microtubules": 0.0}
         ),
         "Microtubule stabilizers": MappingProxyType(  # fitted to taxol
             {"cell_scale": 0.605, "nucleus_scale": 0.765, "dna_level": 1.678, "actin_level": 3.0,
-             "tubulin_level": 3.0, "mitotic_fraction": 0.35, "microtubules": 0.246,
-             "microtubule_brightness": 2.715}
+             "tubulin_level": 3.0, "mitotic_fraction": 0.35, "microtubules": 0.0,
+             "microtubule_brightness": 3.034}
         ),
         "Protein degradation": MappingProxyType(  # fitted to proteasome inhibitor I
             {"cell_scale": 1.359, "nucleus_scale": 1.304, "dna_level": 1.225, "actin_level": 1.207,
@@ -269,7 +269,7 @@ MOA_EFFECTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
         ),
         "Protein synthesis": MappingProxyType(  # fitted to emetine
             {"cell_scale": 0.822, "dna_level": 1.775, "actin_level": 2.958, "tubulin_level": 3.0,
-             "cortical_actin": 0.572, "stress_fibres": 0.0, "microtubules": 0.664, "mitotic_fraction": 0.0}
+             "mitotic_fraction": 0.0, "cortical_actin": 0.554, "stress_fibres": 0.0, "microtubules": 0.693}
         ),
     }
 )
