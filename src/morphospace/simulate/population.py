@@ -92,12 +92,12 @@ def sample_cells(
     quantiles = rng.random((count, 2))
     radii = np.array([_cell_radius(cells, phenotype, kind, q[0]) for kind, q in zip(kinds, quantiles)])
     centres = place_centres(rng, radii, size, cells.packing, cells.clustering)
+    chromatin_scale = _lerp(cells.nucleus_diameter_px, 0.5) / _REFERENCE_NUCLEUS_DIAMETER
     plans = []
     for kind, q, radius, centre in zip(kinds, quantiles, radii, centres):
         if centre is None:
             continue
         nucleus_radius = 0.5 * _lerp(cells.nucleus_diameter_px, 0.5 * (q[0] + q[1])) * phenotype.nucleus_scale
-        chromatin_scale = _lerp(cells.nucleus_diameter_px, 0.5) / _REFERENCE_NUCLEUS_DIAMETER
         plans.append(_plan(rng, kind, centre, float(radius), nucleus_radius, phenotype, chromatin_scale))
     return plans
 
