@@ -12,9 +12,9 @@ two-stage fit (``fit_model``): cell and nucleus size and DNA, actin and tubulin 
 the real median ratio (calibration compound / DMSO) of the feature that measures each
 (``anchored_knobs``); then, by bounded least squares on the rest of the shift, the MoA's mechanism
 knobs (each kept on the side of DMSO the mechanism gives it) and the mitotic fraction, with a small
-ridge towards DMSO that was fixed before any held-out score was seen. The knob effects are cached
-under ``benchmarks/work/simulator_realism/`` by the simulator's settings: delete them after
-changing the renderer's code.
+ridge towards DMSO that was fixed before any held-out score was seen. The knob crops and their
+features are kept under ``benchmarks/work/simulator_realism/`` by the simulator's settings: delete
+them after changing the renderer's code.
 
 Writes ``results/simulator_calibration.json``: per MoA the knobs that moved (more than 2% of
 their range) and the fit's cosine to its target in the linear model. The simulator's
@@ -28,59 +28,44 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from common import data_dir, print_table, write_result
-from simulator_realism import CALIBRATION_COMPOUNDS, CHANNELS, CONTROL, CROP, WORK, measured, moa_shifts, simulated_config
+from simulator_realism import (CALIBRATION_COMPOUNDS, CONTROL, CROP, WORK, measured, moa_shifts, settings_key,
+                               simulated_config)
 from morphospace.evaluate.realism import control_standardised, group_shifts, shared_features
-from morphospace.features.cellprofiler import FeaturesConfig
-from morphospace.io.importers import import_npz
 from morphospace.simulate.calibrate import ANCHOR_FEATURES, KNOB_BOUNDS, anchored_knobs, fit_model, knob_steps
 from morphospace.simulate.cell_crops import phenotype_crops
 from morphospace.simulate.phenotypes import DMSO_PHENOTYPE, MOAS, treatments_for
-from morphospace.workflows.profiling import extract_features
 
 BASELINE = "baseline"
 
 
-def rendered_effects(fields: int, workers: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """Features x knobs: mean shift per unit of each knob, in SDs of the baseline cells."""
+def knob_cells(fields: int, workers: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Features of the baseline cells and of the cells of every knob step (``Metadata_MoA``: the knob),
+    with the steps; crops and features are kept under the work folder by the simulator's settings."""
     config = simulated_config(1, seed)
     baseline = dataclasses.replace(DMSO_PHENOTYPE, mitotic_fraction=config.cells.mitotic_fraction)
     steps = knob_steps(baseline)
-    parts = [phenotype_crops(config, baseline, BASELINE, fields, CROP, seed)]
-    parts += [phenotype_crops(config, phenotype, knob, fields, CROP, seed) for knob, (phenotype, _) in steps.items()]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1]["Metadata_MoA"].to_numpy().astype(str) for p in parts])
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "crops.npz", images=images, moa=labels)
-        store = import_npz(Path(tmp) / "crops.npz", Path(tmp) / "store", channels=CHANNELS, progress=False)
-        extract_features(store.path, Path(tmp) / "features.parquet", FeaturesConfig(feature_set="fast"),
-                         workers=workers, progress=False)
-        cells = pd.read_parquet(Path(tmp) / "features.parquet")
+    npz = WORK / f"knobs_{settings_key(config.model_dump_json(), fields, sorted(KNOB_BOUNDS.items()))}.npz"
+    if not npz.is_file():
+        parts = [phenotype_crops(config, baseline, BASELINE, fields, CROP, seed)]
+        parts += [phenotype_crops(config, phenotype, knob, fields, CROP, seed) for knob, (phenotype, _) in steps.items()]
+        WORK.mkdir(parents=True, exist_ok=True)
+        np.savez(npz, images=np.concatenate([p[0] for p in parts]),
+                 moa=np.concatenate([p[1]["Metadata_MoA"].to_numpy().astype(str) for p in parts]))
+    return measured(npz, npz.stem, workers, None), steps
+
+
+def knob_effects(cells: pd.DataFrame, steps: dict) -> pd.DataFrame:
+    """Features x knobs: mean shift per unit of each knob, in SDs of the baseline cells."""
     features = shared_features(cells)
     standard = control_standardised(cells, features, cells["Metadata_MoA"] == BASELINE)
     shifts = group_shifts(standard, cells["Metadata_MoA"], exclude=[BASELINE])
-    effects = pd.DataFrame({knob: shifts.loc[knob] / step for knob, (_, step) in steps.items()})
-    return effects, len(cells)
-
-
-def cached_effects(fields: int, workers: int, seed: int) -> tuple[pd.DataFrame, int]:
-    """:func:`rendered_effects`, kept under the work folder by the simulator's settings, fields and seed."""
-    text = simulated_config(1, seed).model_dump_json() + f"{fields}:{sorted(KNOB_BOUNDS.items())}"
-    path = WORK / f"effects_{hashlib.sha256(text.encode()).hexdigest()[:12]}.parquet"
-    if not path.is_file():
-        effects, cells = rendered_effects(fields, workers, seed)
-        WORK.mkdir(parents=True, exist_ok=True)
-        effects.assign(cells=cells).to_parquet(path)
-    effects = pd.read_parquet(path)
-    return effects.drop(columns="cells"), int(effects["cells"].iloc[0])
+    return pd.DataFrame({knob: shifts.loc[knob] / step for knob, (_, step) in steps.items()})
 
 
 def anchor_ratios(cells: pd.DataFrame, moa: str) -> dict[str, float]:
@@ -105,7 +90,8 @@ def main() -> None:
     bbbc021 = data_dir(args.data) / "bbbc021"
     start = time.perf_counter()
     real = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers, bbbc021)
-    effects, cells = cached_effects(args.fields, args.workers, args.seed)
+    knobs, steps = knob_cells(args.fields, args.workers, args.seed)
+    effects = knob_effects(knobs, steps)
     features = [f for f in shared_features(real) if f in effects.index]
     calibration = real[real["Metadata_Compound"].isin(CALIBRATION_COMPOUNDS.values()) | (real["Metadata_MoA"] == CONTROL)]
     targets = moa_shifts(calibration, features, by=None)
@@ -125,7 +111,7 @@ def main() -> None:
     print_table(rows, "fitted phenotype models (full strength)")
     path = write_result("simulator_calibration", {
         "convention": __doc__.split("Writes")[0].strip(),
-        "fields_per_knob": args.fields, "cells_rendered": cells, "ridge": args.ridge, "features": len(features),
+        "fields_per_knob": args.fields, "cells_rendered": len(knobs), "ridge": args.ridge, "features": len(features),
         "seconds": time.perf_counter() - start, "models": models, "rows": rows,
         "effects": {k: effects[k].round(4).to_dict() for k in effects.columns},
     })

@@ -42,6 +42,7 @@ montage.png`` (real and simulated crops per MoA).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import time
 from pathlib import Path
@@ -63,10 +64,11 @@ from matplotlib.figure import Figure
 
 from morphospace.explore.figures import crops_rgb, display_limits, montage, save_figure
 from morphospace.features.cellprofiler import FeaturesConfig
+from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.importers import import_npz
 from morphospace.simulate import SimulateConfig
 from morphospace.simulate.cell_crops import screen_crops
-from morphospace.workflows.profiling import extract_features
+from morphospace.workflows.profiling import cellprofiler_metadata, extract_features
 
 CHANNELS = ["DNA", "Actin", "Tubulin"]
 CONTROL = "DMSO"
@@ -97,20 +99,22 @@ def measured(npz: Path, name: str, workers: int, bbbc021: Path | None) -> pd.Dat
     return pd.read_parquet(table)
 
 
+def settings_key(*settings: object) -> str:
+    """A short name for cached work made with ``settings`` (12 hex digits of their SHA-256)."""
+    return hashlib.sha256("".join(map(str, settings)).encode()).hexdigest()[:12]
+
+
 def simulated_config(plates: int, seed: int) -> SimulateConfig:
     """The default screen with every compound at every dose, 24 DMSO wells per plate and 512 px fields
     (cells per field scaled with the area)."""
-    default = SimulateConfig()
-    return resolve_config(SimulateConfig, {
-        "seed": seed, "plates": plates, "compounds_per_moa": 3, "dmso_wells_per_plate": 24, "field_size": 512,
-        "cells_per_field": default.cells_per_field * (512 / default.field_size) ** 2,
-    })
+    screen = resolve_config(SimulateConfig, {"seed": seed, "plates": plates, "compounds_per_moa": 3,
+                                             "dmso_wells_per_plate": 24})
+    return screen.with_field_size(512)
 
 
 def simulated_crops(config: SimulateConfig) -> tuple[Path, dict]:
     """Crops of the simulated screen saved as ``.npz`` (cached by the config's text)."""
-    key = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
-    path = WORK / f"simulated_{key}.npz"
+    path = WORK / f"simulated_{settings_key(config.model_dump_json())}.npz"
     start = time.perf_counter()
     if not path.is_file():
         images, cells = screen_crops(config, CROP)
@@ -156,26 +160,12 @@ def split_half_cosines(cells: pd.DataFrame, features: list[str], seed: int = 0, 
     return pd.Series(result)
 
 
-def ljosa_shifts(bbbc021: Path) -> pd.DataFrame:
-    """MoA shifts of the Ljosa per-well profiles, channel names as in this project."""
-    wells = pd.read_csv(bbbc021 / "ljosa_jbiomolscreen_2013_per_well_mean.csv.gz")
-    images = pd.read_csv(bbbc021 / "BBBC021_v1_image.csv.gz")
-    moa = pd.read_csv(bbbc021 / "BBBC021_v1_moa.csv")
-    treatments = images[["Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Image_Metadata_Compound",
-                         "Image_Metadata_Concentration"]].drop_duplicates(["Image_Metadata_Plate_DAPI",
-                                                                            "Image_Metadata_Well_DAPI"])
-    treatments.columns = ["Image_Metadata_Plate", "Image_Metadata_Well", "compound", "concentration"]
-    wells = wells.merge(treatments, on=["Image_Metadata_Plate", "Image_Metadata_Well"])
-    wells = wells.merge(moa, on=["compound", "concentration"])
-    renamed = {}
-    for column in wells.columns:
-        new = column
-        for old, channel in LJOSA_CHANNELS.items():
-            new = new.replace(old, channel)
-        renamed[column] = new
-    wells = wells.rename(columns=renamed).rename(columns={"moa": "Metadata_MoA", "compound": "Metadata_Compound",
-                                                          "Image_Metadata_Plate": "Metadata_Plate"})
-    return wells
+def ljosa_wells(bbbc021: Path) -> pd.DataFrame:
+    """The Ljosa per-well profiles annotated with compound and MoA, channels named as in this project."""
+    wells = cellprofiler_metadata(pd.read_csv(bbbc021 / "ljosa_jbiomolscreen_2013_per_well_mean.csv.gz"))
+    wells = annotate_bbbc021(wells, bbbc021).dropna(subset=["Metadata_MoA"])
+    return wells.rename(columns=lambda column: functools.reduce(
+        lambda name, pair: name.replace(*pair), LJOSA_CHANNELS.items(), column))
 
 
 def well_means(cells: pd.DataFrame, features: list[str]) -> pd.DataFrame:
@@ -275,7 +265,7 @@ def main() -> None:
         summaries[name], tables[name] = agreement_summary(sim_shift, moa_shifts(cells, features, by=None))
     ceiling = split_half_cosines(real[~calibration | is_control], features, seed=args.seed)
 
-    ljosa = ljosa_shifts(bbbc021)
+    ljosa = ljosa_wells(bbbc021)
     ljosa_features = [f for f in features if f in ljosa.columns]
     ljosa_heldout = ljosa[~ljosa["Metadata_Compound"].isin(CALIBRATION_COMPOUNDS.values())]
     ljosa_shift = moa_shifts(ljosa_heldout, ljosa_features, by="Metadata_Plate")

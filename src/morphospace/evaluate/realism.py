@@ -38,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from morphospace.errors import InputError
+from morphospace.features.cellprofiler import angular_period, feature_columns
 
 __all__ = [
     "DIMENSIONLESS_MEASURES",
@@ -56,21 +57,14 @@ DIMENSIONLESS_MEASURES = (
 )
 """Measurements that carry no unit: shape ratios, scale-normalised moments, Pearson correlations."""
 
-_ANGLES = ("AreaShape_Orientation",)
-
-
 def shared_features(*tables: pd.DataFrame) -> list[str]:
     """Feature columns (not ``Metadata_*``, numeric, not all NaN, not angles) present in every table,
     in the first table's order."""
     if not tables:
         raise InputError("give at least one feature table")
-    columns = []
-    for column in tables[0].columns:
-        if column.startswith("Metadata_") or any(angle in column for angle in _ANGLES):
-            continue
-        if all(column in t.columns and pd.api.types.is_numeric_dtype(t[column]) and t[column].notna().any()
-               for t in tables):
-            columns.append(column)
+    numeric = [set(feature_columns(t)) for t in tables[1:]]
+    columns = [c for c in feature_columns(tables[0]) if angular_period(c) is None
+               and all(c in n for n in numeric) and all(t[c].notna().any() for t in tables)]
     if not columns:
         raise InputError("the tables share no feature column")
     return columns

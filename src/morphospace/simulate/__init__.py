@@ -9,7 +9,9 @@ Modules: ``config`` (settings), ``phenotypes`` (MoAs, compounds, dose-response, 
 ``layout`` (truth label images), ``compartments`` (fluorophore maps), ``optics`` (PSF,
 vignetting, gains, camera noise), ``field`` (one field), ``screen`` (plates, files, workers),
 ``seeds`` (per-plate, per-batch and per-field random streams), ``truth`` (the truth row of each
-crop prepared from a screen).
+crop prepared from a screen), ``cell_crops`` (nucleus-centred crops cut straight from rendered
+fields, as BBBC021's public crops were cut), ``calibrate`` (fitting phenotype models to measured
+feature shifts).
 
 ``mode: structures`` instead writes single-cell crops (Membrane, DNA and one of six tagged
 structures, 2D or 3D, under DMSO and drugs that shift named structures) straight into a crop store

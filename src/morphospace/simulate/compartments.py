@@ -167,9 +167,8 @@ def render_dna(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generat
 def _diffuse_profile(layout: FieldLayout) -> np.ndarray:
     """Relative cytoplasm thickness: thinner within a few px of the cell outline, thickest around the
     nucleus (falling over about :data:`PERINUCLEAR_PX`)."""
-    to_nucleus = ndimage.distance_transform_edt(layout.nuclei == 0)
     rim = 0.55 + 0.45 * (1.0 - np.exp(-layout.edge / 6.0))
-    return np.where(layout.cells > 0, rim * (0.5 + 0.5 * np.exp(-to_nucleus / PERINUCLEAR_PX)), 0.0)
+    return np.where(layout.cells > 0, rim * (0.5 + 0.5 * np.exp(-layout.to_nucleus / PERINUCLEAR_PX)), 0.0)
 
 
 def render_actin(layout: FieldLayout, phenotype: Phenotype, rng: np.random.Generator,

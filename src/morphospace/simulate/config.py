@@ -240,6 +240,16 @@ class SimulateConfig(Config):
             return DONOR_CHANNELS
         return ("Transmitted", "DNA", "Membrane") if self.mode == "transmitted" else ("DNA", "Actin", "Tubulin")
 
+    def with_field_size(self, field_size: int) -> SimulateConfig:
+        """This config with ``field_size`` and ``cells_per_field`` scaled with the field's area
+        (the same cell density).
+
+        >>> SimulateConfig().with_field_size(512).cells_per_field
+        88.0
+        """
+        cells = self.cells_per_field * (field_size / self.field_size) ** 2
+        return self.model_validate({**self.model_dump(), "field_size": field_size, "cells_per_field": cells})
+
     @field_validator("moas")
     @classmethod
     def _known_moas(cls, value: list[str]) -> list[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from scipy import ndimage
 
 from morphospace.simulate.geometry import (
     StarShape,
@@ -41,6 +43,11 @@ class FieldLayout:
     nucleus_owner: np.ndarray
     edge: np.ndarray
     nucleus_distance: np.ndarray
+
+    @cached_property
+    def to_nucleus(self) -> np.ndarray:
+        """(H, W) distance of every pixel to the nearest nucleus pixel (px; 0 on nuclei)."""
+        return ndimage.distance_transform_edt(self.nuclei == 0)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -50,9 +50,7 @@ logger = logging.getLogger(__name__)
 def _demo_screen() -> SimulateConfig:
     """Two plates of 192 px fields (cells per field scaled with the area): about as many cells as the
     demo held before the simulator's cells grew to BBBC021's scale, so it takes about as long."""
-    field_size = 192
-    cells = SimulateConfig().cells_per_field * (field_size / SimulateConfig().field_size) ** 2
-    return SimulateConfig(plates=2, compounds_per_moa=2, concentrations=2, field_size=field_size, cells_per_field=cells)
+    return SimulateConfig(plates=2, compounds_per_moa=2, concentrations=2).with_field_size(192)
 
 
 _MINUTES = ("optional wall-clock limit; the numbers then depend on the machine's load (null: epochs only)")
