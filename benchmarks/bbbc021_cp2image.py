@@ -14,9 +14,11 @@ its feature centroid, re-measured, and compared with the real cells of that dose
 and with the generated DMSO image's offset removed; the same walk from the DMSO cell nearest its
 centroid, ``explore trajectory``'s default; then 100 real DMSO cells moved by each dose's centroid
 difference, scored the same way); training speed of a fresh ``--speed-epochs`` run against a bare
-PyTorch loop of the same networks on the same batches; and the discriminator with and
-without spectral norm (the paper's text names it, its released code does not use it), both trained
-for ``--compare-epochs`` epochs.
+PyTorch loop of the same networks on the same batches; and two ablations, every arm trained for
+``--compare-epochs`` epochs: the discriminator with and without spectral norm (the paper's text
+names it, its released code does not use it), and the angles among the input features
+(orientations, Zernike phases) as their cosine and sine (the default) or as raw standardised values
+(the paper's released code).
 
 ``--cells N`` runs on a random subset of N crops (a quick check, not a result).
 
@@ -38,7 +40,7 @@ import pandas as pd
 import torch
 
 from bbbc021_generative import PUBLISHED, _stores
-from common import ROOT, data_dir, print_table, write_result
+from common import ROOT, cached_seconds, data_dir, print_table, write_result
 from morphospace.evaluate.cp2image import closer_to_own_group
 from morphospace.features.cellprofiler import FeaturesConfig, feature_columns
 from morphospace.io.store import CropStore, CropStoreWriter
@@ -78,12 +80,8 @@ def _features(store: Path, work: Path, feature_set: str) -> tuple[Path, float | 
     """The cached feature table of ``store`` and the seconds measuring it took (kept beside the cache
     in ``<table>.seconds``; None for a table cached without them)."""
     path = work / f"cp2image_{store.name}_{feature_set}.parquet"
-    timing = path.with_name(f"{path.name}.seconds")
-    if not path.is_file():
-        start = time.perf_counter()
-        extract_features(store, path, FeaturesConfig(feature_set=feature_set), workers=2, progress=False)
-        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
-    return path, float(timing.read_text()) if timing.is_file() else None
+    return path, cached_seconds(path, lambda: extract_features(store, path, FeaturesConfig(feature_set=feature_set),
+                                                               workers=2, progress=False))
 
 
 def _bare_step(model, batch: dict[str, torch.Tensor], opt_g, opt_d) -> None:
@@ -217,30 +215,47 @@ def _dose_shifted_cells(run_dir: Path, features: Path, compound: str, n_cells: i
     return {**result, "n_dmso_cells_moved": len(cells)}
 
 
-def _spectral_norm_comparison(store: Path, features: Path, work: Path, feature_set: str, epochs: int,
-                              eval_cells: int) -> dict:
-    """Train the config with and without spectral norm on the discriminator for the same ``epochs``
-    (same seed, data and split) and score both on the held-out cells."""
-    arms = {}
-    for spectral_norm in (False, True):
-        config = load_run_config("cp2image_bbbc021", [
-            f"name=cp2image_{store.name}_{feature_set}_sn{'on' if spectral_norm else 'off'}_e{epochs}",
-            f"data.store={store}", f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}",
-            "data.crop_size=64", f"trainer.max_epochs={epochs}", f"model.spectral_norm={str(spectral_norm).lower()}"])
-        summary = trained(config, progress=False)
-        evaluation = run_generation_evaluation(config.run_dir, overwrite=True, config=GenerationConfig(
-            n=500, extractor=str(work / "extractors" / f"{store.name}.pt"), feature_cells=eval_cells,
-            feature_set=feature_set))
-        arms["on" if spectral_norm else "off"] = {
-            "share_r_above_0_5": evaluation["feature_correlation"]["share_r_above_0_5"],
+ARMS = {"default": [], "spectral_norm": ["model.spectral_norm=true"], "raw_angles": ["model.encode_angles=false"]}
+"""Arms of the ablations, as overrides of the built-in config (default: no spectral norm, angles as
+cosine and sine)."""
+COMPARISONS = {"spectral_norm_comparison": ("model.spectral_norm", {"off": "default", "on": "spectral_norm"}),
+               "angle_encoding_comparison": ("model.encode_angles", {"cos_sin": "default", "raw": "raw_angles"})}
+
+
+def _arm(store: Path, features: Path, work: Path, feature_set: str, epochs: int, eval_cells: int,
+         arm: str) -> dict:
+    """Train (or reuse) one ablation arm for ``epochs`` from seed 0 on the main run's split and score
+    it on ``eval_cells`` held-out cells."""
+    config = load_run_config("cp2image_bbbc021", [
+        f"name=cp2image_{store.name}_{feature_set}_{arm}_e{epochs}", f"data.store={store}",
+        f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}", "data.crop_size=64",
+        f"trainer.max_epochs={epochs}", *ARMS[arm]])
+    summary = trained(config, progress=False)
+    evaluation = run_generation_evaluation(config.run_dir, overwrite=True, config=GenerationConfig(
+        n=500, extractor=str(work / "extractors" / f"{store.name}.pt"), feature_cells=eval_cells,
+        feature_set=feature_set))
+    return {"share_r_above_0_5": evaluation["feature_correlation"]["share_r_above_0_5"],
             "median_r": evaluation["feature_correlation"]["median_r"],
             "fid": evaluation["in_domain"]["fid"], "kid": evaluation["in_domain"]["kid_mean"],
             "train_images_per_s": summary.samples_per_second, "epochs": summary.epochs}
-    better = {key: min(arms, key=lambda arm: arms[arm][key] * (-1 if key.endswith("r_above_0_5") else 1))
-              for key in ("share_r_above_0_5", "fid")}
-    return {"convention": f"both arms {epochs} epochs from seed 0 on the same split; {eval_cells} held-out cells "
-                          "re-measured; FID/KID of 500 generated held-out cells against 500 training crops on the "
-                          "in-domain extractor", "arms": arms, "better": better}
+
+
+def _comparisons(store: Path, features: Path, work: Path, feature_set: str, epochs: int,
+                 eval_cells: int) -> dict:
+    """Both ablations (spectral norm on the discriminator; angles as cosine and sine or raw), their
+    arms trained for the same ``epochs`` from the same seed on the same split; the default arm is
+    shared."""
+    scored = {arm: _arm(store, features, work, feature_set, epochs, eval_cells, arm) for arm in ARMS}
+    result = {}
+    for key, (setting, arms) in COMPARISONS.items():
+        table = {label: scored[arm] for label, arm in arms.items()}
+        better = {"share_r_above_0_5": max(table, key=lambda label: table[label]["share_r_above_0_5"]),
+                  "fid": min(table, key=lambda label: table[label]["fid"])}
+        result[key] = {"setting": setting, "convention": (
+            f"every arm {epochs} epochs from seed 0 on the same split; {eval_cells} held-out cells re-measured; "
+            "FID/KID of 500 generated held-out cells against 500 training crops on the in-domain extractor"),
+            "arms": table, "better": better}
+    return result
 
 
 def main() -> None:
@@ -254,7 +269,7 @@ def main() -> None:
                         help="epochs of the fresh run timed against the bare loop")
     parser.add_argument("--eval-cells", type=int, default=1000, help="held-out cells re-measured")
     parser.add_argument("--compare-epochs", type=int, default=10,
-                        help="epochs of each arm of the spectral-norm comparison (0: skip it)")
+                        help="epochs of each arm of the spectral-norm and angle-encoding comparisons (0: skip them)")
     parser.add_argument("--compare-eval-cells", type=int, default=300,
                         help="held-out cells re-measured per arm of the comparison")
     args = parser.parse_args()
@@ -282,8 +297,8 @@ def main() -> None:
     trajectory = _dose_trajectory(run, features, compound, from_centroid=True)
     from_cell = _dose_trajectory(run, features, compound, from_centroid=False)  # the command's default
     shifted = _dose_shifted_cells(run, features, compound)
-    comparison = _spectral_norm_comparison(store, features, work, args.feature_set, args.compare_epochs,
-                                           args.compare_eval_cells) if args.compare_epochs else None
+    comparisons = _comparisons(store, features, work, args.feature_set, args.compare_epochs,
+                               args.compare_eval_cells) if args.compare_epochs else {}
     correlation, nsc = evaluation["feature_correlation"], evaluation["nsc"]
     groups = _share_by_group(run / "evaluation" / "cp2image_feature_correlations.csv")
     report = json.loads(Path(f"{features}.json").read_text())
@@ -314,9 +329,9 @@ def main() -> None:
                 "dose trajectory (the DMSO cell nearest its centroid, moved)")
     print_table([{"dose": d, **v} for d, v in shifted["groups"].items()],
                 f"dose trajectory ({shifted['n_dmso_cells_moved']} real DMSO cells moved)")
-    if comparison:
-        print_table([{"spectral_norm": arm, **scores} for arm, scores in comparison["arms"].items()],
-                    f"spectral norm on the discriminator ({args.compare_epochs} epochs each)")
+    for key, comparison in comparisons.items():
+        print_table([{comparison["setting"]: arm, **scores} for arm, scores in comparison["arms"].items()],
+                    f"{key} ({args.compare_epochs} epochs each)")
     path = write_result("bbbc021_cp2image" if not args.cells else f"bbbc021_cp2image_subset{args.cells}", {
         "convention": (
             "held-out = test split (20% of the plates, split by Metadata_Plate); r = Pearson between each input "
@@ -348,7 +363,7 @@ def main() -> None:
         "dose_trajectory": trajectory,
         "dose_trajectory_from_real_cell": from_cell,
         "dose_shifted_dmso_cells": shifted,
-        "spectral_norm_comparison": comparison,
+        **comparisons,
         "published": PUBLISHED_CP2IMAGE,
     })
     print(f"\nwritten {path}")

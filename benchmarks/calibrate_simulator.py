@@ -57,7 +57,7 @@ def knob_cells(fields: int, workers: int, seed: int) -> tuple[pd.DataFrame, dict
         WORK.mkdir(parents=True, exist_ok=True)
         np.savez(npz, images=np.concatenate([p[0] for p in parts]),
                  moa=np.concatenate([p[1]["Metadata_MoA"].to_numpy().astype(str) for p in parts]))
-    return measured(npz, npz.stem, workers, None), steps
+    return measured(npz, npz.stem, workers, None)[0], steps
 
 
 def knob_effects(cells: pd.DataFrame, steps: dict) -> pd.DataFrame:
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     start = time.perf_counter()
-    real = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers, bbbc021)
+    real, _ = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers, bbbc021)
     knobs, steps = knob_cells(args.fields, args.workers, args.seed)
     effects = knob_effects(knobs, steps)
     features = [f for f in shared_features(real) if f in effects.index]

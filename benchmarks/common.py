@@ -66,6 +66,18 @@ def timed(step: str, seconds: dict[str, float], function: Callable, *args, **kwa
     return result
 
 
+def cached_seconds(path: Path, make: Callable[[], Any]) -> float | None:
+    """Seconds that making the cached file ``path`` took: ``make()`` runs and is timed when ``path`` is
+    missing, the seconds kept beside it in ``<path>.seconds``; for a file cached earlier, the seconds
+    kept then (None when it was cached without them), so that a rerun reports the work, not the read."""
+    timing = path.with_name(f"{path.name}.seconds")
+    if not path.exists():
+        start = time.perf_counter()
+        make()
+        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+    return float(timing.read_text()) if timing.is_file() else None
+
+
 def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
     """Print rows of equal keys as an aligned text table."""
     if not rows:

@@ -44,13 +44,12 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import ROOT, RESULTS, data_dir, print_table, write_result
+from common import ROOT, RESULTS, cached_seconds, data_dir, print_table, write_result
 from morphospace.config import resolve_config
 from morphospace.evaluate.realism import (
     control_standardised,
@@ -89,14 +88,18 @@ LOOK_PLATES = ("Week4_27481", "Week4_27521", "Week4_27542")
 these, so the AUC against the other three is the held-out estimate."""
 
 
-def measured(npz: Path, name: str, workers: int, bbbc021: Path | None) -> pd.DataFrame:
-    """Fast-set features of the crops in ``npz`` (cached under the work folder by ``name``)."""
+def measured(npz: Path, name: str, workers: int, bbbc021: Path | None) -> tuple[pd.DataFrame, float | None]:
+    """Fast-set features of the crops in ``npz`` (cached under the work folder by ``name``) and the
+    seconds importing and measuring them took (see ``common.cached_seconds``)."""
     table = WORK / f"{name}.parquet"
-    if not table.is_file():
+
+    def measure() -> None:
         store = import_npz(npz, WORK / f"{name}.store", channels=CHANNELS, bbbc021_dir=bbbc021, progress=False,
                            overwrite=True)
         extract_features(store.path, table, FeaturesConfig(feature_set="fast"), workers=workers, progress=False)
-    return pd.read_parquet(table)
+
+    seconds = cached_seconds(table, measure)
+    return pd.read_parquet(table), seconds
 
 
 def settings_key(*settings: object) -> str:
@@ -115,8 +118,8 @@ def simulated_config(plates: int, seed: int) -> SimulateConfig:
 def simulated_crops(config: SimulateConfig) -> tuple[Path, dict]:
     """Crops of the simulated screen saved as ``.npz`` (cached by the config's text)."""
     path = WORK / f"simulated_{settings_key(config.model_dump_json())}.npz"
-    start = time.perf_counter()
-    if not path.is_file():
+
+    def render() -> None:
         images, cells = screen_crops(config, CROP)
         WORK.mkdir(parents=True, exist_ok=True)
         columns = {c.removeprefix("Metadata_").lower(): np.asarray(cells[c].to_numpy()).astype(
@@ -124,7 +127,8 @@ def simulated_crops(config: SimulateConfig) -> tuple[Path, dict]:
                    ("Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration",
                     "Metadata_MoA", "Metadata_CellKind", "Metadata_TruthNucleusArea")}
         np.savez(path, images=images, **columns)
-    return path, {"render_seconds": time.perf_counter() - start}
+
+    return path, {"render_seconds": cached_seconds(path, render)}
 
 
 def scale_statistics(dmso: pd.DataFrame) -> dict[str, float]:
@@ -223,16 +227,15 @@ def main() -> None:
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     WORK.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    real_dmso = measured(bbbc021 / "bbbc021_crops68_dmso_6plates.npz", "real_dmso", args.workers, bbbc021)
-    real = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers, bbbc021)
-    real_seconds = time.perf_counter() - start
+    real_dmso, dmso_seconds = measured(bbbc021 / "bbbc021_crops68_dmso_6plates.npz", "real_dmso", args.workers,
+                                       bbbc021)
+    real, allmoa_seconds = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers,
+                                    bbbc021)
+    real_seconds = None if dmso_seconds is None or allmoa_seconds is None else dmso_seconds + allmoa_seconds
 
     config = simulated_config(args.plates, args.seed)
     sim_npz, timings = simulated_crops(config)
-    start = time.perf_counter()
-    sim = measured(sim_npz, sim_npz.stem, args.workers, None)
-    timings["features_seconds"] = time.perf_counter() - start
+    sim, timings["features_seconds"] = measured(sim_npz, sim_npz.stem, args.workers, None)
     sim_dmso = sim[sim["Metadata_MoA"] == CONTROL]
 
     features = shared_features(real_dmso, real, sim)

@@ -14,13 +14,13 @@ from torch.nn.utils import parametrize
 from morphospace.cli import main
 from morphospace.errors import InputError
 from morphospace.io.store import CropStore
-from morphospace.models.cp2image import CP2Image, CP2ImageConfig, feature_matching_weights, fit_inputs
+from morphospace.models.cp2image import CP2Image, CP2ImageConfig, angle_columns, feature_matching_weights, fit_inputs
 
 
-def _model(image_shape=(2, 16, 16), n_features=5, **config) -> CP2Image:
+def _model(image_shape=(2, 16, 16), n_features=5, angles=None, **config) -> CP2Image:
     torch.manual_seed(0)
     settings = {"base_channels": 8, "feature_dim": 16, **config}
-    return CP2Image(CP2ImageConfig(**settings).to_dict(), image_shape, n_features)
+    return CP2Image(CP2ImageConfig(**settings).to_dict(), image_shape, n_features, angles=angles)
 
 
 @pytest.mark.parametrize("image_shape", [(1, 8, 8), (2, 16, 16), (3, 20, 20), (4, 68, 68)])
@@ -109,6 +109,40 @@ def test_pca_inputs_and_prior_keep_the_training_covariance():
     assert model.prior(5).shape == (5, 3)
 
 
+def test_angles_enter_as_cosine_and_sine_so_both_sides_of_the_wrap_are_neighbours():
+    columns = ["Nuclei_AreaShape_Area", "Nuclei_AreaShape_Orientation", "Cells_RadialDistribution_ZernikePhase_1_1_DNA"]
+    assert angle_columns(columns) == ([1, 2], [180.0, 2 * np.pi])
+    model = _model(n_features=3, angles=angle_columns(columns))
+    model.set_angle_units(centre=np.array([500.0, 10.0, 0.0]), scale=np.array([100.0, 50.0, 1.0]))
+    assert model.n_angles == 2 and model.latent_dim == 5
+    # standardised (area 600, orientation 89 or -89 degrees or 55, phase pi / 2, -pi or pi)
+    standardised = torch.tensor([[1.0, 1.58, np.pi / 2], [1.0, -1.98, -np.pi], [-2.0, 0.9, np.pi]])
+    inputs = model.project(standardised)
+    expected = torch.tensor([
+        [1.0, np.cos(np.radians(178.0)), 0.0, np.sin(np.radians(178.0)), 1.0],
+        [1.0, np.cos(np.radians(-178.0)), -1.0, np.sin(np.radians(-178.0)), 0.0],
+        [-2.0, np.cos(np.radians(110.0)), -1.0, np.sin(np.radians(110.0)), 0.0]], dtype=torch.float32)
+    assert torch.allclose(inputs, expected, atol=1e-5)
+    assert float((inputs[0, 1:4:2] - inputs[1, 1:4:2]).norm()) < 0.08  # 89 and -89 degrees: neighbours
+    plain = _model(n_features=3, angles=angle_columns(columns), encode_angles=False)
+    assert plain.n_angles == 0 and torch.equal(plain.project(standardised), standardised)
+
+
+def test_a_model_with_angles_reloads_from_its_hyperparameters_and_an_older_one_without_them():
+    columns = ["Nuclei_AreaShape_Area", "Nuclei_AreaShape_Orientation"]
+    model = _model(n_features=2, angles=angle_columns(columns), pca_components=2)
+    model.set_angle_units(np.array([0.0, 5.0]), np.array([1.0, 40.0]))
+    reloaded = CP2Image(**model.hparams)
+    reloaded.load_state_dict(model.state_dict())
+    features = torch.randn(4, 2)
+    assert torch.equal(reloaded.project(features), model.project(features))
+    with pytest.raises(ValueError, match="exceeds the 3 inputs"):
+        _model(n_features=2, angles=angle_columns(columns), pca_components=4)
+    older = _model(n_features=2)  # runs saved before angles were encoded: no angle buffers, same inputs
+    assert older.n_angles == 0 and not any(name.startswith("angle") for name in older.state_dict())
+    assert CP2Image(**{k: v for k, v in older.hparams.items() if k != "angles"}).latent_dim == 2
+
+
 # --------------------------------------------------------------------------- commands on a tiny run
 
 
@@ -122,6 +156,7 @@ def _feature_table(store_path: Path) -> pd.DataFrame:
         "Nuclei_AreaShape_Area": (images[:, 0] > 0.3).sum(axis=(1, 2)).astype(float),
         "Nuclei_Intensity_MeanIntensity_DNA": images[:, 0].mean(axis=(1, 2)),
         "Cells_Intensity_MeanIntensity_Actin": images[:, 1].mean(axis=(1, 2)),
+        "Nuclei_AreaShape_Orientation": np.random.default_rng(0).uniform(-90, 90, len(store)),
     })
 
 
@@ -168,9 +203,14 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
 
     names = cp2image.feature_names(run)
     assert names == ["Nuclei_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_DNA",
-                     "Cells_Intensity_MeanIntensity_Actin"]
+                     "Cells_Intensity_MeanIntensity_Actin", "Nuclei_AreaShape_Orientation"]
+    loaded = cp2image._load(run, "generate")  # the orientation enters as its cosine and sine, in degrees
+    assert loaded.module.n_angles == 1 and loaded.module.latent_dim == 4 + 1 + 2
+    assert float(loaded.module.angle_centre) == pytest.approx(loaded.encoder.mean[3], rel=1e-5)
+    assert float(loaded.module.angle_scale) == pytest.approx(loaded.encoder.std[3], rel=1e-5)
+    assert 20 < loaded.encoder.std[3] < 80
     standardised = cp2image.encode_table(run, frame)
-    assert standardised.shape == (96, 3)
+    assert standardised.shape == (96, 4)
     assert np.allclose(cp2image.decode_to_table(run, standardised)[names].to_numpy(), frame[names].to_numpy(),
                        rtol=1e-4, atol=1e-4)
     images = cp2image.generate_from_table(run, frame.head(5), seed=3, batch_size=2)
@@ -195,7 +235,7 @@ def test_train_generate_sweep_trajectory_and_report(blob_store: Path, tmp_path: 
     assert sweep["images"].shape == (2, 5, 2, 16, 16) and sweep["cells"].tolist() == [0, 1]
     assert np.allclose(sweep["values"], [-1, -0.5, 0, 0.5, 1])
     area = frame["Nuclei_AreaShape_Area"].iloc[:77]  # the raw values map through the training mean and SD
-    assert sweep["values_raw"][2] == pytest.approx(cp2image.decode_to_table(run, np.zeros((1, 3)))[names[0]][0])
+    assert sweep["values_raw"][2] == pytest.approx(cp2image.decode_to_table(run, np.zeros((1, 4)))[names[0]][0])
     assert area.min() <= sweep["values_raw"][2] <= area.max()
     assert main(["explore", "sweep", "--run", str(run), "--feature", "Nuclei_AreaShape_Area", "--n-cells", "3"]) == 0
     held = np.load(run / "figures" / "sweep_Nuclei_AreaShape_Area.npz")

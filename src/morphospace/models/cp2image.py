@@ -2,10 +2,15 @@
 feature matching on a discriminator), to ask which features an image keeps.
 
 Input: the standardised features of the crop (the ``data.conditions`` entry of kind ``features``
-named by ``model.condition``), optionally projected on ``pca_components`` principal components
-fitted on the training split (saved with the model), then optionally concatenated with
-``noise_dim`` standard normal values so that one feature vector can give several cells
-(``noise_dim: 0``, the default, is the deterministic model).
+named by ``model.condition``). With ``encode_angles`` (default) each angle among them (an object's
+orientation, a Zernike phase: :func:`~morphospace.features.cellprofiler.angular_period`) enters as
+the cosine and sine of its value in the table's units (the standardised value times the training SD
+plus the training centre, over the period, in radians), so that angles either side of the wrap
+(-90 and 90 degrees, -pi and pi) give neighbouring inputs rather than the two ends of a scale; the
+inputs are then optionally projected on ``pca_components`` principal components fitted on the
+training split (saved with the model), and optionally concatenated with ``noise_dim`` standard
+normal values so that one feature vector can give several cells (``noise_dim: 0``, the default, is
+the deterministic model).
 
 Networks: the generator projects its input to a small spatial map and doubles it with transposed
 convolutions, batch norm and leaky ReLU up to the crop size, then a 3x3 convolution to the image
@@ -39,11 +44,13 @@ from morphospace.config import Config, key_error
 from morphospace.data.conditions import FeatureCondition
 from morphospace.data.spec import DataSpec
 from morphospace.errors import InputError
+from morphospace.features.cellprofiler import angular_period
 from morphospace.models.base import GenerativeFamily, GenerativeModel
 from morphospace.models.blocks import Discriminator, Generator, frozen_batch_norm_stats, gan_losses
 from morphospace.models.training import RunConfig, log_metrics
 
-__all__ = ["CP2ImageConfig", "CP2Image", "CP2ImageFamily", "FAMILY", "feature_matching_weights", "fit_inputs"]
+__all__ = ["CP2ImageConfig", "CP2Image", "CP2ImageFamily", "FAMILY", "feature_matching_weights", "fit_inputs",
+           "angle_columns"]
 
 
 class CP2ImageConfig(Config):
@@ -52,6 +59,8 @@ class CP2ImageConfig(Config):
     family: Literal["cp2image"] = "cp2image"
     condition: str = pydantic.Field("features", description="data.conditions entry of kind features")
     noise_dim: int = pydantic.Field(0, ge=0, description="noise values beside the features; 0: deterministic")
+    encode_angles: bool = pydantic.Field(True, description="angles (orientations, Zernike phases) as their cosine "
+                                                           "and sine")
     pca_components: int | None = pydantic.Field(
         None, ge=1, description="project the standardised features on this many principal components (training split)")
     base_channels: int = pydantic.Field(32, ge=4)
@@ -77,11 +86,21 @@ def feature_matching_weights(step: int, n_layers: int, delay: int, ramp: int) ->
     return [float(np.clip((step - delay * (k + 1)) / ramp, 0.0, 1.0)) for k in range(n_layers)]
 
 
+def angle_columns(columns: list[str]) -> tuple[list[int], list[float]]:
+    """Positions and periods (in the table's units) of the angles among feature ``columns``.
+
+    >>> angle_columns(["Nuclei_AreaShape_Area", "Nuclei_AreaShape_Orientation"])
+    ([1], [180.0])
+    """
+    found = [(i, angular_period(c)) for i, c in enumerate(columns) if angular_period(c) is not None]
+    return [i for i, _ in found], [float(p) for _, p in found]
+
+
 def fit_inputs(features: np.ndarray, pca_components: int | None) -> dict[str, torch.Tensor]:
-    """What the model fits on the training split's standardised features (N, F): the PCA mean (F,)
-    and components (K, F) when ``pca_components`` is set, and ``prior_scale`` (D, D), a square root
-    of the covariance of the model's inputs (D = K or F), so that N(0, I) @ prior_scale.T draws
-    feature vectors with the training covariance."""
+    """What the model fits on the training split's inputs (N, E), the standardised features after
+    :meth:`CP2Image.encode_angles`: the PCA mean (E,) and components (K, E) when ``pca_components``
+    is set, and ``prior_scale`` (D, D), a square root of the covariance of the model's inputs
+    (D = K or E), so that N(0, I) @ prior_scale.T draws inputs with the training covariance."""
     values = torch.as_tensor(np.asarray(features, np.float64))
     fitted: dict[str, torch.Tensor] = {}
     if pca_components is not None:
@@ -109,22 +128,37 @@ class CP2Image(GenerativeModel):
         F, the number of standardised features of the condition.
     channels_last
         Keep convolution inputs in channels-last memory format.
+    angles
+        Positions (A,) among the F features of the angles encoded by cosine and sine (with
+        ``encode_angles``), and their periods (A,) in the table's units (:func:`angle_columns`).
     """
 
     def __init__(self, config: dict[str, Any], image_shape: tuple[int, int, int], n_features: int,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, angles: tuple[list[int], list[float]] | None = None) -> None:
         super().__init__(config, image_shape, channels_last)
-        self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),
-                                   "n_features": int(n_features), "channels_last": channels_last})
         self.cfg = CP2ImageConfig.model_validate(config)
+        positions, periods = (list(map(int, angles[0])), list(map(float, angles[1]))) \
+            if angles is not None and self.cfg.encode_angles else ([], [])
+        if len(positions) != len(periods) or any(not 0 <= i < n_features for i in positions):
+            raise ValueError(f"angles must pair positions among the {n_features} features with periods")
+        self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),
+                                   "n_features": int(n_features), "channels_last": channels_last,
+                                   "angles": [positions, periods]})
         self.automatic_optimization = False
-        if self.cfg.pca_components is not None and self.cfg.pca_components > n_features:
-            raise ValueError(f"pca_components {self.cfg.pca_components} exceeds the {n_features} features")
         self.n_features = int(n_features)
-        self.input_dim = self.cfg.pca_components or self.n_features
+        n_inputs = self.n_features + len(positions)
+        if self.cfg.pca_components is not None and self.cfg.pca_components > n_inputs:
+            raise ValueError(f"pca_components {self.cfg.pca_components} exceeds the {n_inputs} inputs")
+        self.input_dim = self.cfg.pca_components or n_inputs
+        self.n_angles = len(positions)
+        if self.n_angles:
+            self.register_buffer("angle_positions", torch.tensor(positions, dtype=torch.long))
+            self.register_buffer("angle_radians_per_unit", 2 * np.pi / torch.tensor(periods))
+            self.register_buffer("angle_centre", torch.zeros(self.n_angles))
+            self.register_buffer("angle_scale", torch.ones(self.n_angles))
         if self.cfg.pca_components is not None:
-            self.register_buffer("pca_mean", torch.zeros(n_features))
-            self.register_buffer("pca_components", torch.eye(self.input_dim, n_features))
+            self.register_buffer("pca_mean", torch.zeros(n_inputs))
+            self.register_buffer("pca_components", torch.eye(self.input_dim, n_inputs))
         self.register_buffer("prior_scale", torch.eye(self.input_dim))
         self.register_buffer("generator_updates", torch.zeros((), dtype=torch.long))
         channels, size = self.image_shape[0], self.image_shape[1]
@@ -149,12 +183,34 @@ class CP2Image(GenerativeModel):
         for name, value in fitted.items():
             getattr(self, name).copy_(value)
 
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        """Standardised features (N, F) -> the model's feature inputs (N, D): PCA scores or the same."""
+    def set_angle_units(self, centre: np.ndarray, scale: np.ndarray) -> None:
+        """The condition's centre and SD (F,) of every feature, in the table's units, so that an
+        angle's standardised value x is read back as x * scale + centre."""
+        if not self.n_angles:
+            return
+        positions = self.angle_positions.cpu().numpy()
+        self.angle_centre.copy_(torch.as_tensor(np.asarray(centre, np.float32)[positions]))
+        self.angle_scale.copy_(torch.as_tensor(np.asarray(scale, np.float32)[positions]))
+
+    def encode_angles(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised features (N, F) -> (N, F + A): each angle's column holds its cosine and a
+        column appended after the F holds its sine (the same (N, F) without angles)."""
         features = features.float().to(self.device)
-        if self.cfg.pca_components is None:
+        if not self.n_angles:
             return features
-        return (features - self.pca_mean) @ self.pca_components.T
+        values = features[:, self.angle_positions] * self.angle_scale + self.angle_centre
+        radians = values * self.angle_radians_per_unit
+        encoded = features.clone()
+        encoded[:, self.angle_positions] = torch.cos(radians)
+        return torch.cat([encoded, torch.sin(radians)], dim=1)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised features (N, F) -> the model's feature inputs (N, D): the angles encoded
+        (:meth:`encode_angles`), then PCA scores or the same."""
+        inputs = self.encode_angles(features)
+        if self.cfg.pca_components is None:
+            return inputs
+        return (inputs - self.pca_mean) @ self.pca_components.T
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, noise_dim) standard normal values (drawn on the CPU, then moved to the model)."""
@@ -273,13 +329,20 @@ class CP2ImageFamily(GenerativeFamily):
               ) -> tuple[CP2Image, dict[str, str]]:
         model = config.model.to_dict()
         n_features = spec.shape(config.model.condition)[0]
-        module = CP2Image(model, spec.shape("image"), n_features, config.trainer.channels_last)
+        encoder = data.encoders[config.model.condition]
+        angles = angle_columns(encoder.columns)
+        module = CP2Image(model, spec.shape("image"), n_features, config.trainer.channels_last, angles=angles)
+        module.set_angle_units(encoder.mean, encoder.std)
         positions = data.table.index.get_indexer(data.indices("train"))
-        fitted = fit_inputs(data.condition_values[config.model.condition][positions], config.model.pca_components)
+        train_inputs = module.encode_angles(torch.as_tensor(data.condition_values[config.model.condition][positions]))
+        train_inputs = train_inputs.cpu().numpy()
+        fitted = fit_inputs(train_inputs, config.model.pca_components)
         module.set_inputs(fitted)
         inputs = f"{n_features} standardised features"
+        if module.n_angles:
+            inputs += f" ({module.n_angles} angles as cosine and sine)"
         if config.model.pca_components is not None:
-            total = float(np.var(data.condition_values[config.model.condition][positions], axis=0, ddof=1).sum())
+            total = float(np.var(train_inputs, axis=0, ddof=1).sum())
             kept = float((fitted["prior_scale"] ** 2).sum()) / total if total > 0 else 1.0
             inputs += f" -> {config.model.pca_components} principal components ({kept:.0%} of the variance)"
         return module, {"generator_inputs": f"{inputs} + {config.model.noise_dim} noise values"}
