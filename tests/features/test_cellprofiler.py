@@ -57,6 +57,31 @@ def test_batched_mosaic_equals_one_crop_at_a_time(feature_set):
     pd.testing.assert_frame_equal(together, one_by_one[together.columns], rtol=1e-4, atol=1e-9)  # float32 sums
 
 
+def test_a_cell_cut_by_its_crop_edge_measures_the_same_in_a_corner_tile_and_a_middle_one():
+    images, masks = _crops(9)
+    masks[0][:, :12] = 2  # the cell runs off the crop's left edge, as in confluent fields
+    images[4], masks[4] = images[0], masks[0]  # crop 0 sits in the mosaic's corner, crop 4 in its middle
+    table = measure_crops(images, masks, ["DNA", "Actin"], "full")
+    edge = [c for c in table.columns if "Edge" in c or "MassDisplacement" in c]
+    assert edge and table.loc[0, "Cells_Intensity_IntegratedIntensityEdge_DNA"] > 0
+    pd.testing.assert_series_equal(table.loc[0], table.loc[4], check_names=False, rtol=1e-4, atol=1e-9)
+
+
+def test_features_of_a_store_do_not_depend_on_how_the_work_is_cut(tmp_path: Path):
+    images, masks = _crops(70)
+    masks[::3, :, :10] = 2  # some cells run off their crop's edge
+    table = pd.DataFrame({"Metadata_Plate": ["P1"] * 70})
+    with CropStoreWriter(tmp_path / "store", ["DNA", "Actin"], (32, 32), "uint16", with_masks=True) as writer:
+        writer.append(images * 60000, table, masks)
+    tables = []
+    for chunk_cells in (1, 33, 64, "auto"):  # tasks of 32, 64, 64 crops and timed ones
+        out = tmp_path / f"cells_{chunk_cells}.parquet"
+        extract_features(tmp_path / "store", out, FeaturesConfig(chunk_cells=chunk_cells), progress=False)
+        tables.append(pd.read_parquet(out))
+    for other in tables[1:]:
+        pd.testing.assert_frame_equal(tables[0], other)
+
+
 def test_absent_object_gives_nan_not_a_shifted_row():
     images, masks = _crops(3)
     masks[1][masks[1] == 2] = 1  # crop 1 has no cytoplasm

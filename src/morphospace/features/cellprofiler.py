@@ -35,6 +35,7 @@ from morphospace.segment.nuclei import NUCLEAR_STAINS, resolve_nucleus_channel
 
 __all__ = [
     "FeaturesConfig",
+    "MOSAIC_CELLS",
     "FEATURE_SETS",
     "NUCLEAR_STAINS",
     "measure_crops",
@@ -61,6 +62,11 @@ _SHAPE_GROUPS = {"sizeshape": "AreaShape", "feret": "AreaShape", "zernike": "Are
 _UNPREFIXED_GROUPS = {"texture": "Texture"}  # cp_measure returns texture names without their group
 _PER_CROP = {"granularity"}
 _GAP = 4
+MOSAIC_CELLS = 32
+"""Crops measured together: :func:`measure_crops` tiles consecutive blocks of this many crops into
+one image each (cp_measure's cost is per call), so a crop's features depend on its block only.
+Callers that cut a store into pieces cut at multiples of it, so that the numbers do not depend on
+how the work was cut (tasks, workers, machine load)."""
 class FeaturesConfig(Config):
     """What ``features`` measures."""
 
@@ -153,15 +159,18 @@ def _with_scale_max(function: Callable) -> Callable:
 
 
 def _mosaic(stack: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
-    """Tile (n, ..., H, W) crops on a grid with ``_GAP`` px between tiles; return mosaic and slices."""
+    """Tile (n, ..., H, W) crops on a grid with ``_GAP`` px of zeros around every tile (the mosaic's
+    border included, so that an object touching its crop's edge has the same edge pixels in every
+    tile); return mosaic and slices."""
     n, h, w = stack.shape[0], stack.shape[-2], stack.shape[-1]
     columns = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / columns))
-    mosaic = np.zeros((*stack.shape[1:-2], rows * (h + _GAP), columns * (w + _GAP)), dtype=stack.dtype)
+    mosaic = np.zeros((*stack.shape[1:-2], _GAP + rows * (h + _GAP), _GAP + columns * (w + _GAP)), dtype=stack.dtype)
     slots = []
     for index in range(n):
         r, c = divmod(index, columns)
-        slot = (slice(r * (h + _GAP), r * (h + _GAP) + h), slice(c * (w + _GAP), c * (w + _GAP) + w))
+        top, left = _GAP + r * (h + _GAP), _GAP + c * (w + _GAP)
+        slot = (slice(top, top + h), slice(left, left + w))
         mosaic[(..., *slot)] = stack[index]
         slots.append(slot)
     return mosaic, slots
@@ -261,6 +270,9 @@ def measure_crops(
     pandas.DataFrame
         n rows; NaN where an object is absent from a crop (e.g. no cytoplasm) or undefined.
 
+    Crops are measured in consecutive blocks of :data:`MOSAIC_CELLS`, so the same crops in the same
+    blocks give the same numbers however many are passed at once.
+
     Examples
     --------
     >>> import numpy as np
@@ -275,6 +287,14 @@ def measure_crops(
         raise ValueError(f"expected images (n, C, H, W) with {len(channels)} channels and masks (n, H, W); "
                          f"got {images.shape} and {masks.shape}")
     measurements = _measurements(feature_set)
+    blocks = [_measure_block(images[start:start + MOSAIC_CELLS], masks[start:start + MOSAIC_CELLS], channels,
+                             objects, measurements) for start in range(0, len(images), MOSAIC_CELLS)]
+    return pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(index=pd.RangeIndex(0))
+
+
+def _measure_block(images: np.ndarray, masks: np.ndarray, channels: Sequence[str], objects: Sequence[str],
+                   measurements: list[_Measurement]) -> pd.DataFrame:
+    """Features of one block of crops, each object type measured on one mosaic."""
     columns: dict[str, np.ndarray] = {}
     for object_name in objects:
         labels, present = _object_labels(masks, OBJECTS[object_name])

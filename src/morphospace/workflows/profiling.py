@@ -24,7 +24,8 @@ import pandas as pd
 
 from morphospace.errors import InputError
 from morphospace.features.cellprofiler import (
-    FeaturesConfig, feature_columns, masks_by_segmentation, measurable_objects, measure_crops, resolve_nucleus_channel,
+    MOSAIC_CELLS, FeaturesConfig, feature_columns, masks_by_segmentation, measurable_objects, measure_crops,
+    resolve_nucleus_channel,
 )
 from morphospace.atomic import refuse_existing, write_json_atomic
 from morphospace.io.store import CropStore
@@ -38,10 +39,10 @@ __all__ = ["FeaturesSummary", "extract_features", "intensity_scale", "make_profi
 logger = logging.getLogger(__name__)
 
 _SCALE_SAMPLE = 1000
-PROBE_CELLS = 16
-"""Crops measured in this process first, to time a crop before the work is cut into tasks."""
 WARM_UP_CELLS = 4
-"""The first of the probe's crops, measured untimed (imports and first-call costs)."""
+"""Crops measured untimed in this process first (imports and first-call costs), then measured again
+with the first block; that block (:data:`~morphospace.features.cellprofiler.MOSAIC_CELLS` crops)
+times a crop before the work is cut into tasks."""
 
 
 @dataclass
@@ -92,22 +93,32 @@ def task_cells(seconds_per_cell: float, cells: int, workers: int, store_chunk: i
                tasks_per_worker: int = 4) -> int:
     """Crops per task: about ``task_seconds`` of work (long against a cluster's cost per task), but
     small enough for ``tasks_per_worker`` tasks on each worker (so that none waits idle at the
-    end), and a whole number of the store's chunks of ``store_chunk`` crops when at least one (so
-    that no chunk is read by two tasks).
+    end), a whole number of the store's chunks of ``store_chunk`` crops when at least one (so
+    that no chunk is read by two tasks), and always whole blocks of
+    :data:`~morphospace.features.cellprofiler.MOSAIC_CELLS` (so that the features do not depend on
+    the task size, which comes from timing).
 
     >>> task_cells(0.01, 10_000, 2, 64)  # 500 crops make 5 s; 10,000 / 8 = 1,250 allow it
     512
-    >>> task_cells(0.2, 10_000, 2, 64)  # 25 crops make 5 s: less than a chunk
-    25
+    >>> task_cells(0.2, 10_000, 2, 64)  # 25 crops make 5 s: less than a chunk, one block of 32
+    32
     >>> task_cells(0.001, 1_000, 2, 64)  # 5,000 crops would make 5 s, but 4 tasks per worker need 125
     128
     """
     by_time = task_seconds / max(seconds_per_cell, 1e-9)
     by_balance = cells / max(1, workers * tasks_per_worker)
     size = max(1.0, min(by_time, by_balance))
-    if size >= store_chunk:
-        return int(round(size / store_chunk)) * store_chunk
-    return int(size)
+    unit = store_chunk if size >= store_chunk else MOSAIC_CELLS
+    return whole_blocks(max(1, round(size / unit)) * unit)
+
+
+def whole_blocks(cells: int) -> int:
+    """``cells`` rounded up to whole blocks of :data:`~morphospace.features.cellprofiler.MOSAIC_CELLS`.
+
+    >>> whole_blocks(1), whole_blocks(32), whole_blocks(100)
+    (32, 32, 128)
+    """
+    return -(-max(1, int(cells)) // MOSAIC_CELLS) * MOSAIC_CELLS
 
 
 def _measure_chunk(rows: np.ndarray, store_path: str, channels: list[str], scale: list[float],
@@ -136,13 +147,15 @@ def extract_features(
 ) -> FeaturesSummary:
     """Measure every crop of the store at ``store_path`` and write the feature table ``out``.
 
-    The first 16 crops are measured here to time a crop (the first 4 untimed); the rest in tasks of
-    ``config.chunk_cells`` crops (auto: about ``config.task_seconds`` of work, at least 4 tasks per worker, whole chunks of
-    the store, see :func:`task_cells`), in parallel on ``workers`` processes (a local dask cluster)
-    or an existing dask ``scheduler``. Each task reads its crops from the store and writes its
-    features to ``OUT.parts/`` (gathered in order, then removed), so a task run again after its
-    worker died neither loses nor repeats a crop. Stores without masks are segmented
-    crop by crop (nucleus nearest the centre and its cell) in the nucleus channel
+    The first block of crops (:data:`~morphospace.features.cellprofiler.MOSAIC_CELLS`) is measured
+    here to time a crop (after an untimed warm-up on its first 4); the rest in tasks of
+    ``config.chunk_cells`` crops (auto: about ``config.task_seconds`` of work, at least 4 tasks per
+    worker, whole chunks of the store, see :func:`task_cells`), always in whole blocks, so that the
+    numbers do not depend on the task size, the workers or the machine's load, in parallel on
+    ``workers`` processes (a local dask cluster) or an existing dask ``scheduler``. Each task reads
+    its crops from the store and writes its features to ``OUT.parts/`` (gathered in order, then
+    removed), so a task run again after its worker died neither loses nor repeats a crop. Stores
+    without masks are segmented crop by crop (nucleus nearest the centre and its cell) in the nucleus channel
     (``config.nucleus_channel``, ``auto``: see
     :func:`~morphospace.features.cellprofiler.resolve_nucleus_channel`). Cells and cytoplasm are
     measured only with cell masks or a cytoplasm channel (see
@@ -214,15 +227,14 @@ def _measure_part(task: tuple[int, np.ndarray], measure: Callable[[np.ndarray], 
 
 
 def _probe(measure: Callable[[np.ndarray], pd.DataFrame], n_cells: int, part: Path) -> tuple[np.ndarray, float]:
-    """Measure the first crops here into ``part``; return their rows and the seconds per crop of
-    those after the warm-up (of all of them when there are too few)."""
-    probe = np.arange(min(PROBE_CELLS, n_cells))
-    warm_up = probe[:WARM_UP_CELLS] if len(probe) > WARM_UP_CELLS else probe[:0]
-    tables = [measure(warm_up)] if len(warm_up) else []
+    """Measure the first block of crops here into ``part``, after an untimed warm-up on its first
+    few; return the block's rows and the seconds per crop."""
+    probe = np.arange(min(MOSAIC_CELLS, n_cells))
+    measure(probe[:WARM_UP_CELLS])
     start = time.perf_counter()
-    tables.append(measure(probe[len(warm_up):]))
-    seconds_per_cell = (time.perf_counter() - start) / (len(probe) - len(warm_up))
-    write_table(pd.concat(tables, ignore_index=True), part)
+    table = measure(probe)
+    seconds_per_cell = (time.perf_counter() - start) / max(1, len(probe))
+    write_table(table, part)
     return probe, seconds_per_cell
 
 
@@ -237,7 +249,7 @@ def _measure_in_parts(measure: Callable[[np.ndarray], pd.DataFrame], n_cells: in
     try:
         with compute_context(workers, scheduler) as client:
             probe, seconds_per_cell = _probe(measure, n_cells, parts / f"part-{0:06d}.parquet")
-            size = config.chunk_cells if config.chunk_cells != "auto" else task_cells(
+            size = whole_blocks(config.chunk_cells) if config.chunk_cells != "auto" else task_cells(
                 seconds_per_cell, n_cells - len(probe), worker_count(client), store_chunk, config.task_seconds)
             edges = [len(probe), *(e for e in range(size, n_cells, size) if e > len(probe)), n_cells]
             tasks = [(i + 1, np.arange(a, b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])) if b > a]
