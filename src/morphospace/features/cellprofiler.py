@@ -165,7 +165,8 @@ def _mosaic(stack: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
     n, h, w = stack.shape[0], stack.shape[-2], stack.shape[-1]
     columns = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / columns))
-    mosaic = np.zeros((*stack.shape[1:-2], _GAP + rows * (h + _GAP), _GAP + columns * (w + _GAP)), dtype=stack.dtype)
+    height, width = _GAP + rows * (h + _GAP), _GAP + columns * (w + _GAP)
+    mosaic = np.zeros((*stack.shape[1:-2], height, width), dtype=stack.dtype)
     slots = []
     for index in range(n):
         r, c = divmod(index, columns)

@@ -92,8 +92,8 @@ def angle_columns(columns: list[str]) -> tuple[list[int], list[float]]:
     >>> angle_columns(["Nuclei_AreaShape_Area", "Nuclei_AreaShape_Orientation"])
     ([1], [180.0])
     """
-    found = [(i, angular_period(c)) for i, c in enumerate(columns) if angular_period(c) is not None]
-    return [i for i, _ in found], [float(p) for _, p in found]
+    periods = {i: period for i, c in enumerate(columns) if (period := angular_period(c)) is not None}
+    return list(periods), [float(p) for p in periods.values()]
 
 
 def fit_inputs(features: np.ndarray, pca_components: int | None) -> dict[str, torch.Tensor]:
