@@ -3,8 +3,10 @@ what the generated images keep.
 
 Steps: import the 8,774 crops of the three npz files (the store of ``bbbc021_generative.py``);
 measure every crop with cp_measure (``--feature-set``, 2 workers; cached under ``benchmarks/work/``);
-train the built-in config ``cp2image_bbbc021`` on them (20% of the plates held out as the test
-split) within ``--train-minutes``, at 64 x 64 px so that FID/KID use the very extractor of the
+choose ``model.input_dropout`` among :data:`DROPOUT_CHOICES` on validation plates (every value
+trained for ``--select-epochs`` on the training plates alone, split again by plate, and scored on
+the held-back 20%: the test plates play no part); train the built-in config ``cp2image_bbbc021``
+with it (20% of the plates held out as the test split) within ``--train-minutes``, at 64 x 64 px so that FID/KID use the very extractor of the
 GAN/VAE table (``bbbc021_generative.py``); ``evaluate generation`` on the held-out cells (per-feature
 Pearson r between input and re-measured values, FID/KID, NSC of generated vs real profiles);
 sweeps of nucleus area, orientation, DNA intensity and cytoplasm area (the other features held, then
@@ -43,6 +45,7 @@ from bbbc021_generative import PUBLISHED, _stores
 from common import ROOT, cached_seconds, data_dir, print_table, write_result
 from morphospace.evaluate.cp2image import closer_to_own_group
 from morphospace.features.cellprofiler import FeaturesConfig, feature_columns
+from morphospace.data.splits import group_split
 from morphospace.io.store import CropStore, CropStoreWriter
 from morphospace.models.blocks import frozen_batch_norm_stats, gan_losses
 from morphospace.models.registry import load_run_config
@@ -87,8 +90,7 @@ def _features(store: Path, work: Path, feature_set: str) -> tuple[Path, float | 
 def _bare_step(model, batch: dict[str, torch.Tensor], opt_g, opt_d) -> None:
     """One CP2Image training batch without Lightning: a discriminator step, then a generator step."""
     real = batch["image"]
-    inputs = torch.cat([model.project(batch[model.cfg.condition]), model.noise(len(real))], dim=1)
-    fake = model.generator(inputs)
+    fake = model.generator(model.training_inputs(batch[model.cfg.condition]))
     real_logit = model.discriminator.head(model.discriminator.intermediate(real)[-1]).squeeze(1)
     with frozen_batch_norm_stats(model.discriminator):
         fake_logit = model.discriminator.head(model.discriminator.intermediate(fake.detach())[-1]).squeeze(1)
@@ -215,6 +217,9 @@ def _dose_shifted_cells(run_dir: Path, features: Path, compound: str, n_cells: i
     return {**result, "n_dmso_cells_moved": len(cells)}
 
 
+DROPOUT_CHOICES = (0.0, 0.25, 0.5, 0.75)
+"""Values of ``model.input_dropout`` compared on validation plates before the main run."""
+
 ARMS = {"default": [], "spectral_norm": ["model.spectral_norm=true"], "raw_angles": ["model.encode_angles=false"]}
 """Arms of the ablations, as overrides of the built-in config (default: no spectral norm, angles as
 cosine and sine)."""
@@ -223,13 +228,13 @@ COMPARISONS = {"spectral_norm_comparison": ("model.spectral_norm", {"off": "defa
 
 
 def _arm(store: Path, features: Path, work: Path, feature_set: str, epochs: int, eval_cells: int,
-         arm: str) -> dict:
-    """Train (or reuse) one ablation arm for ``epochs`` from seed 0 on the main run's split and score
-    it on ``eval_cells`` held-out cells."""
+         arm: str, dropout: float) -> dict:
+    """Train (or reuse) one ablation arm for ``epochs`` from seed 0 on the main run's split, with the
+    main run's input dropout, and score it on ``eval_cells`` held-out cells."""
     config = load_run_config("cp2image_bbbc021", [
-        f"name=cp2image_{store.name}_{feature_set}_{arm}_e{epochs}", f"data.store={store}",
+        f"name=cp2image_{store.name}_{feature_set}_dropout{dropout:g}_{arm}_e{epochs}", f"data.store={store}",
         f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}", "data.crop_size=64",
-        f"trainer.max_epochs={epochs}", *ARMS[arm]])
+        f"trainer.max_epochs={epochs}", f"model.input_dropout={dropout}", *ARMS[arm]])
     summary = trained(config, progress=False)
     evaluation = run_generation_evaluation(config.run_dir, overwrite=True, config=GenerationConfig(
         n=500, extractor=str(work / "extractors" / f"{store.name}.pt"), feature_cells=eval_cells,
@@ -240,12 +245,52 @@ def _arm(store: Path, features: Path, work: Path, feature_set: str, epochs: int,
             "train_images_per_s": summary.samples_per_second, "epochs": summary.epochs}
 
 
+def _training_plates(config) -> list:
+    """The plates of ``config``'s training split (the split does not depend on the model)."""
+    cells = CropStore(config.data.store).cells
+    split = config.data.split
+    assignment = group_split(cells, split.by, {"train": split.train, "val": split.val, "test": split.test},
+                             seed=config.data.seed)
+    return sorted(cells.loc[assignment == "train", split.by].unique().tolist())
+
+
+def _select_input_dropout(store: Path, features: Path, work: Path, feature_set: str, epochs: int,
+                          eval_cells: int, plates: list) -> dict:
+    """Train one run per value of :data:`DROPOUT_CHOICES` for ``epochs`` on the main run's training
+    plates alone, split again by plate (80% train, 20% validation), and score each on
+    ``eval_cells`` cells of the validation plates; the main run's test plates are not used."""
+    scored = {}
+    for dropout in DROPOUT_CHOICES:
+        config = load_run_config("cp2image_bbbc021", [
+            f"name=cp2image_{store.name}_{feature_set}_dropout{dropout:g}_e{epochs}_trainplates",
+            f"data.store={store}", f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}",
+            "data.crop_size=64", f"trainer.max_epochs={epochs}", f"model.input_dropout={dropout}",
+            f"data.include={json.dumps({'Metadata_Plate': plates})}"])
+        trained(config, progress=False)
+        scored_before = config.run_dir / "evaluation" / "generation.json"
+        if scored_before.is_file() and json.loads(scored_before.read_text())["config"]["feature_cells"] == eval_cells:
+            evaluation = json.loads(scored_before.read_text())  # the arm's run and its scoring are seeded
+        else:
+            evaluation = run_generation_evaluation(config.run_dir, overwrite=True, config=GenerationConfig(
+                n=200, extractor=str(work / "extractors" / f"{store.name}.pt"), feature_cells=eval_cells,
+                feature_set=feature_set))
+        correlation = evaluation["feature_correlation"]
+        scored[f"{dropout:g}"] = {"validation_share_r_above_0_5": correlation["share_r_above_0_5"],
+                                  "validation_median_r": correlation["median_r"]}
+    chosen = max(scored, key=lambda value: scored[value]["validation_share_r_above_0_5"])
+    return {"setting": "model.input_dropout", "chosen": float(chosen), "arms": scored, "convention": (
+        f"every arm {epochs} epochs from seed 0 on the main run's {len(plates)} training plates only, split again "
+        f"by plate (80/20); share of features with r > 0.5 on {eval_cells} cells of the validation plates; "
+        "the main run's test plates are never seen by the choice, so its held-out numbers estimate the chosen "
+        "setting")}
+
+
 def _comparisons(store: Path, features: Path, work: Path, feature_set: str, epochs: int,
-                 eval_cells: int) -> dict:
+                 eval_cells: int, dropout: float) -> dict:
     """Both ablations (spectral norm on the discriminator; angles as cosine and sine or raw), their
     arms trained for the same ``epochs`` from the same seed on the same split; the default arm is
     shared."""
-    scored = {arm: _arm(store, features, work, feature_set, epochs, eval_cells, arm) for arm in ARMS}
+    scored = {arm: _arm(store, features, work, feature_set, epochs, eval_cells, arm, dropout) for arm in ARMS}
     result = {}
     for key, (setting, arms) in COMPARISONS.items():
         table = {label: scored[arm] for label, arm in arms.items()}
@@ -268,6 +313,10 @@ def main() -> None:
     parser.add_argument("--speed-epochs", type=int, default=2,
                         help="epochs of the fresh run timed against the bare loop")
     parser.add_argument("--eval-cells", type=int, default=1000, help="held-out cells re-measured")
+    parser.add_argument("--select-epochs", type=int, default=25,
+                        help="epochs of each input-dropout arm on the training plates (0: the config's value)")
+    parser.add_argument("--select-eval-cells", type=int, default=300,
+                        help="validation cells re-measured per input-dropout arm")
     parser.add_argument("--compare-epochs", type=int, default=10,
                         help="epochs of each arm of the spectral-norm and angle-encoding comparisons (0: skip them)")
     parser.add_argument("--compare-eval-cells", type=int, default=300,
@@ -279,11 +328,14 @@ def main() -> None:
     if args.cells:
         store = _subset_store(store, work, args.cells)
     features, feature_seconds = _features(store, work, args.feature_set)
-    name = f"cp2image_{store.name}_{args.feature_set}"
+    base = load_run_config("cp2image_bbbc021", [f"data.store={store}", "data.crop_size=64"])
+    selection = _select_input_dropout(store, features, work, args.feature_set, args.select_epochs,
+                                      args.select_eval_cells, _training_plates(base)) if args.select_epochs else {}
+    dropout = selection["chosen"] if selection else base.model.input_dropout
     config = load_run_config("cp2image_bbbc021", [
-        f"name={name}", f"data.store={store}", f"data.conditions.features.table={features}",
-        f"runs_dir={work / 'runs'}", "data.crop_size=64", f"trainer.max_minutes={args.train_minutes}",
-        "trainer.max_epochs=1000"])
+        f"name=cp2image_{store.name}_{args.feature_set}_dropout{dropout:g}", f"data.store={store}",
+        f"data.conditions.features.table={features}", f"runs_dir={work / 'runs'}", "data.crop_size=64",
+        f"trainer.max_minutes={args.train_minutes}", "trainer.max_epochs=1000", f"model.input_dropout={dropout}"])
     summary = trained(config, progress=False)  # a rerun reads the finished run's summary
     run = config.run_dir
     speed = _speed(store, features, args.feature_set, args.speed_epochs)
@@ -298,7 +350,7 @@ def main() -> None:
     from_cell = _dose_trajectory(run, features, compound, from_centroid=False)  # the command's default
     shifted = _dose_shifted_cells(run, features, compound)
     comparisons = _comparisons(store, features, work, args.feature_set, args.compare_epochs,
-                               args.compare_eval_cells) if args.compare_epochs else {}
+                               args.compare_eval_cells, dropout) if args.compare_epochs else {}
     correlation, nsc = evaluation["feature_correlation"], evaluation["nsc"]
     groups = _share_by_group(run / "evaluation" / "cp2image_feature_correlations.csv")
     report = json.loads(Path(f"{features}.json").read_text())
@@ -329,6 +381,9 @@ def main() -> None:
                 "dose trajectory (the DMSO cell nearest its centroid, moved)")
     print_table([{"dose": d, **v} for d, v in shifted["groups"].items()],
                 f"dose trajectory ({shifted['n_dmso_cells_moved']} real DMSO cells moved)")
+    if selection:
+        print_table([{"model.input_dropout": value, **scores} for value, scores in selection["arms"].items()],
+                    f"input dropout on validation plates ({args.select_epochs} epochs each; chosen {dropout:g})")
     for key, comparison in comparisons.items():
         print_table([{comparison["setting"]: arm, **scores} for arm, scores in comparison["arms"].items()],
                     f"{key} ({args.compare_epochs} epochs each)")
@@ -363,6 +418,7 @@ def main() -> None:
         "dose_trajectory": trajectory,
         "dose_trajectory_from_real_cell": from_cell,
         "dose_shifted_dmso_cells": shifted,
+        "input_dropout_selection": selection,
         **comparisons,
         "published": PUBLISHED_CP2IMAGE,
     })

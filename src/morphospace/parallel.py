@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["compute_context", "run_parallel", "run_parallel_ordered", "worker_count"]
+__all__ = ["compute_context", "run_parallel", "run_parallel_ordered", "worker_count", "local_start_method"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,37 @@ logger = logging.getLogger(__name__)
 LOCAL_WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
+def local_start_method() -> str:
+    """How local workers start: ``"fork"`` on Linux, where a forked worker is ready at once with
+    every module this process has imported (a spawned one starts a new interpreter and imports them
+    again: about 2 s of a 2-core machine's time for ``features``), else ``"spawn"`` (macOS and
+    Windows, where forking a process that runs threads is not safe)."""
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def _one_thread_plugin() -> Any:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class OneThreadPerWorker(WorkerPlugin):
+        """Runs every local worker's native thread pools (BLAS, OpenMP) on one thread, restarted
+        workers included: a forked worker inherits the pools its parent sized for the whole
+        machine, which ``OMP_NUM_THREADS`` set at its start no longer resizes."""
+
+        def setup(self, worker: Any) -> None:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1)
+
+    return OneThreadPerWorker()
+
+
 @contextlib.contextmanager
-def compute_context(workers: int = 1, scheduler: str | None = None) -> Iterator[Any]:
+def compute_context(workers: int = 1, scheduler: str | None = None,
+                    start_method: str | None = None) -> Iterator[Any]:
     """Where work runs: None (this process) for ``workers <= 1`` without a scheduler; otherwise a
     dask.distributed client connected to ``scheduler`` (``tcp://host:8786``) or to a local
-    cluster of ``workers`` single-threaded processes, closed on exit."""
+    cluster of ``workers`` single-threaded processes started by ``start_method`` (``"fork"``,
+    ``"spawn"`` or ``"forkserver"``; None: :func:`local_start_method`), closed on exit."""
     if workers <= 1 and not scheduler:
         yield None
         return
@@ -47,10 +74,12 @@ def compute_context(workers: int = 1, scheduler: str | None = None) -> Iterator[
                         client.dashboard_link)
             yield client
         return
-    with dask.config.set(LOCAL_WORKER_CONFIG), LocalCluster(
+    method = start_method or local_start_method()
+    with dask.config.set({**LOCAL_WORKER_CONFIG, "distributed.worker.multiprocessing-method": method}), LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:
+        client.register_plugin(_one_thread_plugin(), name="morphospace-one-thread")
         logger.info("local dask cluster of %d worker(s); dashboard %s", workers, client.dashboard_link)
         yield client
 

@@ -10,7 +10,7 @@ from morphospace.features.cellprofiler import (
     FeaturesConfig, masks_by_segmentation, measurable_objects, measure_crops, resolve_nucleus_channel,
 )
 from morphospace.io.store import CropStore, CropStoreWriter
-from morphospace.workflows.profiling import extract_features
+from morphospace.workflows.profiling import extract_features, task_edges
 
 
 def _crops(n=4, size=32, seed=0):
@@ -80,6 +80,21 @@ def test_features_of_a_store_do_not_depend_on_how_the_work_is_cut(tmp_path: Path
         tables.append(pd.read_parquet(out))
     for other in tables[1:]:
         pd.testing.assert_frame_equal(tables[0], other)
+
+
+@pytest.mark.parametrize("stop, size, workers", [(5318, 640, 2), (2048, 512, 4), (100, 64, 2), (33, 64, 2),
+                                                  (5318, 640, 1)])
+def test_task_edges_cover_every_crop_once_in_whole_blocks_and_shrink_towards_the_end(stop, size, workers):
+    edges = task_edges(32, stop, size, workers, store_chunk=64)
+    sizes = np.diff(edges)
+    assert edges[0] == 32 and edges[-1] == stop and (sizes > 0).all()
+    assert all(edge % 32 == 0 for edge in edges[:-1])  # the same blocks whatever the cut
+    assert sizes.max() <= size
+    if workers > 1:
+        assert (np.diff(sizes[1:]) <= 0).all()  # after the first, never longer than the one before
+        assert sizes[-1] <= 32  # the last task is at most one block
+    else:
+        assert (sizes[1:-1] == size).all()
 
 
 def test_absent_object_gives_nan_not_a_shifted_row():

@@ -57,6 +57,23 @@ def test_no_noise_is_deterministic_and_noise_follows_the_seed():
     assert not torch.allclose(first, noisy.generate_from_features(features, seed=1))
 
 
+def test_input_dropout_zeroes_a_share_of_the_training_inputs_only():
+    features = torch.ones(2000, 5)
+    torch.manual_seed(0)
+    inputs = _model(input_dropout=0.4, noise_dim=3).training_inputs(features)
+    kept = inputs[:, :5]
+    assert inputs.shape == (2000, 8)
+    assert kept.unique().tolist() == [0.0, pytest.approx(1 / 0.6)]  # the rest scaled by 1 / (1 - p)
+    assert float((kept == 0).float().mean()) == pytest.approx(0.4, abs=0.02)
+    assert float((inputs[:, 5:] == 0).float().mean()) == 0.0  # the noise is never dropped
+    plain = _model()
+    assert torch.equal(plain.training_inputs(features), plain.project(features))
+    dropping = _model(input_dropout=0.4)
+    assert torch.equal(dropping.generate_from_features(features[:4]), plain.generate_from_features(features[:4]))
+    with pytest.raises(ValueError, match="input_dropout"):
+        CP2ImageConfig(input_dropout=1.0)
+
+
 def test_spectral_norm_switch_parametrizes_every_discriminator_weight():
     plain, normed = _model(), _model(spectral_norm=True)
     layers = [m for m in normed.discriminator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]

@@ -10,7 +10,10 @@ plus the training centre, over the period, in radians), so that angles either si
 inputs are then optionally projected on ``pca_components`` principal components fitted on the
 training split (saved with the model), and optionally concatenated with ``noise_dim`` standard
 normal values so that one feature vector can give several cells (``noise_dim: 0``, the default, is
-the deterministic model).
+the deterministic model). While training, ``input_dropout`` zeroes that share of the feature inputs
+of each cell at random (the rest scaled by 1 / (1 - p)), so that the generator cannot lean on single
+features of the training cells: the features are many and redundant, and without it the generator
+keeps far more of them on the training plates than on held-out ones.
 
 Networks: the generator projects its input to a small spatial map and doubles it with transposed
 convolutions, batch norm and leaky ReLU up to the crop size, then a 3x3 convolution to the image
@@ -63,6 +66,8 @@ class CP2ImageConfig(Config):
                                                            "and sine")
     pca_components: int | None = pydantic.Field(
         None, ge=1, description="project the standardised features on this many principal components (training split)")
+    input_dropout: float = pydantic.Field(0.0, ge=0, lt=1, description="while training, zero this share of the "
+                                                                       "feature inputs at random (rescaled)")
     base_channels: int = pydantic.Field(32, ge=4)
     feature_dim: int = pydantic.Field(64, ge=1, description="dense discriminator layer before the logit")
     negative_slope: float = pydantic.Field(0.2, ge=0, description="leaky ReLU of the generator")
@@ -212,6 +217,12 @@ class CP2Image(GenerativeModel):
             return inputs
         return (inputs - self.pca_mean) @ self.pca_components.T
 
+    def training_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """Standardised features (N, F) -> generator inputs (N, latent_dim) for a training step:
+        the projected features (:meth:`project`) with ``input_dropout``, then fresh noise."""
+        inputs = nn.functional.dropout(self.project(features), self.cfg.input_dropout, training=True)
+        return torch.cat([inputs, self.noise(len(inputs))], dim=1)
+
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, noise_dim) standard normal values (drawn on the CPU, then moved to the model)."""
         return torch.randn(n, self.cfg.noise_dim, generator=generator).to(self.device)
@@ -278,7 +289,7 @@ class CP2Image(GenerativeModel):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         real = self.prepare_images(batch["image"])
-        inputs = torch.cat([self.project(batch[self.cfg.condition]), self.noise(len(real))], dim=1)
+        inputs = self.training_inputs(batch[self.cfg.condition])
         opt_g, opt_d = self.optimizers()
         fake = self.prepare_images(self.generator(inputs))
         _, real_logit = self._layers_and_logit(real)

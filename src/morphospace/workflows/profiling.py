@@ -112,6 +112,30 @@ def task_cells(seconds_per_cell: float, cells: int, workers: int, store_chunk: i
     return whole_blocks(max(1, round(size / unit)) * unit)
 
 
+def task_edges(start: int, stop: int, size: int, workers: int, store_chunk: int) -> list[int]:
+    """Edges of the tasks that measure crops ``start`` to ``stop``: tasks of ``size`` crops while
+    many are left, then shorter ones, each at most 1 / (2 ``workers``) of the crops left (whole
+    chunks of ``store_chunk`` while at least one, then whole blocks of
+    :data:`~morphospace.features.cellprofiler.MOSAIC_CELLS`), so that the workers finish together
+    instead of one waiting for the other's last long task. One worker gets tasks of ``size``
+    throughout. Edges after the first fall on whole chunks where the task is at least one.
+
+    >>> task_edges(32, 2048, 512, 2, 64)
+    [32, 512, 896, 1152, 1344, 1472, 1600, 1664, 1728, 1792, 1856, 1888, 1920, 1952, 1984, 2016, 2048]
+    >>> task_edges(32, 1000, 512, 1, 64)
+    [32, 512, 1000]
+    """
+    edges = [start]
+    while edges[-1] < stop:
+        left = stop - edges[-1]
+        share = left if workers <= 1 else left // (2 * workers)
+        step = max(MOSAIC_CELLS, min(size, share))
+        unit = store_chunk if step >= store_chunk else MOSAIC_CELLS
+        end = stop if step >= left else max((edges[-1] + step) // unit * unit, edges[-1] + MOSAIC_CELLS)
+        edges.append(min(stop, end))
+    return edges
+
+
 def whole_blocks(cells: int) -> int:
     """``cells`` rounded up to whole blocks of :data:`~morphospace.features.cellprofiler.MOSAIC_CELLS`.
 
@@ -251,8 +275,8 @@ def _measure_in_parts(measure: Callable[[np.ndarray], pd.DataFrame], n_cells: in
             probe, seconds_per_cell = _probe(measure, n_cells, parts / f"part-{0:06d}.parquet")
             size = whole_blocks(config.chunk_cells) if config.chunk_cells != "auto" else task_cells(
                 seconds_per_cell, n_cells - len(probe), worker_count(client), store_chunk, config.task_seconds)
-            edges = [len(probe), *(e for e in range(size, n_cells, size) if e > len(probe)), n_cells]
-            tasks = [(i + 1, np.arange(a, b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])) if b > a]
+            edges = task_edges(len(probe), n_cells, size, worker_count(client), store_chunk)
+            tasks = [(i + 1, np.arange(a, b)) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
             logger.info("features: %d crops in %d task(s) of %d (%.3f s per crop, timed on the first %d after a "
                         "warm-up)", n_cells, len(tasks) + 1, size, seconds_per_cell, len(probe))
             task = partial(_measure_part, measure=measure, parts=str(parts))
