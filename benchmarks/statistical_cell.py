@@ -4,7 +4,9 @@ Parts (``--parts 2d,3d,bbbc021``; a run of some parts keeps the other parts' blo
 
 - ``2d``: ``simulate --mode structures`` (6 structures x DMSO and 3 drugs x ``cells_per_condition``
   cells, 2 plates, 64 x 64 px), train ``statistical_cell_simulated``, ``evaluate coupling --truth``
-  and ``evaluate drug-shift --truth`` (each drug against DMSO, per structure);
+  with both estimators on the same cells and swaps (``reference_only``, the headline, and the
+  paper's ``elbo``; the ELBO alone for a run trained without ``model.null_latent_share``) and
+  ``evaluate drug-shift --truth`` (each drug against DMSO, per structure);
 - ``3d``: the same with ``dims: 3`` (16 x 64 x 64 stacks) and ``model.spatial_dims=3``;
 - ``bbbc021``: train ``statistical_cell_bbbc021`` (reference DNA + Actin, target Tubulin) on all
   8,774 crops of the store of ``bbbc021_generative.py`` (64 px centre crops); coupling of tubulin to
@@ -96,11 +98,13 @@ SETTINGS = {  # per part: full run, then --quick; overrides: training config key
 }
 SECONDS = ("wall-clock seconds per step on 2 CPU cores, total = their sum; simulate and probe as measured when they "
            "were built (cached in the work folder), train for the session that finished the run")
-COUPLING_SPEARMAN = ("pooled tie-resolved Spearman r between the estimated coupling (evaluate coupling) and the "
-                     "simulator's true coupling over the 12 (structure, reference channel) pairs (6 structures x "
-                     "Membrane, DNA); ties of the truth at 0 broken in the estimates' order "
-                     "(evaluate.statistical_cell.tie_resolved_spearman); coupling_agreement holds the plain, "
-                     "tie-resolved and non-zero-truth r per channel and pooled")
+COUPLING_SPEARMAN = ("pooled tie-resolved Spearman r between the estimated coupling (evaluate coupling with the "
+                     "estimator named under coupling_estimator: reference_only for a run trained with "
+                     "model.null_latent_share, else elbo) and the simulator's true coupling over the 12 "
+                     "(structure, reference channel) pairs (6 structures x Membrane, DNA); ties of the truth at 0 "
+                     "broken in the estimates' order (evaluate.statistical_cell.tie_resolved_spearman); "
+                     "coupling_agreement holds the plain, tie-resolved and non-zero-truth r per channel and pooled; "
+                     "coupling_spearman_elbo the same for the paper's ELBO estimator on the same run, cells and swaps")
 DRUG_SHIFT = ("each drug against DMSO per structure in the target latent space (active dimensions): centroid "
               "distance, permutation p-value, Benjamini-Hochberg q over the space's tests; recall = share of the "
               "truly shifted (drug, structure) pairs with q <= 0.05; false_positives = pairs with q <= 0.05 that "
@@ -208,6 +212,12 @@ def _structures_store(work: Path, dims: int, settings: dict[str, Any], seconds: 
     return store
 
 
+def _coupling_estimators(config: RunConfig) -> tuple[str, ...]:
+    """The coupling estimators of a run, the headline first: reference_only, then the paper's
+    ELBO, for a run trained with a null latent share; the ELBO alone otherwise."""
+    return ("reference_only", "elbo") if config.model.null_latent_share > 0 else ("elbo",)
+
+
 def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int | None,
                     extra: list[str]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
@@ -215,12 +225,18 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
     store = CropStore(store_path)
     base = _base_config("statistical_cell_simulated", store_path, work, settings,
                         ["model.spatial_dims=3"] * (dims == 3), extra)
-    eval_passes = settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + len(store)
+    eval_passes = 2 * settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + len(store)
     plan = _plan(base, work, settings, seconds, eval_passes, epochs)
     config, summary = _train(base, plan, seconds)
     truth = str(store_path / "truth")
-    coupling = timed("coupling", seconds, evaluate_coupling, config.run_dir, overwrite=True, config=CouplingConfig(
-        cells=settings["coupling_cells"], repeats=settings["repeats"], truth=truth))
+    estimators = _coupling_estimators(config)
+    couplings = {estimator: timed("coupling" if k == 0 else f"coupling_{estimator}", seconds, evaluate_coupling,
+                                  config.run_dir, config.run_dir / "evaluation" / f"coupling_{estimator}",
+                                  overwrite=True, config=CouplingConfig(
+                                      cells=settings["coupling_cells"], repeats=settings["repeats"], truth=truth,
+                                      estimator=estimator))
+                 for k, estimator in enumerate(estimators)}
+    coupling = couplings[estimators[0]]
     shift = timed("drug_shift", seconds, evaluate_drug_shift, config.run_dir, "Metadata_Compound == 'DMSO'",
                    "Metadata_Compound != 'DMSO'", overwrite=True,
                    config=DrugShiftConfig(permutations=settings["permutations"], truth=truth))
@@ -234,7 +250,12 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
                   "estimated_dna": estimated[(s, "DNA")]}
                  for s, m, d in true_pairs],
                 f"{dims}D coupling: truth vs estimate ({coupling['n_cells']} {coupling['split']} cells)")
-    print_table([{"channel": channel, **row} for channel, row in agreement.items()], f"{dims}D coupling agreement")
+    print_table([{"channel": channel, **row} for channel, row in agreement.items()],
+                f"{dims}D coupling agreement ({estimators[0]})")
+    others = {estimator: couplings[estimator]["agreement"]["per_channel"] for estimator in estimators[1:]}
+    for estimator, other in others.items():
+        print(f"{dims}D coupling Spearman with the {estimator} estimator: "
+              f"{other['pooled']['spearman_ties_resolved']:.3f}")
     print_table([r for r in shift["tests"] if r["latent"] == "target"], f"{dims}D drug shifts (target space)")
     print(f"{dims}D drug shifts: recall {scores['target']['recall']:.3g}, false positives "
           f"{scores['target']['false_positives']} (target), {scores['reference']['false_positives']} (reference)")
@@ -244,7 +265,12 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
                        "coupling": coupling["convention"], "drug_shift_tests": shift["convention"],
                        "seconds": SECONDS},
         "coupling_spearman": agreement["pooled"]["spearman_ties_resolved"],
+        "coupling_estimator": estimators[0],
         "coupling_agreement": agreement,
+        **{f"coupling_spearman_{estimator}": other["pooled"]["spearman_ties_resolved"]
+           for estimator, other in others.items()},
+        "other_estimators": {estimator: {"coupling": couplings[estimator]["coupling"], "agreement": other}
+                             for estimator, other in others.items()},
         "drug_shift_recall": scores["target"]["recall"],
         "drug_shift_false_positives": scores["target"]["false_positives"],
         "drug_shift_reference_false_positives": scores["reference"]["false_positives"],

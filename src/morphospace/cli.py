@@ -301,6 +301,9 @@ def _add_statistical_cell_evaluations(kinds) -> None:
     coupling.add_argument("--bootstrap", type=int, help="bootstrap resamples (config key bootstrap; default 1000)")
     coupling.add_argument("--truth", type=Path, metavar="DIR", help="truth folder of a structures store: adds the "
                                                                     "Spearman agreement with the true couplings")
+    coupling.add_argument("--estimator", choices=["elbo", "reference_only"],
+                          help="elbo: the target ELBO (Eq 4, default); reference_only: the squared error of the "
+                               "structure expected from the reference alone (runs with model.null_latent_share)")
     coupling.set_defaults(handler=_evaluate_coupling)
     shift = _subparser(kinds, "drug-shift", "Statistical Cell: shifts of treated cells from control cells in the "
                                             "reference and target latent spaces (permutation tests, BH q-values).")
@@ -840,13 +843,13 @@ def _evaluate_coupling(args: argparse.Namespace) -> int:
     from morphospace.workflows.statistical_cell import CouplingConfig, evaluate_coupling
 
     config = load_config(CouplingConfig, args.config,
-                         _option_overrides(args, ("repeats", "cells", "bootstrap", "seed", "truth")))
+                         _option_overrides(args, ("repeats", "cells", "bootstrap", "seed", "truth", "estimator")))
     payload = evaluate_coupling(args.run, args.out, config, overwrite=args.overwrite)
     if args.json:
         print(json_text(payload))
         return 0
     parts = [f"{row['structure']}/{row['channel']} {row['coupling']:.3f}" for row in payload["coupling"]]
-    print(f"coupling on {payload['n_cells']} {payload['split']} cells: " + ", ".join(parts))
+    print(f"coupling ({payload['estimator']}) on {payload['n_cells']} {payload['split']} cells: " + ", ".join(parts))
     if "agreement" in payload:
         pooled = payload["agreement"]["per_channel"]["pooled"]["spearman_ties_resolved"]
         print(f"Spearman with the truth (pooled, ties resolved): {_shown_number(pooled)}")

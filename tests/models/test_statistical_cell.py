@@ -84,6 +84,35 @@ def test_elbo_from_the_posterior_mean_is_minus_squared_error_and_kl():
     torch.testing.assert_close(again, model.elbo_per_cell(target, reference, labels, n_samples=3, seed=1)["target"])
 
 
+def test_null_cells_are_decoded_from_the_null_latent_without_kl_and_weighted_like_recon():
+    model = _model(target_beta=0.8, null_latent_share=0.25)
+    assert _model().null_cells(8) is None
+    null = model.null_cells(8)
+    assert null.dtype == torch.bool and int(null.sum()) == 2
+    assert int(model.null_cells(1).sum()) == 0  # one cell always keeps its latent
+    target, reference, labels = _inputs(n=6)
+    null = torch.tensor([True, False, False, True, False, False])
+    with torch.no_grad():
+        model.target_null_latent.fill_(0.3)
+    torch.manual_seed(1)
+    terms = model.loss_terms(target, reference, labels, null)
+    per_cell = model.eval().terms(target, reference, labels, n_samples=0, null=null)  # batch norm as when used
+    assert (per_cell["target_kl_per_dim"][null] == 0).all() and (per_cell["target_kl_per_dim"][~null] > 0).all()
+    expected = model.decode_target(torch.full((2, 2), 0.3), reference[null], labels[null])
+    torch.testing.assert_close(per_cell["target_reconstruction"][null], expected)
+    null_recon = ((per_cell["target_reconstruction"][null] - target[null]) ** 2).sum((1, 2, 3))
+    torch.testing.assert_close(per_cell["target_recon"][null], null_recon)
+    assert terms["target_null_recon"] > 0
+    by_hand = 0.2 * terms["target_recon"] + 0.8 * terms["target_kl"] + 0.2 * terms["target_null_recon"]
+    torch.testing.assert_close(terms["target_loss"], by_hand)
+    torch.testing.assert_close(model.expected_target(reference, labels),
+                               model.decode_target(torch.full((6, 2), 0.3), reference, labels))
+    with pytest.raises(InputError, match="trained without model.null_latent_share"):
+        _model().expected_target(reference, labels)
+    with pytest.raises(pydantic.ValidationError, match="null_latent_share"):
+        StatisticalCellConfig(null_latent_share=1.0)
+
+
 def test_the_target_decoder_reads_the_reference_and_the_label():
     model = _model().eval()
     _, reference, _ = _inputs()
@@ -172,30 +201,61 @@ def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
     assert not (tmp_path / "runs").exists()
 
 
+def _random_discs(generator: torch.Generator, n: int = 96) -> torch.Tensor:
+    """(n, 16, 16) discs of radius 3 at random centres, 0 or 1."""
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    centres = torch.rand(n, 2, generator=generator) * 8 + 4
+    return ((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2 < 9).float()
+
+
+def _fit(model: StatisticalCell, target: torch.Tensor, reference: torch.Tensor, steps: int,
+         generator: torch.Generator) -> list[dict[str, float]]:
+    """``steps`` Adam steps on batches of 16 random cells; the loss terms of every step."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(steps):
+        picks = torch.randint(0, len(target), (16,), generator=generator)
+        terms = model.loss_terms(target[picks], reference[picks], null=model.null_cells(16))
+        optimiser.zero_grad()
+        terms["loss"].backward()
+        optimiser.step()
+        history.append({k: v.item() for k, v in terms.items() if v.ndim == 0})
+    return history
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_the_true_reference_has_the_higher_elbo():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
-    centres = torch.rand(96, 2, generator=generator) * 8 + 4
-    discs = ((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2 < 9).float()
+    discs = _random_discs(generator)
     reference = torch.stack([discs, discs.roll(1, -2)], dim=1) * 2 - 1
     target = reference[:, :1].roll(3, -1)  # the target is a shifted copy of a reference channel
     model = _model(structures=[], beta=0.05)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for step in range(60):
-        picks = torch.randint(0, 96, (16,), generator=generator)
-        loss = model.loss_terms(target[picks], reference[picks])["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = [step["loss"] for step in _fit(model, target, reference, 60, generator)]
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
     true = model.elbo_per_cell(target, reference)["target"]
     swapped = model.elbo_per_cell(target, reference.roll(1, 0))["target"]
     assert true.isfinite().all() and true.mean() > swapped.mean()
     assert (true > swapped).float().mean() > 0.8
+
+
+@pytest.mark.slow
+def test_the_null_latent_learns_the_structure_expected_from_the_reference():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.stack([_random_discs(generator), torch.rand(96, 16, 16, generator=generator)], dim=1) * 2 - 1
+    target = reference[:, :1].roll(3, -1)  # a shifted copy of the first reference channel, none of the second
+    model = _model(structures=[], beta=0.05, null_latent_share=0.5)
+    null_errors = [step["target_null_recon"] for step in _fit(model, target, reference, 80, generator)]
+    assert np.mean(null_errors[-10:]) < 0.5 * np.mean(null_errors[:10])
+
+    def error(ref):
+        return ((model.expected_target(ref) - target) ** 2).sum((1, 2, 3)).mean()
+
+    first_swapped, second_swapped = reference.clone(), reference.clone()
+    first_swapped[:, 0], second_swapped[:, 1] = reference.roll(1, 0)[:, 0], reference.roll(1, 0)[:, 1]
+    assert error(reference) < 0.5 * error(first_swapped)  # coupled to the channel it copies
+    assert error(second_swapped) < 1.2 * error(reference)  # not to the noise channel
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from morphospace.errors import InputError
 from morphospace.models.registry import load_run_config
 from morphospace.simulate import SimulateConfig, simulate_structures
 from morphospace.workflows.statistical_cell import (
-    CouplingConfig, DrugShiftConfig, evaluate_coupling, evaluate_drug_shift, run_beta_sweep,
+    CouplingConfig, DrugShiftConfig, _cells, _target_scores, evaluate_coupling, evaluate_drug_shift, run_beta_sweep,
 )
 
 STRUCTURES = ["Nucleoli", "Cortex", "Puncta"]
@@ -62,11 +62,37 @@ def test_coupling_writes_every_structure_and_channel_with_the_truth(run_dir: Pat
     assert payload["split"] == "test" and payload["n_cells"] == table.groupby("channel")["n_cells"].sum()["DNA"]
     assert (out / "figures" / "coupling.png").stat().st_size > 0
     saved = json.loads((out / "coupling.json").read_text())
-    assert "1 - ELBO(true) / mean ELBO(swapped)" in saved["convention"]
+    assert "1 - score(true) / mean score(swapped)" in saved["convention"] and saved["estimator"] == "elbo"
     assert set(saved["agreement"]["per_channel"]) == {"Membrane", "DNA", "pooled"}
     assert saved["agreement"]["per_channel"]["pooled"]["n"] == 2 * len(STRUCTURES)
     with pytest.raises(FileExistsError):
         evaluate_coupling(run_dir, out, CouplingConfig(repeats=1, bootstrap=10))
+
+
+def test_the_reference_only_estimator_scores_the_expected_structure(run_dir: Path, store: Path, tmp_path: Path):
+    from morphospace.models.run import load_run
+
+    config = CouplingConfig(repeats=2, bootstrap=20, truth=str(store / "truth"), estimator="reference_only")
+    payload = evaluate_coupling(run_dir, tmp_path / "reference_only", config)
+    elbo = evaluate_coupling(run_dir, tmp_path / "elbo", config.model_copy(update={"estimator": "elbo"}))
+    assert payload["estimator"] == "reference_only" and payload["n_cells"] == elbo["n_cells"]
+    table, other = pd.DataFrame(payload["coupling"]), pd.DataFrame(elbo["coupling"])
+    assert np.isfinite(table["coupling"]).all() and not np.allclose(table["coupling"], other["coupling"])
+    run = load_run(run_dir, "evaluate", "coupling")
+    target, reference, labels = _cells(run, np.arange(4))
+    error = ((run.module.expected_target(reference, labels) - target) ** 2).sum((1, 2, 3))
+    scores = _target_scores(run, target, reference, labels, 0, "reference_only")
+    np.testing.assert_allclose(scores, -error.numpy(), rtol=1e-5)
+
+
+def test_the_reference_only_estimator_refuses_a_run_without_a_null_latent(store: Path, tmp_path: Path):
+    from morphospace.workflows.train import train
+
+    config = _config(store, tmp_path / "runs", "model.null_latent_share=0", "name=no_null")
+    train(config, progress=False)
+    with pytest.raises(InputError, match="no_null: the reference_only coupling needs a run trained with"):
+        evaluate_coupling(config.run_dir, tmp_path / "out", CouplingConfig(estimator="reference_only"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_writes_into_the_run_evaluation_folder_and_the_report_shows_it(run_dir: Path, capsys):

@@ -31,13 +31,23 @@ Losses per cell, with recon the squared error summed over pixels (a Gaussian dec
 - ``objective: weighted``: recon + beta KL;
 
 each model with its own beta (``reference_beta``, ``target_beta``, default ``beta``); the
-training loss is the sum of both models' batch means. ELBO per cell (up to a constant):
--(recon + KL), recon from the posterior mean (``elbo_samples: 0``) or averaged over that many
-reparameterised draws of a fixed seed. The mean KL of every latent dimension over each training
-epoch is kept per model; a dimension whose mean exceeds ``active_threshold`` nats is active.
+training loss is the sum of both models' batch means.
+
+With ``null_latent_share`` p > 0, that share of each training batch's cells gives the target
+decoder a learnt null latent instead of a posterior draw (their KL is left out): the decoder then
+also learns the structure expected from the reference and the label alone, E[x_t | x_r, label],
+which :meth:`StatisticalCell.expected_target` returns and the reference-only coupling compares with
+the observed structure. The other cells' objective is unchanged; the null cells' squared error
+enters with the objective's weight of recon ((1 - beta) convex, 1 weighted), as its own batch mean.
+
+ELBO per cell (up to a constant): -(recon + KL), recon from the posterior mean (``elbo_samples:
+0``) or averaged over that many reparameterised draws of a fixed seed. The mean KL of every latent
+dimension over each training epoch is kept per model; a dimension whose mean exceeds
+``active_threshold`` nats is active.
 
 Logged: ``reference_loss``, ``reference_recon``, ``reference_kl``, ``reference_elbo`` and the same
-with ``target_``, ``loss`` (their sum), each epoch ``reference_active_dims`` and
+with ``target_`` (over the cells that kept their latent), ``target_null_recon`` with a null share,
+``loss`` (the sum of the objectives), each epoch ``reference_active_dims`` and
 ``target_active_dims``; ``kl_per_dimension.csv`` has columns ``reference_z*`` and ``target_z*``.
 """
 
@@ -61,7 +71,7 @@ from morphospace.data.spec import DataSpec
 from morphospace.errors import InputError
 from morphospace.models.base import GenerativeFamily, GenerativeModel
 from morphospace.models.training import RunConfig, log_metrics
-from morphospace.models.vae import KLPerDimension, vae_objective, vae_terms_per_cell
+from morphospace.models.vae import KLPerDimension, squared_error_per_cell, vae_objective, vae_terms_per_cell
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
            "ConditionalEncoder", "ConditionalDecoder"]
@@ -93,6 +103,9 @@ class StatisticalCellConfig(Config):
     betas: tuple[float, float] = (0.9, 0.999)
     active_threshold: float = pydantic.Field(0.1, ge=0, description="nats of mean KL for an active dimension")
     elbo_samples: int = pydantic.Field(0, ge=0, description="posterior draws of the per-cell ELBO; 0: posterior mean")
+    null_latent_share: float = pydantic.Field(
+        0.0, ge=0, lt=1, description="share of each training batch decoded from a learnt null target latent, so "
+                                     "that the decoder learns the structure expected from the reference alone")
 
     @pydantic.model_validator(mode="after")
     def _beta_range(self) -> "StatisticalCellConfig":
@@ -277,6 +290,8 @@ class StatisticalCell(GenerativeModel):
                                                  **conditioned)
         self.target_decoder = ConditionalDecoder(dims, ct, spatial, self.cfg.target_latent_dim, **shared,
                                                  **conditioned)
+        if self.cfg.null_latent_share > 0:
+            self.target_null_latent = nn.Parameter(torch.zeros(self.cfg.target_latent_dim))
         if self.cfg.spectral_norm:
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
@@ -343,10 +358,12 @@ class StatisticalCell(GenerativeModel):
         return self.target_decoder(z.to(self.device), reference.to(self.device), self.labels_of(labels, len(z)))
 
     def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
-              n_samples: int = 1, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+              n_samples: int = 1, generator: torch.Generator | None = None,
+              null: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-cell terms of both models: ``{reference,target}_recon`` (N,) (mean over ``n_samples``
         posterior draws; 0: from the posterior mean), ``{reference,target}_kl_per_dim`` (N, d) and
-        ``{reference,target}_reconstruction`` (of the last draw)."""
+        ``{reference,target}_reconstruction`` (of the last draw). ``null`` (N,) bool marks the cells
+        whose target is decoded from the null latent instead (their target KL is 0)."""
         out: dict[str, torch.Tensor] = {}
         posteriors = {"reference": self.encode_reference(reference),
                       "target": self.encode_target(target, reference, labels)}
@@ -355,25 +372,49 @@ class StatisticalCell(GenerativeModel):
             recons = []
             for _ in range(max(n_samples, 1)):
                 z = _reparameterise(mu, logvar, generator) if n_samples else mu
+                if name == "target" and null is not None:
+                    z = torch.where(null[:, None], self.target_null_latent.to(z.dtype), z)
                 decoded = self.decode_reference(z) if name == "reference" else self.decode_target(z, reference, labels)
                 recon, kl = vae_terms_per_cell(x.to(self.device), decoded, mu, logvar)
                 recons.append(recon)
+            if name == "target" and null is not None:
+                kl = kl * (~null[:, None])
             out |= {f"{name}_recon": torch.stack(recons).mean(0), f"{name}_kl_per_dim": kl,
                     f"{name}_reconstruction": decoded}
         return out
 
-    def loss_terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
-                   ) -> dict[str, torch.Tensor]:
+    def null_cells(self, n: int) -> torch.Tensor | None:
+        """(n,) bool: a random ``null_latent_share`` of n cells (rounded, at least one cell left
+        out of it), or None without a null share."""
+        if self.cfg.null_latent_share == 0:
+            return None
+        count = min(round(self.cfg.null_latent_share * n), n - 1)
+        null = torch.zeros(n, dtype=torch.bool, device=self.device)
+        null[torch.randperm(n)[:count].to(self.device)] = True
+        return null
+
+    def loss_terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
+                   null: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Batch means of both models' recon, KL, objective and ELBO, ``loss`` (the sum of the
-        objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell."""
-        per_cell = self.terms(target, reference, labels, n_samples=1)
+        objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell.
+        The target's are over the cells not in ``null`` (N,) bool; ``target_null_recon`` is the
+        mean squared error of those in it, added to the target objective with recon's weight."""
+        per_cell = self.terms(target, reference, labels, n_samples=1, null=null)
         out: dict[str, torch.Tensor] = {}
         for name in ("reference", "target"):
-            recon, kl_per_dim = per_cell[f"{name}_recon"].mean(), per_cell[f"{name}_kl_per_dim"].mean(0)
+            recon, kl_per_dim = per_cell[f"{name}_recon"], per_cell[f"{name}_kl_per_dim"]
+            if name == "target" and null is not None:
+                out["target_null_recon"] = recon[null].mean() if null.any() else recon.new_zeros(())
+                recon, kl_per_dim = recon[~null], kl_per_dim[~null]
+            recon, kl_per_dim = recon.mean(), kl_per_dim.mean(0)
             kl = kl_per_dim.sum()
             out |= {f"{name}_loss": vae_objective(recon, kl, self.cfg.beta_of(name), self.cfg.objective),
                     f"{name}_recon": recon, f"{name}_kl": kl, f"{name}_elbo": -(recon + kl),
                     f"{name}_kl_per_dim": kl_per_dim}
+        if "target_null_recon" in out:
+            recon_weight = vae_objective(torch.tensor(1.0), torch.tensor(0.0), self.cfg.beta_of("target"),
+                                         self.cfg.objective)
+            out["target_loss"] = out["target_loss"] + recon_weight * out["target_null_recon"]
         out["loss"] = out["reference_loss"] + out["target_loss"]
         return out
 
@@ -384,12 +425,13 @@ class StatisticalCell(GenerativeModel):
 
     def _log(self, terms: dict[str, torch.Tensor], prefix: str, batch_size: int) -> None:
         names = ["loss"] + [f"{m}_{k}" for m in ("reference", "target") for k in ("loss", "recon", "kl", "elbo")]
+        names += ["target_null_recon"] if "target_null_recon" in terms else []
         log_metrics(self, {f"{prefix}{k}": terms[k] for k in names}, batch_size, on_step=prefix == "",
                     prog_bar=prefix == "")
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         target, reference, labels = self._batch(batch)
-        terms = self.loss_terms(target, reference, labels)
+        terms = self.loss_terms(target, reference, labels, self.null_cells(len(target)))
         for name in ("reference", "target"):
             kl = terms[f"{name}_kl_per_dim"].detach().float()
             self._kl_sums[name] = self._kl_sums[name] + kl if name in self._kl_sums else kl
@@ -399,7 +441,11 @@ class StatisticalCell(GenerativeModel):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         target, reference, labels = self._batch(batch)
-        self._log(self.loss_terms(target, reference, labels), "val_", len(target))
+        terms = self.loss_terms(target, reference, labels)
+        if self.cfg.null_latent_share > 0:
+            expected = self.decode_target(self.null_latents(len(target)), reference, labels)
+            terms["target_null_recon"] = squared_error_per_cell(target, expected).mean()
+        self._log(terms, "val_", len(target))
 
     def finish_kl_epoch(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Set both models' KL per dimension to the mean over the training batches since the last
@@ -461,6 +507,22 @@ class StatisticalCell(GenerativeModel):
         """Targets (N, Ct, ...) decoded from their posterior means given ``reference``."""
         with _evaluating(self):
             return self.decode_target(self.encode_target(target, reference, labels)[0], reference, labels)
+
+    def null_latents(self, n: int) -> torch.Tensor:
+        """The learnt null target latent repeated (n, target_latent_dim); InputError for a model
+        trained without ``null_latent_share``."""
+        if self.cfg.null_latent_share == 0:
+            raise InputError("this model was trained without model.null_latent_share, so its target decoder never "
+                             "learnt the structure expected from the reference alone; train with "
+                             "model.null_latent_share > 0 (for example 0.25)")
+        return self.target_null_latent.detach().expand(n, -1)
+
+    @torch.no_grad()
+    def expected_target(self, reference: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The structure (N, Ct, ...) expected from the reference (N, Cr, ...) and labels (N,) alone,
+        E[x_t | x_r, label]: the target decoder at the null latent (see ``null_latent_share``)."""
+        with _evaluating(self):
+            return self.decode_target(self.null_latents(len(reference)), reference, labels)
 
     @torch.no_grad()
     def target_from_reference(self, reference: torch.Tensor, labels: torch.Tensor | None = None,

@@ -34,7 +34,7 @@ from morphospace.models.blocks import ConvEncoder, Discriminator, Generator, fro
 from morphospace.models.training import RunConfig, log_metrics
 
 __all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "VAEFamily", "FAMILY", "KLPerDimension", "vae_terms",
-           "vae_terms_per_cell", "vae_objective"]
+           "vae_terms_per_cell", "vae_objective", "squared_error_per_cell"]
 
 
 class AdversarialConfig(Config):
@@ -81,11 +81,16 @@ def vae_terms(x: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, l
     return recon.mean(), kl.mean(0)
 
 
+def squared_error_per_cell(x: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """Squared error of each image (N,), summed over its channels and pixels (float32)."""
+    return ((prediction.float() - x.float()) ** 2).flatten(1).sum(1)
+
+
 def vae_terms_per_cell(x: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstruction error of each image (N,), squared error summed over pixels, and KL of each
     image's diagonal Gaussian posterior to N(0, I) per latent dimension (N, latent_dim), in nats."""
-    recon = ((reconstruction.float() - x.float()) ** 2).flatten(1).sum(1)
+    recon = squared_error_per_cell(x, reconstruction)
     kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - 1 - logvar.float())
     return recon, kl
 

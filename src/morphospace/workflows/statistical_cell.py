@@ -2,9 +2,10 @@
 and ``explore beta-sweep``.
 
 - :func:`evaluate_coupling`: on the run's held-out cells (test split, else validation), each
-  cell's target ELBO with its own reference and with one reference channel swapped for another
-  cell's of the same structure, repeated; the coupling of every structure to every reference
-  channel (Eq 4) with bootstrap intervals. Writes ``coupling.json``, ``coupling.csv`` and
+  cell's target ELBO (or, with ``estimator: reference_only``, the squared error of the structure
+  the decoder expects from the reference alone) with its own reference and with one reference
+  channel swapped for another cell's of the same structure, repeated; the coupling of every
+  structure to every reference channel (Eq 4) with bootstrap intervals. Writes ``coupling.json``, ``coupling.csv`` and
   ``figures/coupling.png`` into the output folder (default ``RUN/evaluation``).
 - :func:`evaluate_drug_shift`: cells of the run's store chosen by two pandas queries, embedded in
   the reference and target latent spaces (posterior means, active dimensions); one permutation
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from morphospace.io.tables import read_table, select_cells, write_table
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import Run, load_run
 from morphospace.models.training import RunConfig
+from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.cp2image_evaluation import held_out_rows
 
 __all__ = ["CouplingConfig", "DrugShiftConfig", "evaluate_coupling", "evaluate_drug_shift", "run_beta_sweep",
@@ -58,6 +60,9 @@ class CouplingConfig(Config):
     confidence: float = pydantic.Field(0.95, gt=0, lt=1)
     seed: int = 0
     truth: str | None = pydantic.Field(None, description="truth folder of a structures store (structures.parquet)")
+    estimator: Literal["elbo", "reference_only"] = pydantic.Field(
+        "elbo", description="elbo: the target ELBO (Eq 4); reference_only: minus the squared error of the structure "
+                            "expected from the reference alone (runs trained with model.null_latent_share)")
 
 
 class DrugShiftConfig(Config):
@@ -112,12 +117,15 @@ def _truth_table(truth_dir: str, name: str, columns: Sequence[str]) -> pd.DataFr
 
 
 COUPLING_CONVENTION = (
-    "held-out cells of the run (split named under split); ELBO = -(squared error summed over pixels + KL) of the "
-    "target model given the reference and the structure label (posterior mean, or the mean over elbo_samples "
-    "draws; the same draws for a cell's true and swapped evaluations); for each reference channel in turn, "
+    "held-out cells of the run (split named under split); per cell a score of the target given the reference and "
+    "the structure label, by estimator: elbo (the paper's Eq 4) = -(squared error summed over pixels + KL) of the "
+    "target model (posterior mean, or the mean over elbo_samples draws; the same draws for a cell's true and "
+    "swapped evaluations); reference_only = -(squared error summed over pixels) between the target and the "
+    "structure the decoder expects from the reference and label alone (its learnt null latent, "
+    "model.null_latent_share), the form of the simulator's truth; for each reference channel in turn, "
     "that channel alone replaced by the same channel of another held-out cell of the same structure (repeats "
-    "partners per cell, drawn uniformly, shared by the channels); coupling per cell = 1 - ELBO(true) / "
-    "mean ELBO(swapped) (Eq 4: 0 when the structure ignores the channel, towards 1 when it follows it), "
+    "partners per cell, drawn uniformly, shared by the channels); coupling per cell = 1 - score(true) / "
+    "mean score(swapped) (0 when the structure ignores the channel, towards 1 when it follows it), "
     "averaged over a structure's cells, with a percentile bootstrap interval over cells; differential = "
     "mean over cells of (c_first - c_second) / (c_first + c_second) of the first two channels (Eq 5); "
     "agreement (with truth): Spearman r between estimated and true couplings per channel and pooled over "
@@ -125,14 +133,21 @@ COUPLING_CONVENTION = (
 )
 
 
-def _target_elbo(run: Run, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None,
-                 seed: int) -> np.ndarray:
-    """(N,) target ELBO of each cell under ``reference``, evaluated in fixed chunks so that every
-    cell gets the same posterior draws whatever its reference."""
-    return np.concatenate([
-        run.module.elbo_per_cell(target[part], reference[part], None if labels is None else labels[part],
-                                 seed=seed + k)["target"].cpu().numpy()
-        for k, part in enumerate(_chunks(len(target)))])
+def _target_scores(run: Run, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None,
+                   seed: int, estimator: str) -> np.ndarray:
+    """(N,) score of each cell's target under ``reference`` (see :data:`COUPLING_CONVENTION`),
+    evaluated in fixed chunks so that every cell gets the same posterior draws whatever its
+    reference."""
+    module, scores = run.module, []
+    for k, part in enumerate(_chunks(len(target))):
+        part_labels = None if labels is None else labels[part]
+        if estimator == "reference_only":
+            expected = module.expected_target(reference[part], part_labels)
+            scores.append(-squared_error_per_cell(target[part].to(expected.device), expected).cpu().numpy())
+        else:
+            scores.append(module.elbo_per_cell(target[part], reference[part], part_labels,
+                                               seed=seed + k)["target"].cpu().numpy())
+    return np.concatenate(scores)
 
 
 def _coupling_truth(truth_dir: str, channels: Sequence[str]) -> pd.DataFrame:
@@ -163,19 +178,24 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
     target, reference, labels = _cells(run, rows)
     structures = _structure_names(run, labels, len(rows))
     partners = stats.draw_swap_partners(len(rows), config.repeats, structures, config.seed)
-    true = _target_elbo(run, target, reference, labels, config.seed)
+    if config.estimator == "reference_only" and run.module.cfg.null_latent_share == 0:
+        raise InputError(f"{run_dir}: the reference_only coupling needs a run trained with model.null_latent_share "
+                         "> 0 (its decoder learns the structure expected from the reference alone); this one was "
+                         "trained without it: use --estimator elbo or train with model.null_latent_share: 0.25")
+    true = _target_scores(run, target, reference, labels, config.seed, config.estimator)
     swapped = {}
     for k, channel in enumerate(channels):
         swapped[channel] = np.empty((len(rows), config.repeats))
         for r in range(config.repeats):
             other = reference.clone()
             other[:, k] = reference[partners[:, r], k]
-            swapped[channel][:, r] = _target_elbo(run, target, other, labels, config.seed)
+            swapped[channel][:, r] = _target_scores(run, target, other, labels, config.seed, config.estimator)
     table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed)
     first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
     payload: dict[str, Any] = {
         "convention": COUPLING_CONVENTION, "run": str(run_dir), "config": config.to_dict(), "split": split,
-        "n_cells": len(rows), "channels": channels, "elbo_samples": run.module.cfg.elbo_samples,
+        "n_cells": len(rows), "channels": channels, "estimator": config.estimator,
+        "elbo_samples": run.module.cfg.elbo_samples,
         "coupling": table.to_dict(orient="records"),
         "differential": {"channels": channels[:2],
                          "per_structure": stats.differential_coupling(first, second, structures).to_dict()},
