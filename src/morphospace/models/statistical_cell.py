@@ -443,8 +443,7 @@ class StatisticalCell(GenerativeModel):
         target, reference, labels = self._batch(batch)
         terms = self.loss_terms(target, reference, labels)
         if self.cfg.null_latent_share > 0:
-            expected = self.decode_target(self.null_latents(len(target)), reference, labels)
-            terms["target_null_recon"] = squared_error_per_cell(target, expected).mean()
+            terms["target_null_recon"] = squared_error_per_cell(target, self.expected_target(reference, labels)).mean()
         self._log(terms, "val_", len(target))
 
     def finish_kl_epoch(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:

@@ -5,8 +5,8 @@ and ``explore beta-sweep``.
   cell's target ELBO (or, with ``estimator: reference_only``, the squared error of the structure
   the decoder expects from the reference alone) with its own reference and with one reference
   channel swapped for another cell's of the same structure, repeated; the coupling of every
-  structure to every reference channel (Eq 4) with bootstrap intervals. Writes ``coupling.json``, ``coupling.csv`` and
-  ``figures/coupling.png`` into the output folder (default ``RUN/evaluation``).
+  structure to every reference channel (Eq 4) with bootstrap intervals. Writes ``coupling.json``,
+  ``coupling.csv`` and ``figures/coupling.png`` into the output folder (default ``RUN/evaluation``).
 - :func:`evaluate_drug_shift`: cells of the run's store chosen by two pandas queries, embedded in
   the reference and target latent spaces (posterior means, active dimensions); one permutation
   test per treated group x structure x latent space, Benjamini-Hochberg q-values. Writes
