@@ -5,8 +5,8 @@ are rendered with that knob stepped by 40% of its range, with the same random st
 baseline cells, cut into 68 px nucleus-centred crops and measured (CellProfiler fast set): the
 mean shift per unit knob, in SDs of the baseline cells, is that knob's effect. The target of an
 MoA is the mean shift of its calibration compound's real crops (the compound with the most of the
-1,000 all-MoA crops, ``simulator_realism.CALIBRATION_COMPOUNDS``; standardised on that file's DMSO
-crops, as in ``simulator_realism.py``), divided by the mean phenotype strength of the simulated
+1,000 all-MoA crops, ``simulator_realism.CALIBRATION_COMPOUNDS``; stain-normalised per plate and
+standardised on that file's DMSO crops, as in ``simulator_realism.py``), divided by the mean phenotype strength of the simulated
 screen's doses of that MoA, so that the full-strength model is fitted. The knob values come from a
 two-stage fit (``fit_model``): cell and nucleus size and DNA, actin and tubulin brightness set from
 the real median ratio (calibration compound / DMSO) of the feature that measures each
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from common import data_dir, print_table, write_result
-from simulator_realism import (CALIBRATION_COMPOUNDS, CONTROL, CROP, WORK, measured, moa_shifts, settings_key,
-                               simulated_config)
+from simulator_realism import (CALIBRATION_COMPOUNDS, CONTROL, CROP, WORK, measured, moa_shifts, real_cells,
+                               settings_key, simulated_config)
 from morphospace.evaluate.realism import control_standardised, group_shifts, shared_features
 from morphospace.simulate.calibrate import ANCHOR_FEATURES, KNOB_BOUNDS, anchored_knobs, fit_model, knob_steps
 from morphospace.simulate.cell_crops import phenotype_crops
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     start = time.perf_counter()
-    real, _ = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers, bbbc021)
+    _, real, _ = real_cells(bbbc021, args.workers)
     knobs, steps = knob_cells(args.fields, args.workers, args.seed)
     effects = knob_effects(knobs, steps)
     features = [f for f in shared_features(real) if f in effects.index]

@@ -7,6 +7,14 @@ simulator's defaults (pixel size, optics, phenotypes) and every compound at ever
 (``morphospace.simulate.cell_crops``). Both are imported and measured the same way: CellProfiler
 fast-set features, each crop segmented by ``features``.
 
+Stain batches: BBBC021's stains differ in brightness between plates (week 1: tubulin 2.3x and actin
+0.6x the other weeks' in the Ljosa DMSO wells; the 1,000-crop file's few DMSO cells of week 1 agree,
+2.9x and 0.57x). Each real crop's channels are divided by its plate's brightness
+(``morphospace.evaluate.realism.control_brightness`` on the Ljosa per-well profiles: per plate the
+median over its 6 DMSO wells of the nuclear DNA, cell actin and cell tubulin mean intensities, over
+the median of all DMSO wells) before it is measured, so that cells of every week share one DMSO
+reference. The simulated screen's plates share the same stains and need no such step.
+
 Measures (``morphospace.evaluate.realism``):
 
 - ``dmso_auc_all_features`` / ``dmso_auc_dimensionless``: 5-fold cross-validated AUC of a logistic
@@ -38,7 +46,7 @@ Measures (``morphospace.evaluate.realism``):
   and treated the same way.
 
 Writes ``results/simulator_realism.json``, the per-MoA table and ``results/simulator_realism/
-montage.png`` (real and simulated crops per MoA).
+montage.png`` (real crops, as measured, and simulated crops per MoA).
 
     python benchmarks/simulator_realism.py [--data ../shared/data] [--workers 2] [--plates 2]
 """
@@ -56,6 +64,8 @@ import pandas as pd
 from common import ROOT, RESULTS, cached_seconds, data_dir, print_table, write_result
 from morphospace.config import resolve_config
 from morphospace.evaluate.realism import (
+    brightness_normalised,
+    control_brightness,
     control_standardised,
     dimensionless_features,
     domain_auc,
@@ -71,6 +81,7 @@ from morphospace.io.bbbc021 import annotate_bbbc021
 from morphospace.io.importers import import_npz
 from morphospace.simulate import SimulateConfig
 from morphospace.simulate.cell_crops import screen_crops
+from morphospace.simulate.phenotypes import MOA_EFFECTS
 from morphospace.workflows.profiling import cellprofiler_metadata, extract_features
 
 CHANNELS = ["DNA", "Actin", "Tubulin"]
@@ -87,6 +98,9 @@ CALIBRATION_COMPOUNDS = {
 """Per MoA, the compound with the most of the 1,000 real crops (ties: the first by name): the
 simulator's phenotype models were fitted on these, so scores on them are not held out."""
 LJOSA_CHANNELS = {"CorrDAPI": "DNA", "CorrActin": "Actin", "CorrTub": "Tubulin"}
+BRIGHTNESS_COLUMNS = {"DNA": "Nuclei_Intensity_MeanIntensity_DNA", "Actin": "Cells_Intensity_MeanIntensity_Actin",
+                      "Tubulin": "Cells_Intensity_MeanIntensity_Tubulin"}
+"""The Ljosa per-well column that measures each channel's stain brightness per plate."""
 LOOK_PLATES = ("Week4_27481", "Week4_27521", "Week4_27542")
 """Three of the six DMSO plates: the renderer's last texture settings were chosen by the AUC against
 these, so the AUC against the other three is the held-out estimate."""
@@ -106,6 +120,33 @@ def measured(npz: Path, name: str, workers: int, bbbc021: Path | None) -> tuple[
     return pd.read_parquet(table), seconds
 
 
+def stain_normalised(npz: Path, name: str, bbbc021: Path) -> Path:
+    """A copy of the real crops in ``npz`` with each crop's channels divided by its plate's stain
+    brightness (cached under the work folder by ``name`` and the brightness table)."""
+    wells = ljosa_wells(bbbc021)
+    brightness = control_brightness(wells, wells["Metadata_MoA"] == CONTROL, BRIGHTNESS_COLUMNS)
+    path = WORK / f"{name}_{settings_key(brightness.round(6).to_csv())}.npz"
+    if not path.is_file():
+        with np.load(npz) as source:
+            arrays = dict(source)
+        arrays["images"] = brightness_normalised(arrays["images"], arrays["plate"], brightness, CHANNELS)
+        WORK.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+    return path
+
+
+def real_cells(bbbc021: Path, workers: int) -> tuple[pd.DataFrame, pd.DataFrame, float | None]:
+    """Features of the real week-4 DMSO crops and of the 1,000 all-MoA crops, stain-normalised per
+    plate (:func:`stain_normalised`), and the seconds measuring them took (None when cached)."""
+    tables, seconds = [], []
+    for file, name in (("bbbc021_crops68_dmso_6plates.npz", "real_dmso"),
+                       ("bbbc021_crops68_random1000_allmoa.npz", "real_allmoa")):
+        table, took = measured(stain_normalised(bbbc021 / file, name, bbbc021), f"{name}_stain", workers, bbbc021)
+        tables.append(table)
+        seconds.append(took)
+    return tables[0], tables[1], None if None in seconds else sum(seconds)
+
+
 def settings_key(*settings: object) -> str:
     """A short name for cached work made with ``settings`` (12 hex digits of their SHA-256)."""
     return hashlib.sha256("".join(map(str, settings)).encode()).hexdigest()[:12]
@@ -120,8 +161,10 @@ def simulated_config(plates: int, seed: int) -> SimulateConfig:
 
 
 def simulated_crops(config: SimulateConfig) -> tuple[Path, dict]:
-    """Crops of the simulated screen saved as ``.npz`` (cached by the config's text)."""
-    path = WORK / f"simulated_{settings_key(config.model_dump_json())}.npz"
+    """Crops of the simulated screen saved as ``.npz`` (cached by the config's text and the phenotype
+    models, so that a refit renders anew)."""
+    models = {moa: dict(effects) for moa, effects in MOA_EFFECTS.items()}
+    path = WORK / f"simulated_{settings_key(config.model_dump_json(), sorted(models.items()))}.npz"
 
     def render() -> None:
         images, cells = screen_crops(config, CROP)
@@ -216,7 +259,7 @@ def montage_figure(real_images: np.ndarray, real: pd.DataFrame, sim_images: np.n
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(("real BBBC021", "simulated")[column], fontsize=9)
+                ax.set_title(("real BBBC021, stain-normalised per plate", "simulated")[column], fontsize=9)
         axes[row, 0].set_ylabel(group, rotation=0, ha="right", va="center", fontsize=8)
     return fig
 
@@ -231,11 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     WORK.mkdir(parents=True, exist_ok=True)
-    real_dmso, dmso_seconds = measured(bbbc021 / "bbbc021_crops68_dmso_6plates.npz", "real_dmso", args.workers,
-                                       bbbc021)
-    real, allmoa_seconds = measured(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", args.workers,
-                                    bbbc021)
-    real_seconds = None if dmso_seconds is None or allmoa_seconds is None else dmso_seconds + allmoa_seconds
+    real_dmso, real, real_seconds = real_cells(bbbc021, args.workers)
 
     config = simulated_config(args.plates, args.seed)
     sim_npz, timings = simulated_crops(config)
@@ -297,7 +336,8 @@ def main() -> None:
 
     out = RESULTS / "simulator_realism"
     out.mkdir(parents=True, exist_ok=True)
-    with np.load(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz") as real_npz, np.load(sim_npz) as sim_npz_file:
+    real_npz_path = stain_normalised(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", bbbc021)
+    with np.load(real_npz_path) as real_npz, np.load(sim_npz) as sim_npz_file:
         sim_meta = pd.DataFrame({"Metadata_MoA": sim_npz_file["moa"]})
         figure = montage_figure(real_npz["images"], pd.DataFrame({"Metadata_MoA": real_npz["moa"]}),
                                 sim_npz_file["images"], sim_meta, seed=args.seed)

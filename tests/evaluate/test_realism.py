@@ -4,6 +4,8 @@ import pytest
 
 from morphospace.errors import InputError
 from morphospace.evaluate.realism import (
+    brightness_normalised,
+    control_brightness,
     control_standardised,
     dimensionless_features,
     domain_auc,
@@ -71,6 +73,38 @@ def test_control_standardised_clips_outliers_and_fills_missing_values():
     standard = control_standardised(table, ["f"], pd.Series([True, True, True, False, False]), clip=5.0)
     assert standard["f"].iloc[3] == 5.0
     assert standard["f"].iloc[4] == 0.0
+
+
+def test_control_brightness_is_each_plates_control_median_over_the_screens():
+    wells = pd.DataFrame({
+        "Metadata_Plate": ["A", "A", "A", "B", "B", "B"],
+        "control": [True, True, False, True, True, False],
+        "tub": [2.0, 2.0, 50.0, 4.0, 6.0, 0.1],
+        "dna": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+    })
+    bright = control_brightness(wells, wells["control"], {"Tubulin": "tub", "DNA": "dna"})
+    # control medians: A 2, B 5, all four controls 3; treated wells are ignored
+    assert bright.loc["A"].tolist() == pytest.approx([2 / 3, 1.0])
+    assert bright.loc["B"].tolist() == pytest.approx([5 / 3, 1.0])
+    with pytest.raises(InputError, match="no control rows in Metadata_Plate"):
+        control_brightness(wells, wells["Metadata_Plate"] == "A", {"Tubulin": "tub"})
+    with pytest.raises(InputError, match="'actin'"):
+        control_brightness(wells, wells["control"], {"Actin": "actin"})
+
+
+def test_brightness_normalised_divides_each_crop_by_its_plates_channel_brightness():
+    images = np.stack([np.full((2, 2, 2), [100, 60000], np.uint16)] * 2)
+    bright = pd.DataFrame({"DNA": [2.0, 0.5], "Tubulin": [1.0, 0.5]}, index=["A", "B"])
+    out = brightness_normalised(images, ["A", "B"], bright, ["DNA", "Tubulin"])
+    assert out.dtype == np.uint16
+    assert out[0, 0, 0].tolist() == [50, 60000]
+    assert out[1, 0, 0].tolist() == [200, 65535]  # 120,000 clipped to the type's range
+    floats = brightness_normalised(images.astype(np.float32), ["A", "B"], bright, ["DNA", "Tubulin"])
+    assert floats[1, 0, 0].tolist() == [200.0, 120000.0]
+    with pytest.raises(InputError, match="'C'"):
+        brightness_normalised(images, ["A", "C"], bright, ["DNA", "Tubulin"])
+    with pytest.raises(InputError, match="'Actin'"):
+        brightness_normalised(images, ["A", "B"], bright, ["DNA", "Actin"])
 
 
 def test_group_shifts_average_per_label_without_excluded_labels():

@@ -74,10 +74,16 @@ def test_dmso_cells_match_the_documented_sizes(measured):
     assert (measured("DMSO")["nuclei"] == 1).all()
 
 
-def test_aurora_inhibitors_make_large_multinucleate_cells(measured):
+def test_aurora_inhibitors_make_large_cells_with_one_large_nucleus_or_several(measured):
+    # failed cytokinesis: some cells keep 2-4 nuclei, more re-replicate into one large polyploid nucleus
     dmso, aurora = _interphase(measured("DMSO")), _interphase(measured("Aurora kinase inhibitors"))
     assert aurora["area"].median() > 1.3 * dmso["area"].median()
-    assert aurora["nuclei"].mean() > 1.5 and (aurora["nuclei"] >= 2).mean() > 0.3
+    polyploid, several = aurora[aurora["kind"] == "polyploid"], aurora[aurora["nuclei"] >= 2]
+    assert len(polyploid) > len(several) > 0
+    assert set(several["kind"]) == {"multinucleate"} and (polyploid["nuclei"] == 1).all()
+    assert polyploid["nucleus_area"].median() > 2.0 * dmso["nucleus_area"].median()
+    assert (polyploid["dna_mean"] * polyploid["nucleus_area"]).median() > 2.0 * (
+        dmso["dna_mean"] * dmso["nucleus_area"]).median()
 
 
 def test_protein_synthesis_inhibitors_make_smaller_brighter_cells(measured):
@@ -102,7 +108,8 @@ def test_microtubule_destabilizers_leave_diffuse_tubulin_and_round_cells(measure
 
 def test_actin_disruptors_lose_cortical_actin(measured):
     dmso, treated = _interphase(measured("DMSO")), _interphase(measured("Actin disruptors"))
-    assert treated["cortex_ratio"].median() < 0.8 * dmso["cortex_ratio"].median()
+    # the fitted model keeps at least half of the mechanism's loss of cortex (calibrate.MECHANISM_SHARE)
+    assert treated["cortex_ratio"].median() < 0.85 * dmso["cortex_ratio"].median()
     assert treated["area"].median() < dmso["area"].median()
 
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from morphospace.simulate import COMPOUNDS, MOAS
+from morphospace.simulate.calibrate import GENERAL_KNOBS, model_bounds
 from morphospace.simulate.phenotypes import (
     DMSO,
     DMSO_PHENOTYPE,
+    MECHANISMS,
     MOA_EFFECTS,
     default_treatment,
     dose_series,
     phenotype_for,
     treatments_for,
 )
+from morphospace.simulate.population import _sample_kind
 
 BBBC021_MOAS = {
     "Actin disruptors", "Aurora kinase inhibitors", "Cholesterol-lowering", "DNA damage",
@@ -80,6 +84,30 @@ def test_every_moa_has_its_own_signature():
         assert changed, moa
         signatures.add(tuple(sorted(changed.items())))
     assert len(signatures) == len(MOAS)
+
+
+def test_fitted_models_stay_within_their_mechanisms():
+    assert set(MECHANISMS) == set(MOAS)
+    for moa in MOAS:
+        # a fitted model moves only its mechanism's knobs and the general ones, within their bounds,
+        # and keeps the cell-cycle fractions its mechanism defines
+        assert set(MOA_EFFECTS[moa]) <= set(MECHANISMS[moa]) | set(GENERAL_KNOBS), moa
+        for knob, value in MOA_EFFECTS[moa].items():
+            low, high = model_bounds(moa)[knob]
+            assert low - 5e-4 <= value <= high + 5e-4, (moa, knob)  # fitted values are kept to 3 decimals
+        for knob in ("monopolar_fraction", "multinucleate_fraction"):
+            if knob in MECHANISMS[moa]:
+                assert MOA_EFFECTS[moa][knob] == MECHANISMS[moa][knob]
+
+
+def test_cell_kinds_follow_the_multinucleate_and_polyploid_fractions():
+    phenotype = dataclasses.replace(DMSO_PHENOTYPE, mitotic_fraction=0.0, multinucleate_fraction=0.2,
+                                    polyploid_fraction=0.5)
+    rng = np.random.default_rng(0)
+    kinds = [_sample_kind(rng, phenotype) for _ in range(4000)]
+    shares = {kind: kinds.count(kind) / len(kinds) for kind in ("multinucleate", "polyploid", "normal")}
+    assert shares == pytest.approx({"multinucleate": 0.2, "polyploid": 0.5, "normal": 0.3}, abs=0.03)
+    assert set(_sample_kind(rng, DMSO_PHENOTYPE) for _ in range(500)) <= {"normal", "metaphase", "prometaphase"}
 
 
 def test_treatments_cover_compounds_and_doses_in_order():

@@ -7,6 +7,10 @@ cell, ``Metadata_*`` columns beside the features):
   the cross-validated ROC AUC of a logistic regression (0.5: indistinguishable, 1: always told
   apart), on all shared features or on the unit-free ones (:func:`dimensionless_features`), which
   no choice of pixel size or camera gain can match by itself.
+- **Stain batches**: a real screen's stains differ in brightness from batch to batch (BBBC021's
+  week 1 tubulin is twice as bright as the other weeks'). :func:`control_brightness` measures each
+  channel's brightness per plate from its control wells, and :func:`brightness_normalised` divides
+  crops by it, so that cells of different batches can share one control reference.
 - **Response**: does each perturbation move the simulated cells the way it moves real cells?
   :func:`control_standardised` expresses every feature in standard deviations of the source's own
   control cells (centred per plate or batch), :func:`group_shifts` averages that per group (a
@@ -26,7 +30,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +51,8 @@ __all__ = [
     "shared_features",
     "domain_auc",
     "control_standardised",
+    "control_brightness",
+    "brightness_normalised",
     "group_shifts",
     "shift_agreement",
 ]
@@ -142,6 +148,68 @@ def control_standardised(table: pd.DataFrame, features: Sequence[str], control: 
     scale = centred[control].std().replace(0.0, 1.0).fillna(1.0)
     standard = (centred / scale).fillna(0.0)
     return standard.clip(-clip, clip) if clip else standard
+
+
+def control_brightness(wells: pd.DataFrame, control: pd.Series, columns: Mapping[str, str],
+                       by: str = "Metadata_Plate") -> pd.DataFrame:
+    """Brightness of each channel per plate, relative to the whole screen, from its control wells.
+
+    ``wells``: one row per well (or cell) with a ``by`` column; ``control``: boolean Series aligned
+    with it; ``columns``: channel name -> the intensity column that measures it (e.g. ``"Tubulin":
+    "Cells_Intensity_MeanIntensity_Tubulin"``). Returns a frame indexed by the groups of ``by``, one
+    column per channel: the median of the column over the group's control rows divided by its median
+    over all control rows (1 = a typical plate, 2 = twice as bright). A group without control rows,
+    a missing column or a non-positive median is an error naming it.
+
+    >>> wells = pd.DataFrame({"Metadata_Plate": ["p", "p", "q", "q"], "I": [1.0, 1.0, 3.0, 3.0]})
+    >>> control_brightness(wells, pd.Series([True] * 4), {"DNA": "I"})["DNA"].tolist()
+    [0.5, 1.5]
+    """
+    missing = [c for c in columns.values() if c not in wells.columns] + ([by] if by not in wells.columns else [])
+    if missing:
+        raise InputError(f"control_brightness: no column {missing[0]!r} in the wells table")
+    control = control.reindex(wells.index).fillna(False).astype(bool)
+    absent = sorted(set(wells[by]) - set(wells.loc[control, by]))
+    if absent:
+        raise InputError(f"no control rows in {by} {absent[:5]}: their brightness cannot be measured")
+    controls = wells[control]
+    overall = controls[list(columns.values())].median()
+    if (overall <= 0).any() or overall.isna().any():
+        raise InputError(f"control median of {overall.index[(overall <= 0) | overall.isna()][0]!r} is not positive")
+    per_group = controls.groupby(by)[list(columns.values())].median() / overall
+    return per_group.rename(columns={column: channel for channel, column in columns.items()})
+
+
+def brightness_normalised(images: np.ndarray, groups: Sequence[str], brightness: pd.DataFrame,
+                          channels: Sequence[str]) -> np.ndarray:
+    """``images`` (N, H, W, C) with each crop's channels divided by its group's brightness.
+
+    ``groups``: the group (plate) of each crop, length N; ``brightness``: groups x channels, as
+    :func:`control_brightness` returns; ``channels``: the name of each of the C channels. Integer
+    images keep their type (rounded and clipped to its range); a group or channel missing from
+    ``brightness`` is an error naming it.
+
+    >>> images = np.full((2, 1, 1, 1), 100, np.uint16)
+    >>> bright = pd.DataFrame({"DNA": [2.0, 0.5]}, index=["p", "q"])
+    >>> brightness_normalised(images, ["p", "q"], bright, ["DNA"]).ravel().tolist()
+    [50, 200]
+    """
+    images = np.asarray(images)
+    groups = np.asarray(groups).astype(str)
+    if images.ndim != 4 or images.shape[-1] != len(channels) or len(groups) != len(images):
+        raise ValueError(f"images {images.shape} must be (N, H, W, C) with C = {len(channels)} channels "
+                         f"and N = {len(groups)} groups")
+    unknown = [c for c in channels if c not in brightness.columns]
+    unknown_groups = sorted(set(groups) - set(brightness.index.astype(str)))
+    if unknown or unknown_groups:
+        raise InputError(f"no brightness for {'channel' if unknown else 'group'} "
+                         f"{(unknown or unknown_groups)[:5]}")
+    factors = brightness.rename(index=str).loc[groups, list(channels)].to_numpy(np.float64)
+    scaled = images.astype(np.float64) / factors[:, None, None, :]
+    if np.issubdtype(images.dtype, np.integer):
+        info = np.iinfo(images.dtype)
+        return np.clip(np.rint(scaled), info.min, info.max).astype(images.dtype)
+    return scaled.astype(images.dtype)
 
 
 def group_shifts(standardised: pd.DataFrame, labels: pd.Series, exclude: Sequence[str] = ()) -> pd.DataFrame:

@@ -3,9 +3,9 @@ way real treated cells move.
 
 A model keeps its mechanism: it moves only :func:`model_knobs` (the knobs its mechanism sets, and
 size, brightness and mitotic arrest), and each knob its mechanism sets, sizes and brightness
-aside, only in the direction the mechanism gives it (:func:`model_bounds`), so the simulator's truth
-still says which structures a treatment changes and which way; the data set how far, and the
-direction of sizes and brightness.
+aside, only in the direction the mechanism gives it and at least half way to the mechanism's value
+(:func:`model_bounds`), so the simulator's truth still says which structures a treatment changes
+and which way; the data set how far, and the direction of sizes and brightness.
 
 The fit is linearised. :func:`knob_steps` moves each knob of a baseline
 :class:`~morphospace.simulate.phenotypes.Phenotype` by a fixed share of its allowed range
@@ -32,15 +32,16 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import lsq_linear
 
-from morphospace.simulate.phenotypes import DMSO_PHENOTYPE, MOA_EFFECTS, Phenotype
+from morphospace.simulate.phenotypes import DMSO_PHENOTYPE, MECHANISMS, Phenotype
 
-__all__ = ["KNOB_BOUNDS", "GENERAL_KNOBS", "ANCHOR_FEATURES", "CELL_CYCLE_KNOBS", "model_knobs", "model_bounds", "knob_steps", "fit_knobs",
-           "anchored_knobs", "fit_model"]
+__all__ = ["KNOB_BOUNDS", "GENERAL_KNOBS", "MECHANISM_SHARE", "ANCHOR_FEATURES", "CELL_CYCLE_KNOBS", "model_knobs",
+           "model_bounds", "knob_steps", "fit_knobs", "anchored_knobs", "fit_model"]
 
 KNOB_BOUNDS: Mapping[str, tuple[float, float]] = {
     "cell_scale": (0.6, 1.5), "cell_elongation": (1.0, 2.5), "cell_irregularity": (0.0, 0.3),
     "nucleus_scale": (0.6, 1.5), "nucleus_elongation": (1.0, 2.0), "mitotic_fraction": (0.0, 0.8),
-    "monopolar_fraction": (0.0, 1.0), "multinucleate_fraction": (0.0, 0.9), "dna_level": (0.4, 2.5),
+    "monopolar_fraction": (0.0, 1.0), "multinucleate_fraction": (0.0, 0.9), "polyploid_fraction": (0.0, 0.6),
+    "dna_level": (0.4, 2.5),
     "chromatin_texture": (0.0, 0.5), "chromatin_coarseness": (0.0, 1.0), "nucleoli": (0.0, 8.0),
     "nucleolus_contrast": (0.0, 0.9), "dna_foci": (0.0, 15.0), "actin_level": (0.3, 3.0),
     "cortical_actin": (0.0, 4.0), "stress_fibres": (0.0, 20.0), "fibre_spread": (0.02, 0.6),
@@ -53,10 +54,17 @@ KNOB_BOUNDS: Mapping[str, tuple[float, float]] = {
 GENERAL_KNOBS = ("cell_scale", "nucleus_scale", "dna_level", "actin_level", "tubulin_level", "mitotic_fraction")
 """Knobs any treatment may move: cell and nucleus size, stain brightness, mitotic arrest."""
 
+MECHANISM_SHARE = 0.5
+"""The least share of the way from the baseline to its :data:`~morphospace.simulate.phenotypes.MECHANISMS`
+value that a fitted model moves each mechanism knob: the data may strengthen a mechanism or weaken it
+by half, not remove it (a fit of the fast feature set alone left the destabilisers' microtubules and the
+actin disruptors' cortex at the baseline)."""
+
 CELL_CYCLE_KNOBS = ("mitotic_fraction", "monopolar_fraction", "multinucleate_fraction")
 """Where a mechanism sets these (arrest in mitosis, monopolar spindles, failed cytokinesis), the
 fitted model keeps the mechanism's values: they define it, and single-cell crops centred on one
-nucleus measure them poorly."""
+nucleus measure them poorly. The polyploid fraction is fitted instead: one large nucleus holding
+more DNA is what such a crop measures well."""
 
 
 ANCHOR_FEATURES = {
@@ -69,32 +77,33 @@ ANCHOR_FEATURES = {
 
 def model_knobs(moa: str) -> list[str]:
     """The knobs a fitted model of ``moa`` may move: its mechanism's own knobs (those its entry in
-    :data:`~morphospace.simulate.phenotypes.MOA_EFFECTS` sets) and :data:`GENERAL_KNOBS`.
+    :data:`~morphospace.simulate.phenotypes.MECHANISMS` sets) and :data:`GENERAL_KNOBS`.
 
     >>> knobs = model_knobs("Eg5 inhibitors")
     >>> "monopolar_fraction" in knobs, set(GENERAL_KNOBS) <= set(knobs), "actin_puncta" in knobs
     (True, True, False)
     """
-    own = list(MOA_EFFECTS[moa])
+    own = list(MECHANISMS[moa])
     return own + [k for k in GENERAL_KNOBS if k not in own]
 
 
 def model_bounds(moa: str, baseline: Phenotype = DMSO_PHENOTYPE) -> dict[str, tuple[float, float]]:
     """Allowed range of each of :func:`model_knobs` for ``moa``: a knob the mechanism sets in
-    :data:`~morphospace.simulate.phenotypes.MOA_EFFECTS` from the baseline towards the side of
-    that value, unless it is a size or brightness (:data:`ANCHOR_FEATURES`: the data's to set);
-    any other knob over all of :data:`KNOB_BOUNDS`.
+    :data:`~morphospace.simulate.phenotypes.MECHANISMS` on that value's side of the baseline, at
+    least :data:`MECHANISM_SHARE` of the way to it, unless it is a size or brightness
+    (:data:`ANCHOR_FEATURES`: the data's to set); any other knob over all of :data:`KNOB_BOUNDS`.
 
     >>> bounds = model_bounds("Actin disruptors")
     >>> bounds["actin_puncta"], bounds["cortical_actin"], bounds["actin_level"]
-    ((0.0, 40.0), (0.0, 1.0), (0.3, 3.0))
+    ((12.5, 40.0), (0.0, 0.65), (0.3, 3.0))
     """
     bounds = {}
     for knob in model_knobs(moa):
         low, high = KNOB_BOUNDS[knob]
-        value, base = MOA_EFFECTS[moa].get(knob), getattr(baseline, knob)
+        value, base = MECHANISMS[moa].get(knob), getattr(baseline, knob)
         if knob not in ANCHOR_FEATURES and value is not None and value != base:
-            low, high = (base, high) if value > base else (low, base)
+            least = round(base + MECHANISM_SHARE * (value - base), 6)
+            low, high = (least, high) if value > base else (low, least)
         bounds[knob] = (low, high)
     return bounds
 
@@ -174,7 +183,7 @@ def fit_model(effects: pd.DataFrame, target: pd.Series, moa: str, anchors: Mappi
     mechanism's other knobs (and the mitotic fraction, where the mechanism does not set it) fitted
     by :func:`fit_knobs` (bounds :func:`model_bounds`, ``ridge``) to what of ``target`` the given
     knobs' linearised ``effects`` leave."""
-    kept = {**anchors, **{k: v for k, v in MOA_EFFECTS[moa].items() if k in CELL_CYCLE_KNOBS}}
+    kept = {**anchors, **{k: v for k, v in MECHANISMS[moa].items() if k in CELL_CYCLE_KNOBS}}
     moved = pd.Series({k: v - getattr(baseline, k) for k, v in kept.items()})
     residual = target - effects[list(kept)].reindex(target.index).fillna(0.0) @ moved
     rest = [k for k in model_knobs(moa) if k not in kept and k in effects.columns]

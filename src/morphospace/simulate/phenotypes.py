@@ -1,19 +1,21 @@
 """Mechanisms of action, compounds, dose-response and the phenotype parameters they shift.
 
 Everything here is data: a :class:`Phenotype` holds every knob the renderer reads, the DMSO
-baseline is :data:`DMSO_PHENOTYPE`, and :data:`MOA_EFFECTS` lists, per mechanism of action, the
-values its knobs take at full strength (knobs not listed keep the baseline). A treatment of
+baseline is :data:`DMSO_PHENOTYPE`, :data:`MECHANISMS` names, per mechanism of action, the knobs
+its biology moves and which way, and :data:`MOA_EFFECTS` lists the values its knobs take at full
+strength (knobs not listed keep the baseline). A treatment of
 strength ``s`` in [0, 1] renders with ``baseline + s * (full - baseline)`` for every knob, so a weak
 dose looks between DMSO and the full phenotype.
 
-The full-strength values were fitted to real BBBC021 cells, one compound per MoA (named beside each
-entry: the compound with the most of the 1,000 all-MoA crops), by ``benchmarks/calibrate_simulator.py``
-(see :mod:`morphospace.simulate.calibrate`): cell and nucleus size and DNA, actin and tubulin
-brightness from the real median ratios to DMSO; cell-cycle arrest as the mechanism defines it;
-the mechanism's other knobs, in the direction the mechanism gives them, by least squares on the
-real feature shift. Knobs the fit left at the baseline are not listed (the aggresome of protein
-degradation, for one: these crops' features did not call for it). The other compounds of each MoA
-are held out for ``benchmarks/simulator_realism.py``.
+The full-strength values were fitted to real BBBC021 cells (stain-normalised per plate), one
+compound per MoA (named beside each entry: the compound with the most of the 1,000 all-MoA crops),
+by ``benchmarks/calibrate_simulator.py`` (see :mod:`morphospace.simulate.calibrate`): cell and
+nucleus size and DNA, actin and tubulin brightness from the real median ratios to DMSO; cell-cycle
+arrest as :data:`MECHANISMS` defines it; the mechanism's other knobs, in the direction
+:data:`MECHANISMS` gives them, by least squares on the real feature shift. Knobs the fit left at the
+baseline are not listed in :data:`MOA_EFFECTS` (the aggresome of protein degradation, for one: these
+crops' features did not call for it) but stay in :data:`MECHANISMS`, so a refit on other data may
+move them. The other compounds of each MoA are held out for ``benchmarks/simulator_realism.py``.
 
 Each compound has its own Hill curve (``ec50_um``, ``hill``, ``emax``); its doses form a
 three-fold dilution series whose top dose is three times its EC50, so with three doses the
@@ -36,6 +38,7 @@ __all__ = [
     "Compound",
     "Phenotype",
     "DMSO_PHENOTYPE",
+    "MECHANISMS",
     "MOA_EFFECTS",
     "Treatment",
     "DMSO",
@@ -174,12 +177,14 @@ class Phenotype:
 
     Geometry: ``cell_scale`` and ``nucleus_scale`` multiply radii; ``*_elongation`` is the mean
     major/minor axis ratio; ``cell_irregularity`` the amplitude of the outline's Fourier harmonics.
-    Cell cycle: fractions of cells that are mitotic or multinucleate (interphase), and of mitoses
-    that are monopolar. DNA: relative brightness, texture amplitude and coarseness (0 fine, 1
-    coarse), nucleoli per nucleus and their darkening, bright foci per nucleus. Actin: diffuse and
-    cortical brightness, stress fibres per cell and their angular spread (rad), puncta per cell.
-    Tubulin: diffuse brightness, microtubule density (1 = baseline count), bundle width (px),
-    brightness and curvature (rad per 0.8 px step), perinuclear aggresome brightness.
+    Cell cycle: fractions of cells that are mitotic, multinucleate (interphase, 2-4 small nuclei) or
+    polyploid (interphase, one large nucleus with more DNA; at most ``1 - multinucleate_fraction``
+    of the interphase cells), and of mitoses that are monopolar. DNA: relative brightness, texture
+    amplitude and coarseness (0 fine, 1 coarse), nucleoli per nucleus and their darkening, bright
+    foci per nucleus. Actin: diffuse and cortical brightness, stress fibres per cell and their
+    angular spread (rad), puncta per cell. Tubulin: diffuse brightness, microtubule density (1 =
+    baseline count), bundle width (px), brightness and curvature (rad per 0.8 px step), perinuclear
+    aggresome brightness.
     """
 
     cell_scale: float = 1.0
@@ -190,6 +195,7 @@ class Phenotype:
     mitotic_fraction: float = 0.05
     monopolar_fraction: float = 0.0
     multinucleate_fraction: float = 0.0
+    polyploid_fraction: float = 0.0
     dna_level: float = 1.0
     chromatin_texture: float = 0.15
     chromatin_coarseness: float = 0.0
@@ -219,57 +225,114 @@ class Phenotype:
 
 DMSO_PHENOTYPE = Phenotype()
 
+MECHANISMS: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {
+        "Actin disruptors": MappingProxyType(
+            {"cell_scale": 0.85, "cell_irregularity": 0.2, "actin_level": 0.8, "cortical_actin": 0.3,
+             "stress_fibres": 0.0, "actin_puncta": 25.0}
+        ),
+        "Aurora kinase inhibitors": MappingProxyType(
+            {"cell_scale": 1.25, "multinucleate_fraction": 0.3, "polyploid_fraction": 0.5, "mitotic_fraction": 0.01}
+        ),
+        "Cholesterol-lowering": MappingProxyType(
+            {"cortical_actin": 0.7, "cell_irregularity": 0.17, "tubulin_level": 1.35, "nucleus_elongation": 1.5}
+        ),
+        "DNA damage": MappingProxyType(
+            {"nucleus_scale": 1.35, "cell_scale": 1.15, "dna_level": 1.15, "chromatin_texture": 0.3,
+             "dna_foci": 8.0, "mitotic_fraction": 0.01}
+        ),
+        "DNA replication": MappingProxyType(
+            {"nucleus_scale": 0.85, "nucleus_elongation": 1.05, "dna_level": 0.85, "chromatin_texture": 0.35,
+             "chromatin_coarseness": 1.0, "nucleoli": 4.5, "nucleolus_contrast": 0.65, "mitotic_fraction": 0.0}
+        ),
+        "Eg5 inhibitors": MappingProxyType({"mitotic_fraction": 0.55, "monopolar_fraction": 1.0}),
+        "Epithelial": MappingProxyType(
+            {"cell_scale": 0.9, "cell_elongation": 1.08, "cell_irregularity": 0.04, "cortical_actin": 1.7,
+             "stress_fibres": 1.5}
+        ),
+        "Kinase inhibitors": MappingProxyType(
+            {"cell_scale": 1.1, "cell_elongation": 2.1, "nucleus_elongation": 1.5, "stress_fibres": 11.0,
+             "fibre_spread": 0.08, "microtubule_curvature": 0.015}
+        ),
+        "Microtubule destabilizers": MappingProxyType(
+            {"cell_scale": 0.85, "cell_elongation": 1.05, "mitotic_fraction": 0.3, "microtubules": 0.0,
+             "tubulin_level": 1.8}
+        ),
+        "Microtubule stabilizers": MappingProxyType(
+            {"mitotic_fraction": 0.35, "microtubules": 0.7, "microtubule_width": 1.4, "microtubule_brightness": 2.2,
+             "microtubule_curvature": 0.09, "tubulin_level": 0.6}
+        ),
+        "Protein degradation": MappingProxyType(
+            {"aggresome": 1.0, "nucleus_scale": 1.1, "dna_level": 0.9, "actin_level": 1.3, "mitotic_fraction": 0.08}
+        ),
+        "Protein synthesis": MappingProxyType(
+            {"cell_scale": 0.72, "nucleus_scale": 0.9, "dna_level": 0.8, "actin_level": 0.55, "cortical_actin": 0.6,
+             "stress_fibres": 3.0, "tubulin_level": 0.55, "microtubules": 0.6}
+        ),
+    }
+)
+"""Per mechanism of action, the knobs its biology moves and a value showing which way (the
+simulator's first, hand-set phenotype models): the fit (:mod:`morphospace.simulate.calibrate`)
+moves these knobs only, each on this side of the baseline (sizes and brightness excepted: the data
+set them), and keeps the cell-cycle fractions given here. Aurora kinase inhibition fails
+cytokinesis: some cells keep 2-4 nuclei, and more re-replicate into one large polyploid nucleus
+(nucleus-centred crops of all three BBBC021 Aurora compounds show larger nuclei holding more DNA)."""
+
 MOA_EFFECTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
     {
         "Actin disruptors": MappingProxyType(  # fitted to latrunculin B
-            {"cell_scale": 0.6, "nucleus_scale": 0.774, "dna_level": 0.407, "actin_level": 0.452,
-             "tubulin_level": 3.0, "mitotic_fraction": 0.668, "cortical_actin": 0.237, "actin_puncta": 40.0}
+            {"cell_scale": 0.6, "nucleus_scale": 0.774, "dna_level": 1.585, "actin_level": 1.195,
+             "tubulin_level": 2.596, "cell_irregularity": 0.244, "cortical_actin": 0.65, "stress_fibres": 2.542,
+             "actin_puncta": 36.652, "mitotic_fraction": 0.203}
         ),
         "Aurora kinase inhibitors": MappingProxyType(  # fitted to AZ-A
-            {"cell_scale": 1.355, "nucleus_scale": 1.5, "dna_level": 0.4, "actin_level": 0.3,
-             "tubulin_level": 3.0, "multinucleate_fraction": 0.85, "mitotic_fraction": 0.01}
+            {"cell_scale": 1.272, "nucleus_scale": 1.5, "dna_level": 0.895, "actin_level": 0.694,
+             "tubulin_level": 1.308, "multinucleate_fraction": 0.3, "mitotic_fraction": 0.01,
+             "polyploid_fraction": 0.6}
         ),
         "Cholesterol-lowering": MappingProxyType(  # fitted to mevinolin/lovastatin
-            {"cell_scale": 0.889, "nucleus_scale": 0.701, "dna_level": 1.491, "actin_level": 3.0,
-             "tubulin_level": 2.703, "mitotic_fraction": 0.0, "cortical_actin": 0.294}
+            {"cell_scale": 0.801, "nucleus_scale": 0.701, "dna_level": 1.587, "actin_level": 2.521,
+             "tubulin_level": 2.945, "cortical_actin": 0.85, "cell_irregularity": 0.129, "nucleus_elongation": 1.35}
         ),
         "DNA damage": MappingProxyType(  # fitted to mitomycin C
-            {"cell_scale": 1.122, "nucleus_scale": 1.216, "dna_level": 1.827, "actin_level": 1.653,
-             "tubulin_level": 0.886, "mitotic_fraction": 0.01}
+            {"cell_scale": 1.071, "nucleus_scale": 1.216, "dna_level": 1.249, "actin_level": 1.225,
+             "tubulin_level": 1.096, "mitotic_fraction": 0.01, "chromatin_texture": 0.225, "dna_foci": 4.0}
         ),
         "DNA replication": MappingProxyType(  # fitted to camptothecin
-            {"cell_scale": 1.426, "nucleus_scale": 1.193, "dna_level": 1.5, "actin_level": 2.287,
-             "tubulin_level": 1.597, "mitotic_fraction": 0.0, "nucleus_elongation": 1.0}
+            {"cell_scale": 1.315, "nucleus_scale": 1.193, "dna_level": 1.073, "actin_level": 1.904,
+             "mitotic_fraction": 0.0, "nucleus_elongation": 1.0, "chromatin_texture": 0.25,
+             "chromatin_coarseness": 0.5, "nucleoli": 3.5, "nucleolus_contrast": 0.475}
         ),
         "Eg5 inhibitors": MappingProxyType(  # fitted to AZ-C
-            {"cell_scale": 0.869, "nucleus_scale": 0.714, "dna_level": 2.5, "actin_level": 3.0,
+            {"cell_scale": 0.788, "nucleus_scale": 0.715, "dna_level": 2.274, "actin_level": 3.0,
              "tubulin_level": 3.0, "mitotic_fraction": 0.55, "monopolar_fraction": 1.0}
         ),
         "Epithelial": MappingProxyType(  # fitted to AZ-U
-            {"cell_scale": 0.6, "nucleus_scale": 0.629, "dna_level": 1.162, "actin_level": 2.459,
-             "tubulin_level": 1.166, "mitotic_fraction": 0.244, "stress_fibres": 0.0}
+            {"cell_scale": 0.6, "nucleus_scale": 0.629, "dna_level": 1.299, "actin_level": 1.88,
+             "tubulin_level": 1.515, "cell_elongation": 1.24, "cell_irregularity": 0.06, "cortical_actin": 1.532,
+             "stress_fibres": 3.75, "mitotic_fraction": 0.306}
         ),
         "Kinase inhibitors": MappingProxyType(  # fitted to alsterpaullone
-            {"cell_scale": 0.915, "nucleus_scale": 0.96, "dna_level": 1.234, "actin_level": 0.878,
-             "tubulin_level": 0.709, "mitotic_fraction": 0.031, "nucleus_elongation": 1.379,
-             "stress_fibres": 19.104}
+            {"cell_scale": 0.8, "nucleus_scale": 0.96, "actin_level": 1.093, "tubulin_level": 1.25,
+             "cell_elongation": 1.75, "nucleus_elongation": 1.35, "stress_fibres": 14.078, "fibre_spread": 0.14,
+             "microtubule_curvature": 0.028, "mitotic_fraction": 0.086}
         ),
         "Microtubule destabilizers": MappingProxyType(  # fitted to vincristine
-            {"cell_scale": 0.723, "nucleus_scale": 1.054, "dna_level": 1.737, "actin_level": 3.0,
-             "tubulin_level": 2.546, "mitotic_fraction": 0.3, "microtubules": 0.0}
+            {"cell_scale": 0.647, "nucleus_scale": 1.054, "dna_level": 1.247, "actin_level": 3.0,
+             "tubulin_level": 2.197, "mitotic_fraction": 0.3, "cell_elongation": 1.225, "microtubules": 0.5}
         ),
         "Microtubule stabilizers": MappingProxyType(  # fitted to taxol
-            {"cell_scale": 0.605, "nucleus_scale": 0.765, "dna_level": 1.678, "actin_level": 3.0,
-             "tubulin_level": 3.0, "mitotic_fraction": 0.35, "microtubules": 0.0,
-             "microtubule_brightness": 3.034}
+            {"cell_scale": 0.6, "nucleus_scale": 0.765, "dna_level": 1.603, "actin_level": 3.0,
+             "tubulin_level": 3.0, "mitotic_fraction": 0.35, "microtubules": 0.85, "microtubule_width": 0.95,
+             "microtubule_brightness": 4.0, "microtubule_curvature": 0.065}
         ),
         "Protein degradation": MappingProxyType(  # fitted to proteasome inhibitor I
-            {"cell_scale": 1.359, "nucleus_scale": 1.304, "dna_level": 1.225, "actin_level": 1.207,
-             "tubulin_level": 1.355, "mitotic_fraction": 0.08}
+            {"cell_scale": 1.261, "nucleus_scale": 1.304, "actin_level": 1.461, "tubulin_level": 1.535,
+             "mitotic_fraction": 0.08, "aggresome": 0.5}
         ),
         "Protein synthesis": MappingProxyType(  # fitted to emetine
-            {"cell_scale": 0.822, "dna_level": 1.775, "actin_level": 2.958, "tubulin_level": 3.0,
-             "mitotic_fraction": 0.0, "cortical_actin": 0.554, "stress_fibres": 0.0, "microtubules": 0.693}
+            {"cell_scale": 0.754, "dna_level": 1.477, "actin_level": 2.938, "tubulin_level": 2.782,
+             "cortical_actin": 0.8, "stress_fibres": 0.628, "microtubules": 0.8, "mitotic_fraction": 0.247}
         ),
     }
 )

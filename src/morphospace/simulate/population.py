@@ -26,7 +26,6 @@ INTERPHASE_KINDS = ("normal", "multinucleate", "polyploid")
 MITOTIC_KINDS = ("metaphase", "prometaphase", "monopolar")
 
 _LARGE_CELL_FACTOR = 1.2  # extra radius of multinucleate and polyploid cells
-_POLYPLOID_SHARE = 0.3  # of cells drawn multinucleate, the share with one large nucleus
 _METAPHASE_SHARE = 0.6  # of bipolar mitoses
 _RING_INNER = 0.45  # inner radius of a monopolar DNA ring, fraction of its outer radius
 _REFERENCE_NUCLEUS_DIAMETER = 19.0  # px: the interphase nucleus the mitotic chromatin sizes were drawn for
@@ -67,7 +66,9 @@ def _sample_kind(rng: np.random.Generator, phenotype: Phenotype) -> str:
             return "monopolar"
         return "metaphase" if draw[2] < _METAPHASE_SHARE else "prometaphase"
     if draw[1] < phenotype.multinucleate_fraction:
-        return "polyploid" if draw[2] < _POLYPLOID_SHARE else "multinucleate"
+        return "multinucleate"
+    if draw[1] < phenotype.multinucleate_fraction + phenotype.polyploid_fraction:
+        return "polyploid"
     return "normal"
 
 
