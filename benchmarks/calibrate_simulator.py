@@ -6,12 +6,13 @@ baseline cells, cut into 68 px nucleus-centred crops and measured (CellProfiler 
 mean shift per unit knob, in SDs of the baseline cells, is that knob's effect. The target of an
 MoA is the mean shift of its calibration compound's real crops (the compound with the most of the
 1,000 all-MoA crops, ``simulator_realism.CALIBRATION_COMPOUNDS``; stain-normalised per plate and
-standardised on that file's DMSO crops, as in ``simulator_realism.py``), divided by the mean phenotype strength of the simulated
-screen's doses of that MoA, so that the full-strength model is fitted. The knob values come from a
-two-stage fit (``fit_model``): cell and nucleus size and DNA, actin and tubulin brightness set from
-the real median ratio (calibration compound / DMSO) of the feature that measures each
-(``anchored_knobs``); then, by bounded least squares on the rest of the shift, the MoA's mechanism
-knobs (each kept on the side of DMSO the mechanism gives it) and the mitotic fraction, with a small
+standardised on that file's DMSO crops, as in ``simulator_realism.py``), divided by the mean
+phenotype strength of the simulated screen's doses of that MoA, so that the full-strength model is
+fitted. The knob values come from a two-stage fit (``fit_model``): cell and nucleus size and DNA,
+actin and tubulin brightness set from the real median ratio (calibration compound / DMSO) of the
+feature that measures each (``anchored_knobs``); then, by bounded least squares on the rest of the
+shift, the MoA's mechanism knobs (``phenotypes.MECHANISMS``: each kept on the side of DMSO the
+mechanism gives it, at least half way to the mechanism's value) and the mitotic fraction, with a small
 ridge towards DMSO that was fixed before any held-out score was seen. The knob crops and their
 features are kept under ``benchmarks/work/simulator_realism/`` by the simulator's settings: delete
 them after changing the renderer's code.
@@ -34,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from common import data_dir, print_table, write_result
-from simulator_realism import (CALIBRATION_COMPOUNDS, CONTROL, CROP, WORK, measured, moa_shifts, real_cells,
-                               settings_key, simulated_config)
+from simulator_realism import (CALIBRATION_COMPOUNDS, CONTROL, CROP, WORK, ljosa_wells, measured, moa_shifts,
+                               real_cells, settings_key, simulated_config, stain_brightness)
 from morphospace.evaluate.realism import control_standardised, group_shifts, shared_features
 from morphospace.simulate.calibrate import ANCHOR_FEATURES, KNOB_BOUNDS, anchored_knobs, fit_model, knob_steps
 from morphospace.simulate.cell_crops import phenotype_crops
@@ -89,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     start = time.perf_counter()
-    _, real, _ = real_cells(bbbc021, args.workers)
+    _, real, _ = real_cells(bbbc021, args.workers, stain_brightness(ljosa_wells(bbbc021)))
     knobs, steps = knob_cells(args.fields, args.workers, args.seed)
     effects = knob_effects(knobs, steps)
     features = [f for f in shared_features(real) if f in effects.index]

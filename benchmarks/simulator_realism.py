@@ -85,6 +85,7 @@ from morphospace.simulate.phenotypes import MOA_EFFECTS
 from morphospace.workflows.profiling import cellprofiler_metadata, extract_features
 
 CHANNELS = ["DNA", "Actin", "Tubulin"]
+ALLMOA_FILE = "bbbc021_crops68_random1000_allmoa.npz"
 CONTROL = "DMSO"
 CROP = 68
 WORK = ROOT / "work" / "simulator_realism"
@@ -120,11 +121,14 @@ def measured(npz: Path, name: str, workers: int, bbbc021: Path | None) -> tuple[
     return pd.read_parquet(table), seconds
 
 
-def stain_normalised(npz: Path, name: str, bbbc021: Path) -> Path:
-    """A copy of the real crops in ``npz`` with each crop's channels divided by its plate's stain
-    brightness (cached under the work folder by ``name`` and the brightness table)."""
-    wells = ljosa_wells(bbbc021)
-    brightness = control_brightness(wells, wells["Metadata_MoA"] == CONTROL, BRIGHTNESS_COLUMNS)
+def stain_brightness(wells: pd.DataFrame) -> pd.DataFrame:
+    """Each plate's stain brightness per channel from its Ljosa DMSO wells (plates x channels)."""
+    return control_brightness(wells, wells["Metadata_MoA"] == CONTROL, BRIGHTNESS_COLUMNS)
+
+
+def stain_normalised(npz: Path, name: str, brightness: pd.DataFrame) -> Path:
+    """A copy of the real crops in ``npz`` with each crop's channels divided by its plate's
+    ``brightness`` (cached under the work folder by ``name`` and the brightness table)."""
     path = WORK / f"{name}_{settings_key(brightness.round(6).to_csv())}.npz"
     if not path.is_file():
         with np.load(npz) as source:
@@ -135,13 +139,13 @@ def stain_normalised(npz: Path, name: str, bbbc021: Path) -> Path:
     return path
 
 
-def real_cells(bbbc021: Path, workers: int) -> tuple[pd.DataFrame, pd.DataFrame, float | None]:
-    """Features of the real week-4 DMSO crops and of the 1,000 all-MoA crops, stain-normalised per
-    plate (:func:`stain_normalised`), and the seconds measuring them took (None when cached)."""
+def real_cells(bbbc021: Path, workers: int,
+               brightness: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, float | None]:
+    """Features of the real week-4 DMSO crops and of the 1,000 all-MoA crops, stain-normalised by
+    ``brightness`` (:func:`stain_normalised`), and the seconds measuring them took (None when cached)."""
     tables, seconds = [], []
-    for file, name in (("bbbc021_crops68_dmso_6plates.npz", "real_dmso"),
-                       ("bbbc021_crops68_random1000_allmoa.npz", "real_allmoa")):
-        table, took = measured(stain_normalised(bbbc021 / file, name, bbbc021), f"{name}_stain", workers, bbbc021)
+    for file, name in (("bbbc021_crops68_dmso_6plates.npz", "real_dmso"), (ALLMOA_FILE, "real_allmoa")):
+        table, took = measured(stain_normalised(bbbc021 / file, name, brightness), f"{name}_stain", workers, bbbc021)
         tables.append(table)
         seconds.append(took)
     return tables[0], tables[1], None if None in seconds else sum(seconds)
@@ -274,7 +278,9 @@ def main() -> None:
     args = parser.parse_args()
     bbbc021 = data_dir(args.data) / "bbbc021"
     WORK.mkdir(parents=True, exist_ok=True)
-    real_dmso, real, real_seconds = real_cells(bbbc021, args.workers)
+    ljosa = ljosa_wells(bbbc021)
+    brightness = stain_brightness(ljosa)
+    real_dmso, real, real_seconds = real_cells(bbbc021, args.workers, brightness)
 
     config = simulated_config(args.plates, args.seed)
     sim_npz, timings = simulated_crops(config)
@@ -314,7 +320,6 @@ def main() -> None:
     summaries["real_calibration_vs_heldout"], tables["real_calibration_vs_heldout"] = agreement_summary(
         moa_shifts(parts["calibration"], features, by=None), moa_shifts(parts["heldout"], features, by=None))
 
-    ljosa = ljosa_wells(bbbc021)
     ljosa_features = [f for f in features if f in ljosa.columns]
     ljosa_heldout = ljosa[~ljosa["Metadata_Compound"].isin(CALIBRATION_COMPOUNDS.values())]
     ljosa_shift = moa_shifts(ljosa_heldout, ljosa_features, by="Metadata_Plate")
@@ -336,8 +341,7 @@ def main() -> None:
 
     out = RESULTS / "simulator_realism"
     out.mkdir(parents=True, exist_ok=True)
-    real_npz_path = stain_normalised(bbbc021 / "bbbc021_crops68_random1000_allmoa.npz", "real_allmoa", bbbc021)
-    with np.load(real_npz_path) as real_npz, np.load(sim_npz) as sim_npz_file:
+    with np.load(stain_normalised(bbbc021 / ALLMOA_FILE, "real_allmoa", brightness)) as real_npz, np.load(sim_npz) as sim_npz_file:
         sim_meta = pd.DataFrame({"Metadata_MoA": sim_npz_file["moa"]})
         figure = montage_figure(real_npz["images"], pd.DataFrame({"Metadata_MoA": real_npz["moa"]}),
                                 sim_npz_file["images"], sim_meta, seed=args.seed)
