@@ -13,7 +13,7 @@ from morphospace.config import ConfigError
 from morphospace.errors import InputError
 from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
-from morphospace.models.statistical_cell import StatisticalCell, StatisticalCellConfig, level_strides
+from morphospace.models.statistical_cell import StatisticalCell, StatisticalCellConfig, level_strides, position_maps
 from morphospace.models.vae import vae_objective
 
 STRUCTURES = ["envelope", "cortex", "golgi"]
@@ -125,6 +125,37 @@ def test_the_target_decoder_reads_the_reference_and_the_label():
         model.decode_target(z, reference, same + 3)
     with pytest.raises(InputError, match="needs structure labels"):
         model.decode_target(z, reference, None)
+
+
+def test_a_constant_rate_needs_no_trainer_and_an_unknown_schedule_is_refused():
+    assert isinstance(_model().configure_optimizers(), torch.optim.Adam)
+    with pytest.raises(pydantic.ValidationError, match="lr_schedule"):
+        StatisticalCellConfig.model_validate({"lr_schedule": "linear"})
+
+
+def test_position_maps_run_from_minus_one_to_one_through_the_centre():
+    maps = position_maps((3, 4, 5), 2)
+    assert maps.shape == (2, 3, 3, 4, 5)
+    torch.testing.assert_close(maps[1, 0, :, 0, 0], torch.tensor([-1.0, 0.0, 1.0]))
+    torch.testing.assert_close(maps[0, 2, 0, 0], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+    assert maps[0, 1, 0, :, 2].tolist() == pytest.approx([-1.0, -1 / 3, 1 / 3, 1.0])
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d"])
+def test_positions_add_one_map_per_spatial_axis_to_the_target_networks(shape, monkeypatch):
+    from morphospace.models import statistical_cell
+
+    plain, placed = _model(shape), _model(shape, positions=True)
+    axes = len(shape) - 1
+    for name in ("target_encoder", "target_decoder"):
+        assert getattr(placed, name).condition.channels == getattr(plain, name).condition.channels + axes
+    assert placed.reference_decoder.condition.channels == 0
+    target, reference, labels = _inputs(shape)
+    mu, _ = placed.encode_target(target, reference, labels)
+    decoded = placed.target_from_reference(reference, labels)
+    assert placed.decode_target(mu, reference, labels).shape == decoded.shape == target.shape
+    monkeypatch.setattr(statistical_cell, "position_maps", lambda shape, n, *args: torch.zeros(n, len(shape), *shape))
+    assert not torch.allclose(placed.target_from_reference(reference, labels), decoded)  # the maps reach the output
 
 
 def test_a_model_without_labels_has_one_structure():
@@ -261,14 +292,18 @@ def test_the_null_latent_learns_the_structure_expected_from_the_reference():
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [None, 8], ids=["2d", "3d"])
 def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
-    from morphospace.models.run import load_run
+    from morphospace.models.run import load_run, read_checkpoint
     from morphospace.workflows.latent import embed_store, generate
     from morphospace.workflows.train import train
 
     store = _toy_store(tmp_path / "store", depth=depth)
-    config = resolve_run_config(_config(store, tmp_path / "runs", spatial_dims=3 if depth else 2))
+    schedule = "cosine" if depth else "constant"
+    config = resolve_run_config(_config(store, tmp_path / "runs", spatial_dims=3 if depth else 2,
+                                        lr_schedule=schedule, lr=1e-3))
     summary = train(config, progress=False)
     run_dir = tmp_path / "runs" / "sc"
+    last_lr = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["lr_schedulers"]
+    assert last_lr == [] if schedule == "constant" else last_lr[0]["_last_lr"] == [pytest.approx(0.0, abs=1e-12)]
     assert {"reference_active_dims", "target_active_dims"} <= set(summary.notes)
     logged = {"target_recon_epoch", "reference_kl_epoch", "reference_active_dims", "val_target_elbo"}
     assert logged <= set(summary.metrics)

@@ -11,7 +11,7 @@ from morphospace.config import ConfigError, resolve_config
 from morphospace.errors import InputError
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import load_module, load_run, read_checkpoint
-from morphospace.models.training import resolve_precision
+from morphospace.models.training import resolve_precision, with_lr_schedule
 from morphospace.models.vae import VAEConfig
 from morphospace.runs import RunConflictError
 from morphospace.workflows import train as train_module
@@ -214,3 +214,21 @@ def test_without_last_ckpt_the_newest_epoch_checkpoint_resumes(blob_store: Path,
     assert summary.resumed and summary.epochs == 3
     epochs = pd.read_csv(tmp_path / "lost" / "metrics.csv").dropna(subset=["loss_epoch"])["epoch"].tolist()
     assert epochs == [0, 1, 2]  # resumed after epoch 1, not restarted with duplicate rows
+
+
+def test_cosine_schedule_falls_from_the_learning_rate_to_zero_over_the_budget():
+    from types import SimpleNamespace
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert with_lr_schedule(optimizer, SimpleNamespace(estimated_stepping_batches=4), "constant") is optimizer
+    scheduler = with_lr_schedule(optimizer, SimpleNamespace(estimated_stepping_batches=4), "cosine")["lr_scheduler"]
+    rates = []
+    for _ in range(6):  # two steps past the budget stay at 0
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler["scheduler"].step()
+    expected = [0.1, 0.1 * (1 + 2 ** -0.5) / 2, 0.05, 0.1 * (1 - 2 ** -0.5) / 2, 0.0, 0.0]
+    np.testing.assert_allclose(rates, expected, atol=1e-12)
+    assert scheduler["interval"] == "step"
+    with pytest.raises(InputError, match="model.lr_schedule 'cosine' needs a budget"):
+        with_lr_schedule(optimizer, SimpleNamespace(estimated_stepping_batches=float("inf")), "cosine")

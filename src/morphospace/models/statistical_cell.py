@@ -19,8 +19,10 @@ shortcut), ``levels`` of them halving H and W; in 3D the depth D is halved with 
 stays at least 4 (16 x 64 x 64 with 4 levels: D 16 -> 8 -> 4 -> 4 -> 4, H and W 64 -> 4), so that
 thin anisotropic stacks keep their z-resolution. Channels double per level from ``base_channels``
 (at most 8 x). The target networks concatenate, before every unit of the encoder and decoder, the
-reference image resized to that scale (area averaging) and a learnt embedding of the label
-(``label_embedding_dim`` values, constant over space). The decoders upsample (nearest) and end
+reference image resized to that scale (area averaging), a learnt embedding of the label
+(``label_embedding_dim`` values, constant over space) and, with ``positions``, each pixel's position
+along every spatial axis from -1 to 1 through the crop centre (crops are centred on their cell, so
+the networks can relate the reference's geometry to the cell's centre). The decoders upsample (nearest) and end
 with a 3x3 convolution and tanh. ``spectral_norm`` puts spectral normalisation on every
 convolution and dense layer.
 
@@ -39,6 +41,9 @@ also learns the structure expected from the reference and the label alone, E[x_t
 which :meth:`StatisticalCell.expected_target` returns and the reference-only coupling compares with
 the observed structure. The other cells' objective is unchanged; the null cells' squared error
 enters with the objective's weight of recon ((1 - beta) convex, 1 weighted), as its own batch mean.
+
+Optimiser: Adam (``lr``, ``betas``) over both models; ``lr_schedule: cosine`` lowers the rate from
+``lr`` to 0 over the budget's optimiser steps (:func:`morphospace.models.training.with_lr_schedule`).
 
 ELBO per cell (up to a constant): -(recon + KL), recon from the posterior mean (``elbo_samples:
 0``) or averaged over that many reparameterised draws of a fixed seed. The mean KL of every latent
@@ -70,11 +75,11 @@ from morphospace.data.conditions import CategoricalCondition, ChannelCondition
 from morphospace.data.spec import DataSpec
 from morphospace.errors import InputError
 from morphospace.models.base import GenerativeFamily, GenerativeModel
-from morphospace.models.training import RunConfig, log_metrics
+from morphospace.models.training import RunConfig, log_metrics, with_lr_schedule
 from morphospace.models.vae import KLPerDimension, squared_error_per_cell, vae_objective, vae_terms_per_cell
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
-           "ConditionalEncoder", "ConditionalDecoder"]
+           "position_maps", "ConditionalEncoder", "ConditionalDecoder"]
 
 MIN_DEPTH = 4
 """Depth (z slices) below which 3D networks stop halving D."""
@@ -98,8 +103,12 @@ class StatisticalCellConfig(Config):
     base_channels: int = pydantic.Field(16, ge=2)
     levels: int = pydantic.Field(4, ge=1, le=6, description="residual units that halve H and W")
     label_embedding_dim: int = pydantic.Field(8, ge=1)
+    positions: bool = pydantic.Field(
+        False, description="also give the target networks each pixel's position from the crop centre")
     spectral_norm: bool = False
     lr: float = pydantic.Field(2e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = pydantic.Field(
+        "constant", description="cosine: the learning rate falls from lr to 0 over the budget's optimiser steps")
     betas: tuple[float, float] = (0.9, 0.999)
     active_threshold: float = pydantic.Field(0.1, ge=0, description="nats of mean KL for an active dimension")
     elbo_samples: int = pydantic.Field(0, ge=0, description="posterior draws of the per-cell ELBO; 0: posterior mean")
@@ -150,14 +159,28 @@ def _widths(base: int, levels: int) -> list[int]:
     return [base * min(2 ** (k + 1), 8) for k in range(levels)]
 
 
-class _Conditioning(nn.Module):
-    """Condition maps at a scale: the reference resized by area averaging and the label embedding
-    broadcast over space, concatenated (N, Cr + E, *shape); empty (N, 0, *shape) without them."""
+def position_maps(shape: Sequence[int], n: int, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Each pixel's position along every spatial axis of ``shape``, from -1 (first) to 1 (last)
+    through 0 at the crop centre: (n, len(shape), *shape).
 
-    def __init__(self, n_labels: int, embedding_dim: int, reference_channels: int) -> None:
+    >>> position_maps((3,), 1)[0, 0].tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    axes = [torch.linspace(-1.0, 1.0, size, dtype=dtype, device=device) for size in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij")).expand(n, -1, *shape)
+
+
+class _Conditioning(nn.Module):
+    """Condition maps at a scale: the reference resized by area averaging, the label embedding
+    broadcast over space and, with ``positions``, :func:`position_maps`, concatenated
+    (N, Cr + E + P, *shape); empty (N, 0, *shape) without them."""
+
+    def __init__(self, n_labels: int, embedding_dim: int, reference_channels: int, positions: int = 0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(n_labels, embedding_dim) if n_labels else None
-        self.channels = reference_channels + (embedding_dim if n_labels else 0)
+        self.positions = positions
+        self.channels = reference_channels + (embedding_dim if n_labels else 0) + positions
 
     def forward(self, features: torch.Tensor, reference: torch.Tensor | None, labels: torch.Tensor | None
                 ) -> torch.Tensor:
@@ -169,6 +192,8 @@ class _Conditioning(nn.Module):
         if self.embedding is not None:
             embedded = self.embedding(labels).to(features.dtype)
             maps.append(embedded.view(*embedded.shape, *[1] * len(shape)).expand(-1, -1, *shape))
+        if self.positions:
+            maps.append(position_maps(shape, len(features), features.dtype, features.device))
         return torch.cat(maps, dim=1)
 
 
@@ -179,16 +204,16 @@ def _unit(spatial_dims: int, in_channels: int, out_channels: int, strides: Seque
 class ConditionalEncoder(nn.Module):
     """Images (N, C, *spatial) with optional condition maps -> (mu, log-variance), each (N, latent_dim).
 
-    ``reference_channels`` 0 and ``n_labels`` 0 give an unconditional encoder.
+    ``reference_channels`` 0, ``n_labels`` 0 and ``positions`` False give an unconditional encoder.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, spatial: Sequence[int], latent_dim: int,
                  base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
-                 embedding_dim: int = 8) -> None:
+                 embedding_dim: int = 8, positions: bool = False) -> None:
         super().__init__()
         self.strides = level_strides(spatial, levels)
         end = _scales(spatial, self.strides)[-1]
-        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels)
+        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels, spatial_dims * positions)
         widths = _widths(base_channels, levels)
         self.stem = Convolution(spatial_dims, in_channels, base_channels, conv_only=True)
         self.units = nn.ModuleList(
@@ -210,10 +235,10 @@ class ConditionalDecoder(nn.Module):
 
     def __init__(self, spatial_dims: int, out_channels: int, spatial: Sequence[int], latent_dim: int,
                  base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
-                 embedding_dim: int = 8) -> None:
+                 embedding_dim: int = 8, positions: bool = False) -> None:
         super().__init__()
         self.scales = _scales(spatial, level_strides(spatial, levels))
-        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels)
+        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels, spatial_dims * positions)
         widths = _widths(base_channels, levels)[::-1]
         self.top = widths[0]
         self.project = nn.Linear(latent_dim, self.top * math.prod(self.scales[-1]))
@@ -283,7 +308,7 @@ class StatisticalCell(GenerativeModel):
         dims, cr, ct = self.cfg.spatial_dims, len(self.reference_channels), self.image_shape[0]
         shared = {"base_channels": self.cfg.base_channels, "levels": self.cfg.levels}
         conditioned = {"reference_channels": cr, "n_labels": len(self.structures),
-                       "embedding_dim": self.cfg.label_embedding_dim}
+                       "embedding_dim": self.cfg.label_embedding_dim, "positions": self.cfg.positions}
         self.reference_encoder = ConditionalEncoder(dims, cr, spatial, self.cfg.reference_latent_dim, **shared)
         self.reference_decoder = ConditionalDecoder(dims, cr, spatial, self.cfg.reference_latent_dim, **shared)
         self.target_encoder = ConditionalEncoder(dims, ct, spatial, self.cfg.target_latent_dim, **shared,
@@ -421,7 +446,10 @@ class StatisticalCell(GenerativeModel):
     # ------------------------------------------------------------------------------ training
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+        if self.cfg.lr_schedule == "constant":  # also usable outside a Trainer
+            return optimizer
+        return with_lr_schedule(optimizer, self.trainer, self.cfg.lr_schedule)
 
     def _log(self, terms: dict[str, torch.Tensor], prefix: str, batch_size: int) -> None:
         names = ["loss"] + [f"{m}_{k}" for m in ("reference", "target") for k in ("loss", "recon", "kl", "elbo")]

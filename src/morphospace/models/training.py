@@ -31,7 +31,7 @@ from morphospace.errors import InputError
 __all__ = [
     "TrainerConfig", "RunConfig", "TrainSummary", "Throughput", "build_trainer", "callback_metrics",
     "epochs_trained", "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning",
-    "EpochSeed", "log_metrics", "resolve_strategy", "RESUMABLE_KEYS",
+    "EpochSeed", "log_metrics", "resolve_strategy", "RESUMABLE_KEYS", "with_lr_schedule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -337,3 +337,28 @@ def log_metrics(module: pl.LightningModule, values: Mapping[str, torch.Tensor | 
                         prog_bar=prog_bar, batch_size=batch_size)
     module.log_dict({f"{name}_epoch" if on_step else name: value for name, value in values.items()}, on_step=False,
                     on_epoch=True, sync_dist=True, prog_bar=prog_bar, batch_size=batch_size)
+
+
+def with_lr_schedule(optimizer: torch.optim.Optimizer, trainer: pl.Trainer, schedule: Literal["constant", "cosine"]
+                     ) -> torch.optim.Optimizer | dict[str, Any]:
+    """``optimizer`` as ``configure_optimizers`` returns it, with ``schedule`` over the run's optimiser steps.
+
+    ``constant`` keeps the learning rate; ``cosine`` scales it by 0.5 (1 + cos(pi t / T)) at step t of
+    the T steps of the budget (``trainer.max_steps``, or ``max_epochs`` times the batches per epoch),
+    from the full rate at the first step to 0 at the last, updated every step. T is read when
+    training starts, so a run resumed with a larger budget stretches the rest of the schedule over
+    it (the step count is restored from the checkpoint). A wall-clock limit (``max_minutes``) may
+    stop the run before the rate has fallen. Raises InputError when the budget has no step count.
+    """
+    if schedule == "constant":
+        return optimizer
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total) or total < 1:
+        raise InputError(f"model.lr_schedule {schedule!r} needs a budget in epochs or steps "
+                         f"(trainer.max_epochs or trainer.max_steps), got {total} steps")
+
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
