@@ -22,8 +22,8 @@ thin anisotropic stacks keep their z-resolution. Channels double per level from 
 reference image resized to that scale (area averaging), a learnt embedding of the label
 (``label_embedding_dim`` values, constant over space) and, with ``positions``, each pixel's position
 along every spatial axis from -1 to 1 through the crop centre (crops are centred on their cell, so
-the networks can relate the reference's geometry to the cell's centre). The decoders upsample (nearest) and end
-with a 3x3 convolution and tanh. ``spectral_norm`` puts spectral normalisation on every
+the networks can relate the reference's geometry to the cell's centre). The decoders upsample
+(nearest) and end with a 3x3 convolution and tanh. ``spectral_norm`` puts spectral normalisation on every
 convolution and dense layer.
 
 Losses per cell, with recon the squared error summed over pixels (a Gaussian decoder of variance
