@@ -158,6 +158,51 @@ def test_positions_add_one_map_per_spatial_axis_to_the_target_networks(shape, mo
     assert not torch.allclose(placed.target_from_reference(reference, labels), decoded)  # the maps reach the output
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d"])
+def test_the_reference_summary_reaches_the_target_decoder_without_training_the_reference_encoder(shape):
+    plain, summarised = _model(shape, null_latent_share=0.25), _model(shape, null_latent_share=0.25,
+                                                                      reference_summary=True)
+    assert summarised.target_decoder.project.in_features == plain.target_decoder.project.in_features + 3
+    target, reference, labels = _inputs(shape)
+    expected = summarised.expected_target(reference, labels)
+    with torch.no_grad():
+        summarised.reference_encoder.head.bias.add_(1.0)  # another posterior mean, same reference image
+    assert not torch.allclose(summarised.expected_target(reference, labels), expected)
+    with torch.no_grad():
+        plain_expected = plain.expected_target(reference, labels)
+        plain.reference_encoder.head.bias.add_(1.0)
+    torch.testing.assert_close(plain.expected_target(reference, labels), plain_expected)
+    summarised.loss_terms(target, reference, labels, summarised.null_cells(len(target)))["target_loss"].backward()
+    assert all(p.grad is None for p in summarised.reference_encoder.parameters())
+    assert summarised.target_decoder.project.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reads a summary of 3 values; got None"):
+        summarised.target_decoder(torch.zeros(4, 2), reference, labels)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d"])
+def test_film_modulates_the_units_by_the_label_instead_of_giving_it_as_maps(shape):
+    maps, film = _model(shape), _model(shape, label_conditioning="film")
+    for name in ("target_encoder", "target_decoder"):
+        assert getattr(film, name).condition.channels == getattr(maps, name).condition.channels - 8
+    assert [layer.out_features for layer in film.target_decoder.modulation.layers] == [2 * 8, 2 * 4]
+    target, reference, _ = _inputs(shape)
+    z, first, second = torch.randn(4, 2), torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    film.eval()
+    torch.testing.assert_close(film.decode_target(z, reference, first), film.decode_target(z, reference, second))
+    film.train()
+    film.loss_terms(target, reference, first)["loss"].backward()
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in film.target_decoder.modulation.layers)
+    with torch.no_grad():
+        for layer in film.target_decoder.modulation.layers:
+            layer.weight.normal_()
+    film.eval()
+    assert not torch.allclose(film.decode_target(z, reference, first), film.decode_target(z, reference, second))
+    normalised = _model(shape, label_conditioning="film", spectral_norm=True)  # zero layers left unnormalised
+    assert normalised.loss_terms(target, reference, first)["loss"].isfinite()
+    with pytest.raises(pydantic.ValidationError, match="label_conditioning"):
+        StatisticalCellConfig.model_validate({"label_conditioning": "concat"})
+
+
 def test_a_model_without_labels_has_one_structure():
     model = _model(structures=[])
     target, reference, _ = _inputs()

@@ -22,9 +22,16 @@ thin anisotropic stacks keep their z-resolution. Channels double per level from 
 reference image resized to that scale (area averaging), a learnt embedding of the label
 (``label_embedding_dim`` values, constant over space) and, with ``positions``, each pixel's position
 along every spatial axis from -1 to 1 through the crop centre (crops are centred on their cell, so
-the networks can relate the reference's geometry to the cell's centre). The decoders upsample
-(nearest) and end with a 3x3 convolution and tanh. ``spectral_norm`` puts spectral normalisation on every
-convolution and dense layer.
+the networks can relate the reference's geometry to the cell's centre). With ``label_conditioning:
+film`` the label is not a map: its embedding gives a scale and a shift of every channel after each
+unit (x * (1 + gamma) + beta, one linear layer per unit, 0 at first), so that the few channels of
+the full-resolution units can act differently per structure. With ``reference_summary``
+the target decoder also reads the reference model's posterior mean of the reference (without
+gradient, so the reference model trains as before) with its latent, both projected to the coarsest
+scale: a summary of the whole cell's geometry, which the reference maps give its convolutions only
+locally. The decoders upsample (nearest) and end with a 3x3 convolution and tanh.
+``spectral_norm`` puts spectral normalisation on every convolution and dense layer (but the label
+modulation's).
 
 Losses per cell, with recon the squared error summed over pixels (a Gaussian decoder of variance
 1/2, up to a constant) and KL = sum_j 0.5 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2) nats:
@@ -103,8 +110,13 @@ class StatisticalCellConfig(Config):
     base_channels: int = pydantic.Field(16, ge=2)
     levels: int = pydantic.Field(4, ge=1, le=6, description="residual units that halve H and W")
     label_embedding_dim: int = pydantic.Field(8, ge=1)
+    label_conditioning: Literal["maps", "film"] = pydantic.Field(
+        "maps", description="maps: the label embedding as constant condition maps; film: a per-label scale and "
+                            "shift of every channel after each unit")
     positions: bool = pydantic.Field(
         False, description="also give the target networks each pixel's position from the crop centre")
+    reference_summary: bool = pydantic.Field(
+        False, description="also give the target decoder the reference model's posterior mean of the reference")
     spectral_norm: bool = False
     lr: float = pydantic.Field(2e-4, gt=0)
     lr_schedule: Literal["constant", "cosine"] = pydantic.Field(
@@ -197,6 +209,33 @@ class _Conditioning(nn.Module):
         return torch.cat(maps, dim=1)
 
 
+class _LabelModulation(nn.Module):
+    """Feature-wise linear modulation by the label: after unit k, x * (1 + gamma_k) + beta_k, with
+    gamma_k and beta_k (N, widths[k]) from the label embedding by one linear layer per unit, both 0
+    at initialisation."""
+
+    def __init__(self, n_labels: int, embedding_dim: int, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_labels, embedding_dim)
+        self.layers = nn.ModuleList(nn.Linear(embedding_dim, 2 * width) for width in widths)
+        for layer in self.layers:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, unit: int) -> torch.Tensor:
+        gamma, beta = self.layers[unit](self.embedding(labels)).to(features.dtype).chunk(2, dim=1)
+        shape = (*gamma.shape, *[1] * (features.ndim - 2))
+        return features * (1 + gamma.view(shape)) + beta.view(shape)
+
+
+def _label_conditioning(n_labels: int, embedding_dim: int, film: bool, widths: Sequence[int]
+                        ) -> tuple[int, _LabelModulation | None]:
+    """Labels of the condition maps (0 with ``film``) and the modulation (None without ``film`` or labels)."""
+    if film and n_labels:
+        return 0, _LabelModulation(n_labels, embedding_dim, widths)
+    return n_labels, None
+
+
 def _unit(spatial_dims: int, in_channels: int, out_channels: int, strides: Sequence[int] | int = 1) -> ResidualUnit:
     return ResidualUnit(spatial_dims, in_channels, out_channels, strides=strides, norm="BATCH", act="PRELU")
 
@@ -204,17 +243,19 @@ def _unit(spatial_dims: int, in_channels: int, out_channels: int, strides: Seque
 class ConditionalEncoder(nn.Module):
     """Images (N, C, *spatial) with optional condition maps -> (mu, log-variance), each (N, latent_dim).
 
-    ``reference_channels`` 0, ``n_labels`` 0 and ``positions`` False give an unconditional encoder.
+    ``reference_channels`` 0, ``n_labels`` 0 and ``positions`` False give an unconditional encoder;
+    ``film`` modulates the units' outputs by the label instead of giving it as maps.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, spatial: Sequence[int], latent_dim: int,
                  base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
-                 embedding_dim: int = 8, positions: bool = False) -> None:
+                 embedding_dim: int = 8, positions: bool = False, film: bool = False) -> None:
         super().__init__()
         self.strides = level_strides(spatial, levels)
         end = _scales(spatial, self.strides)[-1]
-        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels, spatial_dims * positions)
         widths = _widths(base_channels, levels)
+        map_labels, self.modulation = _label_conditioning(n_labels, embedding_dim, film, widths)
+        self.condition = _Conditioning(map_labels, embedding_dim, reference_channels, spatial_dims * positions)
         self.stem = Convolution(spatial_dims, in_channels, base_channels, conv_only=True)
         self.units = nn.ModuleList(
             _unit(spatial_dims, width_in + self.condition.channels, width, step)
@@ -224,34 +265,49 @@ class ConditionalEncoder(nn.Module):
     def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(images)
-        for unit in self.units:
+        for k, unit in enumerate(self.units):
             x = unit(self.condition(x, reference, labels))
+            if self.modulation is not None:
+                x = self.modulation(x, labels, k)
         mu, logvar = self.head(x.flatten(1)).chunk(2, dim=1)
         return mu, logvar.clamp(-20, 10)
 
 
 class ConditionalDecoder(nn.Module):
-    """Latents (N, latent_dim) with optional condition maps -> images (N, C, *spatial) in [-1, 1]."""
+    """Latents (N, latent_dim) with optional condition maps -> images (N, C, *spatial) in [-1, 1].
+
+    ``summary_dim`` > 0: a summary vector (N, summary_dim) is read with the latent, both projected
+    together to the coarsest scale; ``film`` modulates the units' outputs by the label instead of
+    giving it as maps.
+    """
 
     def __init__(self, spatial_dims: int, out_channels: int, spatial: Sequence[int], latent_dim: int,
                  base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
-                 embedding_dim: int = 8, positions: bool = False) -> None:
+                 embedding_dim: int = 8, positions: bool = False, summary_dim: int = 0, film: bool = False) -> None:
         super().__init__()
         self.scales = _scales(spatial, level_strides(spatial, levels))
-        self.condition = _Conditioning(n_labels, embedding_dim, reference_channels, spatial_dims * positions)
         widths = _widths(base_channels, levels)[::-1]
-        self.top = widths[0]
-        self.project = nn.Linear(latent_dim, self.top * math.prod(self.scales[-1]))
+        unit_widths = [*widths[1:], base_channels]
+        map_labels, self.modulation = _label_conditioning(n_labels, embedding_dim, film, unit_widths)
+        self.condition = _Conditioning(map_labels, embedding_dim, reference_channels, spatial_dims * positions)
+        self.top, self.summary_dim = widths[0], summary_dim
+        self.project = nn.Linear(latent_dim + summary_dim, self.top * math.prod(self.scales[-1]))
         self.units = nn.ModuleList(
             _unit(spatial_dims, width_in + self.condition.channels, width)
-            for width_in, width in zip(widths, [*widths[1:], base_channels]))
+            for width_in, width in zip(widths, unit_widths))
         self.out = Convolution(spatial_dims, base_channels + self.condition.channels, out_channels, conv_only=True)
 
     def forward(self, z: torch.Tensor, reference: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.project(z).view(len(z), self.top, *self.scales[-1])
-        for unit, shape in zip(self.units, self.scales[-2::-1]):
+                labels: torch.Tensor | None = None, summary: torch.Tensor | None = None) -> torch.Tensor:
+        if (summary is None) != (self.summary_dim == 0):
+            raise ValueError(f"the decoder reads a summary of {self.summary_dim} values; got "
+                             f"{None if summary is None else tuple(summary.shape)}")
+        x = self.project(z if summary is None else torch.cat([z, summary.to(z.dtype)], dim=1))
+        x = x.view(len(z), self.top, *self.scales[-1])
+        for k, (unit, shape) in enumerate(zip(self.units, self.scales[-2::-1])):
             x = unit(F.interpolate(self.condition(x, reference, labels), size=shape, mode="nearest"))
+            if self.modulation is not None:
+                x = self.modulation(x, labels, k)
         return torch.tanh(self.out(self.condition(x, reference, labels)))
 
 
@@ -267,8 +323,11 @@ def _evaluating(module: nn.Module) -> Iterator[None]:
 
 
 def _spectral_norm(module: nn.Module) -> None:
+    """Spectral normalisation on every convolution and dense layer but the label modulation's
+    (which start at 0, where the normalisation is undefined)."""
+    modulation = {id(layer) for m in module.modules() if isinstance(m, _LabelModulation) for layer in m.layers}
     for layer in list(module.modules()):
-        if isinstance(layer, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(layer, (nn.Conv2d, nn.Conv3d, nn.Linear)) and id(layer) not in modulation:
             nn.utils.parametrizations.spectral_norm(layer)
 
 
@@ -308,13 +367,15 @@ class StatisticalCell(GenerativeModel):
         dims, cr, ct = self.cfg.spatial_dims, len(self.reference_channels), self.image_shape[0]
         shared = {"base_channels": self.cfg.base_channels, "levels": self.cfg.levels}
         conditioned = {"reference_channels": cr, "n_labels": len(self.structures),
-                       "embedding_dim": self.cfg.label_embedding_dim, "positions": self.cfg.positions}
+                       "embedding_dim": self.cfg.label_embedding_dim, "positions": self.cfg.positions,
+                       "film": self.cfg.label_conditioning == "film"}
         self.reference_encoder = ConditionalEncoder(dims, cr, spatial, self.cfg.reference_latent_dim, **shared)
         self.reference_decoder = ConditionalDecoder(dims, cr, spatial, self.cfg.reference_latent_dim, **shared)
         self.target_encoder = ConditionalEncoder(dims, ct, spatial, self.cfg.target_latent_dim, **shared,
                                                  **conditioned)
-        self.target_decoder = ConditionalDecoder(dims, ct, spatial, self.cfg.target_latent_dim, **shared,
-                                                 **conditioned)
+        self.target_decoder = ConditionalDecoder(
+            dims, ct, spatial, self.cfg.target_latent_dim, **shared, **conditioned,
+            summary_dim=self.cfg.reference_latent_dim if self.cfg.reference_summary else 0)
         if self.cfg.null_latent_share > 0:
             self.target_null_latent = nn.Parameter(torch.zeros(self.cfg.target_latent_dim))
         if self.cfg.spectral_norm:
@@ -376,11 +437,17 @@ class StatisticalCell(GenerativeModel):
         return self.target_encoder(target.to(self.device), reference.to(self.device),
                                    self.labels_of(labels, len(target)))
 
-    def decode_target(self, z: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+    def decode_target(self, z: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
+                      reference_mu: torch.Tensor | None = None) -> torch.Tensor:
         """Target latents (N, target_latent_dim) given the reference (N, Cr, ...) and labels (N,) ->
-        target images (N, Ct, ...) in [-1, 1]."""
-        return self.target_decoder(z.to(self.device), reference.to(self.device), self.labels_of(labels, len(z)))
+        target images (N, Ct, ...) in [-1, 1]. With ``reference_summary`` the decoder also reads
+        the reference model's posterior mean of ``reference`` (N, reference_latent_dim), without
+        gradient: ``reference_mu`` when already computed, else encoded here."""
+        reference = reference.to(self.device)
+        summary = None
+        if self.cfg.reference_summary:
+            summary = (reference_mu if reference_mu is not None else self.encode_reference(reference)[0]).detach()
+        return self.target_decoder(z.to(self.device), reference, self.labels_of(labels, len(z)), summary)
 
     def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
               n_samples: int = 1, generator: torch.Generator | None = None,
@@ -399,7 +466,8 @@ class StatisticalCell(GenerativeModel):
                 z = _reparameterise(mu, logvar, generator) if n_samples else mu
                 if name == "target" and null is not None:
                     z = torch.where(null[:, None], self.target_null_latent.to(z.dtype), z)
-                decoded = self.decode_reference(z) if name == "reference" else self.decode_target(z, reference, labels)
+                decoded = (self.decode_reference(z) if name == "reference"
+                           else self.decode_target(z, reference, labels, posteriors["reference"][0]))
                 recon, kl = vae_terms_per_cell(x.to(self.device), decoded, mu, logvar)
                 recons.append(recon)
             if name == "target" and null is not None:
