@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["compute_context", "run_parallel", "run_parallel_ordered", "worker_count", "local_start_method"]
+__all__ = ["compute_context", "run_parallel", "run_parallel_ordered", "worker_count", "local_start_method",
+           "worker_preload"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,40 @@ LOCAL_WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOL
 
 
 def local_start_method() -> str:
-    """How local workers start: ``"fork"`` on Linux, where a forked worker is ready at once with
-    every module this process has imported (a spawned one starts a new interpreter and imports them
-    again: about 2 s of a 2-core machine's time for ``features``), else ``"spawn"`` (macOS and
-    Windows, where forking a process that runs threads is not safe)."""
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+    """How local workers start: ``"forkserver"`` on Linux, else ``"spawn"`` (macOS, Windows).
+
+    A forkserver is a fresh single-threaded process that imports the modules the workers need
+    once (see :func:`worker_preload`) and forks every worker from itself, so workers start
+    quickly without inheriting this process's threads. Forking this process directly is not safe
+    once it runs threads (dask's event loop, a progress bar, PyTorch's pools): a worker forked
+    while one of them held a lock waits for it for ever."""
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+def worker_preload() -> list[str]:
+    """Modules a forkserver imports before it forks workers: dask's worker and every morphospace
+    module this process has imported, so that a worker can run this process's functions at once.
+
+    >>> "distributed" in worker_preload() and "morphospace.parallel" in worker_preload()
+    True
+    """
+    ours = sorted(name for name in sys.modules if name == "morphospace" or name.startswith("morphospace."))
+    return ["distributed", *ours]
+
+
+def _start_forkserver() -> None:
+    """Sets the forkserver's preload and starts it, so that it imports while the scheduler starts
+    (later calls change nothing: the server, once running, keeps the modules it imported). dask
+    sets its own list the first time it makes a forkserver context, so that happens first and this
+    list replaces it."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    from distributed.utils import get_mp_context
+
+    get_mp_context()
+    multiprocessing.get_context("forkserver").set_forkserver_preload(worker_preload())
+    forkserver.ensure_running()
 
 
 def _one_thread_plugin() -> Any:
@@ -44,8 +74,9 @@ def _one_thread_plugin() -> Any:
 
     class OneThreadPerWorker(WorkerPlugin):
         """Runs every local worker's native thread pools (BLAS, OpenMP) on one thread, restarted
-        workers included: a forked worker inherits the pools its parent sized for the whole
-        machine, which ``OMP_NUM_THREADS`` set at its start no longer resizes."""
+        workers included: a worker forked from a forkserver inherits the pools the server's
+        imports sized for the whole machine, which ``OMP_NUM_THREADS`` set at the worker's start
+        no longer resizes."""
 
         def setup(self, worker: Any) -> None:
             from threadpoolctl import threadpool_limits
@@ -75,10 +106,15 @@ def compute_context(workers: int = 1, scheduler: str | None = None,
             yield client
         return
     method = start_method or local_start_method()
-    with dask.config.set({**LOCAL_WORKER_CONFIG, "distributed.worker.multiprocessing-method": method}), LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster) as client:
+    with contextlib.ExitStack() as stack:
+        # for the cluster's whole life: the nannies read it again to restart a worker that died
+        start = {"distributed.worker.multiprocessing-method": method}
+        stack.enter_context(dask.config.set({**LOCAL_WORKER_CONFIG, **start}))
+        if method == "forkserver":
+            _start_forkserver()
+        cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                   dashboard_address=":0", silence_logs=logging.ERROR))
+        client = stack.enter_context(Client(cluster))
         client.register_plugin(_one_thread_plugin(), name="morphospace-one-thread")
         logger.info("local dask cluster of %d worker(s); dashboard %s", workers, client.dashboard_link)
         yield client

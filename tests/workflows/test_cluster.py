@@ -149,21 +149,19 @@ def test_a_worker_killed_while_preparing_loses_and_duplicates_no_field(cluster: 
     pd.testing.assert_frame_equal(on_cluster.cells, reference.cells)
 
 
-def test_a_forked_local_worker_killed_mid_task_loses_and_duplicates_no_cell(four_fields: Path, tmp_path: Path):
-    import psutil
+def test_a_local_worker_killed_mid_task_loses_and_duplicates_no_cell(four_fields: Path, tmp_path: Path):
+    from distributed import default_client
 
     store, config = four_fields / "store", FeaturesConfig(chunk_cells=8)
     extract_features(store, tmp_path / "reference.parquet", config, progress=False)
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
     job = threading.Thread(target=extract_features, args=(store, tmp_path / "cells.parquet", config),
                            kwargs={"workers": 2, "progress": False})
     job.start()
     parts = tmp_path / "cells.parquet.parts"
     while job.is_alive() and not (parts / "part-000001.parquet").exists():
         time.sleep(0.002)
-    workers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
-    victim = next(w for w in workers if "resource_tracker" not in " ".join(w.cmdline()))
-    os.kill(victim.pid, signal.SIGKILL)
+    victim = next(iter(default_client().run(os.getpid).values()))  # the job's local cluster
+    os.kill(victim, signal.SIGKILL)
     killed_mid_run = job.is_alive()
     job.join(timeout=300)
     assert killed_mid_run and not job.is_alive()
