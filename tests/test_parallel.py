@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -37,13 +36,10 @@ def test_local_workers_start_from_a_forkserver_on_linux_and_spawn_elsewhere(monk
 def test_local_workers_are_not_forked_from_the_calling_process():
     """This process runs threads (dask's event loop at least): a worker forked from it could
     inherit a lock held by one of them, and wait on it for ever."""
-    importlib.import_module("morphospace.workflows.profiling")  # not needed to run ``_loaded``
     with compute_context(workers=2) as client:
         parents = client.run(os.getppid)
-        loaded = client.run(_loaded, "morphospace.workflows.profiling")
+        # imported here by conftest before any test; the lambda travels by value and imports nothing
+        loaded = client.run(lambda: "morphospace.io.store" in sys.modules)
     assert len(parents) == 2 and os.getpid() not in parents.values()
     assert set(loaded.values()) == {True}  # imported by the server before it forked them
 
-
-def _loaded(module: str) -> bool:
-    return module in sys.modules
