@@ -113,6 +113,25 @@ def test_null_cells_are_decoded_from_the_null_latent_without_kl_and_weighted_lik
         StatisticalCellConfig(null_latent_share=1.0)
 
 
+def test_structure_balance_weighs_each_structure_by_its_running_error():
+    model = _model(target_beta=0.8, structure_balance=True, null_latent_share=0.25)
+    assert "target_recon_scale" not in _model().state_dict()  # runs trained without it load as before
+    target, reference, labels = _inputs(n=6)  # labels 0 1 2 0 1 2
+    torch.testing.assert_close(model.structure_weights(labels, 6), torch.ones(6))  # nothing seen yet
+    model.update_structure_scale(torch.tensor([1.0, 4.0, 3.0]), torch.tensor([0, 1, 0]))
+    torch.testing.assert_close(model.target_recon_scale, torch.tensor([2.0, 4.0, 0.0]))
+    torch.testing.assert_close(model.structure_weights(labels, 6), torch.tensor([1.5, 0.75, 1.0] * 2))  # 3 / scale
+    model.update_structure_scale(torch.tensor([12.0]), torch.tensor([0]))
+    torch.testing.assert_close(model.target_recon_scale, torch.tensor([0.99 * 2 + 0.01 * 12, 4.0, 0.0]))
+    null = torch.tensor([True, False, False, False, False, True])
+    weights = model.structure_weights(labels, 6)
+    terms = model.loss_terms(target, reference, labels, null)
+    recon = terms["target_recon_per_cell"]
+    torch.testing.assert_close(terms["target_recon"], recon[~null].mean())  # logged unweighted
+    by_hand = 0.2 * (weights * recon)[~null].mean() + 0.8 * terms["target_kl"] + 0.2 * (weights * recon)[null].mean()
+    torch.testing.assert_close(terms["target_loss"], by_hand)
+
+
 def test_the_target_decoder_reads_the_reference_and_the_label():
     model = _model().eval()
     _, reference, _ = _inputs()
@@ -267,6 +286,7 @@ def _config(store: Path, runs: Path, **model) -> dict:
     ({"label": "reference"}, "key 'model.label'"),
     ({"spatial_dims": 3}, "key 'model.spatial_dims'"),
     ({"levels": 5}, "key 'data.crop_size'"),
+    ({"structure_balance": True, "label": None}, "key 'model.structure_balance'"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
     from morphospace.workflows.train import plan_run

@@ -49,6 +49,12 @@ which :meth:`StatisticalCell.expected_target` returns and the reference-only cou
 the observed structure. The other cells' objective is unchanged; the null cells' squared error
 enters with the objective's weight of recon ((1 - beta) convex, 1 weighted), as its own batch mean.
 
+With ``structure_balance`` each cell's target squared error (posterior or null) enters the
+objective weighted by the mean over structures of their running mean error divided by its own
+structure's (:meth:`StatisticalCell.structure_weights`), so that a sparse structure, whose summed
+error is small beside a bright one's, gets as large a share of the gradient; the ELBO used by the
+analyses stays unweighted.
+
 Optimiser: Adam (``lr``, ``betas``) over both models; ``lr_schedule: cosine`` lowers the rate from
 ``lr`` to 0 over the budget's optimiser steps (:func:`morphospace.models.training.with_lr_schedule`).
 
@@ -92,6 +98,11 @@ MIN_DEPTH = 4
 """Depth (z slices) below which 3D networks stop halving D."""
 
 
+#: Weight of the past in each structure's running mean of the target squared error
+#: (``structure_balance``): about the last 100 training batches count.
+STRUCTURE_SCALE_MOMENTUM = 0.99
+
+
 class StatisticalCellConfig(Config):
     """A reference beta-VAE and a target conditional beta-VAE (see the module docstring)."""
 
@@ -124,6 +135,9 @@ class StatisticalCellConfig(Config):
     betas: tuple[float, float] = (0.9, 0.999)
     active_threshold: float = pydantic.Field(0.1, ge=0, description="nats of mean KL for an active dimension")
     elbo_samples: int = pydantic.Field(0, ge=0, description="posterior draws of the per-cell ELBO; 0: posterior mean")
+    structure_balance: bool = pydantic.Field(
+        False, description="weight each structure's target squared error in the training loss by the inverse of its "
+                           "running mean, so that every structure counts alike")
     null_latent_share: float = pydantic.Field(
         0.0, ge=0, lt=1, description="share of each training batch decoded from a learnt null target latent, so "
                                      "that the decoder learns the structure expected from the reference alone")
@@ -382,6 +396,8 @@ class StatisticalCell(GenerativeModel):
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
         self.register_buffer("target_kl_per_dimension", torch.zeros(self.cfg.target_latent_dim))
+        if self.cfg.structure_balance:
+            self.register_buffer("target_recon_scale", torch.zeros(len(self.structures)))
         self._kl_sums: dict[str, torch.Tensor] = {}
         self._kl_batches = 0
 
@@ -486,28 +502,57 @@ class StatisticalCell(GenerativeModel):
         null[torch.randperm(n)[:count].to(self.device)] = True
         return null
 
+    def structure_weights(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """(n,) weights of the cells' target squared error in the training objective: 1 without
+        ``structure_balance``; else the mean of the structures' running errors (``target_recon_scale``,
+        over the structures seen so far) divided by the cell's structure's, 1 for one not seen yet."""
+        ones = torch.ones(n, device=self.device)
+        if not self.cfg.structure_balance or labels is None or not (self.target_recon_scale > 0).any():
+            return ones
+        scale = self.target_recon_scale
+        seen = scale > 0
+        per_structure = torch.where(seen, scale[seen].mean() / scale.clamp_min(torch.finfo(scale.dtype).tiny), 1.0)
+        return per_structure[labels]
+
+    def update_structure_scale(self, recon: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep each structure's running mean of the per-cell target squared error: ``recon`` (N,)
+        of cells with ``labels`` (N,); a structure's first batch mean, then an exponential moving
+        average with weight :data:`STRUCTURE_SCALE_MOMENTUM` on the past."""
+        for label in labels.unique():
+            batch_mean = recon[labels == label].detach().float().mean()
+            past = self.target_recon_scale[label]
+            self.target_recon_scale[label] = torch.where(
+                past > 0, STRUCTURE_SCALE_MOMENTUM * past + (1 - STRUCTURE_SCALE_MOMENTUM) * batch_mean, batch_mean)
+
     def loss_terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
                    null: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Batch means of both models' recon, KL, objective and ELBO, ``loss`` (the sum of the
         objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell.
         The target's are over the cells not in ``null`` (N,) bool; ``target_null_recon`` is the
-        mean squared error of those in it, added to the target objective with recon's weight."""
+        mean squared error of those in it, added to the target objective with recon's weight. With
+        ``structure_balance`` the objective weighs each cell's target squared error by
+        :meth:`structure_weights` (recon, ELBO and ``target_null_recon`` stay unweighted);
+        ``target_recon_per_cell`` (N,) is every cell's."""
         per_cell = self.terms(target, reference, labels, n_samples=1, null=null)
+        weights = self.structure_weights(labels, len(target))
         out: dict[str, torch.Tensor] = {}
         for name in ("reference", "target"):
             recon, kl_per_dim = per_cell[f"{name}_recon"], per_cell[f"{name}_kl_per_dim"]
+            weight = weights if name == "target" else torch.ones_like(recon)
             if name == "target" and null is not None:
                 out["target_null_recon"] = recon[null].mean() if null.any() else recon.new_zeros(())
-                recon, kl_per_dim = recon[~null], kl_per_dim[~null]
-            recon, kl_per_dim = recon.mean(), kl_per_dim.mean(0)
+                out["target_null_weighted"] = (weight * recon)[null].mean() if null.any() else recon.new_zeros(())
+                recon, kl_per_dim, weight = recon[~null], kl_per_dim[~null], weight[~null]
+            weighted, recon, kl_per_dim = (weight * recon).mean(), recon.mean(), kl_per_dim.mean(0)
             kl = kl_per_dim.sum()
-            out |= {f"{name}_loss": vae_objective(recon, kl, self.cfg.beta_of(name), self.cfg.objective),
+            out |= {f"{name}_loss": vae_objective(weighted, kl, self.cfg.beta_of(name), self.cfg.objective),
                     f"{name}_recon": recon, f"{name}_kl": kl, f"{name}_elbo": -(recon + kl),
                     f"{name}_kl_per_dim": kl_per_dim}
         if "target_null_recon" in out:
             recon_weight = vae_objective(torch.tensor(1.0), torch.tensor(0.0), self.cfg.beta_of("target"),
                                          self.cfg.objective)
-            out["target_loss"] = out["target_loss"] + recon_weight * out["target_null_recon"]
+            out["target_loss"] = out["target_loss"] + recon_weight * out.pop("target_null_weighted")
+        out["target_recon_per_cell"] = per_cell["target_recon"]
         out["loss"] = out["reference_loss"] + out["target_loss"]
         return out
 
@@ -527,7 +572,11 @@ class StatisticalCell(GenerativeModel):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         target, reference, labels = self._batch(batch)
-        terms = self.loss_terms(target, reference, labels, self.null_cells(len(target)))
+        null = self.null_cells(len(target))
+        terms = self.loss_terms(target, reference, labels, null)
+        if self.cfg.structure_balance and labels is not None:
+            fitted = ~null if null is not None else slice(None)
+            self.update_structure_scale(terms["target_recon_per_cell"][fitted], labels[fitted])
         for name in ("reference", "target"):
             kl = terms[f"{name}_kl_per_dim"].detach().float()
             self._kl_sums[name] = self._kl_sums[name] + kl if name in self._kl_sums else kl
@@ -698,6 +747,8 @@ class StatisticalCellFamily(GenerativeFamily):
                                                         f"{model.reference}.channels {reference.channels}")
         if model.label is not None and not isinstance(conditions.get(model.label), CategoricalCondition):
             raise key_error("model.label", f"data.conditions.{model.label} must be a condition of kind categorical")
+        if model.structure_balance and model.label is None:
+            raise key_error("model.structure_balance", "balances the structures named by model.label, which is null")
         _, *spatial = spec.shape("image")
         if len(spatial) != model.spatial_dims:
             raise key_error("model.spatial_dims", f"{model.spatial_dims}, but the store holds crops of shape "
