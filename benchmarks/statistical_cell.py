@@ -24,8 +24,8 @@ about 1,200 optimizer steps in the budget the larger step learns more (seed-0 st
 0.699 -> 0.797 reference-only, 0.636 -> 0.734 ELBO; chosen there between these two values; held-out
 seed-1 store 0.762 / 0.734; batches of 8, a cosine schedule, position maps, a reference summary
 for the target decoder, label modulation (FiLM) and per-structure error balance, tried there too,
-scored 0.727, 0.727, 0.762, 0.657, 0.734 and 0.678 and were not adopted). The 2D and BBBC021 parts keep float32 (bf16 was 1.13x
-faster there: 49.5 vs 43.7 images/s for the 2D step). A part's precision and its overrides name its
+scored 0.727, 0.727, 0.762, 0.657, 0.734 and 0.678 and were not adopted). The 2D and BBBC021 parts
+keep float32 (bf16 was 1.13x faster there: 49.5 vs 43.7 images/s for the 2D step). A part's precision and its overrides name its
 runs, so a cached run of other settings is never reused.
 
 Training budgets are fixed epochs, sized per part so that the whole part (simulation, training,

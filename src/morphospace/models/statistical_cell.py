@@ -103,6 +103,11 @@ MIN_DEPTH = 4
 STRUCTURE_SCALE_MOMENTUM = 0.99
 
 
+def _mean_or_zero(values: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (N,), 0 when N is 0."""
+    return values.mean() if len(values) else values.new_zeros(())
+
+
 class StatisticalCellConfig(Config):
     """A reference beta-VAE and a target conditional beta-VAE (see the module docstring)."""
 
@@ -506,11 +511,12 @@ class StatisticalCell(GenerativeModel):
         """(n,) weights of the cells' target squared error in the training objective: 1 without
         ``structure_balance``; else the mean of the structures' running errors (``target_recon_scale``,
         over the structures seen so far) divided by the cell's structure's, 1 for one not seen yet."""
-        ones = torch.ones(n, device=self.device)
-        if not self.cfg.structure_balance or labels is None or not (self.target_recon_scale > 0).any():
-            return ones
+        if not self.cfg.structure_balance or labels is None:
+            return torch.ones(n, device=self.device)
         scale = self.target_recon_scale
         seen = scale > 0
+        if not seen.any():
+            return torch.ones(n, device=self.device)
         per_structure = torch.where(seen, scale[seen].mean() / scale.clamp_min(torch.finfo(scale.dtype).tiny), 1.0)
         return per_structure[labels]
 
@@ -536,22 +542,23 @@ class StatisticalCell(GenerativeModel):
         per_cell = self.terms(target, reference, labels, n_samples=1, null=null)
         weights = self.structure_weights(labels, len(target))
         out: dict[str, torch.Tensor] = {}
+        null_objective = None
         for name in ("reference", "target"):
             recon, kl_per_dim = per_cell[f"{name}_recon"], per_cell[f"{name}_kl_per_dim"]
             weight = weights if name == "target" else torch.ones_like(recon)
             if name == "target" and null is not None:
-                out["target_null_recon"] = recon[null].mean() if null.any() else recon.new_zeros(())
-                out["target_null_weighted"] = (weight * recon)[null].mean() if null.any() else recon.new_zeros(())
+                out["target_null_recon"] = _mean_or_zero(recon[null])
+                null_objective = _mean_or_zero((weight * recon)[null])
                 recon, kl_per_dim, weight = recon[~null], kl_per_dim[~null], weight[~null]
             weighted, recon, kl_per_dim = (weight * recon).mean(), recon.mean(), kl_per_dim.mean(0)
             kl = kl_per_dim.sum()
             out |= {f"{name}_loss": vae_objective(weighted, kl, self.cfg.beta_of(name), self.cfg.objective),
                     f"{name}_recon": recon, f"{name}_kl": kl, f"{name}_elbo": -(recon + kl),
                     f"{name}_kl_per_dim": kl_per_dim}
-        if "target_null_recon" in out:
+        if null_objective is not None:
             recon_weight = vae_objective(torch.tensor(1.0), torch.tensor(0.0), self.cfg.beta_of("target"),
                                          self.cfg.objective)
-            out["target_loss"] = out["target_loss"] + recon_weight * out.pop("target_null_weighted")
+            out["target_loss"] = out["target_loss"] + recon_weight * null_objective
         out["target_recon_per_cell"] = per_cell["target_recon"]
         out["loss"] = out["reference_loss"] + out["target_loss"]
         return out
