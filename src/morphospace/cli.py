@@ -304,6 +304,8 @@ def _add_statistical_cell_evaluations(kinds) -> None:
     coupling.add_argument("--estimator", choices=["elbo", "reference_only"],
                           help="elbo: the target ELBO (Eq 4, default); reference_only: the squared error of the "
                                "structure expected from the reference alone (runs with model.null_latent_share)")
+    coupling.add_argument("--views", choices=["none", "trained"],
+                          help="trained: average over the flips and quarter turns the run trained with (default none)")
     coupling.set_defaults(handler=_evaluate_coupling)
     shift = _subparser(kinds, "drug-shift", "Statistical Cell: shifts of treated cells from control cells in the "
                                             "reference and target latent spaces (permutation tests, BH q-values).")
@@ -843,7 +845,8 @@ def _evaluate_coupling(args: argparse.Namespace) -> int:
     from morphospace.workflows.statistical_cell import CouplingConfig, evaluate_coupling
 
     config = load_config(CouplingConfig, args.config,
-                         _option_overrides(args, ("repeats", "cells", "bootstrap", "seed", "truth", "estimator")))
+                         _option_overrides(args, ("repeats", "cells", "bootstrap", "seed", "truth", "estimator",
+                                                 "views")))
     payload = evaluate_coupling(args.run, args.out, config, overwrite=args.overwrite)
     if args.json:
         print(json_text(payload))

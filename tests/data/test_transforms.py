@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from morphospace.config import ConfigError, resolve_config
-from morphospace.data.transforms import AugmentConfig, augment_batch, center_crop_or_pad
+from morphospace.data.transforms import (
+    AugmentConfig, apply_view, augment_batch, center_crop_or_pad, flip_rotate_views, undo_view, view_average,
+)
 
 
 def test_center_crop_and_pad():
@@ -17,6 +19,28 @@ def test_flips_and_rotations_keep_pixels_and_vary():
     y = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(0))
     assert torch.equal(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
     assert len({tuple(t.flatten().tolist()) for t in y}) == 8  # the 8 symmetries of a square
+
+
+def test_views_are_the_augmentations_symmetries_and_undo_inverts_them():
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)
+    views = flip_rotate_views(True, True)
+    assert len(views) == 8 and views[0] == (False, 0)
+    assert len({tuple(apply_view(x, v).flatten().tolist()) for v in views}) == 8
+    assert torch.equal(apply_view(x, (True, 1)), torch.rot90(x.flip(-1), 1, (-2, -1)))
+    assert all(torch.equal(undo_view(apply_view(x, v), v), x) for v in views)
+    assert flip_rotate_views(False, True, square=False) == [(False, 0), (False, 2)]
+    assert flip_rotate_views(False, False) == [(False, 0)]
+
+
+def test_view_average_makes_a_prediction_equivariant():
+    x = torch.rand(2, 1, 4, 6, 6)  # z-stacks: every slice viewed alike
+    shifted = lambda t: torch.roll(t, 1, dims=-1)  # noqa: E731  (not equivariant to flips or turns)
+    views = flip_rotate_views(True, True)
+    average = view_average(shifted, x, views)
+    assert average.shape == x.shape and not torch.allclose(average, shifted(x))
+    for v in views:
+        torch.testing.assert_close(view_average(shifted, apply_view(x, v), views), apply_view(average, v))
+    assert torch.equal(view_average(shifted, x, [(False, 0)]), shifted(x))
 
 
 def test_same_generator_seed_same_augmentation():

@@ -14,7 +14,7 @@ from morphospace.io.store import CropStore
 from morphospace.simulate import (
     DRUGS, STRUCTURES, SimulateConfig, SimulatedStructures, simulate, simulate_screen, simulate_structures,
 )
-from morphospace.simulate.structure_crops import CropJob, coupling_truth, render_job
+from morphospace.simulate.structure_crops import CropJob, coupling_truth, expected_control_structure, render_job
 from morphospace.simulate.structures import CellShape, CropGrid, render_structure, sample_cell
 
 TINY = ["mode=structures", "structures.crop_size=[32, 32]", "structures.cells_per_condition=2",
@@ -154,6 +154,17 @@ def test_coupling_truth_orders_structures_by_their_rules():
     assert (membrane[["NuclearEnvelope", "Nucleoli", "Puncta"]] == 0).all() and (dna[["Cortex", "Puncta"]] == 0).all()
     assert dna["NuclearEnvelope"] > dna["Nucleoli"] > dna["Golgi"] > dna["Mitochondria"] > 0
     assert membrane["Cortex"] > membrane["Golgi"] > 0 and membrane["Cortex"] > membrane["Mitochondria"] > 0
+
+
+def test_a_control_cells_expected_structure_is_the_stores_cell_without_noise(store_2d: Path):
+    config = _config("plates=2")
+    cells = CropStore(store_2d).cells
+    row = int(np.flatnonzero(cells["Metadata_CellId"] == "NuclearEnvelope_DMSO_00001")[0])
+    observed, expected = expected_control_structure(config, "NuclearEnvelope", 1)
+    np.testing.assert_allclose(observed, CropStore(store_2d).read(slice(row, row + 1))[0, 2], atol=1e-6)
+    assert expected.shape == observed.shape and expected.min() >= 0
+    _, other = expected_control_structure(config, "NuclearEnvelope", 0)
+    assert np.mean((observed - expected) ** 2) < 0.5 * np.mean((observed - other) ** 2)
 
 
 def _measure(images: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from morphospace.cli import main
 from morphospace.config import resolve_config
@@ -81,8 +82,34 @@ def test_the_reference_only_estimator_scores_the_expected_structure(run_dir: Pat
     run = load_run(run_dir, "evaluate", "coupling")
     target, reference, labels = _cells(run, np.arange(4))
     error = ((run.module.expected_target(reference, labels) - target) ** 2).sum((1, 2, 3))
-    scores = _target_scores(run, target, reference, labels, 0, "reference_only")
+    scores = _target_scores(run, target, reference, labels, 0, "reference_only", [(False, 0)])
     np.testing.assert_allclose(scores, -error.numpy(), rtol=1e-5)
+
+
+def test_trained_views_average_the_expected_structure_over_the_runs_flips_and_turns(run_dir: Path, tmp_path: Path,
+                                                                                     capsys):
+    from morphospace.models.run import load_run
+
+    run = load_run(run_dir, "evaluate", "coupling")
+    target, reference, labels = _cells(run, np.arange(4))
+    expected = [run.module.expected_target(torch.rot90(reference.flip(-1) if mirror else reference, turns, (-2, -1)),
+                                           labels) for mirror in (False, True) for turns in range(4)]
+    back = [torch.rot90(e, -turns, (-2, -1)) for e, turns in zip(expected, [0, 1, 2, 3] * 2)]
+    averaged = torch.stack(back[:4] + [b.flip(-1) for b in back[4:]]).mean(0)
+    error = ((averaged - target) ** 2).sum((1, 2, 3))
+    views = [(mirror, turns) for mirror in (False, True) for turns in range(4)]
+    scores = _target_scores(run, target, reference, labels, 0, "reference_only", views)
+    np.testing.assert_allclose(scores, -error.numpy(), rtol=1e-5)
+    elbo = [run.module.elbo_per_cell(torch.rot90(target, 1, (-2, -1)), torch.rot90(reference, 1, (-2, -1)), labels,
+                                     seed=0)["target"], run.module.elbo_per_cell(target, reference, labels, seed=0)["target"]]
+    np.testing.assert_allclose(_target_scores(run, target, reference, labels, 0, "elbo", [(False, 1), (False, 0)]),
+                               torch.stack(elbo).mean(0).numpy(), rtol=1e-5)
+    config = CouplingConfig(repeats=1, bootstrap=10, estimator="reference_only", views="trained")
+    payload = evaluate_coupling(run_dir, tmp_path / "views", config)
+    assert payload["views"] == [list(v) for v in views] and "turned back first" in payload["convention"]
+    assert main(["--no-progress", "evaluate", "coupling", "--run", str(run_dir), "--repeats", "1", "--bootstrap", "10",
+                 "--views", "trained", "--out", str(tmp_path / "cli"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["views"] == "trained"
 
 
 def test_the_reference_only_estimator_refuses_a_run_without_a_null_latent(store: Path, tmp_path: Path):

@@ -18,6 +18,7 @@ tensor([[ 5.,  6.],
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import pydantic
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from morphospace.config import Config
 
 __all__ = ["AugmentConfig", "augment_batch", "center_crop_or_pad", "random_resized_crops", "flip_and_rotate",
-           "intensity_jitter", "random_blur", "add_noise"]
+           "View", "flip_rotate_views", "apply_view", "undo_view", "view_average", "intensity_jitter", "random_blur", "add_noise"]
 
 
 class AugmentConfig(Config):
@@ -93,6 +94,45 @@ def flip_and_rotate(x: torch.Tensor, flips: bool = True, rot90: bool = True,
                 rotated[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
         x = rotated
     return x
+
+
+View = tuple[bool, int]
+"""A flip and turn of the last two axes: (mirrored left-right, quarter turns), mirror first."""
+
+
+def flip_rotate_views(flips: bool, rot90: bool, square: bool = True) -> list[View]:
+    """Every view :func:`flip_and_rotate` can draw with these settings, the identity first: up to
+    8 (mirrored or not x 0-3 quarter turns), half turns only for non-square crops.
+
+    >>> flip_rotate_views(True, False)
+    [(False, 0), (True, 0)]
+    """
+    turns = (0, 1, 2, 3) if square else (0, 2)
+    return [(mirror, k) for mirror in ((False, True) if flips else (False,)) for k in (turns if rot90 else (0,))]
+
+
+def apply_view(x: torch.Tensor, view: View) -> torch.Tensor:
+    """``x`` (..., H, W) mirrored left-right (when ``view[0]``), then turned ``view[1]`` quarter turns."""
+    mirror, turns = view
+    return torch.rot90(x.flip(-1) if mirror else x, turns, dims=(-2, -1))
+
+
+def undo_view(x: torch.Tensor, view: View) -> torch.Tensor:
+    """The inverse of :func:`apply_view`: ``undo_view(apply_view(x, v), v)`` is ``x``.
+
+    >>> x = torch.arange(6.).reshape(1, 2, 3)
+    >>> all(torch.equal(undo_view(apply_view(x, v), v), x) for v in flip_rotate_views(True, True, False))
+    True
+    """
+    mirror, turns = view
+    x = torch.rot90(x, -turns, dims=(-2, -1))
+    return x.flip(-1) if mirror else x
+
+
+def view_average(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: list[View]) -> torch.Tensor:
+    """Mean over ``views`` of ``predict`` on the viewed ``x`` (N, ..., H, W), each output
+    (N, ..., H, W) viewed back: a prediction made equivariant to those flips and turns."""
+    return torch.stack([undo_view(predict(apply_view(x, v)), v) for v in views]).mean(0)
 
 
 def random_resized_crops(x: torch.Tensor, size: int, scale: tuple[float, float],

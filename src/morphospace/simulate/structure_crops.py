@@ -65,7 +65,7 @@ from morphospace.simulate.structures import (
 
 __all__ = [
     "SimulatedStructures", "CropJob", "crop_jobs", "crop_grid", "render_job", "simulate_structures",
-    "coupling_truth", "structure_coupling", "drug_truth",
+    "coupling_truth", "structure_coupling", "drug_truth", "expected_control_structure",
 ]
 
 
@@ -184,6 +184,15 @@ def _expected_structure(config: SimulateConfig, grid: CropGrid, structure: str, 
         rng = generator(seed_sequence(config.seed, Stream.TRUTH, index, 0, k))
         total += render_structure(shape, structure, None, grid, rng, psf)
     return blur(total / config.structures.truth_samples, grid, psf)
+
+
+def expected_control_structure(config: SimulateConfig, structure: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The structure channel of the store's DMSO cell ``index`` of ``structure`` (the number ending
+    its ``Metadata_CellId``) and the simulator's expected structure image for that cell's geometry,
+    the predictor of the coupling truth: ((*crop), (*crop)), intensities in [0, 1]."""
+    grid = crop_grid(config)
+    shape, image = _render(config, grid, structure, CONTROL_DRUG, index)
+    return image[2], _expected_structure(config, grid, structure, shape)
 
 
 def structure_coupling(config: SimulateConfig, structure: str) -> tuple[float, float]:

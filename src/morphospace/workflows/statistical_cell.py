@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 
 from morphospace.atomic import refuse_existing, write_json_atomic
 from morphospace.config import Config
+from morphospace.data.transforms import View, apply_view, flip_rotate_views, view_average
 from morphospace.errors import InputError
 from morphospace.evaluate import statistical_cell as stats
 from morphospace.explore.figures import save_figure
@@ -63,6 +64,9 @@ class CouplingConfig(Config):
     estimator: Literal["elbo", "reference_only"] = pydantic.Field(
         "elbo", description="elbo: the target ELBO (Eq 4); reference_only: minus the squared error of the structure "
                             "expected from the reference alone (runs trained with model.null_latent_share)")
+    views: Literal["none", "trained"] = pydantic.Field(
+        "none", description="trained: average over the flips and quarter turns the run trained with (reference_only: "
+                            "the expected structure; elbo: the ELBO of the viewed target and reference)")
 
 
 class DrugShiftConfig(Config):
@@ -122,7 +126,9 @@ COUPLING_CONVENTION = (
     "target model (posterior mean, or the mean over elbo_samples draws; the same draws for a cell's true and "
     "swapped evaluations); reference_only = -(squared error summed over pixels) between the target and the "
     "structure the decoder expects from the reference and label alone (its learnt null latent, "
-    "model.null_latent_share), the form of the simulator's truth; for each reference channel in turn, "
+    "model.null_latent_share), the form of the simulator's truth; with views (listed as [mirrored, quarter "
+    "turns]) beyond the identity, target and reference are flipped and turned alike by each and the ELBO is "
+    "averaged over them, or the expected structure is, each turned back first; for each reference channel in turn, "
     "that channel alone replaced by the same channel of another held-out cell of the same structure (repeats "
     "partners per cell, drawn uniformly, shared by the channels); coupling per cell = 1 - score(true) / "
     "mean score(swapped) (0 when the structure ignores the channel, towards 1 when it follows it), "
@@ -133,20 +139,29 @@ COUPLING_CONVENTION = (
 )
 
 
+def _views(run: Run, views: str, spatial: Sequence[int]) -> list[View]:
+    """The identity alone (``views: none``) or every flip and turn the run trained with."""
+    augment = run.config.data.augment
+    return ([(False, 0)] if views == "none" else
+            flip_rotate_views(augment.flips, augment.rot90, square=spatial[-1] == spatial[-2]))
+
+
 def _target_scores(run: Run, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None,
-                   seed: int, estimator: str) -> np.ndarray:
+                   seed: int, estimator: str, views: list[View]) -> np.ndarray:
     """(N,) score of each cell's target under ``reference`` (see :data:`COUPLING_CONVENTION`),
     evaluated in fixed chunks so that every cell gets the same posterior draws whatever its
-    reference."""
+    reference; averaged over ``views`` (reference_only: the expected structure, elbo: the score)."""
     module, scores = run.module, []
     for k, part in enumerate(_chunks(len(target))):
         part_labels = None if labels is None else labels[part]
         if estimator == "reference_only":
-            expected = module.expected_target(reference[part], part_labels)
+            expected = view_average(lambda viewed: module.expected_target(viewed, part_labels), reference[part],
+                                    views)
             scores.append(-squared_error_per_cell(target[part].to(expected.device), expected).cpu().numpy())
         else:
-            scores.append(module.elbo_per_cell(target[part], reference[part], part_labels,
-                                               seed=seed + k)["target"].cpu().numpy())
+            elbos = [module.elbo_per_cell(apply_view(target[part], v), apply_view(reference[part], v), part_labels,
+                                          seed=seed + k)["target"].cpu().numpy() for v in views]
+            scores.append(np.mean(elbos, axis=0))
     return np.concatenate(scores)
 
 
@@ -182,19 +197,20 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
         raise InputError(f"{run_dir}: the reference_only coupling needs a run trained with model.null_latent_share "
                          "> 0 (its decoder learns the structure expected from the reference alone); this one was "
                          "trained without it: use --estimator elbo or train with model.null_latent_share: 0.25")
-    true = _target_scores(run, target, reference, labels, config.seed, config.estimator)
+    views = _views(run, config.views, target.shape[2:])
+    true = _target_scores(run, target, reference, labels, config.seed, config.estimator, views)
     swapped = {}
     for k, channel in enumerate(channels):
         swapped[channel] = np.empty((len(rows), config.repeats))
         for r in range(config.repeats):
             other = reference.clone()
             other[:, k] = reference[partners[:, r], k]
-            swapped[channel][:, r] = _target_scores(run, target, other, labels, config.seed, config.estimator)
+            swapped[channel][:, r] = _target_scores(run, target, other, labels, config.seed, config.estimator, views)
     table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed)
     first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
     payload: dict[str, Any] = {
         "convention": COUPLING_CONVENTION, "run": str(run_dir), "config": config.to_dict(), "split": split,
-        "n_cells": len(rows), "channels": channels, "estimator": config.estimator,
+        "n_cells": len(rows), "channels": channels, "estimator": config.estimator, "views": [list(v) for v in views],
         "elbo_samples": run.module.cfg.elbo_samples,
         "coupling": table.to_dict(orient="records"),
         "differential": {"channels": channels[:2],
