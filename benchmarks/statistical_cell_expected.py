@@ -10,9 +10,9 @@ r over the crop's pixels: ``r_own`` with the cell's own geometry, ``r_other`` wi
 held-out cell's of the same structure. r is blind to the two intensity scales; ``r_own - r_other``
 is how much of the cell's particular geometry the run's expectation holds (0: none, the
 expectation could be any cell's); ``contrast`` is the range of the run's expectation over that of
-the observed structure, both normalised as the run trained. Writes ``results/statistical_cell_expected[_TAG].json`` and a
-figure of four cells per structure (maximum over z in 3D): reference DNA, observed structure, the
-run's expectation, the simulator's.
+the observed structure, both normalised as the run trained. Writes
+``results/statistical_cell_expected[_TAG].json`` and a figure of four cells per structure (maximum
+over z in 3D): reference DNA, observed structure, the run's expectation, the simulator's.
 
     python benchmarks/statistical_cell_expected.py [--run RUN_DIR] [--cells 12] [--tag TAG]
 """
@@ -56,9 +56,10 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-def _structure_cells(run: Run, config: SimulateConfig, structure: str, cells: int) -> dict[str, Any]:
-    """Images (reference DNA, observed, run's and simulator's expectations) and the r of a structure's cells."""
-    rows, _ = held_out_rows(run.data)
+def _structure_cells(run: Run, config: SimulateConfig, rows: np.ndarray, structure: str,
+                     cells: int) -> dict[str, Any]:
+    """Images (reference DNA, observed, run's and simulator's expectations) and the r of the
+    structure's DMSO cells among the held-out store ``rows``."""
     table = run.data.store.cells.iloc[rows]
     chosen = rows[((table["Metadata_Structure"] == structure) & (table["Metadata_Compound"] == "DMSO")).to_numpy()]
     chosen = chosen[:cells]
@@ -102,11 +103,14 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run(args.run, "evaluate", "coupling")
     config = load_config(SimulateConfig, run.data.store.path / "simulate_config.yaml")
-    blocks = {structure: _structure_cells(run, config, structure, args.cells) for structure in run.module.structures}
+    rows, _ = held_out_rows(run.data)
+    blocks = {structure: _structure_cells(run, config, rows, structure, args.cells)
+              for structure in run.module.structures}
     print_table([{"structure": s, **{k: v for k, v in b.items() if k != "images"}} for s, b in blocks.items()],
                 "run's expected structure against the simulator's (Pearson r over pixels)")
     name = "statistical_cell_expected" + (f"_{args.tag}" if args.tag else "")
-    save_figure(_figure(blocks, f"{args.run.name}: held-out DMSO cells (max over z in 3D; each panel scaled to its own range)"), RESULTS / f"{name}.png")
+    title = f"{args.run.name}: held-out DMSO cells (max over z in 3D; each panel scaled to its own range)"
+    save_figure(_figure(blocks, title), RESULTS / f"{name}.png")
     write_result(name, {"convention": CONVENTION, "run": str(args.run.resolve()),
                         "structures": {s: {k: v for k, v in b.items() if k != "images"} for s, b in blocks.items()}})
 

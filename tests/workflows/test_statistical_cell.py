@@ -100,8 +100,9 @@ def test_trained_views_average_the_expected_structure_over_the_runs_flips_and_tu
     views = [(mirror, turns) for mirror in (False, True) for turns in range(4)]
     scores = _target_scores(run, target, reference, labels, 0, "reference_only", views)
     np.testing.assert_allclose(scores, -error.numpy(), rtol=1e-5)
-    elbo = [run.module.elbo_per_cell(torch.rot90(target, 1, (-2, -1)), torch.rot90(reference, 1, (-2, -1)), labels,
-                                     seed=0)["target"], run.module.elbo_per_cell(target, reference, labels, seed=0)["target"]]
+    turned = run.module.elbo_per_cell(torch.rot90(target, 1, (-2, -1)), torch.rot90(reference, 1, (-2, -1)), labels,
+                                      seed=0)["target"]
+    elbo = [turned, run.module.elbo_per_cell(target, reference, labels, seed=0)["target"]]
     np.testing.assert_allclose(_target_scores(run, target, reference, labels, 0, "elbo", [(False, 1), (False, 0)]),
                                torch.stack(elbo).mean(0).numpy(), rtol=1e-5)
     config = CouplingConfig(repeats=1, bootstrap=10, estimator="reference_only", views="trained")

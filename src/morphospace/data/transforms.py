@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from morphospace.config import Config
 
 __all__ = ["AugmentConfig", "augment_batch", "center_crop_or_pad", "random_resized_crops", "flip_and_rotate",
-           "View", "flip_rotate_views", "apply_view", "undo_view", "view_average", "intensity_jitter", "random_blur", "add_noise"]
+           "View", "flip_rotate_views", "apply_view", "undo_view", "view_average", "intensity_jitter", "random_blur",
+           "add_noise"]
 
 
 class AugmentConfig(Config):
