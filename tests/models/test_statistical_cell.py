@@ -132,6 +132,45 @@ def test_structure_balance_weighs_each_structure_by_its_running_error():
     torch.testing.assert_close(terms["target_loss"], by_hand)
 
 
+def test_chimera_references_swap_one_channel_of_a_share_of_the_cells_for_another_cells():
+    reference = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 2, 4, 4) + torch.tensor([0.0, 100.0]).view(1, 2, 1, 1)
+    assert _model().chimera_references(reference) is reference
+    torch.manual_seed(0)
+    chimeras = _model(reference_swap_share=0.5).chimera_references(reference)
+    assert chimeras.shape == reference.shape and torch.equal(reference[:, 1, 0, 0], torch.arange(8.0) + 100)
+    changed = (chimeras != reference).flatten(2).all(2)  # (cells, channels): a whole channel replaced
+    assert changed.sum() == 4 and (changed.sum(1) <= 1).all() and (chimeras == reference).flatten(2).any(1).all()
+    for cell, channel in changed.nonzero().tolist():
+        value = chimeras[cell, channel, 0, 0]
+        assert (chimeras[cell, channel] == value).all() and value != reference[cell, channel, 0, 0]
+        assert value in reference[:, channel, 0, 0]
+    torch.testing.assert_close(_model(reference_swap_share=1.0).chimera_references(reference[:1]), reference[:1])
+    membrane_only = _model(reference_swap_share=1.0, reference_swap_channels=["Membrane"])
+    chimeras = membrane_only.chimera_references(reference)
+    assert torch.equal(chimeras[:, 1], reference[:, 1])
+    assert (chimeras[:, 0, 0, 0] != reference[:, 0, 0, 0]).all()
+    assert sorted(chimeras[:, 0, 0, 0].tolist()) == reference[:, 0, 0, 0].tolist()  # a cyclic pairing
+    with pytest.raises(ValueError, match=r"reference_swap_channels \['Actin'\] are not reference channels"):
+        _model(reference_swap_channels=["Actin"])
+
+
+def test_the_target_model_reads_the_chimera_and_the_reference_model_the_true_reference():
+    model = _model(reference_swap_share=0.5)
+    target, reference, labels = _inputs()
+    chimeras = reference.flip(0)
+    torch.manual_seed(1)
+    plain = model.loss_terms(target, reference, labels)
+    torch.manual_seed(1)
+    mixed = model.loss_terms(target, reference, labels, target_reference=chimeras)
+    torch.manual_seed(1)
+    flipped = model.loss_terms(target, chimeras, labels)
+    torch.testing.assert_close(mixed["reference_recon"], plain["reference_recon"])
+    torch.testing.assert_close(mixed["target_recon"], flipped["target_recon"])
+    assert not torch.allclose(mixed["target_recon"], plain["target_recon"])
+    with pytest.raises(pydantic.ValidationError, match="reference_swap_share"):
+        StatisticalCellConfig(reference_swap_share=1.5)
+
+
 def test_the_target_decoder_reads_the_reference_and_the_label():
     model = _model().eval()
     _, reference, _ = _inputs()
@@ -287,6 +326,7 @@ def _config(store: Path, runs: Path, **model) -> dict:
     ({"spatial_dims": 3}, "key 'model.spatial_dims'"),
     ({"levels": 5}, "key 'data.crop_size'"),
     ({"structure_balance": True, "label": None}, "key 'model.structure_balance'"),
+    ({"reference_swap_channels": ["Actin"]}, "key 'model.reference_swap_channels': ['Actin'] are not among"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
     from morphospace.workflows.train import plan_run

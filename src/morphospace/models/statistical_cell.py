@@ -49,6 +49,19 @@ which :meth:`StatisticalCell.expected_target` returns and the reference-only cou
 the observed structure. The other cells' objective is unchanged; the null cells' squared error
 enters with the objective's weight of recon ((1 - beta) convex, 1 weighted), as its own batch mean.
 
+With ``reference_swap_share`` p > 0, that share of each training batch's cells shows the target
+model (encoder and decoder; the reference model still reads the true reference) a chimera: one
+reference channel, drawn at random among ``reference_swap_channels`` (default all), replaced by
+that channel of another cell of the batch (:meth:`StatisticalCell.chimera_references`), while the
+target stays the cell's own. The coupling analyses score the model on such chimeras; a model that
+never saw one answers out of its training distribution there, and a structure tied to one channel
+alone (a nuclear envelope to the DNA) can seem coupled to the other too, because the model also
+read the other's redundant cues (the nucleus lies inside the membrane). When every channel can be
+the swapped one, though, a chimera does not say which channel is foreign, and the model learns to
+hedge a structure tied to one channel by the other's cues; swapping one channel
+(``reference_swap_channels: [Membrane]``) keeps the other a trusted anchor, on which the
+structures tied to the swapped channel then partly lean instead (docs/results.md measures both).
+
 With ``structure_balance`` each cell's target squared error (posterior or null) enters the
 objective weighted by the mean over structures of their running mean error divided by its own
 structure's (:meth:`StatisticalCell.structure_weights`), so that a sparse structure, whose summed
@@ -146,6 +159,11 @@ class StatisticalCellConfig(Config):
     null_latent_share: float = pydantic.Field(
         0.0, ge=0, lt=1, description="share of each training batch decoded from a learnt null target latent, so "
                                      "that the decoder learns the structure expected from the reference alone")
+    reference_swap_share: float = pydantic.Field(
+        0.0, ge=0, le=1, description="share of each training batch whose target model reads a chimera reference: "
+                                     "one channel swapped for another cell's, as the coupling analyses do")
+    reference_swap_channels: list[str] | None = pydantic.Field(
+        None, min_length=1, description="the reference channels reference_swap_share may swap; null: every one")
 
     @pydantic.model_validator(mode="after")
     def _beta_range(self) -> "StatisticalCellConfig":
@@ -383,6 +401,9 @@ class StatisticalCell(GenerativeModel):
         spatial = self.image_shape[1:]
         if len(spatial) != self.cfg.spatial_dims:
             raise ValueError(f"spatial_dims {self.cfg.spatial_dims} but crops of shape {tuple(spatial)}")
+        unknown = sorted(set(self.cfg.reference_swap_channels or ()) - set(self.reference_channels))
+        if unknown:
+            raise ValueError(f"reference_swap_channels {unknown} are not reference channels {self.reference_channels}")
         dims, cr, ct = self.cfg.spatial_dims, len(self.reference_channels), self.image_shape[0]
         shared = {"base_channels": self.cfg.base_channels, "levels": self.cfg.levels}
         conditioned = {"reference_channels": cr, "n_labels": len(self.structures),
@@ -472,14 +493,19 @@ class StatisticalCell(GenerativeModel):
 
     def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
               n_samples: int = 1, generator: torch.Generator | None = None,
-              null: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+              null: torch.Tensor | None = None, target_reference: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
         """Per-cell terms of both models: ``{reference,target}_recon`` (N,) (mean over ``n_samples``
         posterior draws; 0: from the posterior mean), ``{reference,target}_kl_per_dim`` (N, d) and
         ``{reference,target}_reconstruction`` (of the last draw). ``null`` (N,) bool marks the cells
-        whose target is decoded from the null latent instead (their target KL is 0)."""
+        whose target is decoded from the null latent instead (their target KL is 0).
+        ``target_reference`` (N, Cr, ...) is the reference the target model reads (default
+        ``reference``, which the reference model reads)."""
         out: dict[str, torch.Tensor] = {}
+        condition = reference if target_reference is None else target_reference
         posteriors = {"reference": self.encode_reference(reference),
-                      "target": self.encode_target(target, reference, labels)}
+                      "target": self.encode_target(target, condition, labels)}
+        summary = posteriors["reference"][0] if condition is reference else None
         for name, (mu, logvar) in posteriors.items():
             x = reference if name == "reference" else target
             recons = []
@@ -488,7 +514,7 @@ class StatisticalCell(GenerativeModel):
                 if name == "target" and null is not None:
                     z = torch.where(null[:, None], self.target_null_latent.to(z.dtype), z)
                 decoded = (self.decode_reference(z) if name == "reference"
-                           else self.decode_target(z, reference, labels, posteriors["reference"][0]))
+                           else self.decode_target(z, condition, labels, summary))
                 recon, kl = vae_terms_per_cell(x.to(self.device), decoded, mu, logvar)
                 recons.append(recon)
             if name == "target" and null is not None:
@@ -506,6 +532,26 @@ class StatisticalCell(GenerativeModel):
         null = torch.zeros(n, dtype=torch.bool, device=self.device)
         null[torch.randperm(n)[:count].to(self.device)] = True
         return null
+
+    def chimera_references(self, reference: torch.Tensor) -> torch.Tensor:
+        """References (N, Cr, ...) for the target model in training: a random
+        ``reference_swap_share`` of the N cells (rounded) have one channel, drawn at random, replaced
+        by that channel of another cell of the batch (a random cyclic pairing, so never their own);
+        ``reference`` itself without a swap share or with fewer than 2 cells. The channel is drawn
+        among ``reference_swap_channels`` (default every reference channel)."""
+        n = len(reference)
+        count = round(self.cfg.reference_swap_share * n)
+        if count == 0 or n < 2:
+            return reference
+        names = self.cfg.reference_swap_channels or self.reference_channels
+        swappable = torch.tensor([self.reference_channels.index(name) for name in names])
+        order = torch.randperm(n)
+        partner = torch.empty(n, dtype=torch.long)
+        partner[order] = order.roll(-1)
+        cells, channels = torch.randperm(n)[:count], swappable[torch.randint(len(swappable), (count,))]
+        chimeras = reference.clone()
+        chimeras[cells, channels] = reference[partner[cells], channels]
+        return chimeras
 
     def structure_weights(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
         """(n,) weights of the cells' target squared error in the training objective: 1 without
@@ -531,15 +577,16 @@ class StatisticalCell(GenerativeModel):
                 past > 0, STRUCTURE_SCALE_MOMENTUM * past + (1 - STRUCTURE_SCALE_MOMENTUM) * batch_mean, batch_mean)
 
     def loss_terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
-                   null: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   null: torch.Tensor | None = None, target_reference: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
         """Batch means of both models' recon, KL, objective and ELBO, ``loss`` (the sum of the
         objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell.
         The target's are over the cells not in ``null`` (N,) bool; ``target_null_recon`` is the
         mean squared error of those in it, added to the target objective with recon's weight. With
         ``structure_balance`` the objective weighs each cell's target squared error by
         :meth:`structure_weights` (recon, ELBO and ``target_null_recon`` stay unweighted);
-        ``target_recon_per_cell`` (N,) is every cell's."""
-        per_cell = self.terms(target, reference, labels, n_samples=1, null=null)
+        ``target_recon_per_cell`` (N,) is every cell's. ``target_reference``: see :meth:`terms`."""
+        per_cell = self.terms(target, reference, labels, n_samples=1, null=null, target_reference=target_reference)
         weights = self.structure_weights(labels, len(target))
         out: dict[str, torch.Tensor] = {}
         null_objective = None
@@ -580,7 +627,7 @@ class StatisticalCell(GenerativeModel):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         target, reference, labels = self._batch(batch)
         null = self.null_cells(len(target))
-        terms = self.loss_terms(target, reference, labels, null)
+        terms = self.loss_terms(target, reference, labels, null, self.chimera_references(reference))
         if self.cfg.structure_balance and labels is not None:
             fitted = ~null if null is not None else slice(None)
             self.update_structure_scale(terms["target_recon_per_cell"][fitted], labels[fitted])
@@ -752,6 +799,10 @@ class StatisticalCellFamily(GenerativeFamily):
         if model.reference_channels is not None and list(model.reference_channels) != list(reference.channels):
             raise key_error("model.reference_channels", f"{model.reference_channels} differ from data.conditions."
                                                         f"{model.reference}.channels {reference.channels}")
+        unknown = sorted(set(model.reference_swap_channels or ()) - set(reference.channels))
+        if unknown:
+            raise key_error("model.reference_swap_channels", f"{unknown} are not among data.conditions."
+                                                             f"{model.reference}.channels {reference.channels}")
         if model.label is not None and not isinstance(conditions.get(model.label), CategoricalCondition):
             raise key_error("model.label", f"data.conditions.{model.label} must be a condition of kind categorical")
         if model.structure_balance and model.label is None:
