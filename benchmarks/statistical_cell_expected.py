@@ -34,7 +34,7 @@ from morphospace.models.run import Run, load_run
 from morphospace.simulate import SimulateConfig
 from morphospace.simulate.structure_crops import expected_control_structure
 from morphospace.workflows.cp2image_evaluation import held_out_rows
-from morphospace.workflows.statistical_cell import _cells
+from morphospace.workflows.statistical_cell import prepared_cells
 
 DEFAULT_RUN = ROOT / "work" / "statistical_cell" / "runs" / "statistical_cell_structures_3d_c64_2c3de138_e16"
 CONVENTION = ("held-out (test, else validation) DMSO cells of each structure, at most --cells; r_own: Pearson r over "
@@ -63,7 +63,7 @@ def _structure_cells(run: Run, config: SimulateConfig, rows: np.ndarray, structu
     table = run.data.store.cells.iloc[rows]
     chosen = rows[((table["Metadata_Structure"] == structure) & (table["Metadata_Compound"] == "DMSO")).to_numpy()]
     chosen = chosen[:cells]
-    target, reference, labels = _cells(run, chosen)
+    target, reference, labels = prepared_cells(run, chosen)
     with torch.no_grad():
         expected = run.module.expected_target(reference, labels).float().cpu().numpy()[:, 0]
     ids = run.data.store.cells["Metadata_CellId"].to_numpy()[chosen]

@@ -15,7 +15,8 @@ from morphospace.errors import InputError
 from morphospace.models.registry import load_run_config
 from morphospace.simulate import SimulateConfig, simulate_structures
 from morphospace.workflows.statistical_cell import (
-    CouplingConfig, DrugShiftConfig, _cells, _target_scores, evaluate_coupling, evaluate_drug_shift, run_beta_sweep,
+    CouplingConfig, DrugShiftConfig, _target_scores, evaluate_coupling, evaluate_drug_shift, prepared_cells,
+    run_beta_sweep,
 )
 
 STRUCTURES = ["Nucleoli", "Cortex", "Puncta"]
@@ -80,7 +81,7 @@ def test_the_reference_only_estimator_scores_the_expected_structure(run_dir: Pat
     table, other = pd.DataFrame(payload["coupling"]), pd.DataFrame(elbo["coupling"])
     assert np.isfinite(table["coupling"]).all() and not np.allclose(table["coupling"], other["coupling"])
     run = load_run(run_dir, "evaluate", "coupling")
-    target, reference, labels = _cells(run, np.arange(4))
+    target, reference, labels = prepared_cells(run, np.arange(4))
     error = ((run.module.expected_target(reference, labels) - target) ** 2).sum((1, 2, 3))
     scores = _target_scores(run, target, reference, labels, 0, "reference_only", [(False, 0)])
     np.testing.assert_allclose(scores, -error.numpy(), rtol=1e-5)
@@ -91,7 +92,7 @@ def test_trained_views_average_the_expected_structure_over_the_runs_flips_and_tu
     from morphospace.models.run import load_run
 
     run = load_run(run_dir, "evaluate", "coupling")
-    target, reference, labels = _cells(run, np.arange(4))
+    target, reference, labels = prepared_cells(run, np.arange(4))
     expected = [run.module.expected_target(torch.rot90(reference.flip(-1) if mirror else reference, turns, (-2, -1)),
                                            labels) for mirror in (False, True) for turns in range(4)]
     back = [torch.rot90(e, -turns, (-2, -1)) for e, turns in zip(expected, [0, 1, 2, 3] * 2)]

@@ -78,23 +78,23 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
 def flip_and_rotate(x: torch.Tensor, flips: bool = True, rot90: bool = True,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Each sample of ``x`` (B, ..., H, W) mirrored left-right with probability 1/2, then turned by
-    0-3 quarter turns (half turns only when H != W)."""
-    b = x.shape[0]
-    if flips:
-        flip = torch.rand(b, generator=generator) < 0.5
-        x = torch.where(flip.view(b, *[1] * (x.ndim - 1)), x.flip(-1), x)
-    if rot90:
-        if x.shape[-1] == x.shape[-2]:
-            quarter_turns = torch.randint(0, 4, (b,), generator=generator)
-        else:  # only half turns keep a non-square shape
-            quarter_turns = 2 * torch.randint(0, 2, (b,), generator=generator)
-        rotated = x.clone()
-        for k in (1, 2, 3):
-            chosen = quarter_turns == k
-            if chosen.any():
-                rotated[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
-        x = rotated
-    return x
+    0-3 quarter turns (half turns only when H != W): a random :func:`apply_view` per sample."""
+    if not (flips or rot90):
+        return x
+    b, square = x.shape[0], x.shape[-1] == x.shape[-2]
+    mirror = torch.rand(b, generator=generator) < 0.5 if flips else torch.zeros(b, dtype=torch.bool)
+    if not rot90:
+        turns = torch.zeros(b, dtype=torch.long)
+    elif square:
+        turns = torch.randint(0, 4, (b,), generator=generator)
+    else:  # only half turns keep a non-square shape
+        turns = 2 * torch.randint(0, 2, (b,), generator=generator)
+    viewed = x.clone()
+    for view in flip_rotate_views(flips, rot90, square)[1:]:
+        chosen = (mirror == view[0]) & (turns == view[1])
+        if chosen.any():
+            viewed[chosen] = apply_view(x[chosen], view)
+    return viewed
 
 
 View = tuple[bool, int]

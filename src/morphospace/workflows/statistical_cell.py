@@ -44,7 +44,7 @@ from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.cp2image_evaluation import held_out_rows
 
 __all__ = ["CouplingConfig", "DrugShiftConfig", "evaluate_coupling", "evaluate_drug_shift", "run_beta_sweep",
-           "beta_sweep_figure", "beta_sweep_dir", "MODELS"]
+           "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS"]
 
 MODELS = ("reference", "target")
 BATCH_SIZE = 64
@@ -84,7 +84,7 @@ class DrugShiftConfig(Config):
 # ----------------------------------------------------------------------------- shared
 
 
-def _cells(run: Run, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def prepared_cells(run: Run, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Target (N, Ct, ...), reference (N, Cr, ...) and label indices (N,) (None without a label) of
     the store ``rows``, prepared as the run trained on them, without augmentation."""
     module, data = run.module, run.data
@@ -190,7 +190,7 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
     rows, split = held_out_rows(run.data)
     rng = np.random.default_rng(config.seed)
     rows = np.sort(rng.choice(rows, min(config.cells, len(rows)), replace=False))
-    target, reference, labels = _cells(run, rows)
+    target, reference, labels = prepared_cells(run, rows)
     structures = _structure_names(run, labels, len(rows))
     partners = stats.draw_swap_partners(len(rows), config.repeats, structures, config.seed)
     if config.estimator == "reference_only" and run.module.cfg.null_latent_share == 0:
@@ -274,7 +274,7 @@ def _active_mask(run: Run, model: str, threshold: float | None) -> tuple[np.ndar
 
 def _embeddings(run: Run, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Posterior means of both latent spaces ((N, K) each) and the structure names (N,) of ``rows``."""
-    target, reference, labels = _cells(run, rows)
+    target, reference, labels = prepared_cells(run, rows)
     latents: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     for part in _chunks(len(rows)):
         mus = run.module.embed_latents(target[part], reference[part], None if labels is None else labels[part])
@@ -352,7 +352,7 @@ def _held_out_terms(run: Run, max_cells: int, seed: int) -> tuple[dict[str, dict
     and the number of cells."""
     rows, split = held_out_rows(run.data)
     rows = np.sort(np.random.default_rng(seed).choice(rows, min(max_cells, len(rows)), replace=False))
-    target, reference, labels = _cells(run, rows)
+    target, reference, labels = prepared_cells(run, rows)
     module = run.module
     sums = {f"{name}_{term}": 0.0 for name in MODELS for term in ("recon", "kl")}
     for k, part in enumerate(_chunks(len(rows))):
