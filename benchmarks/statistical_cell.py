@@ -25,8 +25,9 @@ about 1,200 optimizer steps in the budget the larger step learns more (seed-0 st
 seed-1 store 0.762 / 0.734; batches of 8, a cosine schedule, position maps, a reference summary
 for the target decoder, label modulation (FiLM) and per-structure error balance, tried there too,
 scored 0.727, 0.727, 0.762, 0.657, 0.734 and 0.678 and were not adopted). The 2D and BBBC021 parts
-keep float32 (bf16 was 1.13x faster there: 49.5 vs 43.7 images/s for the 2D step). A part's precision and its overrides name its
-runs, so a cached run of other settings is never reused.
+train in their configs' own precision, also ``auto`` (bf16 autocast on the benchmark machine: every 2D
+result JSON records ``bf16-mixed``; the BBBC021 headline run records float32). A part's precision and
+its overrides name its runs, so a cached run of other settings is never reused.
 
 Training budgets are fixed epochs, sized per part so that the whole part (simulation, training,
 evaluation) fits its wall-clock budget on 2 cores (``--minutes-2d 20``, ``--minutes-3d 30``,
@@ -85,10 +86,10 @@ QUICK_CROP = {"crop_size": [32, 32], "depth": 8}
 """--quick: simulated crops of 32 x 32 px (3D: 8 x 32 x 32) instead of 64 x 64 (16 x 64 x 64)."""
 SETTINGS = {  # per part: full run, then --quick; overrides: training config keys
     "2d": {"full": {"minutes": 20.0, "cells_per_condition": 64, "coupling_cells": 300, "repeats": 4,
-                    "permutations": 1000, "probe_steps": 5, "simulate": {}, "precision": "32-true",
+                    "permutations": 1000, "probe_steps": 5, "simulate": {}, "precision": None,
                     "overrides": []},
            "quick": {"minutes": 1.0, "cells_per_condition": 8, "coupling_cells": 30, "repeats": 2,
-                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": "32-true",
+                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": None,
                      "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
     "3d": {"full": {"minutes": 30.0, "cells_per_condition": 64, "coupling_cells": 150, "repeats": 2,
                     "permutations": 1000, "probe_steps": 4, "simulate": {}, "precision": "auto",
@@ -97,9 +98,9 @@ SETTINGS = {  # per part: full run, then --quick; overrides: training config key
                      "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": "auto",
                      "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
     "bbbc021": {"full": {"minutes": 45.0, "coupling_cells": 300, "repeats": 4, "permutations": 1000,
-                         "probe_steps": 5, "subset": None, "precision": "32-true", "overrides": []},
+                         "probe_steps": 5, "subset": None, "precision": None, "overrides": []},
                 "quick": {"minutes": 1.5, "coupling_cells": 30, "repeats": 2, "permutations": 200,
-                          "probe_steps": 2, "subset": 400, "precision": "32-true", "overrides": ["data.batch_size=8"]}},
+                          "probe_steps": 2, "subset": 400, "precision": None, "overrides": ["data.batch_size=8"]}},
 }
 SECONDS = ("wall-clock seconds per step on 2 CPU cores, total = their sum; simulate and probe as measured when they "
            "were built (cached in the work folder), train for the session that finished the run")
@@ -131,9 +132,9 @@ def _probe(base: RunConfig, work: Path, steps: int) -> TrainSummary:
 def _base_config(name: str, store: Path, work: Path, settings: dict[str, Any], fixed: list[str],
                  extra: list[str]) -> RunConfig:
     """The built-in config ``name`` on ``store`` with the benchmark's overrides (``fixed`` among
-    them), the part's precision and overrides and ``--set``'s (``extra``; last wins); the run is
-    named after the store and a digest of what it changes beyond float32 and ``fixed``."""
-    changes = [*([f"trainer.precision={settings['precision']}"] * (settings["precision"] != "32-true")),
+    them), the part's precision (None: the config's own) and overrides and ``--set``'s (``extra``;
+    last wins); the run is named after the store and a digest of what it changes beyond ``fixed``."""
+    changes = [*([f"trainer.precision={settings['precision']}"] * (settings["precision"] is not None)),
                *settings["overrides"], *extra]
     digest = f"_{hashlib.sha1(' '.join(changes).encode()).hexdigest()[:8]}" if changes else ""
     return load_run_config(name, [f"name=statistical_cell_{store.name}{digest}", f"data.store={store}",
