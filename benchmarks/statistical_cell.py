@@ -48,6 +48,10 @@ check of the script in a few minutes; it writes ``results/statistical_cell_quick
 ``--store-seed N`` simulates the stores with another seed (named ``..._seedN``): a held-out store on
 which to score a setting chosen on the seed-0 store (with ``--tag``, beside the headline result).
 
+``--aligned`` simulates the stores in the frame of the paper's preprocessing (``structures.aligned``:
+nucleus at the crop centre, the cell's long axis along x, mirrored so the cell body lies towards +x
+and +y; stores named ``..._aligned``), with the truth of that frame.
+
     python benchmarks/statistical_cell.py [--data ../shared/data] [--parts 2d,3d,bbbc021] [--quick]
 """
 
@@ -204,12 +208,13 @@ def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSumma
 def _structures_store(work: Path, dims: int, settings: dict[str, Any], seconds: dict[str, float]) -> Path:
     """The structures store of ``dims`` simulated with ``settings['store_seed']`` (cached; the
     seconds it took kept beside it)."""
-    seed = settings["store_seed"]
-    store = work / f"structures_{dims}d_c{settings['cells_per_condition']}{f'_seed{seed}' if seed else ''}"
+    seed, aligned = settings["store_seed"], settings["aligned"]
+    store = work / (f"structures_{dims}d_c{settings['cells_per_condition']}{f'_seed{seed}' if seed else ''}"
+                    f"{'_aligned' if aligned else ''}")
     timing = store.with_name(f"{store.name}.seconds")
     if not (store / "store.json").is_file():
         config = SimulateConfig(mode="structures", dims=dims, plates=2, seed=seed, structures={
-            "cells_per_condition": settings["cells_per_condition"], **settings["simulate"]})
+            "cells_per_condition": settings["cells_per_condition"], "aligned": aligned, **settings["simulate"]})
         timed("simulate", seconds, simulate_structures, config, store, workers=WORKERS, progress=False,
                overwrite=True)
         timing.write_text(f"{seconds['simulate']:.1f}\n")
@@ -285,7 +290,7 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
         "truth": truth_table.to_dict(orient="records"),
         "drug_shift_tests": shift["tests"], "active_dimensions": shift["active_dimensions"],
         "store": {"cells": len(store), "crop_shape": list(store.crop_shape), "plates": 2, "seed": settings["store_seed"],
-                  "cells_per_condition": settings["cells_per_condition"], "structures": 6,
+                  "cells_per_condition": settings["cells_per_condition"], "structures": 6, "aligned": settings["aligned"],
                   "conditions": "DMSO + 3 drugs"},
         "evaluation": {"coupling_cells": coupling["n_cells"], "split": coupling["split"],
                        "repeats": settings["repeats"], "permutations": settings["permutations"]},
@@ -404,6 +409,10 @@ def main() -> None:
     parser.add_argument("--store-seed", type=int, default=0,
                         help="seed of the simulated stores (another seed: a held-out store, e.g. to score a "
                              "setting chosen on the seed-0 store; use it with --tag)")
+    parser.add_argument("--aligned", action="store_true",
+                        help="simulate the stores in the aligned frame of the paper's preprocessing (nucleus at the "
+                             "centre, the cell's long axis along x, mirrored by the cell's skew; stores named "
+                             "..._aligned)")
     parser.add_argument("--cells-per-condition-2d", type=int)
     parser.add_argument("--cells-per-condition-3d", type=int)
     args = parser.parse_args()
@@ -420,6 +429,7 @@ def main() -> None:
             settings[part]["minutes"] = getattr(args, f"minutes_{part}")
     for part in ("2d", "3d"):
         settings[part]["store_seed"] = args.store_seed
+        settings[part]["aligned"] = args.aligned
         if getattr(args, f"cells_per_condition_{part}") is not None:
             settings[part]["cells_per_condition"] = getattr(args, f"cells_per_condition_{part}")
     extra = _part_overrides(args.overrides)

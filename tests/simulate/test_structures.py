@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,21 @@ from morphospace.io.store import CropStore
 from morphospace.simulate import (
     DRUGS, STRUCTURES, SimulateConfig, SimulatedStructures, simulate, simulate_screen, simulate_structures,
 )
-from morphospace.simulate.structure_crops import CropJob, coupling_truth, expected_control_structure, render_job
-from morphospace.simulate.structures import CellShape, CropGrid, render_structure, sample_cell
+from morphospace.simulate.structure_crops import (
+    CropJob,
+    coupling_truth,
+    crop_grid,
+    expected_control_structure,
+    render_job,
+)
+from morphospace.simulate.structures import (
+    CellShape,
+    CropGrid,
+    align_cell,
+    render_reference,
+    render_structure,
+    sample_cell,
+)
 
 TINY = ["mode=structures", "structures.crop_size=[32, 32]", "structures.cells_per_condition=2",
         "structures.truth_cells=3", "structures.truth_swaps=1", "structures.truth_samples=1"]
@@ -154,6 +168,57 @@ def test_coupling_truth_orders_structures_by_their_rules():
     assert (membrane[["NuclearEnvelope", "Nucleoli", "Puncta"]] == 0).all() and (dna[["Cortex", "Puncta"]] == 0).all()
     assert dna["NuclearEnvelope"] > dna["Nucleoli"] > dna["Golgi"] > dna["Mitochondria"] > 0
     assert membrane["Cortex"] > membrane["Golgi"] > 0 and membrane["Cortex"] > membrane["Mitochondria"] > 0
+
+
+def _centre_of_mass(image: np.ndarray, grid: CropGrid) -> np.ndarray:
+    """(y, x) px from the crop centre."""
+    return np.array([(image * axis).sum() / image.sum() for axis in grid.coords])
+
+
+def test_aligning_puts_the_nucleus_at_the_centre_and_the_long_axis_along_x():
+    grid = CropGrid((64, 64))
+    for seed in range(6):
+        cell = _cell(seed, grid)
+        aligned = align_cell(cell)
+        membrane, dna = render_reference(aligned, grid)
+        inside = grid.normalized_radius(aligned.membrane) < 1.0
+        assert np.allclose(_centre_of_mass(dna, grid), 0.0, atol=0.05)
+        centre = np.array([axis[inside].mean() for axis in grid.coords])
+        assert np.all(centre > -0.5)  # the cell body lies towards +y and +x, up to pixelation
+        y, x = (axis[inside] - c for axis, c in zip(grid.coords, centre))
+        assert (x**2).mean() >= (y**2).mean() and abs((x * y).mean()) < 0.01 * (x**2).mean()
+        before = grid.normalized_radius(cell.membrane) < 1.0, grid.normalized_radius(cell.nucleus) < 1.0
+        after = inside, grid.normalized_radius(aligned.nucleus) < 1.0
+        for old, new in zip(before, after):  # a move of the frame: the same areas, up to pixelation
+            assert abs(int(old.sum()) - int(new.sum())) <= 0.03 * old.sum()
+        offset = np.subtract(cell.nucleus.centre, cell.membrane.centre)
+        assert np.isclose(np.hypot(*aligned.membrane.centre), np.hypot(*offset))
+
+
+def test_the_golgi_rule_reads_the_nucleus_offset_from_the_cell_not_from_the_crop():
+    grid = CropGrid((64, 64))
+    sides = []
+    for seed in range(12):
+        cell = align_cell(_cell(seed, grid))
+        golgi = _render(cell, "Golgi", grid, seed=seed)
+        sides.append(_centre_of_mass(golgi, grid)[1])
+        moved = CellShape(*(replace(shape, centre=(shape.centre[0] + 3.0, shape.centre[1] + 2.0))
+                            for shape in (cell.membrane, cell.nucleus)))
+        assert np.array_equal(np.roll(golgi, (3, 2), axis=(0, 1))[4:-4, 4:-4],
+                              _render(moved, "Golgi", grid, seed=seed)[4:-4, 4:-4])
+    assert np.mean(sides) > 2.0 and np.mean(np.array(sides) > 0) >= 0.75  # the side with more room: +x, jittered
+
+
+def test_aligned_crops_have_the_truth_of_their_frame():
+    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=8", "structures.truth_swaps=2",
+                     "structures.truth_samples=4", "structures.aligned=true")
+    truth = coupling_truth(config).set_index("structure")
+    membrane, dna = truth["coupling_membrane"], truth["coupling_dna"]
+    assert (membrane[["NuclearEnvelope", "Nucleoli", "Golgi", "Puncta"]] == 0).all()  # every Golgi on +x
+    assert (dna[["Cortex", "Puncta"]] == 0).all()
+    assert dna["NuclearEnvelope"] > dna["Nucleoli"] > dna["Golgi"] > 0 and membrane["Cortex"] > membrane["Mitochondria"] > 0
+    image, _ = expected_control_structure(config, "NuclearEnvelope", 0)
+    assert np.allclose(_centre_of_mass(image, crop_grid(config)), 0.0, atol=0.5)
 
 
 def test_a_control_cells_expected_structure_is_the_stores_cell_without_noise(store_2d: Path):

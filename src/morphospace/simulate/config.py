@@ -102,6 +102,10 @@ class StructuresConfig(Config):
     the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``).
     The coupling truth uses ``truth_cells`` DMSO cells per structure, ``truth_swaps`` reference
     swaps per cell and ``truth_samples`` structure draws for the expected structure image.
+    ``aligned`` renders every crop in the frame of the Statistical Cell's preprocessing (nucleus
+    centre at the crop centre, the cell's long axis along x, mirrored so the cell body lies
+    towards +x and +y; :func:`~morphospace.simulate.structures.align_cell`); the truth is then
+    that of the aligned crops.
     """
 
     structures: list[str] = Field(default_factory=lambda: list(STRUCTURES))
@@ -119,6 +123,7 @@ class StructuresConfig(Config):
     truth_cells: int = Field(16, ge=2, le=10000)
     truth_swaps: int = Field(4, ge=1, le=1000)
     truth_samples: int = Field(8, ge=1, le=1000)
+    aligned: bool = False
 
     @field_validator("structures")
     @classmethod

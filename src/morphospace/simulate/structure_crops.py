@@ -56,6 +56,7 @@ from morphospace.simulate.structures import (
     STRUCTURES,
     CellShape,
     CropGrid,
+    align_cell,
     blur,
     cell_masks,
     render_cell,
@@ -134,7 +135,8 @@ def _cell_rng(config: SimulateConfig, structure: str, compound: str, index: int)
 
 def _sample_shape(config: SimulateConfig, grid: CropGrid, rng: np.random.Generator) -> CellShape:
     s = config.structures
-    return sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset)
+    shape = sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset)
+    return align_cell(shape) if s.aligned else shape
 
 
 def _render(config: SimulateConfig, grid: CropGrid, structure: str, compound: str, index: int):
@@ -151,7 +153,8 @@ def _geometry_row(shape: CellShape, is_3d: bool) -> dict[str, float]:
     m, n = shape.membrane, shape.nucleus
     row = {
         "cell_major_px": m.major, "cell_minor_px": m.minor, "cell_angle_rad": m.angle,
-        "nucleus_dy_px": n.centre[0], "nucleus_dx_px": n.centre[1], "nucleus_major_px": n.major,
+        "nucleus_dy_px": n.centre[0] - m.centre[0], "nucleus_dx_px": n.centre[1] - m.centre[1],
+        "nucleus_major_px": n.major,
         "nucleus_minor_px": n.minor, "nucleus_angle_rad": n.angle,
     }
     return {**row, "cell_height_px": m.height, "nucleus_height_px": n.height} if is_3d else row

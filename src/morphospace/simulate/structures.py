@@ -1,7 +1,9 @@
 """Single cells with a membrane, DNA and one tagged structure, placed by known rules.
 
 A cell is a crop centred on its cell body: the membrane is an ellipse (2D) or a flattened
-ellipsoid (3D) at the crop centre, the nucleus a smaller one offset inside it. Each structure
+ellipsoid (3D) at the crop centre, the nucleus a smaller one offset inside it. :func:`align_cell`
+moves a cell into the frame of the Statistical Cell's preprocessing instead (nucleus at the crop
+centre, the cell's long axis along x, mirrored so that the cell body lies towards +x and +y). Each structure
 follows its own placement rule (:data:`STRUCTURES`), so the membrane and DNA channels tell more
 or less about where it is; drugs (:data:`DRUGS`) change named structures and leave the cell and
 nucleus shapes alone.
@@ -20,7 +22,7 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -36,6 +38,7 @@ __all__ = [
     "CellShape",
     "CropGrid",
     "sample_cell",
+    "align_cell",
     "render_reference",
     "render_structure",
     "render_cell",
@@ -96,7 +99,7 @@ class Ellipsoid:
 
 @dataclass(frozen=True)
 class CellShape:
-    """The reference geometry of one cell: membrane outline (centred) and nucleus."""
+    """The reference geometry of one cell: membrane outline and nucleus (crop coordinates)."""
 
     membrane: Ellipsoid
     nucleus: Ellipsoid
@@ -164,6 +167,36 @@ def sample_cell(
         height=min(0.7 * height, nucleus_minor) if grid.is_3d else 1.0,
     )
     return CellShape(Ellipsoid((0.0, 0.0), major, minor, angle, height), nucleus)
+
+
+def align_cell(cell: CellShape) -> CellShape:
+    """``cell`` in the aligned frame: nucleus centre at the origin, membrane long axis along +x,
+    mirrored in x and y so that the membrane's centre lies at x >= 0 and y >= 0 (the side with more
+    room); z is left alone. Every shape and rule is unchanged, only the frame moves.
+
+    >>> cell = CellShape(Ellipsoid((0.0, 0.0), 20.0, 10.0, np.pi / 2, 1.0), Ellipsoid((3.0, -1.0), 6.0, 5.0, 0.0, 1.0))
+    >>> aligned = align_cell(cell)
+    >>> [round(float(v), 6) for v in (*aligned.membrane.centre, aligned.membrane.angle, *aligned.nucleus.centre)]
+    [1.0, 3.0, 0.0, 0.0, 0.0]
+    >>> round(float(aligned.nucleus.angle), 6)  # the nucleus's long axis was across the cell's
+    1.570796
+    """
+    theta = cell.membrane.angle
+    c, s = np.cos(theta), np.sin(theta)
+
+    def along_across(point: tuple[float, float]) -> tuple[float, float]:
+        dy, dx = point[0] - cell.nucleus.centre[0], point[1] - cell.nucleus.centre[1]
+        return dx * c + dy * s, -dx * s + dy * c
+
+    along, across = along_across(cell.membrane.centre)
+    flip_x, flip_y = (1.0 if along >= 0 else -1.0), (1.0 if across >= 0 else -1.0)
+
+    def angle_of(shape: Ellipsoid) -> float:
+        return float(np.arctan2(flip_y * np.sin(shape.angle - theta), flip_x * np.cos(shape.angle - theta)))
+
+    membrane = replace(cell.membrane, centre=(abs(across), abs(along)), angle=0.0)
+    nucleus = replace(cell.nucleus, centre=(0.0, 0.0), angle=angle_of(cell.nucleus))
+    return CellShape(membrane, nucleus)
 
 
 def _soft_inside(rho: np.ndarray, scale: float, softness: float = 0.7) -> np.ndarray:
@@ -315,7 +348,8 @@ def _golgi(cell, effect, grid, rng, psf):
         return _splat(_cytoplasm_points(rng, cell, 12, grid.is_3d), _point_weight(0.45, grid, psf), grid)
     membrane, nucleus = cell.membrane, cell.nucleus
     axis = np.array([np.sin(membrane.angle), np.cos(membrane.angle)])
-    side = -1.0 if float(np.dot(axis, nucleus.centre)) > 0 else 1.0
+    offset = np.subtract(nucleus.centre, membrane.centre)
+    side = -1.0 if float(np.dot(axis, offset)) > 0 else 1.0
     heading = np.arctan2(side * axis[0], side * axis[1]) + rng.normal(0.0, 0.9)
     angles = heading + np.arange(-0.6, 0.6, 0.08)
     radii = np.array([nucleus.radius_toward(a) for a in angles]) + 2.5 + rng.normal(0.0, 0.4, len(angles))
