@@ -3,8 +3,8 @@
 A cell is a crop centred on its cell body: the membrane is an ellipse (2D) or a flattened
 ellipsoid (3D) at the crop centre, the nucleus a smaller one offset inside it. :func:`align_cell`
 moves a cell into the frame of the Statistical Cell's preprocessing instead (nucleus at the crop
-centre, the cell's long axis along x, mirrored so that the cell body lies towards +x and +y). Each structure
-follows its own placement rule (:data:`STRUCTURES`), so the membrane and DNA channels tell more
+centre, the cell's long axis along x, mirrored so that the cell body lies towards +x and +y).
+Each structure follows its own placement rule (:data:`STRUCTURES`), so the membrane and DNA channels tell more
 or less about where it is; drugs (:data:`DRUGS`) change named structures and leave the cell and
 nucleus shapes alone.
 
@@ -182,21 +182,13 @@ def align_cell(cell: CellShape) -> CellShape:
     1.570796
     """
     theta = cell.membrane.angle
-    c, s = np.cos(theta), np.sin(theta)
-
-    def along_across(point: tuple[float, float]) -> tuple[float, float]:
-        dy, dx = point[0] - cell.nucleus.centre[0], point[1] - cell.nucleus.centre[1]
-        return dx * c + dy * s, -dx * s + dy * c
-
-    along, across = along_across(cell.membrane.centre)
-    flip_x, flip_y = (1.0 if along >= 0 else -1.0), (1.0 if across >= 0 else -1.0)
-
-    def angle_of(shape: Ellipsoid) -> float:
-        return float(np.arctan2(flip_y * np.sin(shape.angle - theta), flip_x * np.cos(shape.angle - theta)))
-
-    membrane = replace(cell.membrane, centre=(abs(across), abs(along)), angle=0.0)
-    nucleus = replace(cell.nucleus, centre=(0.0, 0.0), angle=angle_of(cell.nucleus))
-    return CellShape(membrane, nucleus)
+    dy, dx = np.subtract(cell.membrane.centre, cell.nucleus.centre)
+    along, across = dx * np.cos(theta) + dy * np.sin(theta), -dx * np.sin(theta) + dy * np.cos(theta)
+    flip_x, flip_y = np.sign(along) or 1.0, np.sign(across) or 1.0
+    turn = cell.nucleus.angle - theta
+    nucleus_angle = float(np.arctan2(flip_y * np.sin(turn), flip_x * np.cos(turn)))
+    return CellShape(replace(cell.membrane, centre=(float(abs(across)), float(abs(along))), angle=0.0),
+                     replace(cell.nucleus, centre=(0.0, 0.0), angle=nucleus_angle))
 
 
 def _soft_inside(rho: np.ndarray, scale: float, softness: float = 0.7) -> np.ndarray:
