@@ -50,7 +50,9 @@ which to score a setting chosen on the seed-0 store (with ``--tag``, beside the 
 
 ``--aligned`` simulates the stores in the frame of the paper's preprocessing (``structures.aligned``:
 nucleus at the crop centre, the cell's long axis along x, mirrored so the cell body lies towards +x
-and +y; stores named ``..._aligned``), with the truth of that frame.
+and +y; stores named ``..._aligned``), with the truth of that frame. To train in that frame only,
+as the paper does, add ``--set PART:data.augment.flips=false --set PART:data.augment.rot90=false``
+(the training views turn a cell out of the frame).
 
     python benchmarks/statistical_cell.py [--data ../shared/data] [--parts 2d,3d,bbbc021] [--quick]
 """
@@ -411,8 +413,8 @@ def main() -> None:
                              "setting chosen on the seed-0 store; use it with --tag)")
     parser.add_argument("--aligned", action="store_true",
                         help="simulate the stores in the aligned frame of the paper's preprocessing (nucleus at the "
-                             "centre, the cell's long axis along x, mirrored by the cell's skew; stores named "
-                             "..._aligned)")
+                             "centre, the cell's long axis along x, mirrored so the cell body lies towards +x and +y; "
+                             "stores named ..._aligned)")
     parser.add_argument("--cells-per-condition-2d", type=int)
     parser.add_argument("--cells-per-condition-3d", type=int)
     args = parser.parse_args()
