@@ -273,6 +273,29 @@ def test_film_modulates_the_units_by_the_label_instead_of_giving_it_as_maps(shap
         StatisticalCellConfig.model_validate({"label_conditioning": "concat"})
 
 
+@pytest.mark.parametrize(("shape", "layout"), [((1, 16, 16), torch.channels_last),
+                                               ((1, 8, 16, 16), torch.channels_last_3d)], ids=["2d", "3d"])
+def test_channels_last_lays_out_every_convolution_so_and_keeps_the_numbers(shape, layout):
+    plain = _model(shape, positions=True, reference_summary=True, spectral_norm=True)
+    fast = StatisticalCell(plain.hparams["config"], shape, ["Membrane", "DNA"], STRUCTURES, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+
+    def weights(model):
+        return [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+
+    assert all(w.is_contiguous(memory_format=layout) for w in weights(fast))
+    assert not all(w.is_contiguous(memory_format=layout) for w in weights(plain))
+    assert fast.hparams["channels_last"] and fast.memory_format == layout
+    target, reference, labels = _inputs(shape)
+    with torch.no_grad():
+        for method in ("reconstruct_target", "target_from_reference"):
+            arguments = (target, reference, labels) if method == "reconstruct_target" else (reference, labels)
+            torch.testing.assert_close(getattr(fast, method)(*arguments), getattr(plain, method)(*arguments),
+                                       rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast.elbo_per_cell(target, reference, labels),
+                                   plain.elbo_per_cell(target, reference, labels), rtol=1e-4, atol=1e-3)
+
+
 def test_a_model_without_labels_has_one_structure():
     model = _model(structures=[])
     target, reference, _ = _inputs()
@@ -415,8 +438,9 @@ def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
 
     store = _toy_store(tmp_path / "store", depth=depth)
     schedule = "cosine" if depth else "constant"
-    config = resolve_run_config(_config(store, tmp_path / "runs", spatial_dims=3 if depth else 2,
-                                        lr_schedule=schedule, lr=1e-3))
+    settings = _config(store, tmp_path / "runs", spatial_dims=3 if depth else 2, lr_schedule=schedule, lr=1e-3)
+    settings["trainer"]["channels_last"] = bool(depth)
+    config = resolve_run_config(settings)
     summary = train(config, progress=False)
     run_dir = tmp_path / "runs" / "sc"
     last_lr = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["lr_schedulers"]
@@ -430,6 +454,7 @@ def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
 
     run = load_run(run_dir, "embed")
     assert run.module.structures == sorted(STRUCTURES) and run.module.reference_channels == ["Membrane", "DNA"]
+    assert run.module.channels_last == bool(depth)  # the trainer's setting, kept by the checkpoint
     batch = run.data.dataset("val").batch(np.arange(4))
     elbo = run.module.elbo_per_cell(batch["image"], batch["reference"], batch["structure"])
     again = load_run(run_dir, "embed").module.elbo_per_cell(batch["image"], batch["reference"], batch["structure"])

@@ -39,7 +39,8 @@ class GenerativeModel(pl.LightningModule):
     image_shape
         (C, H, W) of the training crops ((C, D, H, W) for families on z-stacks).
     channels_last
-        Keep convolution inputs in channels-last memory format (faster on recent CPUs).
+        Keep convolution inputs in channels-last memory format (faster on recent CPUs; the 3D
+        variant for z-stacks).
     """
 
     encodes: ClassVar[bool] = False
@@ -58,10 +59,18 @@ class GenerativeModel(pl.LightningModule):
     def latent_dim(self) -> int:
         return int(self.hparams["config"]["latent_dim"])
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The convolutions' memory format: channels-last (``channels_last_3d`` for z-stacks) when
+        ``channels_last``, else contiguous."""
+        if not self.channels_last:
+            return torch.contiguous_format
+        return torch.channels_last_3d if len(self.image_shape) == 4 else torch.channels_last
+
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """Move a batch to the model's device and memory format."""
         images = images.to(self.device)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return images.contiguous(memory_format=self.memory_format) if self.channels_last else images
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent vectors (N, latent_dim) -> images (N, C, H, W) in [-1, 1]."""

@@ -387,15 +387,17 @@ class StatisticalCell(GenerativeModel):
     structures
         The label vocabulary (index i is ``structures[i]``); empty without a label condition.
     channels_last
-        Unused (kept for the family interface).
+        Weights in channels-last memory format (``channels_last_3d`` in 3D), so that the convolutions
+        run channels-last: the same numbers up to rounding, faster on CPUs (about twice in 3D at
+        few channels per layer).
     """
 
     def __init__(self, config: dict[str, Any], image_shape: tuple[int, ...], reference_channels: Sequence[str],
                  structures: Sequence[str] = (), channels_last: bool = False) -> None:
-        super().__init__(config, image_shape, False)
+        super().__init__(config, image_shape, channels_last)
         self.save_hyperparameters({"config": dict(config), "image_shape": list(image_shape),
                                    "reference_channels": list(reference_channels), "structures": list(structures),
-                                   "channels_last": False})
+                                   "channels_last": channels_last})
         self.cfg = StatisticalCellConfig.model_validate(config)
         self.reference_channels, self.structures = list(reference_channels), list(structures)
         spatial = self.image_shape[1:]
@@ -426,6 +428,8 @@ class StatisticalCell(GenerativeModel):
             self.register_buffer("target_recon_scale", torch.zeros(len(self.structures)))
         self._kl_sums: dict[str, torch.Tensor] = {}
         self._kl_batches = 0
+        if channels_last:
+            self.to(memory_format=self.memory_format)
 
     # ------------------------------------------------------------------------------ sizes and inputs
 
@@ -820,7 +824,8 @@ class StatisticalCellFamily(GenerativeFamily):
               ) -> tuple[StatisticalCell, dict[str, str]]:
         model = config.model
         structures = spec.names(model.label) if model.label else []
-        module = StatisticalCell(model.to_dict(), spec.shape("image"), spec.names(model.reference), structures)
+        module = StatisticalCell(model.to_dict(), spec.shape("image"), spec.names(model.reference), structures,
+                                 config.trainer.channels_last)
         strides = level_strides(spec.shape("image")[1:], model.levels)
         return module, {"downsampling": " ".join("x".join(map(str, s)) for s in strides),
                         "structures": ", ".join(structures) or "one (no label)"}

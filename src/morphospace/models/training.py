@@ -70,7 +70,8 @@ class TrainerConfig(Config):
     limit_train_batches: float | int = pydantic.Field(1.0, gt=0)
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = pydantic.Field(
         "auto", description="auto: bf16 autocast where the hardware has bf16 units (GPU, AVX512-BF16/AMX CPU), else fp32")
-    channels_last: bool = True
+    channels_last: bool = pydantic.Field(
+        True, description="convolutions in channels-last memory format (the 3D variant for z-stacks); faster on CPUs")
     accelerator: str = pydantic.Field("auto", description="auto, cpu, gpu, ...")
     devices: int | str = pydantic.Field(
         "auto", description="devices (processes) per node, e.g. 2 for two GPUs or two CPU processes with ddp")
