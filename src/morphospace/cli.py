@@ -308,13 +308,18 @@ def _add_statistical_cell_evaluations(kinds) -> None:
                           help="trained: average over the flips and quarter turns the run trained with (default none)")
     coupling.set_defaults(handler=_evaluate_coupling)
     shift = _subparser(kinds, "drug-shift", "Statistical Cell: shifts of treated cells from control cells in the "
-                                            "reference and target latent spaces (permutation tests, BH q-values).")
+                                            "reference and target latent spaces (permutation tests, BH q-values "
+                                            "or Holm's adjusted p-values).")
     shift.add_argument("--control", required=True, help="pandas query on the store's cells: the control cells")
     shift.add_argument("--treated", required=True, help="pandas query on the store's cells: the treated cells")
     shift.add_argument("--by", help="column: one test per value among the treated cells (config key by; default "
                                     "Metadata_Compound)")
     shift.add_argument("--permutations", type=int, help="label shuffles per test (default 1000)")
-    shift.add_argument("--alpha", type=float, help="FDR level of 'significant' (default 0.05)")
+    shift.add_argument("--alpha", type=float, help="level of 'significant' (default 0.05): of the false discovery "
+                                                   "rate with bh, of the family-wise error rate with holm")
+    shift.add_argument("--correction", choices=["bh", "holm"],
+                       help="multiple-test correction within each latent space: bh (Benjamini-Hochberg, default) or "
+                            "holm (Holm: the chance of any false call at most alpha)")
     shift.add_argument("--truth", type=Path, metavar="DIR", help="truth folder of a structures store: adds recall and "
                                                                  "false positives (drugs.parquet)")
     shift.set_defaults(handler=_evaluate_drug_shift)
@@ -863,7 +868,7 @@ def _evaluate_drug_shift(args: argparse.Namespace) -> int:
     from morphospace.workflows.statistical_cell import DrugShiftConfig, evaluate_drug_shift
 
     config = load_config(DrugShiftConfig, args.config,
-                         _option_overrides(args, ("by", "permutations", "alpha", "seed", "truth")))
+                         _option_overrides(args, ("by", "permutations", "alpha", "correction", "seed", "truth")))
     payload = evaluate_drug_shift(args.run, args.control, args.treated, args.out, config, overwrite=args.overwrite)
     if args.json:
         print(json_text(payload))
@@ -872,7 +877,7 @@ def _evaluate_drug_shift(args: argparse.Namespace) -> int:
     for latent in ("target", "reference"):
         hits = [f"{t['drug']}/{t['structure']}" for t in tests if t["latent"] == latent and t["significant"]]
         total = sum(t["latent"] == latent for t in tests)
-        print(f"{latent} space: {len(hits)} of {total} tests significant (q <= {config.alpha})"
+        print(f"{latent} space: {len(hits)} of {total} tests significant ({config.correction} q <= {config.alpha})"
               + (": " + ", ".join(hits) if hits else ""))
     if "truth_scores" in payload:
         target = payload["truth_scores"]["target"]

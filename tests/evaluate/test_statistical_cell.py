@@ -5,8 +5,8 @@ import pytest
 from morphospace.errors import InputError
 from morphospace.evaluate.statistical_cell import (
     benjamini_hochberg, bootstrap_mean_ci, centroid_distance, coupling_agreement, coupling_figure, coupling_per_cell,
-    coupling_table, differential_coupling, draw_swap_partners, drug_shift_table, permutation_test, shift_recall,
-    tie_resolved_spearman, truth_long,
+    coupling_table, differential_coupling, draw_swap_partners, drug_shift_table, holm, permutation_test,
+    shift_recall, tie_resolved_spearman, truth_long,
 )
 
 
@@ -179,6 +179,17 @@ def test_benjamini_hochberg_by_hand():
         benjamini_hochberg([0.5, 1.5])
 
 
+def test_holm_by_hand():
+    # sorted p 0.001 0.008 0.039 0.041 0.2, m = 5: p * (m - k + 1) = .005 .032 .117 .082 .2, then running maximum
+    p = [0.041, 0.001, 0.2, 0.008, 0.039]
+    np.testing.assert_allclose(holm(p), [0.117, 0.005, 0.2, 0.032, 0.117])
+    assert (holm(p) >= benjamini_hochberg(p)).all()
+    assert holm([0.6, 0.7]).tolist() == [1.0, 1.0]  # 1.2 capped
+    assert holm([]).shape == (0,)
+    with pytest.raises(InputError, match="p_values must lie"):
+        holm([0.5, np.nan])
+
+
 def _screen(seed: int = 0):
     """Cells of two structures under DMSO and two drugs; DrugA moves structure x in the target space."""
     rng = np.random.default_rng(seed)
@@ -209,6 +220,19 @@ def test_drug_shift_table_finds_the_shifted_pair_only():
     assert score["missed"] == [["DrugB", "y"]] and score["false_positives"] == 0
     reference = shift_recall(table, truth, latent="reference")
     assert reference["recall"] == 0.0
+
+
+def test_drug_shift_table_adjusts_each_latent_space_by_the_correction_asked():
+    compounds, structures, latents = _screen()
+    bh = drug_shift_table(latents, compounds, structures, n_permutations=99)
+    family_wise = drug_shift_table(latents, compounds, structures, n_permutations=99, correction="holm")
+    pd.testing.assert_series_equal(family_wise["p_value"], bh["p_value"])
+    for _, part in family_wise.groupby("latent"):
+        np.testing.assert_allclose(part["q_value"], holm(part["p_value"]))
+        np.testing.assert_allclose(bh.loc[part.index, "q_value"], benjamini_hochberg(part["p_value"]))
+    assert (family_wise["q_value"] >= bh["q_value"]).all()
+    with pytest.raises(InputError, match="unknown correction 'bonferroni'; choose from \\['bh', 'holm'\\]"):
+        drug_shift_table(latents, compounds, structures, correction="bonferroni")
 
 
 def test_shift_recall_counts_false_positives_by_hand():

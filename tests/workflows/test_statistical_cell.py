@@ -12,6 +12,7 @@ import torch
 from morphospace.cli import main
 from morphospace.config import resolve_config
 from morphospace.errors import InputError
+from morphospace.evaluate.statistical_cell import holm
 from morphospace.models.registry import load_run_config
 from morphospace.simulate import SimulateConfig, simulate_structures
 from morphospace.workflows.statistical_cell import (
@@ -132,10 +133,15 @@ def test_cli_writes_into_the_run_evaluation_folder_and_the_report_shows_it(run_d
     printed = json.loads(capsys.readouterr().out)
     assert printed["config"]["repeats"] == 1 and "agreement" not in printed
     assert main(["--no-progress", "evaluate", "drug-shift", "--run", str(run_dir), "--control",
-                 "Metadata_Compound == 'DMSO'", "--treated", "Metadata_Compound != 'DMSO'", "--permutations", "9"]) == 0
+                 "Metadata_Compound == 'DMSO'", "--treated", "Metadata_Compound != 'DMSO'", "--permutations", "9",
+                 "--correction", "holm"]) == 0
     assert "target space:" in capsys.readouterr().out
+    assert json.loads((run_dir / "evaluation" / "drug_shift.json").read_text())["config"]["correction"] == "holm"
+    for _, part in pd.read_csv(run_dir / "evaluation" / "drug_shift.csv").groupby("latent"):
+        np.testing.assert_allclose(part["q_value"], holm(part["p_value"]))
     html = write_run_report(run_dir).read_text()
     assert "Coupling (" in html and "Coupling of each structure" in html and "Drug shifts (" in html and "NucleolarEnlarger" in html
+    assert "significant: Holm&#x27;s adjusted p (q_value) &lt;= 0.05" in html  # as html.escape writes it
 
 
 def test_drug_shift_tests_every_drug_structure_and_space(run_dir: Path, store: Path, tmp_path: Path):

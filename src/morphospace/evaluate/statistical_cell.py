@@ -19,8 +19,9 @@ resolved (:func:`tie_resolved_spearman`).
 
 **Drug shifts** (:func:`drug_shift_table`): per (drug, structure) and latent space, the Euclidean
 distance between the centroids of treated and control cells in the active dimensions, a
-permutation p-value (:func:`permutation_test`) and Benjamini-Hochberg q-values
-(:func:`benjamini_hochberg`); :func:`shift_recall` scores the calls against the truth.
+permutation p-value (:func:`permutation_test`) and p-values adjusted for the number of tests:
+Benjamini-Hochberg q-values (:func:`benjamini_hochberg`, false discovery rate) or Holm's
+(:func:`holm`, family-wise error rate); :func:`shift_recall` scores the calls against the truth.
 
 Examples
 --------
@@ -57,6 +58,8 @@ __all__ = [
     "centroid_distance",
     "permutation_test",
     "benjamini_hochberg",
+    "holm",
+    "CORRECTIONS",
     "drug_shift_table",
     "shift_recall",
     "coupling_figure",
@@ -370,6 +373,13 @@ def permutation_test(embeddings: ArrayLike, treated: ArrayLike, active: ArrayLik
     return observed, (1 + exceed) / (1 + n_permutations)
 
 
+def _checked_p_values(p_values: ArrayLike) -> np.ndarray:
+    p = _vector(p_values, "p_values").astype(float)
+    if np.any((p < 0) | (p > 1) | ~np.isfinite(p)):
+        raise InputError("p_values must lie in [0, 1]")
+    return p
+
+
 def benjamini_hochberg(p_values: ArrayLike) -> np.ndarray:
     """Benjamini-Hochberg q-values (m,) of the p-values (m,) (scipy's ``false_discovery_control``):
     reject at FDR alpha the tests with q <= alpha.
@@ -377,17 +387,35 @@ def benjamini_hochberg(p_values: ArrayLike) -> np.ndarray:
     >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.5]).round(4).tolist()
     [0.04, 0.0533, 0.0533, 0.5]
     """
-    p = _vector(p_values, "p_values").astype(float)
-    if len(p) == 0:
-        return p
-    if np.any((p < 0) | (p > 1) | ~np.isfinite(p)):
-        raise InputError("p_values must lie in [0, 1]")
-    return false_discovery_control(p, method="bh")
+    p = _checked_p_values(p_values)
+    return false_discovery_control(p, method="bh") if len(p) else p
+
+
+def holm(p_values: ArrayLike) -> np.ndarray:
+    """Holm's step-down adjusted p-values (m,) of the p-values (m,): reject at family-wise error
+    rate alpha the tests with adjusted p <= alpha. The k-th smallest p (k = 1..m) is multiplied by
+    m - k + 1, made non-decreasing in that order and capped at 1.
+
+    >>> holm([0.01, 0.04, 0.03, 0.5]).round(4).tolist()
+    [0.04, 0.09, 0.09, 0.5]
+    """
+    p = _checked_p_values(p_values)
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return adjusted
+
+
+CORRECTIONS = {"bh": benjamini_hochberg, "holm": holm}
+"""Multiple-test corrections by name: ``bh`` bounds the false discovery rate, ``holm`` the
+family-wise error rate (the chance of any false call)."""
 
 
 def drug_shift_table(latents: Mapping[str, ArrayLike], compounds: ArrayLike, structures: ArrayLike,
                      control: str = "DMSO", active: Mapping[str, ArrayLike] | None = None,
-                     n_permutations: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+                     n_permutations: int = 1000, alpha: float = 0.05, seed: int = 0,
+                     correction: str = "bh") -> pd.DataFrame:
     """Permutation tests of every drug against the control, per structure and latent space.
 
     Parameters
@@ -401,25 +429,30 @@ def drug_shift_table(latents: Mapping[str, ArrayLike], compounds: ArrayLike, str
     active
         Latent space name -> (K,) bool mask of its active dimensions; a space not named uses all.
     n_permutations, alpha, seed
-        Shuffles per test, the FDR level of ``significant``, the seed (test t uses ``seed + t``).
+        Shuffles per test, the level of ``significant``, the seed (test t uses ``seed + t``).
+    correction
+        A key of :data:`CORRECTIONS`: ``bh`` (false discovery rate at alpha) or ``holm``
+        (family-wise error rate at alpha), applied within each latent space.
 
     Returns
     -------
     pandas.DataFrame
         One row per (drug, structure, latent) with cells in both groups: ``drug``, ``structure``,
         ``latent``, ``distance`` (:func:`centroid_distance`), ``p_value``
-        (:func:`permutation_test`), ``q_value`` (:func:`benjamini_hochberg` over the tests of the
-        same latent space: each space asks its own question, whether the drug moves the cell's
-        shape or the structure given the shape), ``significant`` (q <= alpha), ``n_control``,
-        ``n_treated``.
+        (:func:`permutation_test`), ``q_value`` (the p-value adjusted by ``correction`` over the
+        tests of the same latent space: each space asks its own question, whether the drug moves
+        the cell's shape or the structure given the shape), ``significant`` (q <= alpha),
+        ``n_control``, ``n_treated``.
 
     Raises
     ------
     InputError
-        No cell of ``control``, no latent space, or arrays whose lengths differ.
+        No cell of ``control``, no latent space, an unknown correction, or arrays whose lengths differ.
     """
     if not latents:
         raise InputError("latents names no latent space")
+    if correction not in CORRECTIONS:
+        raise InputError(f"unknown correction {correction!r}; choose from {sorted(CORRECTIONS)}")
     spaces = {name: np.asarray(x, dtype=float) for name, x in latents.items()}
     n = len(next(iter(spaces.values())))
     for name, x in spaces.items():
@@ -447,7 +480,7 @@ def drug_shift_table(latents: Mapping[str, ArrayLike], compounds: ArrayLike, str
     table = pd.DataFrame(rows, columns=["drug", "structure", "latent", "distance", "p_value", "n_control", "n_treated"])
     table["q_value"] = np.nan
     for _, part in table.groupby("latent", sort=False):
-        table.loc[part.index, "q_value"] = benjamini_hochberg(part["p_value"].to_numpy())
+        table.loc[part.index, "q_value"] = CORRECTIONS[correction](part["p_value"].to_numpy())
     table["significant"] = table["q_value"] <= alpha
     return table[SHIFT_COLUMNS]
 

@@ -282,7 +282,10 @@ def _statistical_cell_sections(report: Report, evaluation: Path) -> None:
     if shift.is_file():
         payload = json.loads(shift.read_text())
         report.section(f"Drug shifts ({payload['treated']} against {payload['control']})", payload["convention"])
-        report.table(pd.DataFrame(payload["tests"]))
+        config = payload.get("config", {})
+        correction = {"bh": "Benjamini-Hochberg q", "holm": "Holm's adjusted p"}[config.get("correction", "bh")]
+        report.table(pd.DataFrame(payload["tests"]),
+                     caption=f"significant: {correction} (q_value) <= {config.get('alpha', 0.05)}")
         if "truth_scores" in payload:
             scores = payload["truth_scores"]
             report.text(f"Against the truth: target-space recall {_shown(scores['target']['recall'], '.2f')} of "

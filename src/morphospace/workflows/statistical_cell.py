@@ -74,7 +74,11 @@ class DrugShiftConfig(Config):
 
     by: str = pydantic.Field("Metadata_Compound", description="cell-table column: one test per value among treated")
     permutations: int = pydantic.Field(1000, ge=1)
-    alpha: float = pydantic.Field(0.05, gt=0, lt=1, description="FDR level of 'significant'")
+    alpha: float = pydantic.Field(0.05, gt=0, lt=1, description="level of 'significant': of the false discovery "
+                                                                "rate (bh) or the family-wise error rate (holm)")
+    correction: Literal["bh", "holm"] = pydantic.Field(
+        "bh", description="multiple-test correction within each latent space: bh (Benjamini-Hochberg q-values) or "
+                          "holm (Holm's adjusted p-values)")
     active_threshold: float | None = pydantic.Field(
         None, ge=0, description="nats of mean training KL for an active dimension; null: the model's")
     seed: int = 0
@@ -238,7 +242,8 @@ DRUG_SHIFT_CONVENTION = (
     "per treated group (each value of 'by' among the treated cells) x structure x latent space, treated cells "
     "of the group against control cells of the same structure: Euclidean distance between the group "
     "centroids in the active dimensions, permutation p-value (labels shuffled; (1 + #null >= observed) / "
-    "(1 + permutations)), Benjamini-Hochberg q-values within each latent space, significant: q <= alpha; "
+    "(1 + permutations)), p-values adjusted within each latent space (q_value: Benjamini-Hochberg q-values, "
+    "or Holm's adjusted p-values with correction holm; config.correction), significant: q <= alpha; "
     "truth scores: the target space against drugs.parquet (a (drug, structure) pair is shifted when any of "
     "its rows is); the reference space: the simulator's drugs leave membrane and DNA alone, so every "
     "significant reference-space test is a false positive"
@@ -312,7 +317,7 @@ def evaluate_drug_shift(run_dir: str | os.PathLike, control: str, treated: str,
     for name in MODELS:
         active[name], notes[name] = _active_mask(run, name, config.active_threshold)
     table = stats.drug_shift_table(latents, groups, structures, CONTROL, active, config.permutations, config.alpha,
-                                   config.seed)
+                                   config.seed, config.correction)
     if table.empty:
         raise InputError(f"{store.path}: no structure has both control and treated cells; nothing to test")
     payload: dict[str, Any] = {
