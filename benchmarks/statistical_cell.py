@@ -69,7 +69,7 @@ import pandas as pd
 
 from bbbc021_cp2image import _subset_store
 from bbbc021_generative import _stores
-from common import RESULTS, ROOT, data_dir, print_table, timed, write_result
+from common import RESULTS, ROOT, data_dir, machine, print_table, timed, write_result
 from morphospace.io.store import CropStore
 from morphospace.models.registry import load_run_config, resolve_run_config
 from morphospace.models.training import RunConfig, TrainSummary, resolve_precision
@@ -298,6 +298,7 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int
                        "repeats": settings["repeats"], "permutations": settings["permutations"]},
         "training": _training_block(config, plan, summary), "overrides": extra,
         "seconds": seconds, "budget_minutes": settings["minutes"], "within_budget": _within_budget(seconds, settings, summary),
+        "machine": machine(),
     }
 
 
@@ -370,6 +371,7 @@ def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, epochs: i
                   "files": "the three npz files of bbbc021_generative.py"},
         "training": _training_block(config, plan, summary), "overrides": extra,
         "seconds": seconds, "budget_minutes": settings["minutes"], "within_budget": _within_budget(seconds, settings, summary),
+        "machine": machine(),
     }
 
 
@@ -452,7 +454,9 @@ def main() -> None:
         "convention": ("one block per part, each with its own conventions under 'convention'; budgets under "
                        "'training' (plan: how the epochs were sized) and 'seconds'; within_budget: the part's "
                        "wall-clock seconds under budget_minutes (null when the run was resumed from an "
-                       "interrupted session, whose seconds only cover the last session: training.resumed)"),
+                       "interrupted session, whose seconds only cover the last session: training.resumed); each "
+                       "block's machine is where its part ran (blocks written before it was recorded have none), "
+                       "the top-level machine where this file was last written"),
         "aims": {"coupling_spearman": ">= 0.9 (2D and 3D)", "drug_shift_recall": "1.0 with 0 false positives at alpha "
                  "0.05", "best_microtubule_moa_rank": "<= 3", "budget_minutes": {"2d": 20, "3d": 30}},
         "quick": args.quick, "overrides": args.overrides,  # of this invocation; each block keeps its part's
