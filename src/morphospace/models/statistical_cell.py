@@ -388,8 +388,8 @@ class StatisticalCell(GenerativeModel):
         The label vocabulary (index i is ``structures[i]``); empty without a label condition.
     channels_last
         Weights in channels-last memory format (``channels_last_3d`` in 3D), so that the convolutions
-        run channels-last: the same numbers up to rounding, faster on CPUs (about twice in 3D at
-        few channels per layer).
+        run channels-last: the same numbers up to rounding; on 2 CPU cores 1.8x faster training in
+        3D at 4 base channels, as fast in 2D.
     """
 
     def __init__(self, config: dict[str, Any], image_shape: tuple[int, ...], reference_channels: Sequence[str],
