@@ -6,7 +6,7 @@ the benchmark's aim, "every shifted structure and no false positive at alpha 0.0
 family-wise error that Holm's correction bounds. This script reads the permutation p-values that
 every result of ``statistical_cell.py`` stores (``results/statistical_cell*.json``, blocks
 ``simulated_2d`` and ``simulated_3d``), adjusts them within each latent space by each correction
-(``morphospace.evaluate.statistical_cell.CORRECTIONS``), and scores the calls against the truth
+(``morphospace.evaluate.statistical_cell.call_shifts``), and scores the calls against the truth
 that the result recorded (its found and missed shifted pairs): recall and false positives in the
 target space, significant tests in the reference space (all false: the simulator's drugs leave
 membrane and DNA alone). Nothing is retrained. It checks first that its Benjamini-Hochberg calls
@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from common import RESULTS, print_table, write_result
-from morphospace.evaluate.statistical_cell import CORRECTIONS, shift_recall
+from morphospace.evaluate.statistical_cell import CORRECTIONS, call_shifts, shift_recall
 
 PARTS = ("simulated_2d", "simulated_3d")
 CONVENTION = ("per statistical_cell*.json result block (one per run and p-values: the first file holding "
@@ -48,20 +48,12 @@ def _truth(block: dict[str, Any], tests: pd.DataFrame) -> pd.DataFrame:
                          "shifted": [pair in shifted for pair in zip(pairs["drug"], pairs["structure"])]})
 
 
-def _calls(tests: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame:
-    adjusted = tests.copy()
-    for _, part in tests.groupby("latent", sort=False):
-        adjusted.loc[part.index, "q_value"] = CORRECTIONS[correction](part["p_value"].to_numpy())
-    adjusted["significant"] = adjusted["q_value"] <= alpha
-    return adjusted
-
-
 def _scores(block: dict[str, Any], alpha: float, source: Path) -> dict[str, Any]:
     tests = pd.DataFrame(block["drug_shift_tests"])
     truth = _truth(block, tests)
     scores: dict[str, Any] = {}
     for correction in CORRECTIONS:
-        calls = _calls(tests, correction, alpha)
+        calls = call_shifts(tests, correction, alpha)
         if correction == "bh" and alpha == 0.05 and not calls["significant"].equals(tests["significant"]):
             raise SystemExit(f"{source}: the Benjamini-Hochberg calls differ from the stored ones")
         target = shift_recall(calls, truth)

@@ -19,8 +19,8 @@ resolved (:func:`tie_resolved_spearman`).
 
 **Drug shifts** (:func:`drug_shift_table`): per (drug, structure) and latent space, the Euclidean
 distance between the centroids of treated and control cells in the active dimensions, a
-permutation p-value (:func:`permutation_test`) and p-values adjusted for the number of tests:
-Benjamini-Hochberg q-values (:func:`benjamini_hochberg`, false discovery rate) or Holm's
+permutation p-value (:func:`permutation_test`) and p-values adjusted for the number of tests
+(:func:`call_shifts`): Benjamini-Hochberg q-values (:func:`benjamini_hochberg`, false discovery rate) or Holm's
 (:func:`holm`, family-wise error rate); :func:`shift_recall` scores the calls against the truth.
 
 Examples
@@ -61,6 +61,7 @@ __all__ = [
     "holm",
     "CORRECTIONS",
     "drug_shift_table",
+    "call_shifts",
     "shift_recall",
     "coupling_figure",
 ]
@@ -451,7 +452,7 @@ def drug_shift_table(latents: Mapping[str, ArrayLike], compounds: ArrayLike, str
     """
     if not latents:
         raise InputError("latents names no latent space")
-    if correction not in CORRECTIONS:
+    if correction not in CORRECTIONS:  # before the permutations
         raise InputError(f"unknown correction {correction!r}; choose from {sorted(CORRECTIONS)}")
     spaces = {name: np.asarray(x, dtype=float) for name, x in latents.items()}
     n = len(next(iter(spaces.values())))
@@ -478,11 +479,21 @@ def drug_shift_table(latents: Mapping[str, ArrayLike], compounds: ArrayLike, str
                 test += 1
                 rows.append([compound, structure, name, distance, p, int((~is_treated).sum()), int(is_treated.sum())])
     table = pd.DataFrame(rows, columns=["drug", "structure", "latent", "distance", "p_value", "n_control", "n_treated"])
-    table["q_value"] = np.nan
-    for _, part in table.groupby("latent", sort=False):
-        table.loc[part.index, "q_value"] = CORRECTIONS[correction](part["p_value"].to_numpy())
-    table["significant"] = table["q_value"] <= alpha
-    return table[SHIFT_COLUMNS]
+    return call_shifts(table, correction, alpha)[SHIFT_COLUMNS]
+
+
+def call_shifts(tests: pd.DataFrame, correction: str = "bh", alpha: float = 0.05) -> pd.DataFrame:
+    """A copy of ``tests`` (rows with ``latent`` and ``p_value``) with ``q_value``, the p-values
+    adjusted by ``correction`` (a key of :data:`CORRECTIONS`) within each latent space, and
+    ``significant`` (q <= alpha). InputError for an unknown correction."""
+    if correction not in CORRECTIONS:
+        raise InputError(f"unknown correction {correction!r}; choose from {sorted(CORRECTIONS)}")
+    called = tests.copy()
+    called["q_value"] = np.nan
+    for _, part in called.groupby("latent", sort=False):
+        called.loc[part.index, "q_value"] = CORRECTIONS[correction](part["p_value"].to_numpy())
+    called["significant"] = called["q_value"] <= alpha
+    return called
 
 
 def shift_recall(table: pd.DataFrame, truth: pd.DataFrame, latent: str = "target",
