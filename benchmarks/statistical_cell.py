@@ -201,7 +201,7 @@ def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSumma
             "batch_size": config.data.batch_size, "beta": config.model.beta, "objective": config.model.objective,
             "precision": resolve_precision(config.trainer.precision, config.trainer.accelerator),
             "precision_setting": config.trainer.precision, "cpu_cores": WORKERS,
-            "resumed": summary.resumed}
+            "resumed": summary.resumed, "notes": summary.notes}
 
 
 # ----------------------------------------------------------------------------- simulated parts

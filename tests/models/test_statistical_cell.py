@@ -13,7 +13,8 @@ from morphospace.config import ConfigError
 from morphospace.errors import InputError
 from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
-from morphospace.models.statistical_cell import StatisticalCell, StatisticalCellConfig, level_strides, position_maps
+from morphospace.models.statistical_cell import (ReferenceGates, StatisticalCell, StatisticalCellConfig, level_strides,
+                                                position_maps)
 from morphospace.models.vae import vae_objective
 
 STRUCTURES = ["envelope", "cortex", "golgi"]
@@ -296,6 +297,111 @@ def test_channels_last_lays_out_every_convolution_so_and_keeps_the_numbers(shape
                                    plain.elbo_per_cell(target, reference, labels), rtol=1e-4, atol=1e-3)
 
 
+def test_gate_values_and_open_probability_by_hand():
+    gates = ReferenceGates(2, 3)
+    with torch.no_grad():
+        gates.logits.copy_(torch.tensor([[-10.0, 0.0, 10.0], [0.5, 1.0, 2.0]]))
+    # deterministic: clip(sigmoid(logit) * 1.2 - 0.1, 0, 1)
+    torch.testing.assert_close(gates.values()[0], torch.tensor([0.0, 0.5, 1.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(gates.values()[1], torch.sigmoid(torch.tensor([0.5, 1.0, 2.0])) * 1.2 - 0.1)
+    # P(z > 0) = sigmoid(logit - (2/3) log(0.1 / 1.1)), against the share of draws above 0
+    torch.manual_seed(0)
+    draws = gates.sample(torch.ones(40_000, dtype=torch.long))
+    assert draws.min() >= 0 and draws.max() <= 1 and (draws == 0).any() and (draws == 1).any()
+    expected = torch.sigmoid(torch.tensor([0.5, 1.0, 2.0]) - 2 / 3 * np.log(0.1 / 1.1))
+    torch.testing.assert_close(gates.open_probability()[1].detach(), expected)
+    torch.testing.assert_close((draws > 0).float().mean(0), expected, atol=0.01, rtol=0)
+    assert gates.rows(None, 3).tolist() == [0, 0, 0]
+
+
+def _gated_model(logits: list[list[float]], **config) -> StatisticalCell:
+    model = _model(reference_gates=True, null_latent_share=0.25, **config)
+    with torch.no_grad():
+        model.gates.logits.copy_(torch.tensor(logits))
+    return model
+
+
+def test_a_closed_gate_makes_the_target_model_ignore_its_channel():
+    # envelope: Membrane closed, DNA open; cortex: both open; golgi: both closed
+    model = _gated_model([[-20.0, 20.0], [20.0, 20.0], [-20.0, -20.0]]).eval()
+    target, reference, _ = _inputs(n=6)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    swapped = reference.clone()
+    swapped[:, 0] = reference.roll(1, 0)[:, 0]  # another cell's membrane
+    true, other = (model.elbo_per_cell(target, ref, labels)["target"] for ref in (reference, swapped))
+    expected, expected_other = (model.expected_target(ref, labels) for ref in (reference, swapped))
+    empty = reference.clone()
+    empty[[0, 1, 4, 5], 0], empty[4:, 1] = -1, -1  # a closed gate reads the channel as empty
+    torch.testing.assert_close(model.gate_reference(reference, labels), empty)
+    for cells in (slice(0, 2), slice(4, 6)):  # the membrane is not read
+        torch.testing.assert_close(other[cells], true[cells], rtol=0, atol=0)
+        torch.testing.assert_close(expected_other[cells], expected[cells], rtol=0, atol=0)
+    assert (other[2:4] != true[2:4]).all() and not torch.equal(expected_other[2:4], expected[2:4])
+    assert model.reference_gate_values() == {"envelope": {"Membrane": 0.0, "DNA": 1.0},
+                                             "cortex": {"Membrane": 1.0, "DNA": 1.0},
+                                             "golgi": {"Membrane": 0.0, "DNA": 0.0}}
+
+
+def test_the_gate_cost_enters_the_target_objective_with_the_kl_weight():
+    logits = [[0.0, 1.0], [-1.0, 2.0], [0.5, 0.5]]
+    target, reference, labels = _inputs(n=6)
+    terms = {}
+    for cost in (0.0, 3.0):
+        model = _gated_model(logits, reference_gate_cost=cost, target_beta=0.4)
+        torch.manual_seed(1)  # the same gate and latent draws
+        terms[cost] = model.loss_terms(target, reference, labels)
+    open_probability = torch.sigmoid(torch.tensor(logits) - 2 / 3 * np.log(0.1 / 1.1))[labels]
+    by_hand = 3.0 * -torch.log1p(-open_probability).sum(1).mean()  # nats per cell
+    torch.testing.assert_close(terms[3.0]["target_gate_cost"], by_hand)
+    torch.testing.assert_close(terms[3.0]["target_loss"] - terms[0.0]["target_loss"], 0.4 * by_hand)
+    torch.testing.assert_close(terms[3.0]["target_elbo"], terms[0.0]["target_elbo"])  # the ELBO leaves it out
+    assert "target_gate_cost" not in _model().loss_terms(target, reference, labels)
+
+
+def test_one_draw_of_the_gates_serves_the_target_encoder_and_decoder(monkeypatch):
+    model = _gated_model([[0.0, 0.0]] * 3).train()
+    draws, encoder_inputs, decoder_inputs = [], [], []
+    sample = model.gates.sample
+    monkeypatch.setattr(model.gates, "sample", lambda rows: draws.append(sample(rows)) or draws[-1])
+    encoder, decoder = model.target_encoder.forward, model.target_decoder.forward
+    monkeypatch.setattr(model.target_encoder, "forward",
+                        lambda images, ref, labels: encoder_inputs.append(ref) or encoder(images, ref, labels))
+    monkeypatch.setattr(model.target_decoder, "forward",
+                        lambda z, ref, labels, summary: decoder_inputs.append(ref) or decoder(z, ref, labels, summary))
+    target, reference, labels = _inputs()
+    model.loss_terms(target, reference, labels)
+    assert len(draws) == 1 and encoder_inputs[0] is decoder_inputs[0]
+    torch.testing.assert_close(encoder_inputs[0], (reference + 1) * draws[0][:, :, None, None] - 1)
+
+
+def test_the_gates_stay_open_and_free_during_the_warmup():
+    from types import SimpleNamespace
+
+    model = _gated_model([[-1.0, 0.5]] * 3, reference_gate_warmup=0.5).train()
+    target, reference, labels = _inputs()
+    assert not model.gates_held_open()  # outside a Trainer
+    for step, held in ((4, True), (5, False)):  # the first half of 10 steps
+        model._trainer = SimpleNamespace(estimated_stepping_batches=10, global_step=step)
+        assert model.gates_held_open() is held
+        model.zero_grad()
+        terms = model.loss_terms(target, reference, labels)
+        terms["loss"].backward()
+        assert torch.equal(model.gate_reference(reference, labels), reference) is held
+        assert (terms["target_gate_cost"].item() == 0) is held and (model.gates.logits.grad is None) is held
+    model._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"), global_step=0)
+    with pytest.raises(InputError, match="reference_gate_warmup needs a budget in epochs or steps"):
+        model.gates_held_open()
+    model._trainer = None
+
+
+def test_the_gates_train_at_their_own_rate():
+    model = _gated_model([[0.0, 0.0]] * 3, lr=1e-3, reference_gate_lr=0.2)
+    groups = model.configure_optimizers().param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 0.2] and groups[1]["params"] == [model.gates.logits]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(_model().configure_optimizers().param_groups) == 1
+
+
 def test_a_model_without_labels_has_one_structure():
     model = _model(structures=[])
     target, reference, _ = _inputs()
@@ -309,6 +415,8 @@ def test_config_rules():
     assert StatisticalCellConfig(objective="weighted", beta=4.0).beta_of("target") == 4.0
     with pytest.raises(ValueError, match="spatial_dims 3 but crops of shape"):
         _model((1, 16, 16), spatial_dims=3)
+    with pytest.raises(ValueError, match="reference_gates and reference_summary exclude each other"):
+        _model(reference_gates=True, reference_summary=True)
 
 
 def _toy_store(path: Path, n: int = 48, depth: int | None = None) -> Path:
@@ -362,6 +470,7 @@ def _config(store: Path, runs: Path, **model) -> dict:
     ({"levels": 5}, "key 'data.crop_size'"),
     ({"structure_balance": True, "label": None}, "key 'model.structure_balance'"),
     ({"reference_swap_channels": ["Actin"]}, "key 'model.reference_swap_channels': ['Actin'] are not among"),
+    ({"reference_gates": True, "reference_summary": True}, "key 'model.reference_gates': excludes"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
     from morphospace.workflows.train import plan_run
@@ -380,13 +489,16 @@ def _random_discs(generator: torch.Generator, n: int = 96) -> torch.Tensor:
 
 
 def _fit(model: StatisticalCell, target: torch.Tensor, reference: torch.Tensor, steps: int,
-         generator: torch.Generator) -> list[dict[str, float]]:
-    """``steps`` Adam steps on batches of 16 random cells; the loss terms of every step."""
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+         generator: torch.Generator, labels: torch.Tensor | None = None,
+         optimiser: torch.optim.Optimizer | None = None) -> list[dict[str, float]]:
+    """``steps`` steps of ``optimiser`` (default Adam at 3e-3) on batches of 16 random cells; the
+    loss terms of every step."""
+    optimiser = optimiser or torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
     for _ in range(steps):
         picks = torch.randint(0, len(target), (16,), generator=generator)
-        terms = model.loss_terms(target[picks], reference[picks], null=model.null_cells(16))
+        terms = model.loss_terms(target[picks], reference[picks], None if labels is None else labels[picks],
+                                 null=model.null_cells(16))
         optimiser.zero_grad()
         terms["loss"].backward()
         optimiser.step()
@@ -430,6 +542,25 @@ def test_the_null_latent_learns_the_structure_expected_from_the_reference():
 
 
 @pytest.mark.slow
+def test_the_gates_close_the_channel_each_structure_does_not_need():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.stack([_random_discs(generator), _random_discs(generator)], dim=1) * 2 - 1
+    labels = torch.arange(96) % 2
+    # each structure a shifted copy of one reference channel: "first" of the membrane, "second" of the DNA
+    target = torch.where(labels[:, None, None, None] == 0, reference[:, :1], reference[:, 1:]).roll(3, -1)
+    model = _model(structures=["first", "second"], beta=0.5, null_latent_share=0.5, reference_gates=True)
+    _fit(model, target, reference, 300, generator, labels, model.configure_optimizers())
+    assert model.reference_gate_values() == {"first": {"Membrane": 1.0, "DNA": 0.0},
+                                             "second": {"Membrane": 0.0, "DNA": 1.0}}
+    swapped = reference.clone()
+    swapped[:, 0] = reference.roll(1, 0)[:, 0]
+    second = labels == 1
+    torch.testing.assert_close(model.expected_target(swapped[second], labels[second]),
+                               model.expected_target(reference[second], labels[second]), rtol=0, atol=0)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [None, 8], ids=["2d", "3d"])
 def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
     from morphospace.models.run import load_run, read_checkpoint
@@ -438,7 +569,8 @@ def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
 
     store = _toy_store(tmp_path / "store", depth=depth)
     schedule = "cosine" if depth else "constant"
-    settings = _config(store, tmp_path / "runs", spatial_dims=3 if depth else 2, lr_schedule=schedule, lr=1e-3)
+    settings = _config(store, tmp_path / "runs", spatial_dims=3 if depth else 2, lr_schedule=schedule, lr=1e-3,
+                       reference_gates=not depth)
     settings["trainer"]["channels_last"] = bool(depth)
     config = resolve_run_config(settings)
     summary = train(config, progress=False)
@@ -446,6 +578,7 @@ def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
     last_lr = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["lr_schedulers"]
     assert last_lr == [] if schedule == "constant" else last_lr[0]["_last_lr"] == [pytest.approx(0.0, abs=1e-12)]
     assert {"reference_active_dims", "target_active_dims"} <= set(summary.notes)
+    assert ("reference_gates" in summary.notes) == (not depth)
     logged = {"target_recon_epoch", "reference_kl_epoch", "reference_active_dims", "val_target_elbo"}
     assert logged <= set(summary.metrics)
     header = (run_dir / "kl_per_dimension.csv").read_text().splitlines()[0]
@@ -459,6 +592,10 @@ def test_a_trained_run_round_trips_and_embeds(tmp_path: Path, depth):
     elbo = run.module.elbo_per_cell(batch["image"], batch["reference"], batch["structure"])
     again = load_run(run_dir, "embed").module.elbo_per_cell(batch["image"], batch["reference"], batch["structure"])
     torch.testing.assert_close(elbo["target"], again["target"])
+    if not depth:  # the learnt gates come back with the checkpoint
+        assert run.module.reference_gate_values() == load_run(run_dir, "embed").module.reference_gate_values()
+        assert run.module.reference_gate_values() != StatisticalCell(
+            run.module.cfg.to_dict(), run.module.image_shape, ["Membrane", "DNA"], STRUCTURES).reference_gate_values()
     assert batch["image"].shape == (4, 1, *([depth] if depth else []), 16, 16)
 
     table = pd.read_parquet(embed_store(run_dir, progress=False).out)

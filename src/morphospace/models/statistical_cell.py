@@ -68,8 +68,25 @@ structure's (:meth:`StatisticalCell.structure_weights`), so that a sparse struct
 error is small beside a bright one's, gets as large a share of the gradient; the ELBO used by the
 analyses stays unweighted.
 
-Optimiser: Adam (``lr``, ``betas``) over both models; ``lr_schedule: cosine`` lowers the rate from
-``lr`` to 0 over the budget's optimiser steps (:func:`morphospace.models.training.with_lr_schedule`).
+With ``reference_gates`` the target model (encoder and decoder) reads each reference channel x
+through a gate z of the cell's structure and that channel, (x + 1) z - 1 (:class:`ReferenceGates`:
+hard concrete gates, drawn in training, deterministic at analysis; a closed gate leaves an empty
+channel), and the target objective pays, with the KL's weight, ``reference_gate_cost`` times
+-log P(z = 0) nats per cell for every gate: a structure keeps a channel only while reading it saves
+more than that, in squared error or in the latent code's KL. The cost grows without bound as a
+gate opens, so a channel that stops paying keeps closing however open its gate is (the expected
+number of open gates, the L0 cost, flattens once a gate is nearly always open, and a channel read
+early on stayed open). A channel the structure does not need is then closed, not merely little
+used, so swapping it changes nothing; without gates a network that learnt redundant cues of both
+channels (the nucleus lies inside the membrane) answers a swap of either. The gates' logits train
+at their own rate ``reference_gate_lr``; their values are the run's note ``reference_gates``.
+With ``reference_gate_warmup`` the gates stay open (every channel read whole, no cost) for that
+share of the budget's optimiser steps: a gate closed before the networks have learnt what its
+channel tells a structure gets no gradient to reopen, and a relation learnt late is lost.
+
+Optimiser: Adam (``lr``, ``betas``) over both models, the gates' logits at ``reference_gate_lr``;
+``lr_schedule: cosine`` lowers the rates to 0 over the budget's optimiser steps
+(:func:`morphospace.models.training.with_lr_schedule`).
 
 ELBO per cell (up to a constant): -(recon + KL), recon from the posterior mean (``elbo_samples:
 0``) or averaged over that many reparameterised draws of a fixed seed. The mean KL of every latent
@@ -164,6 +181,16 @@ class StatisticalCellConfig(Config):
                                      "one channel swapped for another cell's, as the coupling analyses do")
     reference_swap_channels: list[str] | None = pydantic.Field(
         None, min_length=1, description="the reference channels reference_swap_share may swap; null: every one")
+    reference_gates: bool = pydantic.Field(
+        False, description="pass each reference channel the target model reads through a learnt stochastic gate "
+                           "per structure and channel, whose openness costs reference_gate_cost nats")
+    reference_gate_cost: float = pydantic.Field(
+        1.0, ge=0, description="nats per cell times -log P(gate closed) of every gate, weighed in the target "
+                               "objective as the KL")
+    reference_gate_lr: float = pydantic.Field(0.05, gt=0, description="learning rate of the gates' logits")
+    reference_gate_warmup: float = pydantic.Field(
+        0.0, ge=0, lt=1, description="share of the budget's optimiser steps during which the gates stay open and "
+                                     "cost nothing, so that the networks first learn what each channel tells")
 
     @pydantic.model_validator(mode="after")
     def _beta_range(self) -> "StatisticalCellConfig":
@@ -271,6 +298,70 @@ def _label_conditioning(n_labels: int, embedding_dim: int, film: bool, widths: S
     if film and n_labels:
         return 0, _LabelModulation(n_labels, embedding_dim, widths)
     return n_labels, None
+
+
+#: Hard concrete gates (Louizos, Welling and Kingma 2018, "Learning sparse neural networks through
+#: L0 regularization"): temperature and the interval (low, high) the relaxed Bernoulli is stretched
+#: to before clipping to [0, 1].
+GATE_TEMPERATURE, GATE_LOW, GATE_HIGH = 2 / 3, -0.1, 1.1
+
+#: Logit of every gate at initialisation: open (z > 0) with probability 0.97, fully open (z = 1)
+#: with probability 0.6, so that the networks first learn from nearly whole references.
+GATE_INITIAL_LOGIT = 2.0
+
+
+class ReferenceGates(nn.Module):
+    """A stochastic gate z in [0, 1] per (structure label, reference channel) on the target model's
+    reference channels: references (N, Cr, ...) in [-1, 1] -> (x + 1) z - 1 with the z of each
+    cell's label and channel, so that a closed gate (z = 0) leaves an empty channel (-1, the
+    background) and a partly open one dims the channel's signal over the same background.
+
+    Hard concrete gates: in training z is drawn (clipped, stretched relaxed Bernoulli of logit
+    ``logits[label, channel]``), so it is exactly 0 or 1 with some probability and in between
+    otherwise, and its draw has a gradient in the logit; in eval mode z is its deterministic value
+    clip(sigmoid(logit) (high - low) + low, 0, 1). A channel whose gate is 0 is not read at all, so
+    swapping it changes nothing. :meth:`open_probability`, P(z > 0), is differentiable in the
+    logits; the model's cost of a gate, -log(1 - P(z > 0)), closes those the structure does not
+    need. Without labels (``n_labels`` 0) there is one row of gates, used for every cell.
+    """
+
+    def __init__(self, n_labels: int, n_channels: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.full((max(n_labels, 1), n_channels), GATE_INITIAL_LOGIT))
+
+    def open_probability(self) -> torch.Tensor:
+        """P(z > 0) of every gate (S, Cr) in training."""
+        return torch.sigmoid(self.logits - GATE_TEMPERATURE * math.log(-GATE_LOW / GATE_HIGH))
+
+    def values(self) -> torch.Tensor:
+        """The deterministic gates (S, Cr) of eval mode, in [0, 1].
+
+        >>> gates = ReferenceGates(1, 3)
+        >>> with torch.no_grad():
+        ...     _ = gates.logits.copy_(torch.tensor([[-10.0, 0.0, 10.0]]))
+        >>> [round(v, 3) for v in gates.values()[0].tolist()]
+        [0.0, 0.5, 1.0]
+        """
+        return (torch.sigmoid(self.logits) * (GATE_HIGH - GATE_LOW) + GATE_LOW).clamp(0, 1)
+
+    def sample(self, rows: torch.Tensor) -> torch.Tensor:
+        """Gates (N, Cr) drawn for cells of label ``rows`` (N,)."""
+        logits = self.logits[rows]
+        u = torch.rand(logits.shape, device=logits.device).clamp(1e-6, 1 - 1e-6)
+        relaxed = torch.sigmoid((u.log() - (-u).log1p() + logits) / GATE_TEMPERATURE)
+        return (relaxed * (GATE_HIGH - GATE_LOW) + GATE_LOW).clamp(0, 1)
+
+    def rows(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The gate row (N,) of each of n cells: its label, 0 without labels."""
+        if labels is None:
+            return torch.zeros(n, dtype=torch.long, device=self.logits.device)
+        return labels
+
+    def forward(self, reference: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        rows = self.rows(labels, len(reference))
+        gates = self.sample(rows) if self.training else self.values()[rows]
+        gates = gates.to(reference.dtype).view(*gates.shape, *[1] * (reference.ndim - 2))
+        return (reference + 1) * gates - 1
 
 
 def _unit(spatial_dims: int, in_channels: int, out_channels: int, strides: Sequence[int] | int = 1) -> ResidualUnit:
@@ -406,6 +497,9 @@ class StatisticalCell(GenerativeModel):
         unknown = sorted(set(self.cfg.reference_swap_channels or ()) - set(self.reference_channels))
         if unknown:
             raise ValueError(f"reference_swap_channels {unknown} are not reference channels {self.reference_channels}")
+        if self.cfg.reference_gates and self.cfg.reference_summary:
+            raise ValueError("reference_gates and reference_summary exclude each other: the summary would read "
+                             "every reference channel past the gates")
         dims, cr, ct = self.cfg.spatial_dims, len(self.reference_channels), self.image_shape[0]
         shared = {"base_channels": self.cfg.base_channels, "levels": self.cfg.levels}
         conditioned = {"reference_channels": cr, "n_labels": len(self.structures),
@@ -418,6 +512,7 @@ class StatisticalCell(GenerativeModel):
         self.target_decoder = ConditionalDecoder(
             dims, ct, spatial, self.cfg.target_latent_dim, **shared, **conditioned,
             summary_dim=self.cfg.reference_latent_dim if self.cfg.reference_summary else 0)
+        self.gates = ReferenceGates(len(self.structures), cr) if self.cfg.reference_gates else None
         if self.cfg.null_latent_share > 0:
             self.target_null_latent = nn.Parameter(torch.zeros(self.cfg.target_latent_dim))
         if self.cfg.spectral_norm:
@@ -476,12 +571,31 @@ class StatisticalCell(GenerativeModel):
         """Reference latents (N, reference_latent_dim) -> reference images (N, Cr, ...) in [-1, 1]."""
         return self.reference_decoder(z.to(self.device))
 
+    def gate_reference(self, reference: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The reference (N, Cr, ...) as the target networks read it: through the gates of the
+        cells' labels (N,) with ``reference_gates`` (:class:`ReferenceGates`; drawn in training,
+        deterministic in eval mode); unchanged without them or while :meth:`gates_held_open`."""
+        return reference if self.gates is None or self.gates_held_open() else self.gates(reference, labels)
+
+    def gates_held_open(self) -> bool:
+        """Whether training is within the first ``reference_gate_warmup`` share of the budget's
+        optimiser steps (the gates then read every channel whole and cost nothing). False outside a
+        Trainer or in eval mode; InputError for a warm-up under a budget without a step count."""
+        if self.gates is None or self.cfg.reference_gate_warmup == 0 or not self.training or self._trainer is None:
+            return False
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise InputError("model.reference_gate_warmup needs a budget in epochs or steps (trainer.max_epochs or "
+                             "trainer.max_steps), not a wall-clock limit alone")
+        return self.global_step < self.cfg.reference_gate_warmup * total
+
     def encode_target(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Target images (N, Ct, ...) given their reference (N, Cr, ...) and labels (N,) ->
         (mu, log-variance), each (N, target_latent_dim)."""
-        return self.target_encoder(target.to(self.device), reference.to(self.device),
-                                   self.labels_of(labels, len(target)))
+        labels = self.labels_of(labels, len(target))
+        return self.target_encoder(target.to(self.device), self.gate_reference(reference.to(self.device), labels),
+                                   labels)
 
     def decode_target(self, z: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
                       reference_mu: torch.Tensor | None = None) -> torch.Tensor:
@@ -489,11 +603,16 @@ class StatisticalCell(GenerativeModel):
         target images (N, Ct, ...) in [-1, 1]. With ``reference_summary`` the decoder also reads
         the reference model's posterior mean of ``reference`` (N, reference_latent_dim), without
         gradient: ``reference_mu`` when already computed, else encoded here."""
-        reference = reference.to(self.device)
-        summary = None
-        if self.cfg.reference_summary:
-            summary = (reference_mu if reference_mu is not None else self.encode_reference(reference)[0]).detach()
-        return self.target_decoder(z.to(self.device), reference, self.labels_of(labels, len(z)), summary)
+        reference, labels = reference.to(self.device), self.labels_of(labels, len(z))
+        return self.target_decoder(z.to(self.device), self.gate_reference(reference, labels), labels,
+                                   self._summary(reference, reference_mu))
+
+    def _summary(self, reference: torch.Tensor, reference_mu: torch.Tensor | None) -> torch.Tensor | None:
+        """The target decoder's summary of ``reference`` with ``reference_summary`` (see
+        :meth:`decode_target`), else None."""
+        if not self.cfg.reference_summary:
+            return None
+        return (reference_mu if reference_mu is not None else self.encode_reference(reference)[0]).detach()
 
     def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
               n_samples: int = 1, generator: torch.Generator | None = None,
@@ -504,12 +623,15 @@ class StatisticalCell(GenerativeModel):
         ``{reference,target}_reconstruction`` (of the last draw). ``null`` (N,) bool marks the cells
         whose target is decoded from the null latent instead (their target KL is 0).
         ``target_reference`` (N, Cr, ...) is the reference the target model reads (default
-        ``reference``, which the reference model reads)."""
+        ``reference``, which the reference model reads); with ``reference_gates`` one draw of the
+        gates per cell serves its encoder and decoder alike."""
         out: dict[str, torch.Tensor] = {}
         condition = reference if target_reference is None else target_reference
+        labels = self.labels_of(labels, len(target))
+        gated = self.gate_reference(condition.to(self.device), labels)
         posteriors = {"reference": self.encode_reference(reference),
-                      "target": self.encode_target(target, condition, labels)}
-        summary = posteriors["reference"][0] if condition is reference else None
+                      "target": self.target_encoder(target.to(self.device), gated, labels)}
+        summary = self._summary(condition, posteriors["reference"][0] if condition is reference else None)
         for name, (mu, logvar) in posteriors.items():
             x = reference if name == "reference" else target
             recons = []
@@ -518,7 +640,7 @@ class StatisticalCell(GenerativeModel):
                 if name == "target" and null is not None:
                     z = torch.where(null[:, None], self.target_null_latent.to(z.dtype), z)
                 decoded = (self.decode_reference(z) if name == "reference"
-                           else self.decode_target(z, condition, labels, summary))
+                           else self.target_decoder(z, gated, labels, summary))
                 recon, kl = vae_terms_per_cell(x.to(self.device), decoded, mu, logvar)
                 recons.append(recon)
             if name == "target" and null is not None:
@@ -587,6 +709,7 @@ class StatisticalCell(GenerativeModel):
         objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell.
         The target's are over the cells not in ``null`` (N,) bool; ``target_null_recon`` is the
         mean squared error of those in it, added to the target objective with recon's weight. With
+        ``reference_gates``, ``target_gate_cost`` (:meth:`gate_cost`) enters it with the KL's weight. With
         ``structure_balance`` the objective weighs each cell's target squared error by
         :meth:`structure_weights` (recon, ELBO and ``target_null_recon`` stay unweighted);
         ``target_recon_per_cell`` (N,) is every cell's. ``target_reference``: see :meth:`terms`."""
@@ -610,21 +733,45 @@ class StatisticalCell(GenerativeModel):
             recon_weight = vae_objective(torch.tensor(1.0), torch.tensor(0.0), self.cfg.beta_of("target"),
                                          self.cfg.objective)
             out["target_loss"] = out["target_loss"] + recon_weight * null_objective
+        if self.gates is not None:
+            out["target_gate_cost"] = (torch.zeros((), device=self.device) if self.gates_held_open()
+                                       else self.gate_cost(labels, len(target)))
+            out["target_loss"] = out["target_loss"] + vae_objective(
+                torch.zeros(()), out["target_gate_cost"], self.cfg.beta_of("target"), self.cfg.objective)
         out["target_recon_per_cell"] = per_cell["target_recon"]
         out["loss"] = out["reference_loss"] + out["target_loss"]
         return out
 
+    def gate_cost(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Mean over n cells of labels (N,) of ``reference_gate_cost`` times the sum over the gates
+        of the cell's label of -log P(z = 0) (from :meth:`ReferenceGates.open_probability`), nats
+        per cell."""
+        rows = self.gates.rows(labels, n)
+        return self.cfg.reference_gate_cost * -torch.log1p(-self.gates.open_probability()[rows]).sum(1).mean()
+
+    def reference_gate_values(self) -> dict[str, dict[str, float]]:
+        """The deterministic gate of every structure and reference channel, {structure: {channel:
+        value in [0, 1]}} (the structure ``all`` without labels); empty without ``reference_gates``."""
+        if self.gates is None:
+            return {}
+        values = self.gates.values().detach().cpu().tolist()
+        return {structure: dict(zip(self.reference_channels, row))
+                for structure, row in zip(self.structures or ["all"], values)}
+
     # ------------------------------------------------------------------------------ training
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+        gates = [] if self.gates is None else list(self.gates.parameters())
+        networks = [p for p in self.parameters() if all(p is not g for g in gates)]
+        groups = [{"params": networks}] + ([{"params": gates, "lr": self.cfg.reference_gate_lr}] if gates else [])
+        optimizer = torch.optim.Adam(groups, lr=self.cfg.lr, betas=self.cfg.betas)
         if self.cfg.lr_schedule == "constant":  # also usable outside a Trainer
             return optimizer
         return with_lr_schedule(optimizer, self.trainer, self.cfg.lr_schedule)
 
     def _log(self, terms: dict[str, torch.Tensor], prefix: str, batch_size: int) -> None:
         names = ["loss"] + [f"{m}_{k}" for m in ("reference", "target") for k in ("loss", "recon", "kl", "elbo")]
-        names += ["target_null_recon"] if "target_null_recon" in terms else []
+        names += [k for k in ("target_null_recon", "target_gate_cost") if k in terms]
         log_metrics(self, {f"{prefix}{k}": terms[k] for k in names}, batch_size, on_step=prefix == "",
                     prog_bar=prefix == "")
 
@@ -809,6 +956,9 @@ class StatisticalCellFamily(GenerativeFamily):
                                                              f"{model.reference}.channels {reference.channels}")
         if model.label is not None and not isinstance(conditions.get(model.label), CategoricalCondition):
             raise key_error("model.label", f"data.conditions.{model.label} must be a condition of kind categorical")
+        if model.reference_gates and model.reference_summary:
+            raise key_error("model.reference_gates", "excludes model.reference_summary, which would read every "
+                                                     "reference channel past the gates")
         if model.structure_balance and model.label is None:
             raise key_error("model.structure_balance", "balances the structures named by model.label, which is null")
         _, *spatial = spec.shape("image")
@@ -835,9 +985,15 @@ class StatisticalCellFamily(GenerativeFamily):
 
     def notes_after_fit(self, module: StatisticalCell) -> dict[str, str]:
         threshold = module.cfg.active_threshold
-        return {f"{name}_active_dims": f"{module.active_dimensions(model=name)} of "
-                                       f"{getattr(module.cfg, f'{name}_latent_dim')} (mean KL > {threshold} nats)"
-                for name in ("reference", "target")}
+        notes = {f"{name}_active_dims": f"{module.active_dimensions(model=name)} of "
+                                        f"{getattr(module.cfg, f'{name}_latent_dim')} (mean KL > {threshold} nats)"
+                 for name in ("reference", "target")}
+        gates = module.reference_gate_values()
+        if gates:
+            notes["reference_gates"] = "; ".join(
+                f"{structure}: " + ", ".join(f"{channel} {value:.2f}" for channel, value in row.items())
+                for structure, row in gates.items())
+        return notes
 
 
 FAMILY = StatisticalCellFamily()
