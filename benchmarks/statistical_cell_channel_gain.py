@@ -4,11 +4,11 @@ units of its training objective.
 The reference-only coupling is a ratio, 1 - error(true) / error(swapped); a gate of
 ``model.reference_gates`` weighs the difference instead: the squared error summed over pixels
 (voxels in 3D) that a structure saves by reading its own cell's channel rather than another cell's.
-For a run trained with ``model.null_latent_share``, on held-out cells chosen as ``evaluate
-coupling`` chooses them (seed 0), each cell's expected structure from its reference alone
-(``StatisticalCell.expected_target``) is scored against its observed structure with the true
-reference and with one channel swapped for that channel of another held-out cell of the same
-structure (``--repeats`` partners); gain = mean over the partners of error(swapped) - error(true),
+For a run trained with ``model.null_latent_share``, from ``evaluate coupling``'s own scores
+(``coupling_scores``: the reference_only estimator, no views, seed 0), each cell's expected
+structure from its reference alone (``StatisticalCell.expected_target``) is scored against its
+observed structure with the true reference and with one channel swapped for that channel of
+another held-out cell of the same structure (``--repeats`` partners); gain = mean over the partners of error(swapped) - error(true),
 averaged over a structure's cells. Writes ``results/statistical_cell_channel_gain_TAG.json`` and
 prints a table.
 
@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import pandas as pd
-import torch
 
 from common import print_table, write_result
-from morphospace.evaluate.statistical_cell import draw_swap_partners
+from morphospace.evaluate import statistical_cell as stats
 from morphospace.models.run import load_run
-from morphospace.models.vae import squared_error_per_cell
-from morphospace.workflows.cp2image_evaluation import held_out_rows
-from morphospace.workflows.statistical_cell import prepared_cells
+from morphospace.workflows.statistical_cell import CouplingConfig, coupling_scores
 
 CONVENTION = ("held-out cells of the run (a uniform draw of at most --cells, seed 0, as evaluate coupling draws "
               "them); error = squared error summed over pixels between a cell's observed structure and the "
@@ -39,34 +35,19 @@ CONVENTION = ("held-out cells of the run (a uniform draw of at most --cells, see
               "error(swapped), both averaged over a structure's cells")
 
 
-def _errors(run, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(N,) squared error of each cell's expected structure, in chunks of 16 cells."""
-    chunks = [slice(s, s + 16) for s in range(0, len(target), 16)]
-    errors = [squared_error_per_cell(target[c], run.module.expected_target(reference[c], labels[c])) for c in chunks]
-    return torch.cat(errors).cpu().numpy()
-
-
 def channel_gains(run_dir: str, cells: int, repeats: int) -> dict:
     run = load_run(run_dir, "evaluate", "coupling")
-    rows, split = held_out_rows(run.data)
-    rows = np.sort(np.random.default_rng(0).choice(rows, min(cells, len(rows)), replace=False))
-    target, reference, labels = prepared_cells(run, rows)
-    structures = np.asarray(run.module.structures, dtype=object)[labels.cpu().numpy()]
-    partners = draw_swap_partners(len(rows), repeats, structures, seed=0)
-    true = _errors(run, target, reference, labels)
+    config = CouplingConfig(estimator="reference_only", views="none", cells=cells, repeats=repeats)
+    scores = coupling_scores(run, config, run_dir)  # reference_only scores: -error
+    structures, true = scores.structures, scores.true
     table = []
-    for k, channel in enumerate(run.module.reference_channels):
-        swapped = np.empty((len(rows), repeats))
-        for r in range(repeats):
-            other = reference.clone()
-            other[:, k] = reference[partners[:, r], k]
-            swapped[:, r] = _errors(run, target, other, labels)
-        per_cell = pd.DataFrame({"structure": structures, "error_true": true,
-                                 "gain": swapped.mean(1) - true, "coupling": 1 - true / swapped.mean(1)})
+    for channel, swapped in scores.swapped.items():
+        per_cell = pd.DataFrame({"structure": structures, "error_true": -true, "gain": true - swapped.mean(1),
+                                 "coupling": stats.coupling_per_cell(true, swapped)})
         means = per_cell.groupby("structure").mean()
         table += [{"structure": name, "channel": channel, **row.to_dict(), "n_cells": int((structures == name).sum())}
                   for name, row in means.iterrows()]
-    return {"convention": CONVENTION, "run": str(run_dir), "split": split, "n_cells": len(rows),
+    return {"convention": CONVENTION, "run": str(run_dir), "split": scores.split, "n_cells": len(scores.rows),
             "repeats": repeats, "gates": run.module.reference_gate_values(), "gains": table}
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,8 @@ from morphospace.models.training import RunConfig
 from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.cp2image_evaluation import held_out_rows
 
-__all__ = ["CouplingConfig", "DrugShiftConfig", "evaluate_coupling", "evaluate_drug_shift", "run_beta_sweep",
-           "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS"]
+__all__ = ["CouplingConfig", "DrugShiftConfig", "CouplingScores", "coupling_scores", "evaluate_coupling",
+           "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS"]
 
 MODELS = ("reference", "target")
 BATCH_SIZE = 64
@@ -176,6 +176,48 @@ def _coupling_truth(truth_dir: str, channels: Sequence[str]) -> pd.DataFrame:
     return stats.truth_long(_truth_table(truth_dir, "structures.parquet", ["structure", *columns.values()]), columns)
 
 
+class CouplingScores(NamedTuple):
+    """The per-cell scores behind :func:`evaluate_coupling` (see :data:`COUPLING_CONVENTION`)."""
+
+    rows: np.ndarray
+    """(N,) held-out store rows drawn."""
+    split: str
+    """The split they were drawn from."""
+    structures: np.ndarray
+    """(N,) each cell's structure."""
+    true: np.ndarray
+    """(N,) each cell's score with its true reference."""
+    swapped: dict[str, np.ndarray]
+    """Per reference channel, (N, repeats) scores with that channel swapped for each partner's."""
+    views: list[View]
+    """The views the scores are averaged over."""
+
+
+def coupling_scores(run: Run, config: CouplingConfig, run_dir: str | os.PathLike) -> CouplingScores:
+    """:class:`CouplingScores` of ``run`` under ``config``. InputError for the reference_only
+    estimator on a run trained without ``model.null_latent_share``."""
+    rows, split = held_out_rows(run.data)
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(rows, min(config.cells, len(rows)), replace=False))
+    target, reference, labels = prepared_cells(run, rows)
+    structures = _structure_names(run, labels, len(rows))
+    partners = stats.draw_swap_partners(len(rows), config.repeats, structures, config.seed)
+    if config.estimator == "reference_only" and run.module.cfg.null_latent_share == 0:
+        raise InputError(f"{run_dir}: the reference_only coupling needs a run trained with model.null_latent_share "
+                         "> 0 (its decoder learns the structure expected from the reference alone); this one was "
+                         "trained without it: use --estimator elbo or train with model.null_latent_share: 0.25")
+    views = _views(run, config.views, target.shape[2:])
+    true = _target_scores(run, target, reference, labels, config.seed, config.estimator, views)
+    swapped: dict[str, np.ndarray] = {}
+    for k, channel in enumerate(run.module.reference_channels):
+        swapped[channel] = np.empty((len(rows), config.repeats))
+        for r in range(config.repeats):
+            other = reference.clone()
+            other[:, k] = reference[partners[:, r], k]
+            swapped[channel][:, r] = _target_scores(run, target, other, labels, config.seed, config.estimator, views)
+    return CouplingScores(rows, split, structures, true, swapped, views)
+
+
 def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                       config: CouplingConfig | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Coupling of every structure to every reference channel of a ``statistical_cell`` run (see
@@ -191,25 +233,7 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
         raise InputError(f"{run_dir}: the reference holds one channel ({channels[0]}); coupling swaps one reference "
                          "channel while keeping the others, so it needs a reference of two or more channels")
     truth = _coupling_truth(config.truth, channels) if config.truth is not None else None
-    rows, split = held_out_rows(run.data)
-    rng = np.random.default_rng(config.seed)
-    rows = np.sort(rng.choice(rows, min(config.cells, len(rows)), replace=False))
-    target, reference, labels = prepared_cells(run, rows)
-    structures = _structure_names(run, labels, len(rows))
-    partners = stats.draw_swap_partners(len(rows), config.repeats, structures, config.seed)
-    if config.estimator == "reference_only" and run.module.cfg.null_latent_share == 0:
-        raise InputError(f"{run_dir}: the reference_only coupling needs a run trained with model.null_latent_share "
-                         "> 0 (its decoder learns the structure expected from the reference alone); this one was "
-                         "trained without it: use --estimator elbo or train with model.null_latent_share: 0.25")
-    views = _views(run, config.views, target.shape[2:])
-    true = _target_scores(run, target, reference, labels, config.seed, config.estimator, views)
-    swapped = {}
-    for k, channel in enumerate(channels):
-        swapped[channel] = np.empty((len(rows), config.repeats))
-        for r in range(config.repeats):
-            other = reference.clone()
-            other[:, k] = reference[partners[:, r], k]
-            swapped[channel][:, r] = _target_scores(run, target, other, labels, config.seed, config.estimator, views)
+    rows, split, structures, true, swapped, views = coupling_scores(run, config, run_dir)
     table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed)
     first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
     payload: dict[str, Any] = {
