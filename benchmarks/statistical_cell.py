@@ -27,7 +27,8 @@ for the target decoder, label modulation (FiLM) and per-structure error balance,
 scored 0.727, 0.727, 0.762, 0.657, 0.734 and 0.678 and were not adopted). The 2D and BBBC021 parts
 train in their configs' own precision, also ``auto`` (bf16 autocast on the benchmark machine: every 2D
 result JSON records ``bf16-mixed``; the BBBC021 headline run records float32). A part's precision and
-its overrides name its runs, so a cached run of other settings is never reused.
+its overrides name its runs, so a cached run of other settings is never reused, nor one trained by
+other code (its summary's ``code`` stamp): that run is trained again.
 
 Training budgets are fixed epochs, sized per part so that the whole part (simulation, training,
 evaluation) fits its wall-clock budget on 2 cores (``--minutes-2d 20``, ``--minutes-3d 30``,
@@ -132,7 +133,7 @@ def _probe(base: RunConfig, work: Path, steps: int) -> TrainSummary:
     config = resolve_run_config(base.to_dict(), [f"name={base.name}_probe{steps}", f"runs_dir={work / 'probes'}",
                                                  f"trainer.max_steps={steps}", "trainer.max_epochs=1000"],
                                 source=base.source)
-    return trained(config, progress=False)
+    return trained(config, progress=False, same_code=True)
 
 
 def _base_config(name: str, store: Path, work: Path, settings: dict[str, Any], fixed: list[str],
@@ -183,7 +184,7 @@ def _train(base: RunConfig, plan: dict[str, Any], seconds: dict[str, float]) -> 
                                          f"{plan['steps']} batches (under one epoch)")
           + f" of {plan['epoch_images']} images" + (f", sized from {plan['probe_images_per_s']:.1f} images/s"
                                                     if plan["sized_by"] == "probe" else ""), flush=True)
-    summary = trained(config, progress=False)
+    summary = trained(config, progress=False, same_code=True)
     seconds["train"] = summary.seconds_this_session  # a finished run read back keeps the seconds that trained it
     return config, summary
 
@@ -201,7 +202,7 @@ def _training_block(config: RunConfig, plan: dict[str, Any], summary: TrainSumma
             "batch_size": config.data.batch_size, "beta": config.model.beta, "objective": config.model.objective,
             "precision": resolve_precision(config.trainer.precision, config.trainer.accelerator),
             "precision_setting": config.trainer.precision, "cpu_cores": WORKERS,
-            "resumed": summary.resumed, "notes": summary.notes}
+            "resumed": summary.resumed, "notes": summary.notes, "code": summary.code}
 
 
 # ----------------------------------------------------------------------------- simulated parts

@@ -55,3 +55,24 @@ def test_another_process_temporary_file_does_not_make_a_folder_foreign(tmp_path:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / ".config.yaml.123.abcd.tmp").write_text("half")
     assert check_run_directory(tmp_path / "run", RunConfig()) is False
+
+
+def test_source_digest_follows_names_and_bytes_of_sources_only(tmp_path: Path):
+    from morphospace.runs import code_stamp, source_digest
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.yaml").write_text("k: 1\n")
+    first = source_digest(tmp_path)
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-312.pyc").write_bytes(b"\x00compiled")
+    (tmp_path / "notes.txt").write_text("not a source")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert source_digest(tmp_path) != first
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    assert source_digest(tmp_path) == first
+    (tmp_path / "pkg" / "a.py").rename(tmp_path / "pkg" / "c.py")
+    assert source_digest(tmp_path) != first
+    version, digest = code_stamp().rsplit("+", 1)
+    assert len(digest) == 12 and int(digest, 16) >= 0 and version

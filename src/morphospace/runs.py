@@ -8,6 +8,8 @@ silently reused.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -23,7 +25,7 @@ from morphospace.errors import MorphospaceError
 
 __all__ = [
     "RunConflictError", "check_run_directory", "open_run_directory", "is_rank_zero", "config_differences",
-    "setup_logging", "log_to_file",
+    "setup_logging", "log_to_file", "source_digest", "code_stamp",
 ]
 
 _HANDLER_FLAG = "_morphospace_handler"
@@ -114,6 +116,35 @@ def _saved_values(saved: Path, config: Config) -> dict[str, Any]:
         return resolve_paths(type(config).model_validate(old), Path.cwd()).to_dict()
     except pydantic.ValidationError:
         return old
+
+
+def source_digest(root: str | os.PathLike, suffixes: tuple[str, ...] = (".py", ".yaml")) -> str:
+    """The first 12 hex digits of a SHA-1 over the files under ``root`` ending in ``suffixes``: each
+    file's path relative to ``root`` and its bytes, in path order (caches such as ``__pycache__``
+    hold ``.pyc`` files and do not count).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     _ = (Path(root) / "a.py").write_text("x = 1")
+    ...     len(source_digest(root))
+    12
+    """
+    root = Path(root)
+    digest = hashlib.sha1()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in suffixes and p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@functools.cache
+def code_stamp() -> str:
+    """``<version>+<digest>``: the installed morphospace's version and :func:`source_digest` of its
+    package folder (modules and built-in configs), which names the code that trained a run; read
+    once per process, so the stamp is that of the code the process imported at its first call."""
+    from morphospace import __version__
+
+    return f"{__version__}+{source_digest(Path(__file__).parent)}"
 
 
 def is_rank_zero() -> bool:

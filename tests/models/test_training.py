@@ -11,7 +11,7 @@ from morphospace.config import ConfigError, resolve_config
 from morphospace.errors import InputError
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import load_module, load_run, read_checkpoint
-from morphospace.models.training import resolve_precision, with_lr_schedule
+from morphospace.models.training import TrainSummary, resolve_precision, with_lr_schedule
 from morphospace.models.vae import VAEConfig
 from morphospace.runs import RunConflictError
 from morphospace.workflows import train as train_module
@@ -204,6 +204,32 @@ def test_a_finished_run_is_reused_and_a_larger_budget_resumes_it(blob_store: Pat
     assert first.epochs == again.epochs == 1 and len(list((tmp_path / "budget" / "logs").glob("session_*"))) == 1
     longer = trained(tiny_config(blob_store, tmp_path, "budget", MODELS["vae"], max_epochs=2), progress=False)
     assert longer.epochs == 2 and longer.resumed
+
+
+def _stamp_as_other_code(run: Path) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    summary["code"] = "0.0.1+000000000000"
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.slow
+def test_a_run_of_other_code_is_reused_with_a_warning_or_trained_again(blob_store: Path, tmp_path: Path, tiny_config,
+                                                                      caplog):
+    from morphospace.runs import code_stamp
+    from morphospace.workflows.train import trained
+
+    config = tiny_config(blob_store, tmp_path, "stamped", MODELS["vae"], max_epochs=1)
+    assert trained(config, progress=False).code == code_stamp()
+    _stamp_as_other_code(config.run_dir)
+    with caplog.at_level("WARNING", logger="morphospace"):
+        reused = trained(config, progress=False)
+    assert reused.code == "0.0.1+000000000000"
+    assert "trained by code 0.0.1+000000000000, not " + code_stamp() in caplog.text
+    assert len(list((config.run_dir / "logs").glob("session_*"))) == 1
+    again = trained(config, progress=False, same_code=True)
+    assert again.code == code_stamp() and not again.resumed and again.epochs == 1
+    assert TrainSummary.read(config.run_dir).code == code_stamp()
+    assert len(list((config.run_dir / "logs").glob("session_*"))) == 1  # started over, not resumed
 
 
 @pytest.mark.slow

@@ -130,6 +130,8 @@ class TrainSummary(pydantic.BaseModel):
     metrics: dict[str, _MissingAsNaN] = pydantic.Field(default_factory=dict)
     notes: dict[str, str] = pydantic.Field(default_factory=dict, description="family-specific facts")
     torch_threads: int = 1
+    code: str = pydantic.Field("", description="morphospace.runs.code_stamp of the code that trained this session; "
+                                               "empty for sessions of older releases")
 
     def line(self) -> str:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items()

@@ -50,7 +50,7 @@ from morphospace.models.training import (
     RESUMABLE_KEYS, EpochSeed, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
     epochs_trained, merge_session_logs, quiet_lightning,
 )
-from morphospace.runs import check_run_directory, is_rank_zero, log_to_file, open_run_directory
+from morphospace.runs import check_run_directory, code_stamp, is_rank_zero, log_to_file, open_run_directory
 
 __all__ = ["RunPlan", "plan_run", "train", "trained"]
 
@@ -69,6 +69,7 @@ class RunPlan:
     notes: dict[str, str]
     checkpoint: Path | None
     resumed: bool
+    code: str
 
 
 def plan_run(config: RunConfig, overwrite: bool = False) -> RunPlan:
@@ -100,7 +101,7 @@ def plan_run(config: RunConfig, overwrite: bool = False) -> RunPlan:
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith(config.source) else f"{config.source}: {message}") from None
-    return RunPlan(config, family, data, module, notes, checkpoint, resumed)
+    return RunPlan(config, family, data, module, notes, checkpoint, resumed, code_stamp())
 
 
 def _previous_notes(run_dir: Path) -> dict[str, str]:
@@ -148,7 +149,7 @@ def _fit(plan: RunPlan, overwrite: bool, progress: bool, writer: bool) -> TrainS
             seconds_this_session=time.perf_counter() - start, samples_per_second=throughput.samples_per_second,
             sample_unit=plan.family.sample_unit, processes=trainer.world_size, resumed=plan.resumed,
             metrics=_metrics(trainer, plan.module), notes={**plan.notes, **plan.family.notes_after_fit(plan.module)},
-            torch_threads=torch.get_num_threads())
+            torch_threads=torch.get_num_threads(), code=plan.code)
         if trainer.is_global_zero:
             summary.write()
             logger.info(summary.line())
@@ -188,16 +189,30 @@ def _metrics(trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, float
     return metrics
 
 
-def trained(config: RunConfig, progress: bool = True) -> TrainSummary:
+def trained(config: RunConfig, progress: bool = True, same_code: bool = False) -> TrainSummary:
     """The summary of the run of ``config``: read when the run already reached the config's budget
     (a rerun changes nothing), else trained (an interrupted run, or one given a larger budget,
-    resumes)."""
+    resumes).
+
+    A run whose last session was trained by other code (its summary's ``code`` differs from
+    :func:`~morphospace.runs.code_stamp`) is reused with a warning naming both, or, with
+    ``same_code`` (benchmarks, whose numbers must come from the code they ship with), trained again
+    from the start in place of the old one.
+    """
     if check_run_directory(config.run_dir, config, mutable=RESUMABLE_KEYS):
         try:
             summary = TrainSummary.read(config.run_dir)
         except InputError:  # interrupted before its first summary, or written by an older release
             return train(config, progress=progress)
+        other_code = summary.code != code_stamp()
+        if other_code and same_code:
+            logger.info("%s: trained by code %s, not %s; training it again", config.run_dir,
+                        summary.code or "of an older release", code_stamp())
+            return train(config, overwrite=True, progress=progress)
         if _reached_budget(summary, config):
+            if other_code:
+                logger.warning("%s: reused, though trained by code %s, not %s (morphospace train --overwrite "
+                               "trains it again)", config.run_dir, summary.code or "of an older release", code_stamp())
             return summary
     return train(config, progress=progress)
 
