@@ -26,7 +26,9 @@ from morphospace.simulate.structure_crops import (
 from morphospace.simulate.structures import (
     CellShape,
     CropGrid,
+    Ellipsoid,
     align_cell,
+    golgi_heading,
     render_reference,
     render_structure,
     sample_cell,
@@ -208,6 +210,14 @@ def test_the_golgi_rule_reads_the_nucleus_offset_from_the_cell_not_from_the_crop
         assert np.array_equal(np.roll(golgi, (3, 2), axis=(0, 1))[4:-4, 4:-4],
                               _render(moved, "Golgi", grid, seed=seed)[4:-4, 4:-4])
     assert np.mean(sides) > 2.0 and np.mean(np.array(sides) > 0) >= 0.75  # the side with more room: +x, jittered
+
+
+def test_the_golgi_faces_away_from_the_nucleus_offset_whichever_way_the_axis_points():
+    membrane = Ellipsoid((0.0, 0.0), 20.0, 12.0, np.pi / 2, 1.0)  # long axis along y
+    for dy, expected in ((1.5, -np.pi / 2), (-0.4, np.pi / 2)):
+        nucleus = Ellipsoid((dy, 0.7), 6.0, 5.0, 0.0, 1.0)
+        for angle in (membrane.angle, membrane.angle + np.pi):  # the same ellipse
+            assert np.isclose(golgi_heading(CellShape(replace(membrane, angle=angle), nucleus)), expected)
 
 
 def test_aligned_crops_have_the_truth_of_their_frame():

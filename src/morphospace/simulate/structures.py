@@ -42,6 +42,8 @@ __all__ = [
     "render_reference",
     "render_structure",
     "render_cell",
+    "golgi_heading",
+    "golgi_ribbon",
     "cell_masks",
     "blur",
 ]
@@ -335,20 +337,39 @@ def _mitochondria(cell, effect, grid, rng, psf):
     return _splat(points, _point_weight(0.12, grid, psf), grid)
 
 
-def _golgi(cell, effect, grid, rng, psf):
-    if effect:
-        return _splat(_cytoplasm_points(rng, cell, 12, grid.is_3d), _point_weight(0.45, grid, psf), grid)
+def golgi_heading(cell: CellShape) -> float:
+    """Direction (radians, arctan2(y, x)) from the nucleus along the cell's long axis towards the
+    side with more room: where the Golgi ribbon of ``cell`` is centred before its jitter. The side
+    is the opposite of the nucleus's offset from the cell centre along that axis.
+
+    >>> cell = CellShape(Ellipsoid((0.0, 0.0), 20.0, 12.0, np.pi / 2, 1.0), Ellipsoid((2.0, 0.5), 6.0, 5.0, 0.0, 1.0))
+    >>> round(golgi_heading(cell), 6)  # long axis along y, nucleus 2 px towards +y: the ribbon faces -y
+    -1.570796
+    """
     membrane, nucleus = cell.membrane, cell.nucleus
     axis = np.array([np.sin(membrane.angle), np.cos(membrane.angle)])
     offset = np.subtract(nucleus.centre, membrane.centre)
     side = -1.0 if float(np.dot(axis, offset)) > 0 else 1.0
-    heading = np.arctan2(side * axis[0], side * axis[1]) + rng.normal(0.0, 0.9)
-    angles = heading + np.arange(-0.6, 0.6, 0.08)
+    return float(np.arctan2(side * axis[0], side * axis[1]))
+
+
+def golgi_ribbon(
+    nucleus: Ellipsoid, heading: float, grid: CropGrid, rng: np.random.Generator, psf_sigma_px: float
+) -> np.ndarray:
+    """A Golgi ribbon (``grid.shape``, before blur) hugging ``nucleus`` 2.5 px out, about 1.2 rad long,
+    centred on ``heading`` (radians) jittered by N(0, 0.9)."""
+    angles = heading + rng.normal(0.0, 0.9) + np.arange(-0.6, 0.6, 0.08)
     radii = np.array([nucleus.radius_toward(a) for a in angles]) + 2.5 + rng.normal(0.0, 0.4, len(angles))
     yx = np.stack([nucleus.centre[0] + radii * np.sin(angles), nucleus.centre[1] + radii * np.cos(angles)], axis=1)
     if grid.is_3d:
         yx = np.concatenate([rng.normal(0.0, 0.3 * nucleus.height, (len(angles), 1)), yx], axis=1)
-    return _splat(yx, _point_weight(0.35, grid, psf), grid)
+    return _splat(yx, _point_weight(0.35, grid, psf_sigma_px), grid)
+
+
+def _golgi(cell, effect, grid, rng, psf):
+    if effect:
+        return _splat(_cytoplasm_points(rng, cell, 12, grid.is_3d), _point_weight(0.45, grid, psf), grid)
+    return golgi_ribbon(cell.nucleus, golgi_heading(cell), grid, rng, psf)
 
 
 def _puncta(cell, effect, grid, rng, psf):
