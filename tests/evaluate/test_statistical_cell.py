@@ -116,6 +116,17 @@ def test_tie_resolved_spearman_ignores_order_within_zero_ties_only():
     assert np.isnan(tie_resolved_spearman([1.0, 2.0], [1.0, 2.0]))
 
 
+def test_tie_resolved_spearman_counts_exact_zeros_where_the_truth_is_zero_as_right():
+    truth = [0.0, 0.0, 0.0, 0.2, 0.5, 0.9]
+    assert tie_resolved_spearman(truth, truth) == pytest.approx(1.0)  # e.g. closed gates: exact zeros
+    # a coupled structure read as exactly 0 ties with the three zeros: ranks (2.5 2.5 2.5 2.5 5 6) against
+    # (2 2 2 4 5 6), hand-computed Pearson r of the ranks
+    ranks_x, ranks_y = np.array([2.5, 2.5, 2.5, 2.5, 5, 6]), np.array([2, 2, 2, 4, 5, 6])
+    expected = np.corrcoef(ranks_x, ranks_y)[0, 1]
+    assert expected < 0.95
+    assert tie_resolved_spearman([0.0, 0.0, 0.0, 0.0, 0.5, 0.9], truth) == pytest.approx(expected)
+
+
 def test_coupling_agreement_per_channel_and_pooled():
     wide = pd.DataFrame({"structure": ["Envelope", "Cortex", "Puncta", "Golgi"],
                          "coupling_membrane": [0.0, 0.8, 0.0, 0.1], "coupling_dna": [0.9, 0.0, 0.0, 0.3]})

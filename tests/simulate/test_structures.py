@@ -22,6 +22,7 @@ from morphospace.simulate.structure_crops import (
     crop_grid,
     expected_control_structure,
     render_job,
+    structure_coupling,
 )
 from morphospace.simulate.structures import (
     CellShape,
@@ -29,6 +30,7 @@ from morphospace.simulate.structures import (
     Ellipsoid,
     align_cell,
     golgi_heading,
+    golgi_ribbon,
     render_reference,
     render_structure,
     sample_cell,
@@ -218,6 +220,26 @@ def test_the_golgi_faces_away_from_the_nucleus_offset_whichever_way_the_axis_poi
         nucleus = Ellipsoid((dy, 0.7), 6.0, 5.0, 0.0, 1.0)
         for angle in (membrane.angle, membrane.angle + np.pi):  # the same ellipse
             assert np.isclose(golgi_heading(CellShape(replace(membrane, angle=angle), nucleus)), expected)
+
+
+def test_a_predictor_blind_to_the_cell_has_no_coupling_and_the_rule_gives_the_truth():
+    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=8", "structures.truth_swaps=2",
+                     "structures.truth_samples=4")
+    truth = coupling_truth(config).set_index("structure").loc["Golgi"]
+    assert structure_coupling(config, "Golgi") == (truth["coupling_membrane"], truth["coupling_dna"])
+
+    def rule(cell, grid, rng, psf_sigma_px):
+        return golgi_ribbon(cell.nucleus, golgi_heading(cell), grid, rng, psf_sigma_px)
+
+    assert structure_coupling(config, "Golgi", rule) == (truth["coupling_membrane"], truth["coupling_dna"])
+    assert structure_coupling(config, "Golgi", lambda cell, grid, rng, psf: np.full(grid.shape, 0.1)) == (0.0, 0.0)
+
+    def either_side(cell, grid, rng, psf_sigma_px):
+        heading = golgi_heading(cell)
+        return sum(golgi_ribbon(cell.nucleus, heading + turn, grid, rng, psf_sigma_px) for turn in (0.0, np.pi)) / 2
+
+    membrane, dna = structure_coupling(config, "Golgi", either_side)
+    assert membrane < truth["coupling_membrane"] and 0 < dna < truth["coupling_dna"]
 
 
 def test_aligned_crops_have_the_truth_of_their_frame():

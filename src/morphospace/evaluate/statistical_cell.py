@@ -244,23 +244,26 @@ def truth_long(truth: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
 
 def tie_resolved_spearman(estimated: ArrayLike, truth: ArrayLike) -> float:
     """Spearman r of ``estimated`` against ``truth`` (n,) with the truth's ties broken in the
-    estimates' order: truth ranks by (truth, estimate), estimates by average ranks, then Pearson r
-    of the ranks.
+    estimates' order: truth ranks by (truth, estimate), average ranks where both tie; estimates by
+    average ranks; then Pearson r of the ranks.
 
     The truth ties exactly where structures ignore a channel (true coupling 0): it does not order
     them, and the estimates of such structures are noise around 0. Plain Spearman (average ranks)
     counts that noise against the estimate, so even a perfect estimator stays below 1; resolved, r
-    is 1 when the estimates order the truth's distinct levels, and a tied structure ranked among
-    other levels costs what the same misplacement costs without ties. Equals plain Spearman
+    is 1 when the estimates order the truth's distinct levels, whether they scatter or tie exactly
+    (as a closed reference gate makes them) within the truth's ties, and a tied structure ranked
+    among other levels costs what the same misplacement costs without ties. Equals plain Spearman
     without ties. NaN with fewer than 3 values or a constant side.
+
+    >>> round(tie_resolved_spearman([0.0, 0.0, 0.0, 0.3, 0.8], [0.0, 0.0, 0.0, 0.2, 0.9]), 6)
+    1.0
     """
     x = _vector(estimated, "estimated").astype(float)
     y = _vector(truth, "truth", len(x)).astype(float)
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
-    truth_ranks = np.empty(len(y))
-    truth_ranks[np.lexsort((x, y))] = np.arange(1, len(y) + 1)
-    return float(np.corrcoef(rankdata(x), truth_ranks)[0, 1])
+    truth_then_estimate = rankdata(y, method="dense") * (len(x) + 1) + rankdata(x, method="dense")
+    return float(np.corrcoef(rankdata(x), rankdata(truth_then_estimate))[0, 1])
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -36,6 +36,7 @@ import functools
 import os
 import shutil
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ from morphospace.simulate.structures import (
 
 __all__ = [
     "SimulatedStructures", "CropJob", "crop_jobs", "crop_grid", "render_job", "simulate_structures",
-    "coupling_truth", "structure_coupling", "drug_truth", "expected_control_structure",
+    "coupling_truth", "structure_coupling", "StructureRenderer", "drug_truth", "expected_control_structure",
 ]
 
 
@@ -178,14 +179,24 @@ def render_job(config: SimulateConfig, job: CropJob) -> tuple[np.ndarray, np.nda
     return np.stack(images), np.stack(masks), pd.DataFrame(rows), pd.DataFrame(truth)
 
 
-def _expected_structure(config: SimulateConfig, grid: CropGrid, structure: str, shape: CellShape) -> np.ndarray:
-    """Mean blurred structure image over the shared truth draws, for geometry ``shape`` (no noise)."""
+StructureRenderer = Callable[[CellShape, CropGrid, np.random.Generator, float], np.ndarray]
+"""``(cell, grid, rng, psf_sigma_px) -> image`` (``grid.shape``, before blur): one draw of a structure."""
+
+
+def _expected_structure(
+    config: SimulateConfig, grid: CropGrid, structure: str, shape: CellShape, renderer: StructureRenderer | None = None
+) -> np.ndarray:
+    """Mean blurred structure image over the shared truth draws, for geometry ``shape`` (no noise);
+    each draw by ``renderer``, by default the simulator's rule for ``structure``."""
     psf = config.structures.psf_sigma_px
     index = list(STRUCTURES).index(structure)
     total = np.zeros(grid.shape)
     for k in range(config.structures.truth_samples):
         rng = generator(seed_sequence(config.seed, Stream.TRUTH, index, 0, k))
-        total += render_structure(shape, structure, None, grid, rng, psf)
+        if renderer is None:
+            total += render_structure(shape, structure, None, grid, rng, psf)
+        else:
+            total += renderer(shape, grid, rng, psf)
     return blur(total / config.structures.truth_samples, grid, psf)
 
 
@@ -198,8 +209,15 @@ def expected_control_structure(config: SimulateConfig, structure: str, index: in
     return image[2], _expected_structure(config, grid, structure, shape)
 
 
-def structure_coupling(config: SimulateConfig, structure: str) -> tuple[float, float]:
-    """``(coupling_membrane, coupling_dna)`` of ``structure`` (see the module doc)."""
+def structure_coupling(
+    config: SimulateConfig, structure: str, renderer: StructureRenderer | None = None
+) -> tuple[float, float]:
+    """``(coupling_membrane, coupling_dna)`` of ``structure`` (see the module doc).
+
+    ``renderer`` draws the structure for the predictor's expected image in place of the simulator's
+    rule (the observed cells keep the rule): the coupling that a predictor knowing only part of the
+    rule reaches, e.g. a Golgi ribbon on either side of the nucleus instead of the side with more room.
+    """
     grid = crop_grid(config)
     n = config.structures.truth_cells
     rendered = [_render(config, grid, structure, CONTROL_DRUG, i) for i in range(n)]
@@ -210,7 +228,7 @@ def structure_coupling(config: SimulateConfig, structure: str) -> tuple[float, f
         observed = image[2].astype(np.float64)
 
         def error(candidate: CellShape) -> float:
-            return float(np.mean((observed - _expected_structure(config, grid, structure, candidate)) ** 2))
+            return float(np.mean((observed - _expected_structure(config, grid, structure, candidate, renderer)) ** 2))
 
         true_error = error(shape)
         others = [j for j in range(n) if j != i]
