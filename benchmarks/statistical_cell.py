@@ -10,8 +10,8 @@ Parts (``--parts 2d,3d,bbbc021``; a run of some parts keeps the other parts' blo
   ``model.reference_gates`` and ``model.reference_gate_warmup: 0.5`` (``GATES_2D``): over three
   training seeds on the seed-0 store, gated runs read 0.894-0.909 reference-only against
   0.734-0.909 for five runs without, and made no target-space false positive against two runs of
-  five with two (chosen there; held-out seed-1 store: 0.930, no false positive; the gated numbers
-  with ``tie_resolved_spearman`` as corrected for exact zeros);
+  five with two (chosen there; held-out seed-1 store: 0.930 and 0.896 for two training seeds, no
+  false positive; the gated numbers with ``tie_resolved_spearman`` as corrected for exact zeros);
 - ``3d``: the same with ``dims: 3`` (16 x 64 x 64 stacks) and ``model.spatial_dims=3``, without the
   gates (0.616, and 0.664 with the warm-up, against 0.790 without);
 - ``bbbc021``: train ``statistical_cell_bbbc021`` (reference DNA + Actin, target Tubulin) on all
