@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from common import print_table, write_result
-from morphospace.simulate import SimulateConfig
 from morphospace.evaluate.statistical_cell import tie_resolved_spearman
+from morphospace.simulate import SimulateConfig
 from morphospace.simulate.structure_crops import StructureRenderer, coupling_truth, crop_grid, structure_coupling
 from morphospace.simulate.structures import CellShape, CropGrid, golgi_heading, golgi_ribbon, sample_cell
 
