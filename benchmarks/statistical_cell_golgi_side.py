@@ -30,7 +30,9 @@ from common import print_table, write_result
 from morphospace.evaluate.statistical_cell import tie_resolved_spearman
 from morphospace.simulate import SimulateConfig
 from morphospace.simulate.structure_crops import StructureRenderer, coupling_truth, crop_grid, structure_coupling
-from morphospace.simulate.structures import CellShape, CropGrid, golgi_heading, golgi_ribbon, sample_cell
+from morphospace.simulate.structures import (
+    CellShape, CropGrid, golgi_heading, golgi_ribbon, nucleus_offset_along_axis, sample_cell,
+)
 
 CONVENTION = ("coupling = the simulator's coupling truth (structure_coupling: truth_cells DMSO Golgi cells of the "
               "store's config, truth_swaps swapped references each, truth_samples draws per expected image, squared "
@@ -48,8 +50,8 @@ def _any_direction(cell: CellShape, grid: CropGrid, rng: np.random.Generator, ps
     return 0.25 * sum(golgi_ribbon(cell.nucleus, start + k * np.pi / 2, grid, rng, psf_sigma_px) for k in range(4))
 
 
-PREDICTORS: dict[str, StructureRenderer | None] = {
-    "simulator": None, "either_side": _either_side, "any_direction": _any_direction}
+PREDICTORS: dict[str, StructureRenderer] = {"either_side": _either_side, "any_direction": _any_direction}
+"""Predictors that know less of the rule than the simulator, whose own couplings are the truth's."""
 
 
 def side_offsets(config: SimulateConfig, n_cells: int, seed: int = 0) -> np.ndarray:
@@ -58,26 +60,27 @@ def side_offsets(config: SimulateConfig, n_cells: int, seed: int = 0) -> np.ndar
     offsets = []
     for _ in range(n_cells):
         cell = sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset)
-        axis = np.array([np.sin(cell.membrane.angle), np.cos(cell.membrane.angle)])
-        offsets.append(abs(float(np.dot(axis, np.subtract(cell.nucleus.centre, cell.membrane.centre)))))
+        offsets.append(abs(nucleus_offset_along_axis(cell)))
     return np.array(offsets)
 
 
 def spearman_with_golgi(truth: pd.DataFrame, membrane: float, dna: float) -> float:
     """Tie-resolved Spearman r over the 12 pairs of ``truth`` (coupling_truth's table) of an estimate
     equal to the truth but for the Golgi's two couplings."""
-    estimate = truth.set_index("structure")[["coupling_membrane", "coupling_dna"]].copy()
+    exact = truth.set_index("structure")[["coupling_membrane", "coupling_dna"]]
+    estimate = exact.copy()
     estimate.loc["Golgi"] = [membrane, dna]
-    exact = truth.set_index("structure").loc[estimate.index, ["coupling_membrane", "coupling_dna"]]
     return tie_resolved_spearman(estimate.to_numpy().ravel(), exact.to_numpy().ravel())
 
 
 def golgi_side(dims: int, store_seed: int, offset_cells: int) -> dict:
     config = SimulateConfig(mode="structures", dims=dims, plates=2, seed=store_seed)
     truth = coupling_truth(config)
+    golgi = truth.set_index("structure").loc["Golgi"]
+    couplings = {"simulator": (golgi["coupling_membrane"], golgi["coupling_dna"])}
+    couplings.update({name: structure_coupling(config, "Golgi", renderer) for name, renderer in PREDICTORS.items()})
     rows = []
-    for name, renderer in PREDICTORS.items():
-        membrane, dna = structure_coupling(config, "Golgi", renderer)
+    for name, (membrane, dna) in couplings.items():
         rows.append({"dims": dims, "predictor": name, "coupling_membrane": membrane, "coupling_dna": dna,
                      "spearman_if_all_else_exact": spearman_with_golgi(truth, membrane, dna)})
     offsets = side_offsets(config, offset_cells)

@@ -44,6 +44,7 @@ __all__ = [
     "render_cell",
     "golgi_heading",
     "golgi_ribbon",
+    "nucleus_offset_along_axis",
     "cell_masks",
     "blur",
 ]
@@ -346,11 +347,16 @@ def golgi_heading(cell: CellShape) -> float:
     >>> round(golgi_heading(cell), 6)  # long axis along y, nucleus 2 px towards +y: the ribbon faces -y
     -1.570796
     """
-    membrane, nucleus = cell.membrane, cell.nucleus
-    axis = np.array([np.sin(membrane.angle), np.cos(membrane.angle)])
-    offset = np.subtract(nucleus.centre, membrane.centre)
-    side = -1.0 if float(np.dot(axis, offset)) > 0 else 1.0
-    return float(np.arctan2(side * axis[0], side * axis[1]))
+    angle = cell.membrane.angle
+    side = -1.0 if nucleus_offset_along_axis(cell) > 0 else 1.0
+    return float(np.arctan2(side * np.sin(angle), side * np.cos(angle)))
+
+
+def nucleus_offset_along_axis(cell: CellShape) -> float:
+    """The nucleus centre's offset from the cell centre along the cell's long axis (px, signed
+    along (sin angle, cos angle) in (y, x)): the cue of the Golgi's side."""
+    axis = np.array([np.sin(cell.membrane.angle), np.cos(cell.membrane.angle)])
+    return float(np.dot(axis, np.subtract(cell.nucleus.centre, cell.membrane.centre)))
 
 
 def golgi_ribbon(
