@@ -18,6 +18,7 @@ from morphospace.simulate import (
 )
 from morphospace.simulate.structure_crops import (
     CropJob,
+    control_cell,
     coupling_truth,
     crop_grid,
     expected_control_structure,
@@ -264,6 +265,18 @@ def test_a_control_cells_expected_structure_is_the_stores_cell_without_noise(sto
     _, other = expected_control_structure(config, "NuclearEnvelope", 0)
     assert np.mean((observed - expected) ** 2) < 0.5 * np.mean((observed - other) ** 2)
 
+
+
+def test_a_control_cell_is_the_stores_cell_with_its_geometry_and_goes_on_past_the_store(store_2d: Path):
+    config = _config("plates=2")
+    store = CropStore(store_2d)
+    row = int(np.flatnonzero(store.cells["Metadata_CellId"] == "Golgi_DMSO_00001")[0])
+    shape, image = control_cell(config, "Golgi", 1)
+    np.testing.assert_allclose(image, store.read(slice(row, row + 1))[0], atol=1e-6)
+    truth = pd.read_parquet(store_2d / "truth" / "cells.parquet").iloc[row]
+    assert shape.membrane.major == pytest.approx(truth["cell_major_px"])
+    beyond, _ = control_cell(config, "Golgi", config.structures.cells_per_condition)
+    assert beyond != shape and beyond.nucleus.major > 0
 
 def _measure(images: np.ndarray) -> np.ndarray:
     """Per cell: total structure intensity, bright area, intensity-weighted spread about its centroid (px)."""

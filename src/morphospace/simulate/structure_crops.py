@@ -68,6 +68,7 @@ from morphospace.simulate.structures import (
 __all__ = [
     "SimulatedStructures", "CropJob", "crop_jobs", "crop_grid", "render_job", "simulate_structures",
     "coupling_truth", "structure_coupling", "StructureRenderer", "drug_truth", "expected_control_structure",
+    "control_cell", "expected_structure",
 ]
 
 
@@ -183,7 +184,7 @@ StructureRenderer = Callable[[CellShape, CropGrid, np.random.Generator, float], 
 """``(cell, grid, rng, psf_sigma_px) -> image`` (``grid.shape``, before blur): one draw of a structure."""
 
 
-def _expected_structure(
+def expected_structure(
     config: SimulateConfig, grid: CropGrid, structure: str, shape: CellShape, renderer: StructureRenderer | None = None
 ) -> np.ndarray:
     """Mean blurred structure image over the shared truth draws, for geometry ``shape`` (no noise);
@@ -200,13 +201,19 @@ def _expected_structure(
     return blur(total / config.structures.truth_samples, grid, psf)
 
 
+def control_cell(config: SimulateConfig, structure: str, index: int) -> tuple[CellShape, np.ndarray]:
+    """Geometry and (3, *crop) image (Membrane, DNA, Structure; [0, 1]) of the DMSO cell ``index``
+    of ``structure`` as the store renders it; from ``cells_per_condition`` on, cells of the same
+    draws that the store does not hold."""
+    return _render(config, crop_grid(config), structure, CONTROL_DRUG, index)
+
+
 def expected_control_structure(config: SimulateConfig, structure: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     """The structure channel of the store's DMSO cell ``index`` of ``structure`` (the number ending
     its ``Metadata_CellId``) and the simulator's expected structure image for that cell's geometry,
     the predictor of the coupling truth: ((*crop), (*crop)), intensities in [0, 1]."""
-    grid = crop_grid(config)
-    shape, image = _render(config, grid, structure, CONTROL_DRUG, index)
-    return image[2], _expected_structure(config, grid, structure, shape)
+    shape, image = control_cell(config, structure, index)
+    return image[2], expected_structure(config, crop_grid(config), structure, shape)
 
 
 def structure_coupling(
@@ -228,7 +235,7 @@ def structure_coupling(
         observed = image[2].astype(np.float64)
 
         def error(candidate: CellShape) -> float:
-            return float(np.mean((observed - _expected_structure(config, grid, structure, candidate, renderer)) ** 2))
+            return float(np.mean((observed - expected_structure(config, grid, structure, candidate, renderer)) ** 2))
 
         true_error = error(shape)
         others = [j for j in range(n) if j != i]
