@@ -26,6 +26,8 @@ from morphospace.simulate.structure_crops import (
     structure_coupling,
 )
 from morphospace.simulate.structures import (
+    CELL_HEIGHT,
+    NUCLEUS_HEIGHT,
     CellShape,
     CropGrid,
     Ellipsoid,
@@ -266,6 +268,25 @@ def test_a_control_cells_expected_structure_is_the_stores_cell_without_noise(sto
     assert np.mean((observed - expected) ** 2) < 0.5 * np.mean((observed - other) ** 2)
 
 
+def test_3d_heights_are_drawn_apart_after_the_xy_geometry_of_2d():
+    stack, flat = CropGrid((16, 64, 64), 3.0), CropGrid((64, 64))
+    cells = [_cell(seed, stack) for seed in range(400)]
+    for cell, plane in zip(cells, (_cell(seed, flat) for seed in range(400))):
+        assert replace(cell.membrane, height=1.0) == plane.membrane
+        assert replace(cell.nucleus, height=1.0) == plane.nucleus
+    radius = np.array([np.sqrt(c.membrane.major * c.membrane.minor) for c in cells])
+    cell_height = np.array([c.membrane.height for c in cells]) / radius
+    nucleus_height = np.array([c.nucleus.height for c in cells])
+    assert CELL_HEIGHT[0] <= cell_height.min() and cell_height.max() <= CELL_HEIGHT[1]
+    assert (nucleus_height <= 0.8 * cell_height * radius + 1e-9).all()
+    uncapped = nucleus_height < 0.8 * cell_height * radius
+    share_of_minor = nucleus_height / np.array([c.nucleus.minor for c in cells])
+    assert uncapped.mean() > 0.9
+    assert NUCLEUS_HEIGHT[0] <= share_of_minor[uncapped].min() and share_of_minor.max() <= NUCLEUS_HEIGHT[1]
+    # the membrane's outline and height do not fix the nucleus's height: its own draw spreads it
+    assert abs(np.corrcoef(share_of_minor[uncapped], cell_height[uncapped])[0, 1]) < 0.15
+    assert np.std(nucleus_height / (cell_height * radius)) > 0.08
+
 
 def test_a_control_cell_is_the_stores_cell_with_its_geometry_and_goes_on_past_the_store(store_2d: Path):
     config = _config("plates=2")
@@ -318,6 +339,7 @@ def test_a_drug_changes_no_unshifted_structure_even_given_the_same_draws():
     ("structures.drugs=[Taxol]", "structures.drugs"),
     ("structures.crop_size=[8, 32]", "structures.crop_size"),
     ("structures.cell_size=[0.8, 0.5]", "structures.cell_size"),
+    ("structures.nucleus_height=[0.5, 1.2]", "structures.nucleus_height"),
     ("structures.cells_per_condition=0", "structures.cells_per_condition"),
     ("dims=4", "dims"),
 ])

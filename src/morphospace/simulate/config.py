@@ -8,7 +8,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from morphospace.config import Config
 from morphospace.simulate.phenotypes import MAX_COMPOUNDS_PER_MOA, MOAS
-from morphospace.simulate.structures import DRUGS, STRUCTURE_CHANNELS, STRUCTURES
+from morphospace.simulate.structures import CELL_HEIGHT, DRUGS, NUCLEUS_HEIGHT, STRUCTURE_CHANNELS, STRUCTURES
 
 __all__ = ["SimulateConfig", "CellsConfig", "OpticsConfig", "TransmittedConfig", "StructuresConfig", "DonorsConfig",
            "DONOR_CHANNELS", "MAX_WELLS", "SIMULATOR_OF_MODE", "check_simulation"]
@@ -99,7 +99,10 @@ class StructuresConfig(Config):
     Every structure in ``structures`` is imaged in ``cells_per_condition`` cells under DMSO and
     under each drug in ``drugs``. Sizes are fractions so that any ``crop_size`` works: the cell's
     mean radius is ``cell_size`` x half the crop's smaller side, the nucleus's ``nucleus_size`` x
-    the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``).
+    the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``);
+    there the cell's z half-height is ``cell_height`` x its mean radius and the nucleus's
+    ``nucleus_height`` x its minor semi-axis (at most 0.8 x the cell's), drawn apart so that the
+    membrane does not tell the nucleus's height.
     The coupling truth uses ``truth_cells`` DMSO cells per structure, ``truth_swaps`` reference
     swaps per cell and ``truth_samples`` structure draws for the expected structure image.
     ``aligned`` renders every crop in the frame of the Statistical Cell's preprocessing (nucleus
@@ -118,6 +121,8 @@ class StructuresConfig(Config):
     elongation: Range = (1.0, 1.6)
     nucleus_size: Range = (0.5, 0.65)
     nucleus_offset: float = Field(0.6, ge=0.0, le=1.0, description="largest nucleus offset, fraction of the room")
+    cell_height: Range = CELL_HEIGHT
+    nucleus_height: Range = NUCLEUS_HEIGHT
     psf_sigma_px: float = Field(1.0, ge=0.0, le=5.0)
     noise_sd: float = Field(0.02, ge=0.0, le=1.0, description="Gaussian noise on the [0, 1] intensities")
     truth_cells: int = Field(16, ge=2, le=10000)
@@ -146,6 +151,11 @@ class StructuresConfig(Config):
     @classmethod
     def _fraction(cls, value: Range) -> Range:
         return _check_range(value, low=0.1, high=0.9)
+
+    @field_validator("cell_height", "nucleus_height")
+    @classmethod
+    def _height_fraction(cls, value: Range) -> Range:
+        return _check_range(value, low=0.1, high=1.0)
 
     @field_validator("elongation")
     @classmethod

@@ -38,6 +38,8 @@ __all__ = [
     "CellShape",
     "CropGrid",
     "sample_cell",
+    "CELL_HEIGHT",
+    "NUCLEUS_HEIGHT",
     "align_cell",
     "render_reference",
     "render_structure",
@@ -144,6 +146,12 @@ class CropGrid:
         return np.arctan2(self.coords[-2] - centre[0], self.coords[-1] - centre[1])
 
 
+CELL_HEIGHT: tuple[float, float] = (0.4, 0.55)
+"""Range of a 3D cell's z half-height, a fraction of its mean xy radius (at most 0.8 x half the depth)."""
+NUCLEUS_HEIGHT: tuple[float, float] = (0.4, 0.65)
+"""Range of a 3D nucleus's z half-height, a fraction of its minor semi-axis (at most 0.8 x the cell's)."""
+
+
 def sample_cell(
     rng: np.random.Generator,
     grid: CropGrid,
@@ -151,23 +159,34 @@ def sample_cell(
     elongation: tuple[float, float],
     nucleus_size: tuple[float, float],
     nucleus_offset: float,
+    cell_height: tuple[float, float] = CELL_HEIGHT,
+    nucleus_height: tuple[float, float] = NUCLEUS_HEIGHT,
 ) -> CellShape:
-    """A random cell centred in the crop; see :class:`~morphospace.simulate.config.StructuresConfig`."""
+    """A random cell centred in the crop; see :class:`~morphospace.simulate.config.StructuresConfig`.
+
+    In 3D the cell's and the nucleus's half-heights are drawn last (the xy geometry of a stream is
+    the same in 2D and 3D), each with its own spread: were the nucleus's height a fixed multiple of
+    the cell's, the membrane would tell the nucleus's height as well as the DNA does, and a model
+    could read the nuclear envelope from the membrane that the truth says it ignores.
+    """
     half_xy = float(min(grid.half_extent[-2:]))
     radius = rng.uniform(*cell_size) * half_xy
     stretch = np.sqrt(rng.uniform(*elongation))
     major, minor = min(radius * stretch, 0.92 * half_xy), radius / stretch
     angle = rng.uniform(0.0, np.pi)
-    height = min(0.45 * radius, 0.8 * grid.half_extent[0]) if grid.is_3d else 1.0
     nucleus_minor = rng.uniform(*nucleus_size) * minor
     nucleus_major = min(nucleus_minor * rng.uniform(1.0, 1.3), 0.8 * minor)
     room = max(minor - nucleus_major - 2.0, 0.0)
     direction = rng.uniform(0.0, 2.0 * np.pi)
     shift = rng.uniform(0.0, nucleus_offset) * room
+    nucleus_angle = angle + rng.normal(0.0, 0.3)
+    height = nucleus_height_px = 1.0
+    if grid.is_3d:
+        height = min(rng.uniform(*cell_height) * radius, 0.8 * grid.half_extent[0])
+        nucleus_height_px = min(rng.uniform(*nucleus_height) * nucleus_minor, 0.8 * height)
     nucleus = Ellipsoid(
         centre=(shift * np.sin(direction), shift * np.cos(direction)),
-        major=nucleus_major, minor=nucleus_minor, angle=angle + rng.normal(0.0, 0.3),
-        height=min(0.7 * height, nucleus_minor) if grid.is_3d else 1.0,
+        major=nucleus_major, minor=nucleus_minor, angle=nucleus_angle, height=nucleus_height_px,
     )
     return CellShape(Ellipsoid((0.0, 0.0), major, minor, angle, height), nucleus)
 

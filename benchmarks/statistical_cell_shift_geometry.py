@@ -1,0 +1,84 @@
+"""Whether a drug-shift call on a simulated store follows the sampled cells' geometry rather than the drug.
+
+The simulator's drugs change named structures only; a cell's shape is drawn from the same ranges
+under every condition, but each condition's cells are their own draws. A drug-shift test compares
+the target latents of one structure's DMSO cells with its treated cells; when the few dozen cells
+of the two groups happen to differ in size, a model whose target latent carries the cell's size
+(it sees the reference) can call a shift that no drug made. Here, per (drug, structure) of a run's
+``evaluate drug-shift`` table: the run's target-space q value beside Mann-Whitney p values of the
+nucleus's and the cell's volume (voxels of the store's masks, nucleus label 1, cell labels 1 and 2)
+between the same DMSO and treated cells, and the groups' mean volumes.
+
+Writes ``results/statistical_cell_shift_geometry[_TAG].json`` and prints a table.
+
+    python benchmarks/statistical_cell_shift_geometry.py [--run RUN] [--tag TAG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.stats import mannwhitneyu
+
+from common import RESULTS, ROOT, print_table, write_result
+from morphospace.io.store import CropStore
+
+CONTROL = "DMSO"
+CONVENTION = ("per (drug, structure): q_target = the run's drug_shift.csv q value in the target latent space "
+              "(Benjamini-Hochberg over the run's tests); p_nucleus_volume, p_cell_volume = two-sided Mann-Whitney "
+              "U p values of mask voxel counts (nucleus: label 1; cell: labels 1 and 2) between the store's DMSO "
+              "and treated cells of that structure, every cell of both groups; mean volumes in voxels")
+
+
+def mask_volumes(store: CropStore, rows: np.ndarray) -> pd.DataFrame:
+    """Nucleus and cell volumes (voxels, or pixels in 2D) of the store's cells ``rows`` from their masks."""
+    masks = np.stack([store.masks[int(row)] for row in rows])
+    flat = masks.reshape(len(rows), -1)
+    return pd.DataFrame({"nucleus": (flat == 1).sum(1), "cell": (flat >= 1).sum(1)}, index=rows)
+
+
+def geometry_table(store: CropStore, shifts: pd.DataFrame) -> pd.DataFrame:
+    """One row per target-space test of ``shifts``: its q value and the two groups' volume contrast."""
+    cells = store.cells.reset_index(drop=True)
+    rows = []
+    for test in shifts[shifts["latent"] == "target"].itertuples():
+        of_structure = cells["Metadata_Structure"].to_numpy() == test.structure
+        control = np.flatnonzero(of_structure & (cells["Metadata_Compound"].to_numpy() == CONTROL))
+        treated = np.flatnonzero(of_structure & (cells["Metadata_Compound"].to_numpy() == test.drug))
+        a, b = mask_volumes(store, control), mask_volumes(store, treated)
+        rows.append({"drug": test.drug, "structure": test.structure, "q_target": test.q_value,
+                     "called": bool(test.significant),
+                     "p_nucleus_volume": float(mannwhitneyu(a["nucleus"], b["nucleus"]).pvalue),
+                     "p_cell_volume": float(mannwhitneyu(a["cell"], b["cell"]).pvalue),
+                     "nucleus_control": float(a["nucleus"].mean()), "nucleus_treated": float(b["nucleus"].mean()),
+                     "cell_control": float(a["cell"].mean()), "cell_treated": float(b["cell"].mean())})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=None, help="a statistical_cell run on a simulated structures "
+                        "store with evaluate drug-shift done (default: the 3D headline run)")
+    parser.add_argument("--tag", default="", help="suffix of the result name")
+    args = parser.parse_args()
+    run = args.run or ROOT.parent / json.loads((RESULTS / "statistical_cell.json").read_text())["simulated_3d"][
+        "training"]["run"]
+    store = CropStore(yaml.safe_load((Path(run) / "config.yaml").read_text())["data"]["store"])
+    if store.masks is None:
+        raise SystemExit(f"{store.path}: the store has no masks; geometry needs a simulated structures store")
+    table = geometry_table(store, pd.read_csv(Path(run) / "evaluation" / "drug_shift.csv"))
+    shown = ["drug", "structure", "q_target", "called", "p_nucleus_volume", "p_cell_volume", "nucleus_control",
+             "nucleus_treated"]
+    print_table(table[shown].to_dict(orient="records"), title=f"target shifts and group geometry ({run})")
+    write_result(f"statistical_cell_shift_geometry{f'_{args.tag}' if args.tag else ''}",
+                 {"convention": CONVENTION, "run": str(Path(run)), "store": str(store.path),
+                  "rows": table.to_dict(orient="records")})
+
+
+if __name__ == "__main__":
+    main()
