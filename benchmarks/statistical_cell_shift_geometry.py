@@ -7,7 +7,12 @@ of the two groups happen to differ in size, a model whose target latent carries 
 (it sees the reference) can call a shift that no drug made. Here, per (drug, structure) of a run's
 ``evaluate drug-shift`` table: the run's target-space q value beside Mann-Whitney p values of the
 nucleus's and the cell's volume (voxels of the store's masks, nucleus label 1, cell labels 1 and 2)
-between the same DMSO and treated cells, and the groups' mean volumes.
+between the same DMSO and treated cells, and the groups' mean volumes. Then the run's drug-shift
+evaluation again, as the run had it (its queries, permutations, seed and truth), with
+``given_reference`` (``evaluate drug-shift --given-reference``): the target code less its linear fit
+on the reference code, per structure; its q values and calls beside the target space's, and both
+spaces' recall and false positives against the simulator's truth. The evaluation is written under
+``work/statistical_cell_shift_geometry/RUN``.
 
 Writes ``results/statistical_cell_shift_geometry[_TAG].json`` and prints a table.
 
@@ -27,12 +32,17 @@ from scipy.stats import mannwhitneyu
 
 from common import RESULTS, ROOT, print_table, write_result
 from morphospace.io.store import CropStore
+from morphospace.workflows.statistical_cell import GIVEN_REFERENCE, DrugShiftConfig, evaluate_drug_shift
 
 CONTROL = "DMSO"
 CONVENTION = ("per (drug, structure): q_target = the run's drug_shift.csv q value in the target latent space "
               "(Benjamini-Hochberg over the run's tests); p_nucleus_volume, p_cell_volume = two-sided Mann-Whitney "
               "U p values of mask voxel counts (nucleus: label 1; cell: labels 1 and 2) between the store's DMSO "
-              "and treated cells of that structure, every cell of both groups; mean volumes in voxels")
+              "and treated cells of that structure, every cell of both groups; mean volumes in voxels; "
+              "q_given_reference: the same test (the run's drug-shift config, permutations and seed) in the latent "
+              "target_given_reference (target code in its active dimensions less its least-squares fit with an "
+              "intercept on the reference code's active dimensions, per structure over every tested cell); "
+              "truth_scores: recall and false positives of each space against the store's truth (BH at alpha)")
 
 
 def mask_volumes(store: CropStore, rows: np.ndarray) -> pd.DataFrame:
@@ -60,6 +70,14 @@ def geometry_table(store: CropStore, shifts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def given_reference_shifts(run: Path) -> dict:
+    """The run's ``evaluate drug-shift`` repeated with ``given_reference`` (its own queries and config)."""
+    earlier = json.loads((run / "evaluation" / "drug_shift.json").read_text())
+    config = DrugShiftConfig(**{**earlier["config"], "given_reference": True})
+    out = ROOT / "work" / "statistical_cell_shift_geometry" / run.name
+    return evaluate_drug_shift(run, earlier["control"], earlier["treated"], out, config, overwrite=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=None, help="a statistical_cell run on a simulated structures "
@@ -72,12 +90,22 @@ def main() -> None:
     if store.masks is None:
         raise SystemExit(f"{store.path}: the store has no masks; geometry needs a simulated structures store")
     table = geometry_table(store, pd.read_csv(Path(run) / "evaluation" / "drug_shift.csv"))
-    shown = ["drug", "structure", "q_target", "called", "p_nucleus_volume", "p_cell_volume", "nucleus_control",
-             "nucleus_treated"]
+    shifts = given_reference_shifts(Path(run))
+    given = pd.DataFrame(shifts["tests"]).query("latent == @GIVEN_REFERENCE").set_index(["drug", "structure"])
+    pairs = pd.MultiIndex.from_frame(table[["drug", "structure"]])
+    table["q_given_reference"] = given["q_value"].reindex(pairs).to_numpy()
+    table["called_given_reference"] = given["significant"].reindex(pairs).to_numpy()
+    scores = {space: {key: shifts["truth_scores"][space][key] for key in ("recall", "false_positives",
+                                                                           "false_positive_pairs", "missed")}
+              for space in ("target", GIVEN_REFERENCE)}
+    shown = ["drug", "structure", "q_target", "called", "q_given_reference", "called_given_reference",
+             "p_nucleus_volume", "p_cell_volume", "nucleus_control", "nucleus_treated"]
     print_table(table[shown].to_dict(orient="records"), title=f"target shifts and group geometry ({run})")
     write_result(f"statistical_cell_shift_geometry{f'_{args.tag}' if args.tag else ''}",
                  {"convention": CONVENTION, "run": str(Path(run)), "store": str(store.path),
-                  "rows": table.to_dict(orient="records")})
+                  "truth_scores": scores, "rows": table.to_dict(orient="records")})
+    print_table([{"space": space, **{k: v for k, v in score.items() if k != "false_positive_pairs"}}
+                 for space, score in scores.items()], title="against the truth")
 
 
 if __name__ == "__main__":

@@ -322,6 +322,9 @@ def _add_statistical_cell_evaluations(kinds) -> None:
                             "holm (Holm: the chance of any false call at most alpha)")
     shift.add_argument("--truth", type=Path, metavar="DIR", help="truth folder of a structures store: adds recall and "
                                                                  "false positives (drugs.parquet)")
+    shift.add_argument("--given-reference", dest="given_reference", action="store_const", const=True,
+                       help="also test the target space given the reference: the target code less its linear fit "
+                            "on the reference code, per structure (latent target_given_reference)")
     shift.set_defaults(handler=_evaluate_drug_shift)
     for sub in (coupling, shift):
         sub.add_argument("--run", type=Path, required=True, help="training run directory (statistical_cell family)")
@@ -865,16 +868,18 @@ def _evaluate_coupling(args: argparse.Namespace) -> int:
 
 
 def _evaluate_drug_shift(args: argparse.Namespace) -> int:
-    from morphospace.workflows.statistical_cell import DrugShiftConfig, evaluate_drug_shift
+    from morphospace.workflows.statistical_cell import GIVEN_REFERENCE, DrugShiftConfig, evaluate_drug_shift
 
     config = load_config(DrugShiftConfig, args.config,
-                         _option_overrides(args, ("by", "permutations", "alpha", "correction", "seed", "truth")))
+                         _option_overrides(args, ("by", "permutations", "alpha", "correction", "seed", "truth",
+                                                         "given_reference")))
     payload = evaluate_drug_shift(args.run, args.control, args.treated, args.out, config, overwrite=args.overwrite)
     if args.json:
         print(json_text(payload))
         return 0
     tests = payload["tests"]
-    for latent in ("target", "reference"):
+    spaces = [name for name in ("target", "reference", GIVEN_REFERENCE) if any(t["latent"] == name for t in tests)]
+    for latent in spaces:
         hits = [f"{t['drug']}/{t['structure']}" for t in tests if t["latent"] == latent and t["significant"]]
         total = sum(t["latent"] == latent for t in tests)
         print(f"{latent} space: {len(hits)} of {total} tests significant ({config.correction} q <= {config.alpha})"
@@ -884,6 +889,10 @@ def _evaluate_drug_shift(args: argparse.Namespace) -> int:
         print(f"against the truth: recall {_shown_number(target['recall'])}, {target['false_positives']} false "
               f"positive(s) in the target space, {payload['truth_scores']['reference']['false_positives']} in the "
               "reference space")
+        if GIVEN_REFERENCE in payload["truth_scores"]:
+            given = payload["truth_scores"][GIVEN_REFERENCE]
+            print(f"given the reference: recall {_shown_number(given['recall'])}, {given['false_positives']} false "
+                  "positive(s)")
     return 0
 
 

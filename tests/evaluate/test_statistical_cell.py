@@ -6,7 +6,7 @@ from morphospace.errors import InputError
 from morphospace.evaluate.statistical_cell import (
     benjamini_hochberg, bootstrap_mean_ci, centroid_distance, coupling_agreement, coupling_figure, coupling_per_cell,
     coupling_table, differential_coupling, draw_swap_partners, drug_shift_table, holm, permutation_test,
-    shift_recall, tie_resolved_spearman, truth_long,
+    reference_adjusted, shift_recall, tie_resolved_spearman, truth_long,
 )
 
 
@@ -244,6 +244,36 @@ def test_drug_shift_table_adjusts_each_latent_space_by_the_correction_asked():
     assert (family_wise["q_value"] >= bh["q_value"]).all()
     with pytest.raises(InputError, match="unknown correction 'bonferroni'; choose from \\['bh', 'holm'\\]"):
         drug_shift_table(latents, compounds, structures, correction="bonferroni")
+
+
+def _shape_confounded_screen(n: int = 60) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Structure x: the drug's cells are larger but x follows size only; structure y: the drug moves y
+    by 1.5 on cells of the control's sizes."""
+    rng = np.random.default_rng(4)
+    compounds = np.tile(np.repeat(["DMSO", "Drug"], n), 2)
+    structures = np.repeat(["x", "y"], 2 * n)
+    size = rng.normal(size=4 * n) + 1.5 * ((compounds == "Drug") & (structures == "x"))
+    reference = np.column_stack([size, rng.normal(size=4 * n)])
+    target = np.column_stack([2.0 * size, rng.normal(size=4 * n)]) + 0.3 * rng.normal(size=(4 * n, 2))
+    target[(compounds == "Drug") & (structures == "y"), 1] += 1.5
+    return compounds, structures, {"reference": reference, "target": target}
+
+
+def test_reference_adjusted_removes_a_shape_difference_and_keeps_a_structure_shift():
+    compounds, structures, latents = _shape_confounded_screen()
+    latents["target_given_reference"] = reference_adjusted(latents["target"], latents["reference"], structures)
+    table = drug_shift_table(latents, compounds, structures, control="DMSO", n_permutations=199)
+    called = {(row.structure, row.latent) for row in table.itertuples() if row.significant}
+    assert called == {("x", "reference"), ("x", "target"), ("y", "target"), ("y", "target_given_reference")}
+    for structure in ("x", "y"):  # the residuals of each structure's own fit average zero
+        np.testing.assert_allclose(latents["target_given_reference"][structures == structure].mean(0), 0, atol=1e-9)
+
+
+def test_reference_adjusted_rejects_a_group_too_small_for_its_fit():
+    with pytest.raises(InputError, match="group 'b' has 3 cells; the fit on 2 reference dimensions needs more than 3"):
+        reference_adjusted(np.zeros((8, 1)), np.arange(16.0).reshape(8, 2), ["a"] * 5 + ["b"] * 3)
+    with pytest.raises(InputError, match="same N"):
+        reference_adjusted(np.zeros((8, 1)), np.zeros((7, 2)), ["a"] * 8)
 
 
 def test_shift_recall_counts_false_positives_by_hand():

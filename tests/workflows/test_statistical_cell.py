@@ -161,6 +161,19 @@ def test_drug_shift_tests_every_drug_structure_and_space(run_dir: Path, store: P
     assert json.loads((out / "drug_shift.json").read_text())["n_control"] == 36
 
 
+def test_drug_shift_given_the_reference_adds_a_space_scored_against_the_truth(run_dir: Path, store: Path,
+                                                                              tmp_path: Path):
+    payload = evaluate_drug_shift(run_dir, "Metadata_Compound == 'DMSO'", "Metadata_Compound != 'DMSO'", tmp_path,
+                                  DrugShiftConfig(permutations=20, truth=str(store / "truth"), given_reference=True))
+    table = pd.read_csv(tmp_path / "drug_shift.csv")
+    assert table["latent"].value_counts().to_dict() == {name: len(STRUCTURES) for name in
+                                                        ("reference", "target", "target_given_reference")}
+    given = payload["truth_scores"]["target_given_reference"]
+    assert given["n_shifted"] == 1
+    assert given["false_positives"] == int(table.loc[table["latent"] == "target_given_reference", "significant"].sum()
+                                           ) - len(given["found"])
+
+
 @pytest.mark.parametrize("control, treated, message", [
     ("Metadata_Compound ==", "Metadata_Compound != 'DMSO'", "--control .* not a valid query"),
     ("Metadata_Compound == 'DMSO'", "Metadata_Compound == 'Nothing'", "--treated .* no cell .* matches"),

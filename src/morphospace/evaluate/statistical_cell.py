@@ -57,6 +57,7 @@ __all__ = [
     "coupling_agreement",
     "centroid_distance",
     "permutation_test",
+    "reference_adjusted",
     "benjamini_hochberg",
     "holm",
     "CORRECTIONS",
@@ -375,6 +376,37 @@ def permutation_test(embeddings: ArrayLike, treated: ArrayLike, active: ArrayLik
     observed = float(np.linalg.norm(x[is_treated].mean(axis=0) - x[~is_treated].mean(axis=0)))
     exceed = int(np.sum(null >= observed * (1 - 1e-12)))
     return observed, (1 + exceed) / (1 + n_permutations)
+
+
+def reference_adjusted(target: ArrayLike, reference: ArrayLike, groups: ArrayLike) -> np.ndarray:
+    """The target latents (N, K) less their least-squares fit, with an intercept, on the reference
+    latents (N, R), fitted within each group of ``groups`` (N,) (e.g. each structure's cells): the
+    part of the structure's code that the cell's shape does not predict linearly.
+
+    Two groups of cells that differ only in shape (by chance of sampling, or because a drug moved
+    the shape) differ in a target code that carries the shape; after the adjustment they differ only
+    where the structure differs given the shape. InputError for mismatched lengths or a group with
+    no more cells than R + 1 (its fit would leave nothing).
+
+    >>> adjusted = reference_adjusted([[1.0], [3.0], [5.0], [4.0]], [[0.0], [1.0], [2.0], [1.0]], [0, 0, 0, 0])
+    >>> adjusted.round(6).ravel().tolist()
+    [-0.25, -0.25, -0.25, 0.75]
+    """
+    y = np.asarray(target, dtype=float)
+    x = np.asarray(reference, dtype=float)
+    if y.ndim != 2 or x.ndim != 2 or len(x) != len(y):
+        raise InputError(f"target and reference must be (N, K) and (N, R) of the same N, got {y.shape} and {x.shape}")
+    labels = _vector(groups, "groups", len(y))
+    adjusted = np.empty_like(y)
+    for group in pd.unique(labels):
+        rows = labels == group
+        if rows.sum() <= x.shape[1] + 1:
+            raise InputError(f"group {str(group)!r} has {int(rows.sum())} cells; the fit on {x.shape[1]} reference "
+                             f"dimensions needs more than {x.shape[1] + 1}")
+        design = np.column_stack([np.ones(rows.sum()), x[rows]])
+        coefficients = np.linalg.lstsq(design, y[rows], rcond=None)[0]
+        adjusted[rows] = y[rows] - design @ coefficients
+    return adjusted
 
 
 def _checked_p_values(p_values: ArrayLike) -> np.ndarray:

@@ -44,9 +44,11 @@ from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.cp2image_evaluation import held_out_rows
 
 __all__ = ["CouplingConfig", "DrugShiftConfig", "CouplingScores", "coupling_scores", "evaluate_coupling",
-           "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS"]
+           "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS",
+           "GIVEN_REFERENCE"]
 
 MODELS = ("reference", "target")
+GIVEN_REFERENCE = "target_given_reference"
 BATCH_SIZE = 64
 CONTROL = "\x00control"
 """Group name of the control cells inside :func:`evaluate_drug_shift` (never a value of ``--by``)."""
@@ -82,6 +84,9 @@ class DrugShiftConfig(Config):
     active_threshold: float | None = pydantic.Field(
         None, ge=0, description="nats of mean training KL for an active dimension; null: the model's")
     seed: int = 0
+    given_reference: bool = pydantic.Field(
+        False, description="also test the target space given the reference (latent target_given_reference: the "
+                           "target code less its linear fit on the reference code, per structure)")
     truth: str | None = pydantic.Field(None, description="truth folder of a structures store (drugs.parquet)")
 
 
@@ -270,7 +275,10 @@ DRUG_SHIFT_CONVENTION = (
     "or Holm's adjusted p-values with correction holm; config.correction), significant: q <= alpha; "
     "truth scores: the target space against drugs.parquet (a (drug, structure) pair is shifted when any of "
     "its rows is); the reference space: the simulator's drugs leave membrane and DNA alone, so every "
-    "significant reference-space test is a false positive"
+    "significant reference-space test is a false positive; with given_reference, a third space "
+    "target_given_reference: the target code (active dimensions) less its least-squares fit with an intercept "
+    "on the reference code (active dimensions), fitted per structure over every tested cell of it, all its "
+    "dimensions used, scored against the truth as the target space is"
 )
 
 
@@ -316,8 +324,11 @@ def _shift_truth(table: pd.DataFrame, truth: pd.DataFrame, by: str, truth_dir: s
     target = stats.shift_recall(table, truth, "target", by)
     reference = table[table["latent"] == "reference"]
     called = reference.loc[reference["significant"], ["drug", "structure"]].values.tolist()
-    return {"truth": truth_dir, "target": target,
-            "reference": {"false_positives": len(called), "false_positive_pairs": called}}
+    scores = {"truth": truth_dir, "target": target,
+              "reference": {"false_positives": len(called), "false_positive_pairs": called}}
+    if (table["latent"] == GIVEN_REFERENCE).any():
+        scores[GIVEN_REFERENCE] = stats.shift_recall(table, truth, GIVEN_REFERENCE, by)
+    return scores
 
 
 def evaluate_drug_shift(run_dir: str | os.PathLike, control: str, treated: str,
@@ -340,6 +351,9 @@ def evaluate_drug_shift(run_dir: str | os.PathLike, control: str, treated: str,
     active, notes = {}, {}
     for name in MODELS:
         active[name], notes[name] = _active_mask(run, name, config.active_threshold)
+    if config.given_reference:
+        latents[GIVEN_REFERENCE] = stats.reference_adjusted(latents["target"][:, active["target"]],
+                                                            latents["reference"][:, active["reference"]], structures)
     table = stats.drug_shift_table(latents, groups, structures, CONTROL, active, config.permutations, config.alpha,
                                    config.seed, config.correction)
     if table.empty:
