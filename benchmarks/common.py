@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import time
@@ -15,6 +16,11 @@ from morphospace.atomic import json_text, write_text_atomic
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DEFAULT_DATA = ROOT.parent.parent / "shared" / "data"
+
+
+def stored_run(result: str, part: str) -> Path:
+    """The run directory that ``results/<result>.json`` names for its block ``part`` (its training run)."""
+    return ROOT.parent / json.loads((RESULTS / f"{result}.json").read_text())[part]["training"]["run"]
 
 
 def data_dir(value: str | None) -> Path:

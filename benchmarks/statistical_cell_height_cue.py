@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import RESULTS, ROOT, print_table, write_result
+from common import print_table, stored_run, write_result
 from morphospace.config import load_config
 from morphospace.models.run import load_run
 from morphospace.simulate import SimulateConfig
@@ -60,11 +60,6 @@ def observed_reference(cell: CellShape, grid: CropGrid, psf_sigma_px: float, noi
     """Membrane and DNA (2, *grid.shape) of ``cell`` as the store images them, with the given noise draw."""
     channels = np.stack([blur(image, grid, psf_sigma_px) for image in render_reference(cell, grid)]) + noise
     return np.clip(channels, 0.0, 1.0).astype(np.float32)
-
-
-def _headline_run() -> Path:
-    headline = json.loads((RESULTS / "statistical_cell.json").read_text())
-    return ROOT.parent / headline["simulated_3d"]["training"]["run"]
 
 
 def height_cue(run_dir: Path, n_cells: int, n_partners: int, seed: int = 0) -> list[dict]:
@@ -119,7 +114,7 @@ def main() -> None:
     parser.add_argument("--partners", type=int, default=2, help="swap partners per cell")
     parser.add_argument("--tag", default="", help="suffix of the result name")
     args = parser.parse_args()
-    run_dir = args.run or _headline_run()
+    run_dir = args.run or stored_run("statistical_cell", "simulated_3d")
     rows = height_cue(run_dir, args.cells, args.partners)
     print_table(rows, f"coupling by what the swap changes ({run_dir.name})")
     payload = {"convention": CONVENTION, "run": str(run_dir.resolve()), "cells": args.cells,

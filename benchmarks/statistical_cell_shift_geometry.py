@@ -25,12 +25,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 from scipy.stats import mannwhitneyu
 
-from common import RESULTS, ROOT, print_table, write_result
+from common import ROOT, print_table, stored_run, write_result
 from morphospace.io.store import CropStore
 from morphospace.workflows.statistical_cell import GIVEN_REFERENCE, DrugShiftConfig, evaluate_drug_shift
 
@@ -45,22 +44,21 @@ CONVENTION = ("per (drug, structure): q_target = the run's drug_shift.csv q valu
               "truth_scores: recall and false positives of each space against the store's truth (BH at alpha)")
 
 
-def mask_volumes(store: CropStore, rows: np.ndarray) -> pd.DataFrame:
-    """Nucleus and cell volumes (voxels, or pixels in 2D) of the store's cells ``rows`` from their masks."""
-    masks = np.stack([store.masks[int(row)] for row in rows])
-    flat = masks.reshape(len(rows), -1)
-    return pd.DataFrame({"nucleus": (flat == 1).sum(1), "cell": (flat >= 1).sum(1)}, index=rows)
+def mask_volumes(store: CropStore) -> pd.DataFrame:
+    """Nucleus and cell volumes (voxels, or pixels in 2D) of every cell of the store, from its masks."""
+    flat = store.read_masks(slice(None)).reshape(len(store), -1)
+    return pd.DataFrame({"nucleus": (flat == 1).sum(1), "cell": (flat >= 1).sum(1)})
 
 
 def geometry_table(store: CropStore, shifts: pd.DataFrame) -> pd.DataFrame:
     """One row per target-space test of ``shifts``: its q value and the two groups' volume contrast."""
     cells = store.cells.reset_index(drop=True)
+    volumes = mask_volumes(store)
+    structure, compound = cells["Metadata_Structure"].to_numpy(), cells["Metadata_Compound"].to_numpy()
     rows = []
     for test in shifts[shifts["latent"] == "target"].itertuples():
-        of_structure = cells["Metadata_Structure"].to_numpy() == test.structure
-        control = np.flatnonzero(of_structure & (cells["Metadata_Compound"].to_numpy() == CONTROL))
-        treated = np.flatnonzero(of_structure & (cells["Metadata_Compound"].to_numpy() == test.drug))
-        a, b = mask_volumes(store, control), mask_volumes(store, treated)
+        a = volumes[(structure == test.structure) & (compound == CONTROL)]
+        b = volumes[(structure == test.structure) & (compound == test.drug)]
         rows.append({"drug": test.drug, "structure": test.structure, "q_target": test.q_value,
                      "called": bool(test.significant),
                      "p_nucleus_volume": float(mannwhitneyu(a["nucleus"], b["nucleus"]).pvalue),
@@ -84,13 +82,10 @@ def main() -> None:
                         "store with evaluate drug-shift done (default: the 3D headline run)")
     parser.add_argument("--tag", default="", help="suffix of the result name")
     args = parser.parse_args()
-    run = args.run or ROOT.parent / json.loads((RESULTS / "statistical_cell.json").read_text())["simulated_3d"][
-        "training"]["run"]
-    store = CropStore(yaml.safe_load((Path(run) / "config.yaml").read_text())["data"]["store"])
-    if store.masks is None:
-        raise SystemExit(f"{store.path}: the store has no masks; geometry needs a simulated structures store")
-    table = geometry_table(store, pd.read_csv(Path(run) / "evaluation" / "drug_shift.csv"))
-    shifts = given_reference_shifts(Path(run))
+    run = args.run or stored_run("statistical_cell", "simulated_3d")
+    store = CropStore(yaml.safe_load((run / "config.yaml").read_text())["data"]["store"])
+    table = geometry_table(store, pd.read_csv(run / "evaluation" / "drug_shift.csv"))
+    shifts = given_reference_shifts(run)
     given = pd.DataFrame(shifts["tests"]).query("latent == @GIVEN_REFERENCE").set_index(["drug", "structure"])
     pairs = pd.MultiIndex.from_frame(table[["drug", "structure"]])
     table["q_given_reference"] = given["q_value"].reindex(pairs).to_numpy()
@@ -102,7 +97,7 @@ def main() -> None:
              "p_nucleus_volume", "p_cell_volume", "nucleus_control", "nucleus_treated"]
     print_table(table[shown].to_dict(orient="records"), title=f"target shifts and group geometry ({run})")
     write_result(f"statistical_cell_shift_geometry{f'_{args.tag}' if args.tag else ''}",
-                 {"convention": CONVENTION, "run": str(Path(run)), "store": str(store.path),
+                 {"convention": CONVENTION, "run": str(run), "store": str(store.path),
                   "truth_scores": scores, "rows": table.to_dict(orient="records")})
     print_table([{"space": space, **{k: v for k, v in score.items() if k != "false_positive_pairs"}}
                  for space, score in scores.items()], title="against the truth")
