@@ -1,16 +1,18 @@
 """Drug-shift calls of the Statistical Cell benchmark under each multiple-test correction.
 
-``statistical_cell.py`` calls a (drug, structure) shift significant when its Benjamini-Hochberg
-q <= 0.05 (``evaluate drug-shift``'s default), which bounds the share of false calls on average;
-the benchmark's aim, "every shifted structure and no false positive at alpha 0.05", asks for the
-family-wise error that Holm's correction bounds. This script reads the permutation p-values that
-every result of ``statistical_cell.py`` stores (``results/statistical_cell*.json``, blocks
+``statistical_cell.py`` calls a (drug, structure) shift significant when its Benjamini-Hochberg q <=
+0.05 (``evaluate drug-shift``'s default), which bounds the share of false calls on average; the
+benchmark's aim, "every shifted structure and no false positive at alpha 0.05", asks for the
+family-wise error that Holm's correction bounds. This script reads the permutation p-values that every
+result of ``statistical_cell.py`` stores (``results/statistical_cell*.json``, blocks
 ``simulated_2d`` and ``simulated_3d``), adjusts them within each latent space by each correction
-(``morphospace.evaluate.statistical_cell.call_shifts``), and scores the calls against the truth
-that the result recorded (its found and missed shifted pairs): recall and false positives in the
-target space, significant tests in the reference space (all false: the simulator's drugs leave
-membrane and DNA alone). Nothing is retrained. It checks first that its Benjamini-Hochberg calls
-are the stored ones. A result that repeats another's run and p-values is scored once. Writes
+(``morphospace.evaluate.statistical_cell.call_shifts``), and scores the calls against the truth that
+the result recorded (its found and missed shifted pairs): recall and false positives in the target
+space, significant tests in the reference space (all false: the simulator's drugs leave membrane and
+DNA alone), and where a result tested it, recall and false positives given the reference (``evaluate
+drug-shift --given-reference``). Nothing is retrained. It checks first that its Benjamini-Hochberg
+calls are the stored ones. A result that repeats another's run and target- and reference-space
+p-values is scored once (the first in name order). Writes
 ``results/statistical_cell_corrections.json`` and prints a table.
 
     python benchmarks/statistical_cell_corrections.py [--alpha 0.05]
@@ -27,15 +29,18 @@ import pandas as pd
 
 from common import RESULTS, print_table, write_result
 from morphospace.evaluate.statistical_cell import CORRECTIONS, call_shifts, shift_recall
+from morphospace.workflows.statistical_cell import GIVEN_REFERENCE
 
 PARTS = ("simulated_2d", "simulated_3d")
-CONVENTION = ("per statistical_cell*.json result block (one per run and p-values: the first file holding "
-              "them): its drug-shift permutation p-values (each drug against DMSO per structure and latent space, "
+CONVENTION = ("per statistical_cell*.json result block (one per run and target- and reference-space p-values: "
+              "the first file holding them): its drug-shift permutation p-values (each drug against DMSO per structure and latent space, "
               "as stored) adjusted within each latent space by each correction; significant: adjusted p <= alpha; "
               "truth: the shifted "
               "pairs the result recorded (found and missed); recall and false_positives in the target space, "
               "reference_false_positives: significant reference-space tests; meets_aim: recall 1 and no "
               "target-space false positive (the benchmark's drug_shift_recall and drug_shift_false_positives); "
+              "recall_given_reference, false_positives_given_reference: the same in the space "
+              "target_given_reference, for results that tested it (evaluate drug-shift --given-reference); "
               "summary: runs per part meeting it, with recall under 1, and with a reference-space call")
 
 
@@ -61,6 +66,10 @@ def _scores(block: dict[str, Any], alpha: float, source: Path) -> dict[str, Any]
         scores[correction] = {"recall": target["recall"], "false_positives": target["false_positives"],
                               "reference_false_positives": reference,
                               "meets_aim": target["recall"] == 1.0 and target["false_positives"] == 0}
+        if (tests["latent"] == GIVEN_REFERENCE).any():
+            given = shift_recall(calls, truth, GIVEN_REFERENCE)
+            scores[correction] |= {"recall_given_reference": given["recall"],
+                                   "false_positives_given_reference": given["false_positives"]}
     return scores
 
 
@@ -75,8 +84,9 @@ def main() -> None:
             block = result.get(part)
             if not block or "drug_shift_tests" not in block:
                 continue
-            identity = (block["training"]["run"], tuple(t["p_value"] for t in block["drug_shift_tests"]))
-            if identity in seen:  # the same run's result written under another name
+            identity = (block["training"]["run"], tuple(t["p_value"] for t in block["drug_shift_tests"]
+                                                        if t["latent"] in ("target", "reference")))
+            if identity in seen:  # the same run's result written under another name, or again with more spaces
                 continue
             seen.add(identity)
             scores = _scores(block, args.alpha, path)
