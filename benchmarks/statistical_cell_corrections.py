@@ -33,10 +33,9 @@ from morphospace.workflows.statistical_cell import GIVEN_REFERENCE
 
 PARTS = ("simulated_2d", "simulated_3d")
 CONVENTION = ("per statistical_cell*.json result block (one per run and target- and reference-space p-values: "
-              "the first file holding them): its drug-shift permutation p-values (each drug against DMSO per structure and latent space, "
-              "as stored) adjusted within each latent space by each correction; significant: adjusted p <= alpha; "
-              "truth: the shifted "
-              "pairs the result recorded (found and missed); recall and false_positives in the target space, "
+              "the first file holding them): its drug-shift permutation p-values (each drug against DMSO per "
+              "structure and latent space, as stored) adjusted within each latent space by each correction; "
+              "significant: adjusted p <= alpha; truth: the shifted pairs the result recorded (found and missed); recall and false_positives in the target space, "
               "reference_false_positives: significant reference-space tests; meets_aim: recall 1 and no "
               "target-space false positive (the benchmark's drug_shift_recall and drug_shift_false_positives); "
               "recall_given_reference, false_positives_given_reference: the same in the space "

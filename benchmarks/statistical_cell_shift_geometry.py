@@ -8,11 +8,11 @@ of the two groups happen to differ in size, a model whose target latent carries 
 ``evaluate drug-shift`` table: the run's target-space q value beside Mann-Whitney p values of the
 nucleus's and the cell's volume (voxels of the store's masks, nucleus label 1, cell labels 1 and 2)
 between the same DMSO and treated cells, and the groups' mean volumes. Then the run's drug-shift
-evaluation again, as the run had it (its queries, permutations, seed and truth), with
-``given_reference`` (``evaluate drug-shift --given-reference``): the target code less its linear fit
-on the reference code, per structure; its q values and calls beside the target space's, and both
-spaces' recall and false positives against the simulator's truth. The evaluation is written under
-``work/statistical_cell_shift_geometry/RUN``.
+evaluation with ``given_reference`` (``evaluate drug-shift --given-reference``: the target code less
+its linear fit on the reference code, per structure): the run's own where it tested that space (as
+``statistical_cell.py`` now does), else repeated as the run had it (its queries, permutations, seed
+and truth) and written under ``work/statistical_cell_shift_geometry/RUN``; its q values and calls
+beside the target space's, and both spaces' recall and false positives against the simulator's truth.
 
 Writes ``results/statistical_cell_shift_geometry[_TAG].json`` and prints a table.
 
@@ -69,8 +69,11 @@ def geometry_table(store: CropStore, shifts: pd.DataFrame) -> pd.DataFrame:
 
 
 def given_reference_shifts(run: Path) -> dict:
-    """The run's ``evaluate drug-shift`` repeated with ``given_reference`` (its own queries and config)."""
+    """The run's ``evaluate drug-shift`` with ``given_reference``: its own, where it tested that space
+    already, else repeated with it (the run's queries and config)."""
     earlier = json.loads((run / "evaluation" / "drug_shift.json").read_text())
+    if earlier["config"].get("given_reference"):
+        return earlier
     config = DrugShiftConfig(**{**earlier["config"], "given_reference": True})
     out = ROOT / "work" / "statistical_cell_shift_geometry" / run.name
     return evaluate_drug_shift(run, earlier["control"], earlier["treated"], out, config, overwrite=True)
