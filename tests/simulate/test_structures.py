@@ -288,6 +288,24 @@ def test_3d_heights_are_drawn_apart_after_the_xy_geometry_of_2d():
     assert np.std(nucleus_height / (cell_height * radius)) > 0.08
 
 
+def _axis_alignment(cells: list[CellShape]) -> float:
+    """Mean cos 2(nucleus angle - cell angle): 1 when each nucleus follows its cell's axis, about 0 if independent."""
+    return float(np.mean([np.cos(2.0 * (c.nucleus.angle - c.membrane.angle)) for c in cells]))
+
+
+def test_the_nucleus_axis_is_independent_of_the_cells_unless_tied():
+    grid = CropGrid((64, 64))
+    free = [_cell(seed, grid) for seed in range(2000)]
+    tied = [sample_cell(np.random.default_rng(seed), grid, (0.6, 0.75), (1.0, 1.5), (0.5, 0.6), 0.6,
+                        nucleus_angle_sd=0.3) for seed in range(2000)]
+    assert abs(_axis_alignment(free)) < 0.05  # se of the mean of cos over 2,000 uniform angles: 0.016
+    assert np.isclose(_axis_alignment(tied), np.exp(-2.0 * 0.3**2), atol=0.03)  # E cos 2e for e ~ N(0, 0.3)
+    # the angle draw takes the place of the tied one: every other part of the cell is the same
+    for one, other in zip(free[:50], tied[:50]):
+        assert one.membrane == other.membrane
+        assert replace(one.nucleus, angle=0.0) == replace(other.nucleus, angle=0.0)
+
+
 def test_a_control_cell_is_the_stores_cell_with_its_geometry_and_goes_on_past_the_store(store_2d: Path):
     config = _config("plates=2")
     store = CropStore(store_2d)
@@ -340,6 +358,7 @@ def test_a_drug_changes_no_unshifted_structure_even_given_the_same_draws():
     ("structures.crop_size=[8, 32]", "structures.crop_size"),
     ("structures.cell_size=[0.8, 0.5]", "structures.cell_size"),
     ("structures.nucleus_height=[0.5, 1.2]", "structures.nucleus_height"),
+    ("structures.nucleus_angle_sd=-0.1", "structures.nucleus_angle_sd"),
     ("structures.cells_per_condition=0", "structures.cells_per_condition"),
     ("dims=4", "dims"),
 ])

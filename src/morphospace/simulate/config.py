@@ -102,7 +102,9 @@ class StructuresConfig(Config):
     the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``);
     there the cell's z half-height is ``cell_height`` x its mean radius and the nucleus's
     ``nucleus_height`` x its minor semi-axis (at most 0.8 x the cell's), drawn apart so that the
-    membrane does not tell the nucleus's height.
+    membrane does not tell the nucleus's height. The nucleus's long axis is independent of the
+    cell's unless ``nucleus_angle_sd`` ties it (sd about the cell's long axis, rad), for the same
+    reason: the membrane would tell the axis along which the nucleoli lie.
     The coupling truth uses ``truth_cells`` DMSO cells per structure, ``truth_swaps`` reference
     swaps per cell and ``truth_samples`` structure draws for the expected structure image.
     ``aligned`` renders every crop in the frame of the Statistical Cell's preprocessing (nucleus
@@ -121,6 +123,9 @@ class StructuresConfig(Config):
     elongation: Range = (1.0, 1.6)
     nucleus_size: Range = (0.5, 0.65)
     nucleus_offset: float = Field(0.6, ge=0.0, le=1.0, description="largest nucleus offset, fraction of the room")
+    nucleus_angle_sd: float | None = Field(
+        None, ge=0.0, le=3.2, description="sd (rad) of the nucleus's long axis about the cell's; null: uniform, "
+                                          "independent of the cell's")
     cell_height: Range = CELL_HEIGHT
     nucleus_height: Range = NUCLEUS_HEIGHT
     psf_sigma_px: float = Field(1.0, ge=0.0, le=5.0)

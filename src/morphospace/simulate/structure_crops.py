@@ -138,7 +138,7 @@ def _cell_rng(config: SimulateConfig, structure: str, compound: str, index: int)
 def _sample_shape(config: SimulateConfig, grid: CropGrid, rng: np.random.Generator) -> CellShape:
     s = config.structures
     shape = sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset, s.cell_height,
-                        s.nucleus_height)
+                        s.nucleus_height, s.nucleus_angle_sd)
     return align_cell(shape) if s.aligned else shape
 
 

@@ -161,8 +161,15 @@ def sample_cell(
     nucleus_offset: float,
     cell_height: tuple[float, float] = CELL_HEIGHT,
     nucleus_height: tuple[float, float] = NUCLEUS_HEIGHT,
+    nucleus_angle_sd: float | None = None,
 ) -> CellShape:
     """A random cell centred in the crop; see :class:`~morphospace.simulate.config.StructuresConfig`.
+
+    The nucleus's long axis lies at a uniform angle, independent of the cell's, or with
+    ``nucleus_angle_sd`` (rad) that far about the cell's long axis: a nucleus that follows the cell
+    lets the membrane tell its axis, which a near-round nucleus hides in the DNA, so a model would
+    rightly read the nucleoli's line (and the envelope's shape) from the membrane that their rules
+    ignore.
 
     In 3D the cell's and the nucleus's half-heights are drawn last (the xy geometry of a stream is
     the same in 2D and 3D), each with its own spread: were the nucleus's height a fixed multiple of
@@ -179,7 +186,7 @@ def sample_cell(
     room = max(minor - nucleus_major - 2.0, 0.0)
     direction = rng.uniform(0.0, 2.0 * np.pi)
     shift = rng.uniform(0.0, nucleus_offset) * room
-    nucleus_angle = angle + rng.normal(0.0, 0.3)
+    nucleus_angle = rng.uniform(0.0, np.pi) if nucleus_angle_sd is None else angle + rng.normal(0.0, nucleus_angle_sd)
     height = nucleus_height_px = 1.0
     if grid.is_3d:
         height = min(rng.uniform(*cell_height) * radius, 0.8 * grid.half_extent[0])
