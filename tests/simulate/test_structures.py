@@ -47,8 +47,8 @@ def _config(*overrides: str) -> SimulateConfig:
     return resolve_config(SimulateConfig, {}, [*TINY, *overrides])
 
 
-def _cell(seed: int, grid: CropGrid) -> CellShape:
-    return sample_cell(np.random.default_rng(seed), grid, (0.6, 0.75), (1.0, 1.5), (0.5, 0.6), 0.6)
+def _cell(seed: int, grid: CropGrid, **geometry) -> CellShape:
+    return sample_cell(np.random.default_rng(seed), grid, (0.6, 0.75), (1.0, 1.5), (0.5, 0.6), 0.6, **geometry)
 
 
 def _render(cell: CellShape, structure: str, grid: CropGrid, drug: str | None = None, seed: int = 7) -> np.ndarray:
@@ -296,8 +296,7 @@ def _axis_alignment(cells: list[CellShape]) -> float:
 def test_the_nucleus_axis_is_independent_of_the_cells_unless_tied():
     grid = CropGrid((64, 64))
     free = [_cell(seed, grid) for seed in range(2000)]
-    tied = [sample_cell(np.random.default_rng(seed), grid, (0.6, 0.75), (1.0, 1.5), (0.5, 0.6), 0.6,
-                        nucleus_angle_sd=0.3) for seed in range(2000)]
+    tied = [_cell(seed, grid, nucleus_angle_sd=0.3) for seed in range(2000)]
     assert abs(_axis_alignment(free)) < 0.05  # se of the mean of cos over 2,000 uniform angles: 0.016
     assert np.isclose(_axis_alignment(tied), np.exp(-2.0 * 0.3**2), atol=0.03)  # E cos 2e for e ~ N(0, 0.3)
     # the angle draw takes the place of the tied one: every other part of the cell is the same
