@@ -54,19 +54,31 @@ along which axis the nucleoli lie, which a near-round nucleus hides in the DNA, 
 reading it (the nucleoli's membrane gate 0.88-0.94 in the three 128-cell runs before). Made for that
 cause, before any run, and every store and run above repeated on the new stores: 2D coupling 0.930
 reference-only on all three stores (before 0.924, 0.907, 0.842), every nucleoli membrane gate closed;
-3D 0.538, 0.895 and 0.797 (before 0.909, 0.825, 0.734): beyond its three large ties, the 3D order is
-that of nine estimates within 0.03 of 0 whose intervals overlap (scored on all their test cells with
-8 swap partners instead of 150 cells with 2, the three runs read 0.720, 0.874 and 0.769).
+3D 0.538, 0.895 and 0.797 on 150 sampled test cells (before 0.909, 0.825, 0.734): beyond its three
+large ties, the 3D order is that of nine estimates within 0.03 of 0.
 
-Training budgets are fixed epochs, sized per part so that the whole part (simulation, training,
-evaluation) fits its wall-clock budget on 2 cores (``--minutes-2d 20``, ``--minutes-3d 30``,
-``--minutes-bbbc021 45``): a probe run of a few batches (``probe_steps``) measures training
-images/s on the machine as it is (run the benchmark on an otherwise idle machine: with another
-process on the cores, 2 torch threads ran these networks several times slower than 1); the
-evaluation's forward passes are counted at a third of a training image each; the remaining seconds
-times images/s over the images of one epoch (training and validation crops, validation counted as
-training: a margin) give the epochs, printed before training (a budget under one epoch trains that
-many batches instead). ``--epochs-2d`` etc. fix the epochs instead; ``--set PART:KEY=VALUE``
+Both simulated parts score the coupling as ``evaluate coupling`` does by default (``FULL_COUPLING``):
+every held-out test cell (307 of a store's 3,072) with 8 swap partners per cell and channel, where the
+2D part scored 300 cells with 4 and the 3D part 150 with 2. Adopted for precision, not by score: the
+same 3D run read 0.538 on 150 cells with 2 partners and 0.720 on all with 8, the evaluation's draw
+alone. The three stores' runs, evaluated again without training: 2D 0.930, 0.930, 0.923; 3D 0.720,
+0.874, 0.769 (reference-only; ELBO 0.915, 0.923, 0.923 and 0.664, 0.860, 0.776); the 3D part takes
+1,465-1,528 s of its 1,800 (evaluation 336-366 s), the 2D part 846-860 s.
+
+Training budgets are fixed epochs per part (``--epochs-2d`` etc.; defaults 2D 27, 3D 7, BBBC021 10, the
+headline's), so that the same settings train the same steps whatever the machine's load. They were
+sized so that the whole part (simulation, training, evaluation) fits its wall-clock budget on 2 cores
+(``--minutes-2d 20``, ``--minutes-3d 30``, ``--minutes-bbbc021 45``); ``within_budget`` says whether
+it did. ``--probe`` (always with ``--quick``) sizes the epochs on the machine as it is instead: a
+probe run of a few batches (``probe_steps``) measures training images/s (run the benchmark on an
+otherwise idle machine: with another process on the cores, 2 torch threads ran these networks
+several times slower than 1); the evaluation's forward passes are counted at a third of a training
+image each; the remaining seconds times images/s over the images of one epoch (training and
+validation crops, validation counted as training: a margin) give the epochs, printed before training
+(a budget under one epoch trains that many batches instead). The probe reads faster than training
+keeps up (2D 94.7 images/s against 85 over 27 epochs, 3D 17.4 against 15.6 on the benchmark machine),
+so the 38 and 9 epochs it gives there would, at the training rates measured, overrun both parts
+(estimated about 1,310 s of 1,200 and 2,000 s of 1,800). ``--set PART:KEY=VALUE``
 changes a part's training config (e.g. ``3d:model.base_channels=8``). Probe runs, stores and runs
 are cached under ``benchmarks/work/statistical_cell/``: a rerun with the same settings reuses them. A
 store's name ends in a digest of its resolved simulate config, so a simulator of other settings or
@@ -128,22 +140,25 @@ CELLS_PER_CONDITION = 128
 """Simulated cells per (structure, condition) of both simulated parts' full runs (see the module doc)."""
 GATES_2D = ("model.reference_gates=true", "model.reference_gate_warmup=0.5")
 """The 2D part's gates on the reference channels, held open for the first half of the steps (see the module doc)."""
+FULL_COUPLING = {"coupling_cells": CouplingConfig().cells, "repeats": CouplingConfig().repeats}
+"""Coupling evaluation of both simulated parts' full runs: the defaults of ``evaluate coupling`` (every
+held-out cell up to 500, 8 swap partners each; see the module doc)."""
 SETTINGS = {  # per part: full run, then --quick; overrides: training config keys
-    "2d": {"full": {"minutes": 20.0, "cells_per_condition": CELLS_PER_CONDITION, "coupling_cells": 300, "repeats": 4,
+    "2d": {"full": {"minutes": 20.0, "epochs": 27, "cells_per_condition": CELLS_PER_CONDITION, **FULL_COUPLING,
                     "permutations": 1000, "probe_steps": 5, "simulate": {}, "precision": None,
                     "overrides": [*GATES_2D]},
-           "quick": {"minutes": 1.0, "cells_per_condition": QUICK_CELLS, "coupling_cells": 30, "repeats": 2,
-                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": None,
+           "quick": {"minutes": 1.0, "epochs": None, "cells_per_condition": QUICK_CELLS, "coupling_cells": 30,
+                     "repeats": 2, "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": None,
                      "overrides": [*GATES_2D, "data.crop_size=32", "data.batch_size=8"]}},
-    "3d": {"full": {"minutes": 30.0, "cells_per_condition": CELLS_PER_CONDITION, "coupling_cells": 150, "repeats": 2,
+    "3d": {"full": {"minutes": 30.0, "epochs": 7, "cells_per_condition": CELLS_PER_CONDITION, **FULL_COUPLING,
                     "permutations": 1000, "probe_steps": 4, "simulate": {}, "precision": "auto",
                     "overrides": ["model.base_channels=4", "data.batch_size=16", "model.lr=0.001"]},
-           "quick": {"minutes": 1.0, "cells_per_condition": QUICK_CELLS, "coupling_cells": 30, "repeats": 2,
-                     "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": "auto",
+           "quick": {"minutes": 1.0, "epochs": None, "cells_per_condition": QUICK_CELLS, "coupling_cells": 30,
+                     "repeats": 2, "permutations": 200, "probe_steps": 2, "simulate": QUICK_CROP, "precision": "auto",
                      "overrides": ["data.crop_size=32", "data.batch_size=8"]}},
-    "bbbc021": {"full": {"minutes": 45.0, "coupling_cells": 300, "repeats": 4, "permutations": 1000,
+    "bbbc021": {"full": {"minutes": 45.0, "epochs": 10, "coupling_cells": 300, "repeats": 4, "permutations": 1000,
                          "probe_steps": 5, "subset": None, "precision": None, "overrides": []},
-                "quick": {"minutes": 1.5, "coupling_cells": 30, "repeats": 2, "permutations": 200,
+                "quick": {"minutes": 1.5, "epochs": None, "coupling_cells": 30, "repeats": 2, "permutations": 200,
                           "probe_steps": 2, "subset": 400, "precision": None, "overrides": ["data.batch_size=8"]}},
 }
 SECONDS = ("wall-clock seconds per step on 2 CPU cores, total = their sum; simulate and probe as measured when they "
@@ -189,18 +204,19 @@ def _base_config(name: str, store: Path, work: Path, settings: dict[str, Any], f
                                   f"runs_dir={work / 'runs'}", *fixed, *changes])
 
 
-def _plan(base: RunConfig, work: Path, settings: dict[str, Any], seconds: dict[str, float], eval_passes: int,
-          epochs: int | None) -> dict[str, Any]:
-    """The training budget of ``base``: fixed ``epochs``, else sized from a probe's images/s so that
-    training and the evaluation's ``eval_passes`` fit what remains of the part's minutes after the
-    steps in ``seconds`` and the probe (added to ``seconds``, also when read from its cache)."""
+def _plan(base: RunConfig, work: Path, settings: dict[str, Any], seconds: dict[str, float],
+          eval_passes: int) -> dict[str, Any]:
+    """The training budget of ``base``: the part's fixed ``epochs`` (named by ``epochs_from``), else
+    sized from a probe's images/s so that training and the evaluation's ``eval_passes`` fit what
+    remains of the part's minutes after the steps in ``seconds`` and the probe (added to
+    ``seconds``, also when read from its cache)."""
     minutes = settings["minutes"]
     data = plan_run(base).data
     epoch_images = len(data.indices("train")) + len(data.indices("val"))
     plan: dict[str, Any] = {"epoch_images": epoch_images, "batch_size": base.data.batch_size,
                             "part_minutes": minutes}
-    if epochs is not None:
-        return {**plan, "epochs": epochs, "steps": None, "sized_by": "--epochs"}
+    if settings["epochs"] is not None:
+        return {**plan, "epochs": settings["epochs"], "steps": None, "sized_by": settings["epochs_from"]}
     probe = _probe(base, work, settings["probe_steps"])
     seconds["probe"] = probe.seconds_this_session
     speed = probe.samples_per_second
@@ -275,15 +291,15 @@ def _coupling_estimators(config: RunConfig) -> tuple[str, ...]:
     return ("reference_only", "elbo") if config.model.null_latent_share > 0 else ("elbo",)
 
 
-def _simulated_part(dims: int, settings: dict[str, Any], work: Path, epochs: int | None,
-                    extra: list[str]) -> dict[str, Any]:
+def _simulated_part(dims: int, settings: dict[str, Any], work: Path, extra: list[str]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     store_path = _structures_store(work, dims, settings, seconds)
     store = CropStore(store_path)
     base = _base_config("statistical_cell_simulated", store_path, work, settings,
                         ["model.spatial_dims=3"] * (dims == 3), extra)
-    eval_passes = 2 * settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + len(store)
-    plan = _plan(base, work, settings, seconds, eval_passes, epochs)
+    scored = min(settings["coupling_cells"], len(plan_run(base).data.indices("test")))
+    eval_passes = 2 * scored * (1 + 2 * settings["repeats"]) + len(store)
+    plan = _plan(base, work, settings, seconds, eval_passes)
     config, summary = _train(base, plan, seconds)
     truth = str(store_path / "truth")
     estimators = _coupling_estimators(config)
@@ -361,8 +377,7 @@ def _moa_ranking(tests: list[dict[str, Any]], latent: str = "target") -> tuple[l
     return ranked, next((r["rank"] for r in ranked if r["drug"] in MICROTUBULE_MOAS), None)
 
 
-def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, epochs: int | None,
-                  extra: list[str]) -> dict[str, Any]:
+def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, extra: list[str]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     store_path, _ = _stores(bbbc021, ROOT / "work")
     if settings["subset"]:
@@ -375,7 +390,7 @@ def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, epochs: i
     embedded = int(cells.eval(f"{week4} and Metadata_Compound in ['DMSO', {compound!r}]").sum()
                    + cells.eval(allmoa).sum())
     eval_passes = settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + embedded
-    plan = _plan(base, work, settings, seconds, eval_passes, epochs)
+    plan = _plan(base, work, settings, seconds, eval_passes)
     config, summary = _train(base, plan, seconds)
     run, out = config.run_dir, config.run_dir / "evaluation"
     coupling = timed("coupling", seconds, evaluate_coupling, run, overwrite=True, config=CouplingConfig(
@@ -443,6 +458,16 @@ def _previous_blocks(name: str) -> dict[str, Any]:
     return {key: document[key] for key in ("simulated_2d", "simulated_3d", "bbbc021") if key in document}
 
 
+def _epochs(given: int | None, default: int | None, probe: bool) -> dict[str, Any]:
+    """A part's ``epochs`` and ``epochs_from``: ``given`` (``--epochs``), else the part's
+    ``default`` unless ``probe`` or there is none (None: sized from a probe)."""
+    if given is not None:
+        return {"epochs": given, "epochs_from": "--epochs"}
+    if default is None or probe:
+        return {"epochs": None, "epochs_from": "probe"}
+    return {"epochs": default, "epochs_from": "default"}
+
+
 def _part_overrides(values: list[str]) -> dict[str, list[str]]:
     """``--set PART:KEY=VALUE`` values as each part's list of ``KEY=VALUE``."""
     overrides: dict[str, list[str]] = {part: [] for part in PARTS}
@@ -462,7 +487,11 @@ def main() -> None:
     for part in PARTS:
         parser.add_argument(f"--minutes-{part}", type=float, help=f"wall-clock budget of the {part} part "
                                                                   f"(default {SETTINGS[part]['full']['minutes']:g})")
-        parser.add_argument(f"--epochs-{part}", type=int, help="fixed epochs instead of sizing them from a probe")
+        parser.add_argument(f"--epochs-{part}", type=int, help=f"epochs of the {part} part (default "
+                                                                f"{SETTINGS[part]['full']['epochs']})")
+    parser.add_argument("--probe", action="store_true",
+                        help="size the epochs of each part without --epochs-PART from a probe of this machine's "
+                             "speed to fit the part's minutes (always so with --quick)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PART:KEY=VALUE",
                         help="training config override of one part, e.g. 3d:model.base_channels=8 (repeatable)")
     parser.add_argument("--tag", help="write results/statistical_cell_TAG.json instead (a variant, e.g. another beta, "
@@ -488,6 +517,7 @@ def main() -> None:
     for part in PARTS:
         if getattr(args, f"minutes_{part}") is not None:
             settings[part]["minutes"] = getattr(args, f"minutes_{part}")
+        settings[part].update(_epochs(getattr(args, f"epochs_{part}"), settings[part]["epochs"], args.probe))
     for part in ("2d", "3d"):
         settings[part]["store_seed"] = args.store_seed
         settings[part]["aligned"] = args.aligned
@@ -497,12 +527,11 @@ def main() -> None:
     result_name = f"{name}_{args.tag}" if args.tag else name
     blocks = _previous_blocks(result_name)
     if "2d" in parts:
-        blocks["simulated_2d"] = _simulated_part(2, settings["2d"], work, args.epochs_2d, extra["2d"])
+        blocks["simulated_2d"] = _simulated_part(2, settings["2d"], work, extra["2d"])
     if "3d" in parts:
-        blocks["simulated_3d"] = _simulated_part(3, settings["3d"], work, args.epochs_3d, extra["3d"])
+        blocks["simulated_3d"] = _simulated_part(3, settings["3d"], work, extra["3d"])
     if "bbbc021" in parts:
-        blocks["bbbc021"] = _bbbc021_part(data_dir(args.data) / "bbbc021", settings["bbbc021"], work,
-                                          args.epochs_bbbc021, extra["bbbc021"])
+        blocks["bbbc021"] = _bbbc021_part(data_dir(args.data) / "bbbc021", settings["bbbc021"], work, extra["bbbc021"])
     headline = [{"part": key, "number": number, "value": block.get(number)} for key, block in blocks.items()
                 for number in ("coupling_spearman", "drug_shift_recall", "drug_shift_false_positives",
                                "drug_shift_recall_given_reference", "drug_shift_false_positives_given_reference",
