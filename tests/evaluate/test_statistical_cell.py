@@ -317,3 +317,5 @@ def test_coupling_figure_orders_structures_membrane_first():
     with_truth = coupling_figure(table, truth).axes[0]
     markers = [c for c in with_truth.collections if type(c).__name__ == "PathCollection"]
     assert len(markers) == 2 and [len(m.get_offsets()) for m in markers] == [2, 2]
+    assert ax.get_ylabel() == "coupling (1 - ELBO / swapped ELBO)"
+    assert coupling_figure(table, score="error").axes[0].get_ylabel() == "coupling (1 - error / swapped error)"

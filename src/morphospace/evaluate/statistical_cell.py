@@ -576,11 +576,12 @@ def shift_recall(table: pd.DataFrame, truth: pd.DataFrame, latent: str = "target
 
 
 def coupling_figure(table: pd.DataFrame, truth: pd.DataFrame | None = None,
-                    channels: Sequence[str] | None = None, title: str = "") -> Figure:
+                    channels: Sequence[str] | None = None, title: str = "", score: str = "ELBO") -> Figure:
     """Bar chart of :func:`coupling_table` (the paper's Fig 5): one group of bars per structure, one
     bar per channel with its bootstrap interval as error bar; structures ordered from most coupled
     to the first channel relative to the second (left) to most coupled to the second (right).
-    ``truth`` (:func:`truth_long`) adds the true couplings as open diamonds."""
+    ``truth`` (:func:`truth_long`) adds the true couplings as open diamonds; ``score`` names the
+    per-cell score the coupling compares on the axis label (the paper's ELBO by default)."""
     channels = list(channels) if channels is not None else list(pd.unique(table["channel"]))
     wide = table.pivot(index="structure", columns="channel", values="coupling")
     order = (wide[channels[0]] - wide[channels[-1]]).sort_values(ascending=False).index.tolist()
@@ -600,7 +601,7 @@ def coupling_figure(table: pd.DataFrame, truth: pd.DataFrame | None = None,
                        label="truth" if k == 0 else None)
     ax.axhline(0, color="0.5", linewidth=0.8)
     ax.set_xticks(positions, order, rotation=30, ha="right")
-    ax.set_ylabel("coupling (1 - ELBO / swapped ELBO)")
+    ax.set_ylabel(f"coupling (1 - {score} / swapped {score})")
     ax.legend(title="channel swapped", fontsize=8, title_fontsize=8)
     ax.set_title(title or f"coupling of each structure, at least {int(table['n_cells'].min())} cells each",
                  fontsize=9)

@@ -146,6 +146,9 @@ COUPLING_CONVENTION = (
     "agreement (with truth): Spearman r between estimated and true couplings per channel and pooled over "
     "(structure, channel) pairs, ties of the truth at 0 resolved (spearman_ties_resolved)"
 )
+COUPLING_SCORE_NAMES = {"elbo": "ELBO", "reference_only": "error"}
+"""The per-cell score of each estimator as the coupling figure's axis names it (reference_only: the
+squared error of the structure expected from the reference)."""
 
 
 def _views(run: Run, views: str, spatial: Sequence[int]) -> list[View]:
@@ -254,7 +257,8 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
         payload["agreement"] = {"truth": config.truth, "per_channel": agreement.to_dict(orient="index")}
     write_table(table, out_dir / "coupling.csv")
     save_figure(stats.coupling_figure(table, truth, channels, title=f"coupling on {len(rows)} {split} cells, "
-                                                                    f"{config.repeats} swaps per channel"),
+                                                                    f"{config.repeats} swaps per channel",
+                                      score=COUPLING_SCORE_NAMES[config.estimator]),
                 out_dir / "figures" / "coupling.png")
     write_json_atomic(out_dir / "coupling.json", payload)
     return payload
