@@ -207,14 +207,13 @@ def _base_config(name: str, store: Path, work: Path, settings: dict[str, Any], f
                                   f"runs_dir={work / 'runs'}", *fixed, *changes])
 
 
-def _plan(base: RunConfig, work: Path, settings: dict[str, Any], seconds: dict[str, float],
+def _plan(base: RunConfig, data: Any, work: Path, settings: dict[str, Any], seconds: dict[str, float],
           eval_passes: int) -> dict[str, Any]:
     """The training budget of ``base``: the part's fixed ``epochs`` (named by ``epochs_from``), else
     sized from a probe's images/s so that training and the evaluation's ``eval_passes`` fit what
     remains of the part's minutes after the steps in ``seconds`` and the probe (added to
-    ``seconds``, also when read from its cache)."""
+    ``seconds``, also when read from its cache); ``data`` is ``plan_run(base).data``."""
     minutes = settings["minutes"]
-    data = plan_run(base).data
     epoch_images = len(data.indices("train")) + len(data.indices("val"))
     plan: dict[str, Any] = {"epoch_images": epoch_images, "batch_size": base.data.batch_size,
                             "part_minutes": minutes}
@@ -300,9 +299,10 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, extra: list
     store = CropStore(store_path)
     base = _base_config("statistical_cell_simulated", store_path, work, settings,
                         ["model.spatial_dims=3"] * (dims == 3), extra)
-    scored = min(settings["coupling_cells"], len(plan_run(base).data.indices("test")))
+    data = plan_run(base).data
+    scored = min(settings["coupling_cells"], len(data.indices("test")))
     eval_passes = 2 * scored * (1 + 2 * settings["repeats"]) + len(store)
-    plan = _plan(base, work, settings, seconds, eval_passes)
+    plan = _plan(base, data, work, settings, seconds, eval_passes)
     config, summary = _train(base, plan, seconds)
     truth = str(store_path / "truth")
     estimators = _coupling_estimators(config)
@@ -393,7 +393,7 @@ def _bbbc021_part(bbbc021: Path, settings: dict[str, Any], work: Path, extra: li
     embedded = int(cells.eval(f"{week4} and Metadata_Compound in ['DMSO', {compound!r}]").sum()
                    + cells.eval(allmoa).sum())
     eval_passes = settings["coupling_cells"] * (1 + 2 * settings["repeats"]) + embedded
-    plan = _plan(base, work, settings, seconds, eval_passes)
+    plan = _plan(base, plan_run(base).data, work, settings, seconds, eval_passes)
     config, summary = _train(base, plan, seconds)
     run, out = config.run_dir, config.run_dir / "evaluation"
     coupling = timed("coupling", seconds, evaluate_coupling, run, overwrite=True, config=CouplingConfig(
