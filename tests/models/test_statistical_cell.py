@@ -297,6 +297,25 @@ def test_channels_last_lays_out_every_convolution_so_and_keeps_the_numbers(shape
                                    plain.elbo_per_cell(target, reference, labels), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize(("shape", "layout"), [((1, 16, 16), torch.channels_last),
+                                               ((1, 8, 16, 16), torch.channels_last_3d)], ids=["2d", "3d"])
+def test_under_bf16_autocast_every_unit_reads_its_condition_maps_in_bf16_and_channels_last(shape, layout):
+    from monai.networks.blocks import ResidualUnit
+
+    model = StatisticalCell(_model(shape, reference_gates=True).hparams["config"], shape, ["Membrane", "DNA"],
+                            STRUCTURES, channels_last=True)
+    seen = []
+    for unit in (m for m in model.modules() if isinstance(m, ResidualUnit)):
+        unit.register_forward_pre_hook(lambda _, args: seen.append((args[0].dtype, args[0].shape[1],
+                                                                      args[0].is_contiguous(memory_format=layout))))
+    target, reference, labels = _inputs(shape)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.loss_terms(model.prepare_images(target), model.prepare_images(reference), labels)
+    conditioned = [s for s in seen if s[1] > model.cfg.base_channels * 2]  # the target units read maps
+    assert len(seen) == 4 * model.cfg.levels and conditioned
+    assert all(dtype == torch.bfloat16 and channels_last for dtype, _, channels_last in seen)
+
+
 def test_gate_values_and_open_probability_by_hand():
     gates = ReferenceGates(2, 3)
     with torch.no_grad():
