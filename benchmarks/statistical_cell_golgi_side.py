@@ -34,9 +34,11 @@ import pandas as pd
 from common import print_table, write_result
 from morphospace.evaluate.statistical_cell import tie_resolved_spearman
 from morphospace.simulate import SimulateConfig
-from morphospace.simulate.structure_crops import StructureRenderer, coupling_truth, crop_grid, structure_coupling
+from morphospace.simulate.structure_crops import (
+    StructureRenderer, coupling_truth, crop_grid, sample_shape, structure_coupling,
+)
 from morphospace.simulate.structures import (
-    CellShape, CropGrid, golgi_heading, golgi_ribbon, nucleus_offset_along_axis, render_cell, sample_cell,
+    CellShape, CropGrid, golgi_heading, golgi_ribbon, nucleus_offset_along_axis, render_cell,
 )
 
 CONVENTION = ("coupling = the simulator's coupling truth (structure_coupling: truth_cells DMSO Golgi cells of the "
@@ -87,8 +89,7 @@ def side_offsets(config: SimulateConfig, n_cells: int, seed: int = 0) -> tuple[n
     rng, grid, s = np.random.default_rng(seed), crop_grid(config), config.structures
     offsets, right = [], []
     for _ in range(n_cells):
-        cell = sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset, s.cell_height,
-                           s.nucleus_height, s.nucleus_angle_sd)
+        cell = sample_shape(config, grid, rng)
         membrane, dna = render_cell(cell, "Puncta", None, grid, rng, s.psf_sigma_px, s.noise_sd)[:2]
         offsets.append(abs(nucleus_offset_along_axis(cell)))
         right.append(np.cos(_moment_heading(membrane, dna, grid) - golgi_heading(cell)) > 0)

@@ -68,7 +68,7 @@ from morphospace.simulate.structures import (
 __all__ = [
     "SimulatedStructures", "CropJob", "crop_jobs", "crop_grid", "render_job", "simulate_structures",
     "coupling_truth", "structure_coupling", "StructureRenderer", "drug_truth", "expected_control_structure",
-    "control_cell", "expected_structure",
+    "control_cell", "expected_structure", "sample_shape",
 ]
 
 
@@ -135,7 +135,9 @@ def _cell_rng(config: SimulateConfig, structure: str, compound: str, index: int)
     return generator(seed_sequence(config.seed, Stream.CELL, list(STRUCTURES).index(structure), condition, index))
 
 
-def _sample_shape(config: SimulateConfig, grid: CropGrid, rng: np.random.Generator) -> CellShape:
+def sample_shape(config: SimulateConfig, grid: CropGrid, rng: np.random.Generator) -> CellShape:
+    """One cell's geometry drawn from ``rng`` as the store draws it: :func:`sample_cell` with the
+    geometry of ``config.structures``, in the aligned frame when it asks for one."""
     s = config.structures
     shape = sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset, s.cell_height,
                         s.nucleus_height, s.nucleus_angle_sd)
@@ -145,7 +147,7 @@ def _sample_shape(config: SimulateConfig, grid: CropGrid, rng: np.random.Generat
 def _render(config: SimulateConfig, grid: CropGrid, structure: str, compound: str, index: int):
     """Geometry and (3, *crop) image of one cell."""
     rng = _cell_rng(config, structure, compound, index)
-    shape = _sample_shape(config, grid, rng)
+    shape = sample_shape(config, grid, rng)
     drug = compound if compound != CONTROL_DRUG else None
     image = render_cell(shape, structure, drug, grid, rng, config.structures.psf_sigma_px, config.structures.noise_sd)
     return shape, image
