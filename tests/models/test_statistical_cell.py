@@ -8,6 +8,7 @@ import pandas as pd
 import pydantic
 import pytest
 import torch
+from monai.networks.blocks import ResidualUnit
 
 from morphospace.config import ConfigError
 from morphospace.errors import InputError
@@ -300,8 +301,6 @@ def test_channels_last_lays_out_every_convolution_so_and_keeps_the_numbers(shape
 @pytest.mark.parametrize(("shape", "layout"), [((1, 16, 16), torch.channels_last),
                                                ((1, 8, 16, 16), torch.channels_last_3d)], ids=["2d", "3d"])
 def test_under_bf16_autocast_every_unit_reads_its_condition_maps_in_bf16_and_channels_last(shape, layout):
-    from monai.networks.blocks import ResidualUnit
-
     model = StatisticalCell(_model(shape, reference_gates=True).hparams["config"], shape, ["Membrane", "DNA"],
                             STRUCTURES, channels_last=True)
     seen = []

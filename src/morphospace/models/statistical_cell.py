@@ -247,11 +247,12 @@ def position_maps(shape: Sequence[int], n: int, dtype: torch.dtype = torch.float
     return torch.stack(torch.meshgrid(*axes, indexing="ij")).expand(n, -1, *shape)
 
 
-def _channels_last_format(features: torch.Tensor) -> torch.memory_format | None:
-    """``channels_last`` (4D) or ``channels_last_3d`` (5D) when ``features`` are laid out so (and
-    not also contiguous, as tensors of one pixel are), else None."""
-    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(features.ndim)
-    if layout is None or features.is_contiguous() or not features.is_contiguous(memory_format=layout):
+def _channels_last_format(tensor: torch.Tensor) -> torch.memory_format | None:
+    """``channels_last`` (4D) or ``channels_last_3d`` (5D) when ``tensor`` (features or a
+    convolution's weight) is laid out so and not also contiguous (as tensors of one pixel are),
+    else None."""
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.ndim)
+    if layout is None or tensor.is_contiguous() or not tensor.is_contiguous(memory_format=layout):
         return None
     return layout
 
