@@ -275,6 +275,23 @@ def test_film_modulates_the_units_by_the_label_instead_of_giving_it_as_maps(shap
         StatisticalCellConfig.model_validate({"label_conditioning": "concat"})
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d"])
+def test_the_target_decoders_full_resolution_unit_takes_its_own_width(shape):
+    plain, wide = _model(shape), _model(shape, target_full_resolution_channels=12)
+    full_resolution = wide.target_decoder.units[-1]
+    assert full_resolution.out_channels == 12 and wide.target_decoder.out.conv.in_channels == 12 + 2 + 8
+    assert plain.target_decoder.units[-1].out_channels == plain.cfg.base_channels == 4
+    for name in ("reference_encoder", "reference_decoder", "target_encoder"):
+        shapes = [[p.shape for p in getattr(model, name).parameters()] for model in (plain, wide)]
+        assert shapes[0] == shapes[1]
+    assert [u.out_channels for u in wide.target_decoder.units[:-1]] == [u.out_channels for u in
+                                                                        plain.target_decoder.units[:-1]]
+    target, reference, labels = _inputs(shape)
+    assert wide.reconstruct_target(target, reference, labels).shape == target.shape
+    with pytest.raises(pydantic.ValidationError, match="target_full_resolution_channels"):
+        StatisticalCellConfig.model_validate({"target_full_resolution_channels": 1})
+
+
 @pytest.mark.parametrize(("shape", "layout"), [((1, 16, 16), torch.channels_last),
                                                ((1, 8, 16, 16), torch.channels_last_3d)], ids=["2d", "3d"])
 def test_channels_last_lays_out_every_convolution_so_and_keeps_the_numbers(shape, layout):

@@ -29,7 +29,11 @@ the full-resolution units can act differently per structure. With ``reference_su
 the target decoder also reads the reference model's posterior mean of the reference (without
 gradient, so the reference model trains as before) with its latent, both projected to the coarsest
 scale: a summary of the whole cell's geometry, which the reference maps give its convolutions only
-locally. The decoders upsample (nearest) and end with a 3x3 convolution and tanh.
+locally. The decoders upsample (nearest) and end with a 3x3 convolution and tanh. The last
+decoder unit works at full resolution with ``base_channels`` channels; with
+``target_full_resolution_channels`` the target decoder's is that wide instead, capacity where the
+structure is drawn from the full-resolution reference (a cortex that follows the membrane's outline
+within a pixel) at a fraction of widening every level.
 ``spectral_norm`` puts spectral normalisation on every convolution and dense layer (but the label
 modulation's).
 
@@ -163,6 +167,9 @@ class StatisticalCellConfig(Config):
         False, description="also give the target networks each pixel's position from the crop centre")
     reference_summary: bool = pydantic.Field(
         False, description="also give the target decoder the reference model's posterior mean of the reference")
+    target_full_resolution_channels: int | None = pydantic.Field(
+        None, ge=2, description="width of the target decoder's full-resolution unit, which draws the structure "
+                                "from the full-resolution reference; null: base_channels")
     spectral_norm: bool = False
     lr: float = pydantic.Field(2e-4, gt=0)
     lr_schedule: Literal["constant", "cosine"] = pydantic.Field(
@@ -426,16 +433,19 @@ class ConditionalDecoder(nn.Module):
 
     ``summary_dim`` > 0: a summary vector (N, summary_dim) is read with the latent, both projected
     together to the coarsest scale; ``film`` modulates the units' outputs by the label instead of
-    giving it as maps.
+    giving it as maps; ``full_resolution_channels`` is the width of the last unit, the one at full
+    resolution that the output convolution reads (None: ``base_channels``).
     """
 
     def __init__(self, spatial_dims: int, out_channels: int, spatial: Sequence[int], latent_dim: int,
                  base_channels: int, levels: int, reference_channels: int = 0, n_labels: int = 0,
-                 embedding_dim: int = 8, positions: bool = False, summary_dim: int = 0, film: bool = False) -> None:
+                 embedding_dim: int = 8, positions: bool = False, summary_dim: int = 0, film: bool = False,
+                 full_resolution_channels: int | None = None) -> None:
         super().__init__()
         self.scales = _scales(spatial, level_strides(spatial, levels))
         widths = _widths(base_channels, levels)[::-1]
-        unit_widths = [*widths[1:], base_channels]
+        top_width = full_resolution_channels or base_channels
+        unit_widths = [*widths[1:], top_width]
         map_labels, self.modulation = _label_conditioning(n_labels, embedding_dim, film, unit_widths)
         self.condition = _Conditioning(map_labels, embedding_dim, reference_channels, spatial_dims * positions)
         self.top, self.summary_dim = widths[0], summary_dim
@@ -443,7 +453,7 @@ class ConditionalDecoder(nn.Module):
         self.units = nn.ModuleList(
             _unit(spatial_dims, width_in + self.condition.channels, width)
             for width_in, width in zip(widths, unit_widths))
-        self.out = Convolution(spatial_dims, base_channels + self.condition.channels, out_channels, conv_only=True)
+        self.out = Convolution(spatial_dims, top_width + self.condition.channels, out_channels, conv_only=True)
 
     def forward(self, z: torch.Tensor, reference: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, summary: torch.Tensor | None = None) -> torch.Tensor:
@@ -534,7 +544,8 @@ class StatisticalCell(GenerativeModel):
                                                  **conditioned)
         self.target_decoder = ConditionalDecoder(
             dims, ct, spatial, self.cfg.target_latent_dim, **shared, **conditioned,
-            summary_dim=self.cfg.reference_latent_dim if self.cfg.reference_summary else 0)
+            summary_dim=self.cfg.reference_latent_dim if self.cfg.reference_summary else 0,
+            full_resolution_channels=self.cfg.target_full_resolution_channels)
         self.gates = ReferenceGates(len(self.structures), cr) if self.cfg.reference_gates else None
         if self.cfg.null_latent_share > 0:
             self.target_null_latent = nn.Parameter(torch.zeros(self.cfg.target_latent_dim))
