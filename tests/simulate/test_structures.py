@@ -268,24 +268,34 @@ def test_a_control_cells_expected_structure_is_the_stores_cell_without_noise(sto
     assert np.mean((observed - expected) ** 2) < 0.5 * np.mean((observed - other) ** 2)
 
 
-def test_3d_heights_are_drawn_apart_after_the_xy_geometry_of_2d():
+@pytest.mark.parametrize("follow", [False, True], ids=["sizes_apart", "heights_follow_sizes"])
+def test_3d_heights_are_drawn_apart_after_the_xy_geometry_of_2d(follow):
     stack, flat = CropGrid((16, 64, 64), 3.0), CropGrid((64, 64))
-    cells = [_cell(seed, stack) for seed in range(400)]
+    cells = [_cell(seed, stack, heights_follow_sizes=follow) for seed in range(400)]
     for cell, plane in zip(cells, (_cell(seed, flat) for seed in range(400))):
         assert replace(cell.membrane, height=1.0) == plane.membrane
         assert replace(cell.nucleus, height=1.0) == plane.nucleus
     radius = np.array([np.sqrt(c.membrane.major * c.membrane.minor) for c in cells])
-    cell_height = np.array([c.membrane.height for c in cells]) / radius
-    nucleus_height = np.array([c.nucleus.height for c in cells])
-    assert CELL_HEIGHT[0] <= cell_height.min() and cell_height.max() <= CELL_HEIGHT[1]
-    assert (nucleus_height <= 0.8 * cell_height * radius + 1e-9).all()
-    uncapped = nucleus_height < 0.8 * cell_height * radius
-    share_of_minor = nucleus_height / np.array([c.nucleus.minor for c in cells])
-    assert uncapped.mean() > 0.9
-    assert NUCLEUS_HEIGHT[0] <= share_of_minor[uncapped].min() and share_of_minor.max() <= NUCLEUS_HEIGHT[1]
+    height, nucleus_height = (np.array([getattr(c, part).height for c in cells]) for part in ("membrane", "nucleus"))
+    nucleus_minor = np.array([c.nucleus.minor for c in cells])
+    uncapped = nucleus_height < 0.8 * height
+    assert (nucleus_height <= 0.8 * height + 1e-9).all() and uncapped.mean() > 0.9
     # the membrane's outline and height do not fix the nucleus's height: its own draw spreads it
-    assert abs(np.corrcoef(share_of_minor[uncapped], cell_height[uncapped])[0, 1]) < 0.15
-    assert np.std(nucleus_height / (cell_height * radius)) > 0.08
+    assert np.std(nucleus_height / height) > 0.08
+    if follow:
+        assert CELL_HEIGHT[0] <= (height / radius).min() and (height / radius).max() <= CELL_HEIGHT[1]
+        share_of_minor = nucleus_height / nucleus_minor
+        assert NUCLEUS_HEIGHT[0] <= share_of_minor[uncapped].min() and share_of_minor.max() <= NUCLEUS_HEIGHT[1]
+        assert abs(np.corrcoef(share_of_minor[uncapped], (height / radius)[uncapped])[0, 1]) < 0.15
+        assert np.corrcoef(np.log(nucleus_minor), height)[0, 1] > 0.3
+        return
+    # apart, no xy size tells a height: the nucleus's size says nothing of its cell's height
+    for size in (radius, nucleus_minor):
+        for z in (height, nucleus_height):
+            assert abs(np.corrcoef(np.log(size), z)[0, 1]) < 0.15
+    half_xy, scale = 32.0, 0.6 * 32.0  # the heights spread over the same range as sizes' fractions
+    assert CELL_HEIGHT[0] * scale <= height.min() and height.max() <= CELL_HEIGHT[1] * 0.75 * half_xy
+    assert height.std() > 0.8
 
 
 def _axis_alignment(cells: list[CellShape]) -> float:

@@ -100,11 +100,13 @@ class StructuresConfig(Config):
     under each drug in ``drugs``. Sizes are fractions so that any ``crop_size`` works: the cell's
     mean radius is ``cell_size`` x half the crop's smaller side, the nucleus's ``nucleus_size`` x
     the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``);
-    there the cell's z half-height is ``cell_height`` x its mean radius and the nucleus's
-    ``nucleus_height`` x its minor semi-axis (at most 0.8 x the cell's), drawn apart so that the
-    membrane does not tell the nucleus's height. The nucleus's long axis is independent of the
-    cell's unless ``nucleus_angle_sd`` ties it (sd about the cell's long axis, rad), for the same
-    reason: the membrane would tell the axis along which the nucleoli lie.
+    there the cell's z half-height is ``cell_height`` x a mean radius and the nucleus's
+    ``nucleus_height`` x a minor semi-axis (at most 0.8 x the cell's), drawn apart so that the
+    membrane does not tell the nucleus's height; the sizes they are fractions of are drawn apart
+    from the cell's own unless ``heights_follow_sizes``, so that a height, which a stack shows only
+    to its z step, is not told by the other channel's xy size. The nucleus's long axis is
+    independent of the cell's unless ``nucleus_angle_sd`` ties it (sd about the cell's long axis,
+    rad), for the same reason: the membrane would tell the axis along which the nucleoli lie.
     The coupling truth uses ``truth_cells`` DMSO cells per structure, ``truth_swaps`` reference
     swaps per cell and ``truth_samples`` structure draws for the expected structure image.
     ``aligned`` renders every crop in the frame of the Statistical Cell's preprocessing (nucleus
@@ -128,6 +130,9 @@ class StructuresConfig(Config):
                                           "independent of the cell's")
     cell_height: Range = CELL_HEIGHT
     nucleus_height: Range = NUCLEUS_HEIGHT
+    heights_follow_sizes: bool = Field(
+        False, description="3D: each z half-height a fraction of its own object's xy size (the cell's mean radius, "
+                           "the nucleus's minor semi-axis); false: of sizes drawn apart from them")
     psf_sigma_px: float = Field(1.0, ge=0.0, le=5.0)
     noise_sd: float = Field(0.02, ge=0.0, le=1.0, description="Gaussian noise on the [0, 1] intensities")
     truth_cells: int = Field(16, ge=2, le=10000)

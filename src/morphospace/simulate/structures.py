@@ -152,6 +152,15 @@ NUCLEUS_HEIGHT: tuple[float, float] = (0.4, 0.65)
 """Range of a 3D nucleus's z half-height, a fraction of its minor semi-axis (at most 0.8 x the cell's)."""
 
 
+def _xy_sizes(rng: np.random.Generator, half_xy: float, cell_size: tuple[float, float],
+              elongation: tuple[float, float], nucleus_size: tuple[float, float]) -> tuple[float, float]:
+    """A cell's mean radius and its nucleus's minor semi-axis (px), drawn as :func:`sample_cell`
+    draws them: the sizes that a 3D cell's heights are fractions of."""
+    radius = rng.uniform(*cell_size) * half_xy
+    minor = radius / np.sqrt(rng.uniform(*elongation))
+    return radius, rng.uniform(*nucleus_size) * minor
+
+
 def sample_cell(
     rng: np.random.Generator,
     grid: CropGrid,
@@ -162,6 +171,7 @@ def sample_cell(
     cell_height: tuple[float, float] = CELL_HEIGHT,
     nucleus_height: tuple[float, float] = NUCLEUS_HEIGHT,
     nucleus_angle_sd: float | None = None,
+    heights_follow_sizes: bool = False,
 ) -> CellShape:
     """A random cell centred in the crop; see :class:`~morphospace.simulate.config.StructuresConfig`.
 
@@ -174,7 +184,14 @@ def sample_cell(
     In 3D the cell's and the nucleus's half-heights are drawn last (the xy geometry of a stream is
     the same in 2D and 3D), each with its own spread: were the nucleus's height a fixed multiple of
     the cell's, the membrane would tell the nucleus's height as well as the DNA does, and a model
-    could read the nuclear envelope from the membrane that the truth says it ignores.
+    could read the nuclear envelope from the membrane that the truth says it ignores. For the same
+    reason neither height follows an xy size: the cell's is ``cell_height`` x the mean radius, and
+    the nucleus's ``nucleus_height`` x the minor semi-axis, of sizes drawn apart from the cell's own
+    (:func:`_xy_sizes`, so the heights spread as before). A stack shows the xy outlines to the pixel
+    but a height only to the z step, and the nucleus's size follows its cell's, so a height tied to
+    an xy size would be read from the other channel (a model of the cortex, which lines the cell's
+    top, read the cell's height from the nucleus's size). ``heights_follow_sizes`` ties each to its
+    own object's size.
     """
     half_xy = float(min(grid.half_extent[-2:]))
     radius = rng.uniform(*cell_size) * half_xy
@@ -189,8 +206,12 @@ def sample_cell(
     nucleus_angle = rng.uniform(0.0, np.pi) if nucleus_angle_sd is None else angle + rng.normal(0.0, nucleus_angle_sd)
     height = nucleus_height_px = 1.0
     if grid.is_3d:
-        height = min(rng.uniform(*cell_height) * radius, 0.8 * grid.half_extent[0])
-        nucleus_height_px = min(rng.uniform(*nucleus_height) * nucleus_minor, 0.8 * height)
+        cell_scale, nucleus_scale = radius, nucleus_minor
+        if not heights_follow_sizes:
+            cell_scale = _xy_sizes(rng, half_xy, cell_size, elongation, nucleus_size)[0]
+            nucleus_scale = _xy_sizes(rng, half_xy, cell_size, elongation, nucleus_size)[1]
+        height = min(rng.uniform(*cell_height) * cell_scale, 0.8 * grid.half_extent[0])
+        nucleus_height_px = min(rng.uniform(*nucleus_height) * nucleus_scale, 0.8 * height)
     nucleus = Ellipsoid(
         centre=(shift * np.sin(direction), shift * np.cos(direction)),
         major=nucleus_major, minor=nucleus_minor, angle=nucleus_angle, height=nucleus_height_px,
