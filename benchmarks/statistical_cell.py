@@ -73,7 +73,8 @@ with the partner nucleus's size difference, and the cortex's top and bottom move
 (``statistical_cell_swap_cue.py``). Made for that cause, before any run, and the 3D part's runs
 repeated on the new stores: seed 0 0.608 (before 0.769), held out 0.846 and 0.874 (0.783 and 0.846),
 the cortex's DNA tie 0.012, 0.005 and 0.005 (0.019, 0.015 and 0.016); the small true ties
-(mitochondria, Golgi) read at or under 0 on the seed-0 store.
+(mitochondria, Golgi) read at or under 0 on the seed-0 store. There the wider full-resolution unit
+read 0.902, but missed the Golgi dispersal again and was not adopted.
 
 Both simulated parts score the coupling as ``evaluate coupling`` does by default (``FULL_COUPLING``):
 every held-out test cell (307 of a store's 3,072) with 8 swap partners per cell and channel, where the
