@@ -147,9 +147,9 @@ class CropGrid:
 
 
 CELL_HEIGHT: tuple[float, float] = (0.4, 0.55)
-"""Range of a 3D cell's z half-height, a fraction of its mean xy radius (at most 0.8 x half the depth)."""
+"""Range of a 3D cell's z half-height, a fraction of a mean xy radius (at most 0.8 x half the depth)."""
 NUCLEUS_HEIGHT: tuple[float, float] = (0.4, 0.65)
-"""Range of a 3D nucleus's z half-height, a fraction of its minor semi-axis (at most 0.8 x the cell's)."""
+"""Range of a 3D nucleus's z half-height, a fraction of a minor semi-axis (at most 0.8 x the cell's)."""
 
 
 def _xy_sizes(rng: np.random.Generator, half_xy: float, cell_size: tuple[float, float],
