@@ -2,8 +2,8 @@
 
 Written for the cortex's false tie to the DNA in 3D (the truth says the cortex ignores the DNA). For
 the held-out cells of one structure of a run of the benchmark's simulated 3D part, each cell's
-reference-only coupling to one channel is scored against ``--partners`` random other cells of the
-same structure (the channel alone swapped, as ``evaluate coupling`` does), and:
+reference-only coupling to one channel is scored against ``--partners`` other cells of the same
+structure (``draw_swap_partners``; the channel alone swapped, as ``evaluate coupling`` does), and:
 
 - ``per_cell_correlation``: Pearson r over (cell, partner) pairs between the cell's coupling and
   |partner - own| of each geometry value of the store's truth (log nucleus area, log nucleus
@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from common import print_table, write_result
+from morphospace.evaluate.statistical_cell import draw_swap_partners
 from morphospace.models.run import load_run
 from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.cp2image_evaluation import held_out_rows
@@ -81,16 +82,14 @@ def swap_cue(run_dir: Path, store_dir: Path, structure: str, channel: str, partn
     k = module.reference_channels.index(channel)
     rings = _rings(tuple(target.shape[-2:]))
     disc = torch.from_numpy(rings < TOP_DISC_PX)
-    rng = np.random.default_rng(seed)
+    partner_rows = draw_swap_partners(len(keep), partners, seed=seed)
     couplings, gaps, shifts = [], {name: [] for name in geometry}, []
     change_sum = torch.zeros(target.shape[2:])
     with torch.no_grad():
         expected = module.expected_target(reference, labels).float()
         true_error = squared_error_per_cell(target, expected).numpy()
         top = _top_distance(expected, disc)
-        for _ in range(partners):
-            order = rng.permutation(len(keep))
-            order = np.where(order == np.arange(len(keep)), np.roll(order, 1), order)
+        for order in partner_rows.T:
             swapped = reference.clone()
             swapped[:, k] = reference[order, k]
             moved = module.expected_target(swapped, labels).float()
