@@ -1,6 +1,7 @@
 """The Statistical Cell family: shapes in 2D and anisotropic 3D, the convex objective, the
 conditioning on the reference and the label, per-cell ELBOs, config errors and a trained run."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,21 @@ def test_elbo_from_the_posterior_mean_is_minus_squared_error_and_kl():
     torch.testing.assert_close(model.elbo_per_cell(target, reference, labels, n_samples=0)["target"], by_hand)
     again = model.elbo_per_cell(target, reference, labels, n_samples=3, seed=1)["target"]
     torch.testing.assert_close(again, model.elbo_per_cell(target, reference, labels, n_samples=3, seed=1)["target"])
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d_anisotropic"])
+def test_a_log_variance_past_its_bound_is_pulled_back_by_the_kl(shape):
+    model = _model(shape)
+    target, reference, labels = _inputs(shape)
+    head, latent = model.target_encoder.head, 2
+    with torch.no_grad():
+        head.weight[latent:].zero_()
+        head.bias[latent:] = -40.0
+    mu, logvar = model.encode_target(target, reference, labels)
+    assert (logvar == -20).all()
+    (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean().backward()
+    # d KL / d logvar = (exp(logvar) - 1) / 2 at the bound, passed whole to the head: the KL raises it again
+    torch.testing.assert_close(head.bias.grad[latent:], torch.full((latent,), 0.5 * (math.exp(-20) - 1)))
 
 
 def test_null_cells_are_decoded_from_the_null_latent_without_kl_and_weighted_like_recon():

@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from morphospace.errors import InputError
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import load_module, load_run, read_checkpoint
 from morphospace.models.training import TrainSummary, resolve_precision, with_lr_schedule
-from morphospace.models.vae import VAEConfig
+from morphospace.models.vae import VAE, VAEConfig
 from morphospace.runs import RunConflictError
 from morphospace.workflows import train as train_module
 from morphospace.workflows.train import plan_run, train
@@ -258,3 +259,15 @@ def test_cosine_schedule_falls_from_the_learning_rate_to_zero_over_the_budget():
     assert scheduler["interval"] == "step"
     with pytest.raises(InputError, match="model.lr_schedule 'cosine' needs a budget"):
         with_lr_schedule(optimizer, SimpleNamespace(estimated_stepping_batches=float("inf")), "cosine")
+
+
+def test_a_vae_log_variance_past_its_bound_is_pulled_back_by_the_kl():
+    torch.manual_seed(0)
+    model = VAE({"latent_dim": 3, "base_channels": 4, "hidden_dim": 8}, (1, 16, 16))
+    with torch.no_grad():
+        model.to_logvar.weight.zero_()
+        model.to_logvar.bias.fill_(-40.0)
+    mu, logvar = model.encode(torch.rand(2, 1, 16, 16))
+    assert (logvar == -20).all()
+    (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean().backward()
+    torch.testing.assert_close(model.to_logvar.bias.grad, torch.full((3,), 0.5 * (math.exp(-20) - 1)))

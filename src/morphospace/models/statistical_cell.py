@@ -123,7 +123,8 @@ from morphospace.data.spec import DataSpec
 from morphospace.errors import InputError
 from morphospace.models.base import GenerativeFamily, GenerativeModel
 from morphospace.models.training import RunConfig, log_metrics, with_lr_schedule
-from morphospace.models.vae import KLPerDimension, squared_error_per_cell, vae_objective, vae_terms_per_cell
+from morphospace.models.vae import (KLPerDimension, bounded_logvar, squared_error_per_cell, vae_objective,
+                                   vae_terms_per_cell)
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
            "position_maps", "ConditionalEncoder", "ConditionalDecoder"]
@@ -425,7 +426,7 @@ class ConditionalEncoder(nn.Module):
             if self.modulation is not None:
                 x = self.modulation(x, labels, k)
         mu, logvar = self.head(x.flatten(1)).chunk(2, dim=1)
-        return mu, logvar.clamp(-20, 10)
+        return mu, bounded_logvar(logvar)
 
 
 class ConditionalDecoder(nn.Module):

@@ -34,7 +34,7 @@ from morphospace.models.blocks import ConvEncoder, Discriminator, Generator, fro
 from morphospace.models.training import RunConfig, log_metrics
 
 __all__ = ["AdversarialConfig", "VAEConfig", "VAE", "VAEGAN", "VAEFamily", "FAMILY", "KLPerDimension", "vae_terms",
-           "vae_terms_per_cell", "vae_objective", "squared_error_per_cell"]
+           "vae_terms_per_cell", "vae_objective", "squared_error_per_cell", "bounded_logvar"]
 
 
 class AdversarialConfig(Config):
@@ -66,6 +66,25 @@ class VAEConfig(Config):
         if self.objective == "convex" and self.beta > 1:
             raise ValueError(f"beta must lie in [0, 1] with the convex objective, got {self.beta}")
         return self
+
+
+def bounded_logvar(raw: torch.Tensor, low: float = -20.0, high: float = 10.0) -> torch.Tensor:
+    """An encoder's log-variance (any shape) held within [low, high] in the forward pass, with the
+    gradient of the identity.
+
+    The bounds keep ``exp(logvar)`` finite. A plain clamp has no gradient outside them, so a unit whose
+    log-variance once passes a bound is held there for good: neither the KL term nor the reconstruction
+    can move it back. Passing the gradient whole lets the KL term pull it in again.
+
+    >>> raw = torch.tensor([-30.0, 0.0, 12.0], requires_grad=True)
+    >>> logvar = bounded_logvar(raw)
+    >>> logvar.tolist()
+    [-20.0, 0.0, 10.0]
+    >>> logvar.sum().backward()
+    >>> raw.grad.tolist()
+    [1.0, 1.0, 1.0]
+    """
+    return raw.clamp(low, high).detach() + (raw - raw.detach())
 
 
 def vae_terms(x: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
@@ -126,7 +145,7 @@ class VAE(GenerativeModel):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images -> (mu, log-variance), each (N, latent_dim)."""
         features = self.encoder(self.prepare_images(images))
-        return self.to_mu(features), self.to_logvar(features).clamp(-20, 10)
+        return self.to_mu(features), bounded_logvar(self.to_logvar(features))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction (from a reparameterised sample), mu and log-variance."""
