@@ -23,7 +23,9 @@ Parts (``--parts 2d,3d,bbbc021``; a run of some parts keeps the other parts' blo
   reference-only error) read 0.757 and 0.703 on the seed-0 store and were not adopted, and a target
   decoder whose full-resolution unit is 16 channels wide (``model.target_full_resolution_channels``)
   read 0.811 there but missed the Golgi dispersal and was not adopted either (all on the stores
-  before the 3D heights were drawn apart from the xy sizes, below);
+  before the 3D heights were drawn apart from the xy sizes, below); on the stores after, that unit read
+  0.902 on the seed-0 store and 0.832 and 0.559 held out, under the default width there, and was not
+  adopted (its target latent falls nearly silent, so the target space misses drug shifts);
 - ``bbbc021``: train ``statistical_cell_bbbc021`` (reference DNA + Actin, target Tubulin) on all
   8,774 crops of the store of ``bbbc021_generative.py`` (64 px centre crops); coupling of tubulin to
   DNA and to actin; drug shifts of the cycloheximide doses against DMSO on the week-4 plates 27801,
