@@ -17,6 +17,7 @@ from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.statistical_cell import (ReferenceGates, StatisticalCell, StatisticalCellConfig, level_strides,
                                                 position_maps)
+from morphospace.models.training import GradientSpikeClip
 from morphospace.models.vae import vae_objective
 
 STRUCTURES = ["envelope", "cortex", "golgi"]
@@ -100,6 +101,23 @@ def test_a_log_variance_past_its_bound_is_pulled_back_by_the_kl(shape):
     (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean().backward()
     # d KL / d logvar = (exp(logvar) - 1) / 2 at the bound, passed whole to the head: the KL raises it again
     torch.testing.assert_close(head.bias.grad[latent:], torch.full((latent,), 0.5 * (math.exp(-20) - 1)))
+
+
+def test_gradient_spike_clipping_bounds_each_of_the_two_models_networks_apart():
+    model = _model(reference_gates=True, null_latent_share=0.25)
+    target, reference, labels = _inputs()
+    clip = GradientSpikeClip(factor=2.0, window=4, min_history=1)
+    model.loss_terms(target, reference, labels, null=torch.tensor([True, False, False, False]))["loss"].backward()
+    assert clip.clip(model, list(model.parameters())) == []
+    assert set(clip.norms) == {"reference_encoder", "reference_decoder", "target_encoder", "target_decoder", "gates",
+                               "target_null_latent"}
+    before = {name: history[-1] for name, history in clip.norms.items()}
+    for parameter in model.target_encoder.parameters():
+        parameter.grad *= 10
+    assert clip.clip(model, list(model.parameters())) == ["target_encoder"]
+    clipped = torch.cat([p.grad.flatten() for p in model.target_encoder.parameters()]).norm()
+    torch.testing.assert_close(clipped, torch.tensor(2.0 * before["target_encoder"]))
+    assert list(clip.norms["target_decoder"]) == [before["target_decoder"]] * 2  # the others kept their gradient
 
 
 def test_null_cells_are_decoded_from_the_null_latent_without_kl_and_weighted_like_recon():

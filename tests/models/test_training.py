@@ -12,7 +12,8 @@ from morphospace.config import ConfigError, resolve_config
 from morphospace.errors import InputError
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import load_module, load_run, read_checkpoint
-from morphospace.models.training import TrainSummary, resolve_precision, with_lr_schedule
+from morphospace.models.training import (GradientSpikeClip, TrainSummary, TrainerConfig, resolve_precision,
+                                         with_lr_schedule)
 from morphospace.models.vae import VAE, VAEConfig
 from morphospace.runs import RunConflictError
 from morphospace.workflows import train as train_module
@@ -271,3 +272,81 @@ def test_a_vae_log_variance_past_its_bound_is_pulled_back_by_the_kl():
     assert (logvar == -20).all()
     (0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean().backward()
     torch.testing.assert_close(model.to_logvar.bias.grad, torch.full((3,), 0.5 * (math.exp(-20) - 1)))
+
+
+def _two_networks_with_gradients(scale_a: float, scale_b: float) -> torch.nn.ModuleDict:
+    """Two linear networks whose gradients have norms 5 * scale_a and 5 * scale_b."""
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict({"a": torch.nn.Linear(1, 1, bias=False), "b": torch.nn.Linear(1, 1, bias=False)})
+    (net["a"](torch.full((1, 1), 5.0 * scale_a)).sum() + net["b"](torch.full((1, 1), 5.0 * scale_b)).sum()).backward()
+    return net
+
+
+def _grad_norm(network: torch.nn.Module) -> float:
+    return float(torch.cat([p.grad.flatten() for p in network.parameters()]).norm())
+
+
+def test_gradient_spike_clip_bounds_only_the_network_whose_gradient_spikes():
+    clip = GradientSpikeClip(factor=4.0, window=8)
+    for scale in (1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0):  # history norms 5, 10, 15...: median 10
+        net = _two_networks_with_gradients(scale, scale)
+        assert clip.clip(net, list(net.parameters())) == []
+    net = _two_networks_with_gradients(100.0, 7.0)
+    assert clip.clip(net, list(net.parameters())) == ["a"]
+    assert _grad_norm(net["a"]) == pytest.approx(4.0 * 10.0)  # the factor times the median of the last 8
+    assert _grad_norm(net["b"]) == pytest.approx(35.0)  # 3.5 times its median: left alone
+    assert list(clip.norms["a"])[-1] == pytest.approx(500.0)  # the raw norm is recorded
+
+
+def test_gradient_spike_clip_waits_for_its_history_and_ignores_other_optimisers_parameters():
+    clip = GradientSpikeClip(factor=2.0, window=4, min_history=3)
+    for scale in (1.0, 50.0):  # fewer than 3 norms recorded: nothing clipped yet
+        net = _two_networks_with_gradients(scale, scale)
+        assert clip.clip(net, list(net.parameters())) == []
+    net = _two_networks_with_gradients(100.0, 100.0)
+    assert clip.clip(net, list(net["b"].parameters())) == []  # only b's parameters are stepped
+    assert len(clip.norms["a"]) == 2 and len(clip.norms["b"]) == 3
+
+
+def test_gradient_spike_clip_state_survives_a_checkpoint():
+    clip = GradientSpikeClip(factor=3.0, window=5, min_history=2)
+    for scale in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):  # the window keeps the last 5
+        net = _two_networks_with_gradients(scale, scale)
+        clip.clip(net, list(net.parameters()))
+    restored = GradientSpikeClip(factor=3.0, window=5, min_history=2)
+    restored.load_state_dict(clip.state_dict())
+    assert restored.norms == clip.norms and restored.norms["a"].maxlen == 5 and len(restored.norms["a"]) == 5
+    net = _two_networks_with_gradients(13.0, 11.0)  # median 20: bound 60 against norms 65 and 55
+    assert restored.clip(net, list(net.parameters())) == ["a"]
+
+
+def test_a_network_without_gradient_is_not_held_to_a_bound_of_zero():
+    clip = GradientSpikeClip(factor=2.0, window=4, min_history=2)
+    for _ in range(3):
+        net = _two_networks_with_gradients(0.0, 1.0)  # a's gradient is exactly zero
+        assert clip.clip(net, list(net.parameters())) == []
+    assert "a" not in clip.norms or len(clip.norms["a"]) == 0
+    net = _two_networks_with_gradients(1.0, 1.0)
+    assert clip.clip(net, list(net.parameters())) == []
+    assert _grad_norm(net["a"]) == pytest.approx(5.0)  # not scaled to 0 by a median of zeros
+
+
+def test_gradient_spike_settings_are_checked():
+    with pytest.raises(ValueError, match="factor > 1"):
+        GradientSpikeClip(factor=1.0)
+    with pytest.raises(ConfigError, match="gradient_spike_factor"):
+        resolve_config(TrainerConfig, {"gradient_spike_factor": 0.5})
+
+
+@pytest.mark.slow
+def test_a_run_with_gradient_spike_clipping_logs_the_groups_it_clipped(blob_store: Path, tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, "spikes", MODELS["vae"], max_epochs=2, gradient_spike_factor=1.01,
+                         gradient_spike_window=2)
+    summary = train(config, progress=False)
+    metrics = pd.read_csv(tmp_path / "spikes" / "metrics.csv")
+    columns = {"gradient_spikes_clipped_encoder", "gradient_spikes_clipped_decoder"}
+    assert columns <= set(metrics.columns)
+    clipped = metrics.dropna(subset=sorted(columns))[sorted(columns)]
+    assert len(clipped) == 2 and (clipped >= 0).all().all()
+    assert clipped.to_numpy().sum() > 0  # a bound of 1.01 times the median catches some steps
+    assert summary.epochs == 2

@@ -14,6 +14,7 @@ import math
 import os
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Mapping
 
@@ -31,7 +32,7 @@ from morphospace.errors import InputError
 __all__ = [
     "TrainerConfig", "RunConfig", "TrainSummary", "Throughput", "build_trainer", "callback_metrics",
     "epochs_trained", "resolve_precision", "cpu_has_bf16", "count_sessions", "merge_session_logs", "quiet_lightning",
-    "EpochSeed", "log_metrics", "resolve_strategy", "RESUMABLE_KEYS", "with_lr_schedule",
+    "EpochSeed", "GradientSpikeClip", "log_metrics", "resolve_strategy", "RESUMABLE_KEYS", "with_lr_schedule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ class TrainerConfig(Config):
     sample_every_n_epochs: int = pydantic.Field(1, ge=1, description="sampling families: grid of samples")
     sample_images: int = pydantic.Field(64, ge=1)
     tensorboard: bool = pydantic.Field(False, description="also log to TensorBoard (needs the tensorboard extra)")
+    gradient_spike_factor: float | None = pydantic.Field(
+        None, gt=1, description="clip each network's gradient norm to this factor times the median of its last "
+                                "gradient_spike_window norms (GradientSpikeClip); null: no clipping")
+    gradient_spike_window: int = pydantic.Field(100, ge=2, description="optimiser steps in that median")
 
     @pydantic.field_validator("strategy")
     @classmethod
@@ -326,6 +331,79 @@ class EpochSeed(Callback):
         set_epoch = getattr(trainer.datamodule, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(trainer.current_epoch)
+
+
+class GradientSpikeClip(Callback):
+    """Clip a gradient spike of one network before the optimiser sees it.
+
+    The parameters an optimiser steps are grouped by the module's top-level attribute that holds
+    them (``encoder``, ``decoder``, ``target_encoder``...). Before each step, a group whose gradient
+    norm (L2 over its parameters) exceeds ``factor`` times the median of its last ``window`` norms is
+    scaled down to that bound (the median needs at least ``min_history`` norms, which the first steps
+    only record; default the smaller of 10 and ``window``). Each group is bounded on its own, so a
+    spike in one network neither scales the others nor passes whole into Adam's running mean of
+    squared gradients, where it would slow that network's later updates for hundreds of steps. The
+    norms are those of the unscaled gradients (Lightning unscales mixed-precision gradients before
+    this hook); the recorded norms are kept in checkpoints, so a resumed run clips as the
+    uninterrupted one would; a zero norm (a network without gradient in that step) is not recorded.
+    Logged per group: ``gradient_spikes_clipped_<group>``, the steps it was clipped, summed per epoch.
+
+    >>> net = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 1)})
+    >>> clip = GradientSpikeClip(factor=3.0, window=4, min_history=2)
+    >>> for scale in (1.0, 1.0, 100.0):
+    ...     net.zero_grad()
+    ...     net["a"](torch.ones(1, 2)).sum().mul(scale).backward()
+    ...     clipped = clip.clip(net, list(net.parameters()))
+    >>> clipped, round(float(torch.cat([p.grad.flatten() for p in net.parameters()]).norm() / 3.0), 4)
+    (['a'], 1.7321)
+    """
+
+    def __init__(self, factor: float, window: int = 100, min_history: int | None = None) -> None:
+        min_history = min(10, window) if min_history is None else min_history
+        if factor <= 1 or window < 2 or not 1 <= min_history <= window:
+            raise ValueError(f"need factor > 1 and 1 <= min_history <= window (>= 2), got {factor}, {min_history}, "
+                             f"{window}")
+        self.factor, self.window, self.min_history = factor, window, min_history
+        self.norms: dict[str, deque[float]] = {}
+
+    @staticmethod
+    def groups(module: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> dict[str, list[torch.nn.Parameter]]:
+        """``parameters`` that have a gradient, by the top-level attribute of ``module`` holding them."""
+        owners = {id(p): name.split(".")[0] for name, p in module.named_parameters()}
+        groups: dict[str, list[torch.nn.Parameter]] = {}
+        for parameter in parameters:
+            if parameter.grad is not None and id(parameter) in owners:
+                groups.setdefault(owners[id(parameter)], []).append(parameter)
+        return groups
+
+    def clip(self, module: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> list[str]:
+        """Record each group's gradient norm and clip the spikes among ``parameters`` (see the class);
+        the names of the groups clipped."""
+        clipped = []
+        for name, group in self.groups(module, parameters).items():
+            history = self.norms.setdefault(name, deque(maxlen=self.window))
+            bound = self.factor * float(torch.tensor(list(history)).median()) if len(history) >= self.min_history \
+                else math.inf
+            norm = float(torch.nn.utils.clip_grad_norm_(group, bound))
+            if math.isfinite(norm) and norm > 0:  # a zero gradient says nothing of the network's scale
+                history.append(norm)
+            if norm > bound:
+                clipped.append(name)
+        return clipped
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        clipped = self.clip(module, parameters)
+        for name in self.groups(module, parameters):
+            module.log(f"gradient_spikes_clipped_{name}", float(name in clipped), on_step=False, on_epoch=True,
+                       reduce_fx="sum", sync_dist=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"norms": {name: list(history) for name, history in self.norms.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.norms = {name: deque(values, maxlen=self.window) for name, values in state_dict["norms"].items()}
 
 
 def log_metrics(module: pl.LightningModule, values: Mapping[str, torch.Tensor | float], batch_size: int,

@@ -47,7 +47,7 @@ from morphospace.models.family import Family
 from morphospace.models.registry import get_family
 from morphospace.models.run import last_checkpoint, read_checkpoint
 from morphospace.models.training import (
-    RESUMABLE_KEYS, EpochSeed, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
+    RESUMABLE_KEYS, EpochSeed, GradientSpikeClip, RunConfig, Throughput, TrainSummary, build_trainer, callback_metrics,
     epochs_trained, merge_session_logs, quiet_lightning,
 )
 from morphospace.runs import check_run_directory, code_stamp, is_rank_zero, log_to_file, open_run_directory
@@ -175,6 +175,8 @@ def _session_logging(run_dir: Path, writer: bool):
 def _callbacks(plan: RunPlan, run_dir: Path) -> list[pl.Callback]:
     config = plan.config
     callbacks: list[pl.Callback] = [EpochSeed(config.seed), *plan.family.callbacks(config, run_dir)]
+    if config.trainer.gradient_spike_factor is not None:
+        callbacks.append(GradientSpikeClip(config.trainer.gradient_spike_factor, config.trainer.gradient_spike_window))
     if "generate" in plan.family.verbs:
         trainer = config.trainer
         callbacks.append(TrainingFigures(run_dir / "figures", plan.data.spec.names("image"), trainer.sample_images,
