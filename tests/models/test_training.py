@@ -339,12 +339,15 @@ def test_gradient_spike_settings_are_checked():
 
 
 @pytest.mark.slow
-def test_a_run_with_gradient_spike_clipping_logs_the_groups_it_clipped(blob_store: Path, tmp_path: Path, tiny_config):
-    config = tiny_config(blob_store, tmp_path, "spikes", MODELS["vae"], max_epochs=2, gradient_spike_factor=1.01,
+@pytest.mark.parametrize("name, networks", [("vae", ["encoder", "decoder"]),
+                                            ("lsgan", ["generator", "discriminator"])])  # one optimiser, or two
+def test_a_run_with_gradient_spike_clipping_logs_the_groups_it_clipped(name, networks, blob_store: Path,
+                                                                        tmp_path: Path, tiny_config):
+    config = tiny_config(blob_store, tmp_path, "spikes", MODELS[name], max_epochs=2, gradient_spike_factor=1.01,
                          gradient_spike_window=2)
     summary = train(config, progress=False)
     metrics = pd.read_csv(tmp_path / "spikes" / "metrics.csv")
-    columns = {"gradient_spikes_clipped_encoder", "gradient_spikes_clipped_decoder"}
+    columns = {f"gradient_spikes_clipped_{network}" for network in networks}
     assert columns <= set(metrics.columns)
     clipped = metrics.dropna(subset=sorted(columns))[sorted(columns)]
     assert len(clipped) == 2 and (clipped >= 0).all().all()
