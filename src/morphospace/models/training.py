@@ -379,8 +379,11 @@ class GradientSpikeClip(Callback):
     def clip(self, module: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> list[str]:
         """Record each group's gradient norm and clip the spikes among ``parameters`` (see the class);
         the names of the groups clipped."""
+        return self._clip_groups(self.groups(module, parameters))
+
+    def _clip_groups(self, groups: dict[str, list[torch.nn.Parameter]]) -> list[str]:
         clipped = []
-        for name, group in self.groups(module, parameters).items():
+        for name, group in groups.items():
             history = self.norms.setdefault(name, deque(maxlen=self.window))
             bound = self.factor * float(torch.tensor(list(history)).median()) if len(history) >= self.min_history \
                 else math.inf
@@ -393,9 +396,9 @@ class GradientSpikeClip(Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        clipped = self.clip(module, parameters)
-        for name in self.groups(module, parameters):
+        groups = self.groups(module, [p for group in optimizer.param_groups for p in group["params"]])
+        clipped = self._clip_groups(groups)
+        for name in groups:
             module.log(f"gradient_spikes_clipped_{name}", float(name in clipped), on_step=False, on_epoch=True,
                        reduce_fx="sum", sync_dist=False)
 
