@@ -303,7 +303,8 @@ def _add_statistical_cell_evaluations(kinds) -> None:
                                                                     "Spearman agreement with the true couplings")
     coupling.add_argument("--estimator", choices=["elbo", "reference_only"],
                           help="elbo: the target ELBO (Eq 4, default); reference_only: the squared error of the "
-                               "structure expected from the reference alone (runs with model.null_latent_share)")
+                               "structure expected from the reference alone (runs with model.null_latent_share or "
+                               "model.expected_target: unet)")
     coupling.add_argument("--views", choices=["none", "trained"],
                           help="trained: average over the flips and quarter turns the run trained with (default none)")
     coupling.set_defaults(handler=_evaluate_coupling)

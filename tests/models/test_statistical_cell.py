@@ -149,6 +149,31 @@ def test_null_cells_are_decoded_from_the_null_latent_without_kl_and_weighted_lik
         StatisticalCellConfig(null_latent_share=1.0)
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d_anisotropic"])
+def test_the_expected_target_unet_is_trained_on_every_cell_with_recon_weight(shape):
+    model = _model(shape, target_beta=0.8, reference_gates=True, expected_target="unet",
+                   expected_target_channels=[4, 8, 16]).eval()  # batch norm and gates as when used
+    assert model.cfg.learns_expected_target and not _model().cfg.learns_expected_target
+    target, reference, labels = _inputs(shape, n=6)
+    expected = model.expected_target(reference, labels)
+    assert expected.shape == target.shape and expected.abs().max() < 1
+    torch.testing.assert_close(expected, model.expected_network(model.gate_reference(reference, labels), labels))
+    terms = model.loss_terms(target, reference, labels)
+    by_hand = ((expected - target) ** 2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(terms["target_null_recon"], by_hand)
+    objective = 0.2 * terms["target_recon"] + 0.8 * terms["target_kl"] + 0.2 * by_hand
+    torch.testing.assert_close(terms["target_loss"], objective + 0.8 * terms["target_gate_cost"])
+    assert "target_expected_recon" not in model.terms(target, reference, labels, n_samples=0)  # not for the ELBO
+    model.train()
+    model.loss_terms(target, reference, labels)["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.expected_network.parameters()
+               if p.requires_grad and p.ndim > 1)
+    with pytest.raises(InputError, match="model.expected_target: unet"):
+        model.null_latents(2)
+    with pytest.raises(pydantic.ValidationError, match="null_latent_share must be 0 with expected_target: unet"):
+        StatisticalCellConfig(expected_target="unet", null_latent_share=0.25)
+
+
 def test_structure_balance_weighs_each_structure_by_its_running_error():
     model = _model(target_beta=0.8, structure_balance=True, null_latent_share=0.25)
     assert "target_recon_scale" not in _model().state_dict()  # runs trained without it load as before
@@ -592,13 +617,16 @@ def test_training_lowers_the_loss_and_the_true_reference_has_the_higher_elbo():
 
 
 @pytest.mark.slow
-def test_the_null_latent_learns_the_structure_expected_from_the_reference():
+@pytest.mark.parametrize(("learner", "steps"), [({"null_latent_share": 0.5}, 80),
+                                                ({"expected_target": "unet", "expected_target_channels": [8, 16, 32]},
+                                                 160)], ids=["null_latent", "unet"])
+def test_the_expected_structure_is_learnt_from_the_reference(learner, steps):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     reference = torch.stack([_random_discs(generator), torch.rand(96, 16, 16, generator=generator)], dim=1) * 2 - 1
     target = reference[:, :1].roll(3, -1)  # a shifted copy of the first reference channel, none of the second
-    model = _model(structures=[], beta=0.05, null_latent_share=0.5)
-    null_errors = [step["target_null_recon"] for step in _fit(model, target, reference, 80, generator)]
+    model = _model(structures=[], beta=0.05, **learner)
+    null_errors = [step["target_null_recon"] for step in _fit(model, target, reference, steps, generator)]
     assert np.mean(null_errors[-10:]) < 0.5 * np.mean(null_errors[:10])
 
     def error(ref):

@@ -125,6 +125,20 @@ def test_the_reference_only_estimator_refuses_a_run_without_a_null_latent(store:
     assert not (tmp_path / "out").exists()
 
 
+def test_the_reference_only_estimator_reads_the_expected_target_unet(store: Path, tmp_path: Path):
+    from morphospace.workflows.train import train
+
+    config = _config(store, tmp_path / "runs", "model.null_latent_share=0", "model.expected_target=unet",
+                     "model.expected_target_channels=[4, 8]", "name=unet")
+    train(config, progress=False)
+    payload = evaluate_coupling(config.run_dir, tmp_path / "out", CouplingConfig(
+        repeats=2, bootstrap=10, estimator="reference_only", truth=str(store / "truth")))
+    assert payload["estimator"] == "reference_only"
+    assert {(r["structure"], r["channel"]) for r in payload["coupling"]} == {
+        (s, c) for s in STRUCTURES for c in ("Membrane", "DNA")}
+    assert all(np.isfinite(r["coupling"]) for r in payload["coupling"])
+
+
 def test_cli_writes_into_the_run_evaluation_folder_and_the_report_shows_it(run_dir: Path, capsys):
     from morphospace.explore.run_report import write_run_report
 

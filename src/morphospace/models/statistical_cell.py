@@ -52,6 +52,12 @@ also learns the structure expected from the reference and the label alone, E[x_t
 which :meth:`StatisticalCell.expected_target` returns and the reference-only coupling compares with
 the observed structure. The other cells' objective is unchanged; the null cells' squared error
 enters with the objective's weight of recon ((1 - beta) convex, 1 weighted), as its own batch mean.
+With ``expected_target: unet`` (and no null share) a network of its own learns that expectation
+instead (:class:`ExpectedTargetUNet`, ``expected_target_channels``): a U-Net from the gated
+reference and the label to the structure, trained with squared error on every training cell, its
+batch mean entering the objective as the null cells' does. The VAE decoder then spends nothing on
+the expectation, and the U-Net's skip connections hand each scale's reference features to the
+output, where the null latent path reads the reference only as resized maps.
 
 With ``reference_swap_share`` p > 0, that share of each training batch's cells shows the target
 model (encoder and decoder; the reference model still reads the true reference) a chimera: one
@@ -115,6 +121,7 @@ import pydantic
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.nets import UNet
 from torch import nn
 
 from morphospace.config import Config, key_error
@@ -127,7 +134,7 @@ from morphospace.models.vae import (KLPerDimension, bounded_logvar, squared_erro
                                    vae_terms_per_cell)
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
-           "position_maps", "ConditionalEncoder", "ConditionalDecoder"]
+           "position_maps", "ConditionalEncoder", "ConditionalDecoder", "ExpectedTargetUNet"]
 
 MIN_DEPTH = 4
 """Depth (z slices) below which 3D networks stop halving D."""
@@ -184,6 +191,13 @@ class StatisticalCellConfig(Config):
     null_latent_share: float = pydantic.Field(
         0.0, ge=0, lt=1, description="share of each training batch decoded from a learnt null target latent, so "
                                      "that the decoder learns the structure expected from the reference alone")
+    expected_target: Literal["null_latent", "unet"] = pydantic.Field(
+        "null_latent", description="what learns the structure expected from the reference alone: null_latent, the "
+                                   "target decoder at a learnt null latent (null_latent_share > 0); unet, a U-Net of "
+                                   "its own trained on every cell (null_latent_share 0)")
+    expected_target_channels: list[int] = pydantic.Field(
+        default_factory=lambda: [8, 16, 32, 64], min_length=2,
+        description="channels per level of the expected_target U-Net; each level but the first halves H and W")
     reference_swap_share: float = pydantic.Field(
         0.0, ge=0, le=1, description="share of each training batch whose target model reads a chimera reference: "
                                      "one channel swapped for another cell's, as the coupling analyses do")
@@ -208,6 +222,19 @@ class StatisticalCellConfig(Config):
                 if value is not None and value > 1:
                     raise ValueError(f"{name} must lie in [0, 1] with the convex objective, got {value}")
         return self
+
+    @pydantic.model_validator(mode="after")
+    def _one_expected_target(self) -> "StatisticalCellConfig":
+        if self.expected_target == "unet" and self.null_latent_share > 0:
+            raise ValueError(f"null_latent_share must be 0 with expected_target: unet (got "
+                             f"{self.null_latent_share}): the U-Net learns the expected structure instead")
+        return self
+
+    @property
+    def learns_expected_target(self) -> bool:
+        """Whether the model learns the structure expected from the reference alone (the
+        reference-only coupling needs it): a null latent share or the expected-target U-Net."""
+        return self.null_latent_share > 0 or self.expected_target == "unet"
 
     def beta_of(self, model: Literal["reference", "target"]) -> float:
         """The beta of the ``reference`` or ``target`` model."""
@@ -473,6 +500,31 @@ class ConditionalDecoder(nn.Module):
         return torch.tanh(self.out(self.condition(x, reference, labels)))
 
 
+class ExpectedTargetUNet(nn.Module):
+    """The structure expected from the reference and the label alone, E[x_t | x_r, label]: a MONAI
+    ``UNet`` (``channels`` per level, one residual unit each, batch norm) on the reference
+    (N, Cr, *spatial) joined with the label embedding as constant maps -> (N, out_channels,
+    *spatial) in [-1, 1] (tanh). Between levels H and W halve, and D in 3D while it stays at least
+    :data:`MIN_DEPTH` (:func:`level_strides`); the skip connections carry each scale's features
+    of the reference to the output at that scale.
+
+    >>> net = ExpectedTargetUNet(3, 2, 1, (16, 32, 32), [4, 8, 16], n_labels=6)
+    >>> net(torch.zeros(2, 2, 16, 32, 32), torch.tensor([0, 5])).shape
+    torch.Size([2, 1, 16, 32, 32])
+    """
+
+    def __init__(self, spatial_dims: int, reference_channels: int, out_channels: int, spatial: Sequence[int],
+                 channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8) -> None:
+        super().__init__()
+        self.condition = _Conditioning(n_labels, embedding_dim, 0)
+        self.unet = UNet(spatial_dims, reference_channels + self.condition.channels, out_channels,
+                         channels=list(channels), strides=level_strides(spatial, len(channels) - 1),
+                         num_res_units=1, norm="batch")
+
+    def forward(self, reference: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.unet(self.condition(reference, None, labels)))
+
+
 @contextlib.contextmanager
 def _evaluating(module: nn.Module) -> Iterator[None]:
     """Eval mode inside the block, the previous mode after."""
@@ -550,6 +602,9 @@ class StatisticalCell(GenerativeModel):
         self.gates = ReferenceGates(len(self.structures), cr) if self.cfg.reference_gates else None
         if self.cfg.null_latent_share > 0:
             self.target_null_latent = nn.Parameter(torch.zeros(self.cfg.target_latent_dim))
+        if self.cfg.expected_target == "unet":
+            self.expected_network = ExpectedTargetUNet(dims, cr, ct, spatial, self.cfg.expected_target_channels,
+                                                       len(self.structures), self.cfg.label_embedding_dim)
         if self.cfg.spectral_norm:
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
@@ -651,19 +706,23 @@ class StatisticalCell(GenerativeModel):
 
     def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
               n_samples: int = 1, generator: torch.Generator | None = None,
-              null: torch.Tensor | None = None, target_reference: torch.Tensor | None = None
-              ) -> dict[str, torch.Tensor]:
+              null: torch.Tensor | None = None, target_reference: torch.Tensor | None = None,
+              expected: bool = False) -> dict[str, torch.Tensor]:
         """Per-cell terms of both models: ``{reference,target}_recon`` (N,) (mean over ``n_samples``
         posterior draws; 0: from the posterior mean), ``{reference,target}_kl_per_dim`` (N, d) and
         ``{reference,target}_reconstruction`` (of the last draw). ``null`` (N,) bool marks the cells
-        whose target is decoded from the null latent instead (their target KL is 0).
-        ``target_reference`` (N, Cr, ...) is the reference the target model reads (default
-        ``reference``, which the reference model reads); with ``reference_gates`` one draw of the
-        gates per cell serves its encoder and decoder alike."""
+        whose target is decoded from the null latent instead (their target KL is 0). ``expected``
+        with ``expected_target: unet`` adds ``target_expected_recon`` (N,), the squared error of the
+        U-Net's expected structure. ``target_reference`` (N, Cr, ...) is the reference the target
+        model reads (default ``reference``, which the reference model reads); with
+        ``reference_gates`` one draw of the gates per cell serves its encoder, decoder and U-Net alike."""
         out: dict[str, torch.Tensor] = {}
         condition = reference if target_reference is None else target_reference
         labels = self.labels_of(labels, len(target))
         gated = self.gate_reference(condition.to(self.device), labels)
+        if expected and self.cfg.expected_target == "unet":
+            out["target_expected_recon"] = squared_error_per_cell(target.to(self.device),
+                                                                  self.expected_network(gated, labels))
         posteriors = {"reference": self.encode_reference(reference),
                       "target": self.target_encoder(target.to(self.device), gated, labels)}
         summary = self._summary(condition, posteriors["reference"][0] if condition is reference else None)
@@ -743,15 +802,20 @@ class StatisticalCell(GenerativeModel):
         """Batch means of both models' recon, KL, objective and ELBO, ``loss`` (the sum of the
         objectives) and the batch-mean KL per dimension, from one reparameterised draw per cell.
         The target's are over the cells not in ``null`` (N,) bool; ``target_null_recon`` is the
-        mean squared error of those in it, added to the target objective with recon's weight. With
+        mean squared error of those in it (with ``expected_target: unet``: of the U-Net's expected
+        structure over every cell), added to the target objective with recon's weight. With
         ``reference_gates``, ``target_gate_cost`` (:meth:`gate_cost`) enters it with the KL's weight. With
         ``structure_balance`` the objective weighs each cell's target squared error by
         :meth:`structure_weights` (recon, ELBO and ``target_null_recon`` stay unweighted);
         ``target_recon_per_cell`` (N,) is every cell's. ``target_reference``: see :meth:`terms`."""
-        per_cell = self.terms(target, reference, labels, n_samples=1, null=null, target_reference=target_reference)
+        per_cell = self.terms(target, reference, labels, n_samples=1, null=null, target_reference=target_reference,
+                              expected=True)
         weights = self.structure_weights(labels, len(target))
         out: dict[str, torch.Tensor] = {}
         null_objective = None
+        if "target_expected_recon" in per_cell:
+            out["target_null_recon"] = per_cell["target_expected_recon"].mean()
+            null_objective = (weights * per_cell["target_expected_recon"]).mean()
         for name in ("reference", "target"):
             recon, kl_per_dim = per_cell[f"{name}_recon"], per_cell[f"{name}_kl_per_dim"]
             weight = weights if name == "target" else torch.ones_like(recon)
@@ -827,7 +891,7 @@ class StatisticalCell(GenerativeModel):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         target, reference, labels = self._batch(batch)
         terms = self.loss_terms(target, reference, labels)
-        if self.cfg.null_latent_share > 0:
+        if self.cfg.null_latent_share > 0:  # the U-Net's is in the terms already
             terms["target_null_recon"] = squared_error_per_cell(target, self.expected_target(reference, labels)).mean()
         self._log(terms, "val_", len(target))
 
@@ -898,14 +962,18 @@ class StatisticalCell(GenerativeModel):
         if self.cfg.null_latent_share == 0:
             raise InputError("this model was trained without model.null_latent_share, so its target decoder never "
                              "learnt the structure expected from the reference alone; train with "
-                             "model.null_latent_share > 0 (for example 0.25)")
+                             "model.null_latent_share > 0 (for example 0.25) or model.expected_target: unet")
         return self.target_null_latent.detach().expand(n, -1)
 
     @torch.no_grad()
     def expected_target(self, reference: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The structure (N, Ct, ...) expected from the reference (N, Cr, ...) and labels (N,) alone,
-        E[x_t | x_r, label]: the target decoder at the null latent (see ``null_latent_share``)."""
+        E[x_t | x_r, label]: the target decoder at the null latent (see ``null_latent_share``), or
+        with ``expected_target: unet`` the U-Net on the gated reference."""
         with _evaluating(self):
+            if self.cfg.expected_target == "unet":
+                reference, labels = reference.to(self.device), self.labels_of(labels, len(reference))
+                return self.expected_network(self.gate_reference(reference, labels), labels)
             return self.decode_target(self.null_latents(len(reference)), reference, labels)
 
     @torch.no_grad()

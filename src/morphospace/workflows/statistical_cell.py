@@ -65,7 +65,8 @@ class CouplingConfig(Config):
     truth: str | None = pydantic.Field(None, description="truth folder of a structures store (structures.parquet)")
     estimator: Literal["elbo", "reference_only"] = pydantic.Field(
         "elbo", description="elbo: the target ELBO (Eq 4); reference_only: minus the squared error of the structure "
-                            "expected from the reference alone (runs trained with model.null_latent_share)")
+                            "expected from the reference alone (runs trained with model.null_latent_share or "
+                            "model.expected_target: unet)")
     views: Literal["none", "trained"] = pydantic.Field(
         "none", description="trained: average over the flips and quarter turns the run trained with (reference_only: "
                             "the expected structure; elbo: the ELBO of the viewed target and reference)")
@@ -203,17 +204,19 @@ class CouplingScores(NamedTuple):
 
 def coupling_scores(run: Run, config: CouplingConfig, run_dir: str | os.PathLike) -> CouplingScores:
     """:class:`CouplingScores` of ``run`` under ``config``. InputError for the reference_only
-    estimator on a run trained without ``model.null_latent_share``."""
+    estimator on a run that did not learn the structure expected from the reference alone
+    (``model.null_latent_share`` 0 and no ``model.expected_target: unet``)."""
     rows, split = held_out_rows(run.data)
     rng = np.random.default_rng(config.seed)
     rows = np.sort(rng.choice(rows, min(config.cells, len(rows)), replace=False))
     target, reference, labels = prepared_cells(run, rows)
     structures = _structure_names(run, labels, len(rows))
     partners = stats.draw_swap_partners(len(rows), config.repeats, structures, config.seed)
-    if config.estimator == "reference_only" and run.module.cfg.null_latent_share == 0:
+    if config.estimator == "reference_only" and not run.module.cfg.learns_expected_target:
         raise InputError(f"{run_dir}: the reference_only coupling needs a run trained with model.null_latent_share "
-                         "> 0 (its decoder learns the structure expected from the reference alone); this one was "
-                         "trained without it: use --estimator elbo or train with model.null_latent_share: 0.25")
+                         "> 0 or model.expected_target: unet (either learns the structure expected from the "
+                         "reference alone); this one was trained with neither: use --estimator elbo or train with "
+                         "model.null_latent_share: 0.25")
     views = _views(run, config.views, target.shape[2:])
     true = _target_scores(run, target, reference, labels, config.seed, config.estimator, views)
     swapped: dict[str, np.ndarray] = {}
