@@ -174,6 +174,26 @@ def test_the_expected_target_unet_is_trained_on_every_cell_with_recon_weight(sha
         StatisticalCellConfig(expected_target="unet", null_latent_share=0.25)
 
 
+def test_per_label_outputs_give_each_structure_the_last_convolutions_own_weights():
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                   expected_target_outputs="per_label").eval()
+    network = model.expected_network
+    target, reference, labels = _inputs((1, 8, 16, 16), n=6)  # labels 0 1 2 0 1 2
+    drawn = network.unet(network.condition(reference, None, labels))
+    assert drawn.shape == (6, len(STRUCTURES), 8, 16, 16)
+    torch.testing.assert_close(model.expected_target(reference, labels),
+                               torch.tanh(drawn[torch.arange(6), labels])[:, None])
+    first = labels == 0
+    model.terms(target[first], reference[first], labels[first], expected=True)["target_expected_recon"].sum().backward()
+    last = network.unet.model[-1][-1].conv.unit0.conv
+    assert last.weight.grad[0].abs().sum() > 0 and last.bias.grad[0] != 0
+    assert last.weight.grad[1:].abs().sum() == 0 and (last.bias.grad[1:] == 0).all()
+    for bad in ({"expected_target_outputs": "per_label"}, {"expected_target": "unet", "label": None,
+                                                          "expected_target_outputs": "per_label"}):
+        with pytest.raises(pydantic.ValidationError, match="per_label needs expected_target: unet and a model.label"):
+            StatisticalCellConfig(**bad)
+
+
 def test_structure_balance_weighs_each_structure_by_its_running_error():
     model = _model(target_beta=0.8, structure_balance=True, null_latent_share=0.25)
     assert "target_recon_scale" not in _model().state_dict()  # runs trained without it load as before

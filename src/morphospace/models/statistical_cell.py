@@ -57,7 +57,11 @@ instead (:class:`ExpectedTargetUNet`, ``expected_target_channels``): a U-Net fro
 reference and the label to the structure, trained with squared error on every training cell, its
 batch mean entering the objective as the null cells' does. The VAE decoder then spends nothing on
 the expectation, and the U-Net's skip connections hand each scale's reference features to the
-output, where the null latent path reads the reference only as resized maps.
+output, where the null latent path reads the reference only as resized maps. With
+``expected_target_outputs: per_label`` the U-Net's last stage draws one structure image per label
+and each cell is read from its own label's: MONAI's U-Net draws its output at the top level,
+straight from the joined skip features, so one shared output leaves that stage a single channel
+wide for every structure alike.
 
 With ``reference_swap_share`` p > 0, that share of each training batch's cells shows the target
 model (encoder and decoder; the reference model still reads the true reference) a chimera: one
@@ -198,6 +202,9 @@ class StatisticalCellConfig(Config):
     expected_target_channels: list[int] = pydantic.Field(
         default_factory=lambda: [8, 16, 32, 64], min_length=2,
         description="channels per level of the expected_target U-Net; each level but the first halves H and W")
+    expected_target_outputs: Literal["shared", "per_label"] = pydantic.Field(
+        "shared", description="outputs of the expected_target U-Net: shared, one structure image for every label; "
+                              "per_label, one per label, each cell read from its label's (needs model.label)")
     reference_swap_share: float = pydantic.Field(
         0.0, ge=0, le=1, description="share of each training batch whose target model reads a chimera reference: "
                                      "one channel swapped for another cell's, as the coupling analyses do")
@@ -228,6 +235,8 @@ class StatisticalCellConfig(Config):
         if self.expected_target == "unet" and self.null_latent_share > 0:
             raise ValueError(f"null_latent_share must be 0 with expected_target: unet (got "
                              f"{self.null_latent_share}): the U-Net learns the expected structure instead")
+        if self.expected_target_outputs == "per_label" and (self.expected_target != "unet" or self.label is None):
+            raise ValueError("expected_target_outputs: per_label needs expected_target: unet and a model.label")
         return self
 
     @property
@@ -508,21 +517,33 @@ class ExpectedTargetUNet(nn.Module):
     :data:`MIN_DEPTH` (:func:`level_strides`); the skip connections carry each scale's features
     of the reference to the output at that scale.
 
+    With ``per_label`` the last convolution draws ``out_channels`` for each of the ``n_labels``
+    labels and each cell keeps its own label's: every structure gets output weights of its own, which
+    only its cells train, on features the labels share.
+
     >>> net = ExpectedTargetUNet(3, 2, 1, (16, 32, 32), [4, 8, 16], n_labels=6)
     >>> net(torch.zeros(2, 2, 16, 32, 32), torch.tensor([0, 5])).shape
     torch.Size([2, 1, 16, 32, 32])
+    >>> ExpectedTargetUNet(2, 2, 1, (32, 32), [4, 8], n_labels=6, per_label=True).unet(torch.zeros(1, 10, 32, 32)).shape
+    torch.Size([1, 6, 32, 32])
     """
 
     def __init__(self, spatial_dims: int, reference_channels: int, out_channels: int, spatial: Sequence[int],
-                 channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8) -> None:
+                 channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8, per_label: bool = False) -> None:
         super().__init__()
+        if per_label and not n_labels:
+            raise ValueError("per_label needs n_labels > 0")
+        self.out_channels, self.per_label = out_channels, per_label
         self.condition = _Conditioning(n_labels, embedding_dim, 0)
-        self.unet = UNet(spatial_dims, reference_channels + self.condition.channels, out_channels,
-                         channels=list(channels), strides=level_strides(spatial, len(channels) - 1),
-                         num_res_units=1, norm="batch")
+        self.unet = UNet(spatial_dims, reference_channels + self.condition.channels,
+                         out_channels * (n_labels if per_label else 1), channels=list(channels),
+                         strides=level_strides(spatial, len(channels) - 1), num_res_units=1, norm="batch")
 
     def forward(self, reference: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.tanh(self.unet(self.condition(reference, None, labels)))
+        out = self.unet(self.condition(reference, None, labels))
+        if self.per_label:
+            out = out.unflatten(1, (-1, self.out_channels))[torch.arange(len(out), device=out.device), labels]
+        return torch.tanh(out)
 
 
 @contextlib.contextmanager
@@ -603,8 +624,9 @@ class StatisticalCell(GenerativeModel):
         if self.cfg.null_latent_share > 0:
             self.target_null_latent = nn.Parameter(torch.zeros(self.cfg.target_latent_dim))
         if self.cfg.expected_target == "unet":
-            self.expected_network = ExpectedTargetUNet(dims, cr, ct, spatial, self.cfg.expected_target_channels,
-                                                       len(self.structures), self.cfg.label_embedding_dim)
+            self.expected_network = ExpectedTargetUNet(
+                dims, cr, ct, spatial, self.cfg.expected_target_channels, len(self.structures),
+                self.cfg.label_embedding_dim, per_label=self.cfg.expected_target_outputs == "per_label")
         if self.cfg.spectral_norm:
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
