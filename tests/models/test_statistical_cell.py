@@ -88,6 +88,24 @@ def test_elbo_from_the_posterior_mean_is_minus_squared_error_and_kl():
     torch.testing.assert_close(again, model.elbo_per_cell(target, reference, labels, n_samples=3, seed=1)["target"])
 
 
+@pytest.mark.parametrize("summary", [False, True], ids=["plain", "reference_summary"])
+def test_the_target_elbo_alone_matches_both_models_and_skips_the_reference_decoder(summary):
+    model = _model(reference_summary=summary).eval()
+    target, reference, labels = _inputs()
+    calls = []
+    model.reference_decoder.register_forward_hook(lambda *_: calls.append("reference_decoder"))
+    for n_samples in (0, 3):
+        both = model.elbo_per_cell(target, reference, labels, n_samples=n_samples, seed=2)
+        calls.clear()
+        alone = model.elbo_per_cell(target, reference, labels, n_samples=n_samples, seed=2, models=("target",))
+        assert set(alone) == {"target"} and calls == []
+        torch.testing.assert_close(alone["target"], both["target"])
+    other_seed = model.elbo_per_cell(target, reference, labels, n_samples=3, seed=3, models=("target",))["target"]
+    assert not torch.allclose(other_seed, alone["target"])  # the draws do count
+    with pytest.raises(ValueError, match="'decoder'"):
+        model.terms(target, reference, labels, models=("decoder",))
+
+
 @pytest.mark.parametrize("shape", [(1, 16, 16), (1, 8, 16, 16)], ids=["2d", "3d_anisotropic"])
 def test_a_log_variance_past_its_bound_is_pulled_back_by_the_kl(shape):
     model = _model(shape)

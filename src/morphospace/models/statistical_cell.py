@@ -138,7 +138,10 @@ from morphospace.models.vae import (KLPerDimension, bounded_logvar, squared_erro
                                    vae_terms_per_cell)
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
-           "position_maps", "ConditionalEncoder", "ConditionalDecoder", "ExpectedTargetUNet"]
+           "position_maps", "ConditionalEncoder", "ConditionalDecoder", "ExpectedTargetUNet", "MODELS"]
+
+MODELS = ("reference", "target")
+"""The two models of a Statistical Cell, in the order their terms are computed."""
 
 MIN_DEPTH = 4
 """Depth (z slices) below which 3D networks stop halving D."""
@@ -566,6 +569,15 @@ def _spectral_norm(module: nn.Module) -> None:
             nn.utils.parametrizations.spectral_norm(layer)
 
 
+def _model_generators(generator: torch.Generator | None) -> dict[str, torch.Generator | None]:
+    """One generator per model of :data:`MODELS`, each seeded by a draw of ``generator``, in
+    order; None for each without ``generator``."""
+    if generator is None:
+        return dict.fromkeys(MODELS)
+    seeds = torch.randint(0, 2**62, (len(MODELS),), generator=generator).tolist()
+    return {name: torch.Generator().manual_seed(seed) for name, seed in zip(MODELS, seeds)}
+
+
 def _reparameterise(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     noise = torch.randn(mu.shape, generator=generator).to(mu) if generator is not None else torch.randn_like(mu)
     return mu + noise * (0.5 * logvar).exp()
@@ -729,15 +741,22 @@ class StatisticalCell(GenerativeModel):
     def terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
               n_samples: int = 1, generator: torch.Generator | None = None,
               null: torch.Tensor | None = None, target_reference: torch.Tensor | None = None,
-              expected: bool = False) -> dict[str, torch.Tensor]:
-        """Per-cell terms of both models: ``{reference,target}_recon`` (N,) (mean over ``n_samples``
+              expected: bool = False, models: Sequence[str] = MODELS) -> dict[str, torch.Tensor]:
+        """Per-cell terms of each of ``models``: ``{reference,target}_recon`` (N,) (mean over ``n_samples``
         posterior draws; 0: from the posterior mean), ``{reference,target}_kl_per_dim`` (N, d) and
         ``{reference,target}_reconstruction`` (of the last draw). ``null`` (N,) bool marks the cells
         whose target is decoded from the null latent instead (their target KL is 0). ``expected``
         with ``expected_target: unet`` adds ``target_expected_recon`` (N,), the squared error of the
         U-Net's expected structure. ``target_reference`` (N, Cr, ...) is the reference the target
         model reads (default ``reference``, which the reference model reads); with
-        ``reference_gates`` one draw of the gates per cell serves its encoder, decoder and U-Net alike."""
+        ``reference_gates`` one draw of the gates per cell serves its encoder, decoder and U-Net alike.
+        ``models``: the models whose terms are computed (the target's alone skip the reference model's
+        networks, except the reference encoder that ``reference_summary`` reads). With a
+        ``generator`` each model draws from a generator of its own, seeded by two draws of
+        ``generator``, so that its terms do not depend on which other model is computed."""
+        unknown = sorted(set(models) - set(MODELS))
+        if unknown:
+            raise ValueError(f"models {unknown} are not among {list(MODELS)}")
         out: dict[str, torch.Tensor] = {}
         condition = reference if target_reference is None else target_reference
         labels = self.labels_of(labels, len(target))
@@ -745,14 +764,19 @@ class StatisticalCell(GenerativeModel):
         if expected and self.cfg.expected_target == "unet":
             out["target_expected_recon"] = squared_error_per_cell(target.to(self.device),
                                                                   self.expected_network(gated, labels))
-        posteriors = {"reference": self.encode_reference(reference),
-                      "target": self.target_encoder(target.to(self.device), gated, labels)}
-        summary = self._summary(condition, posteriors["reference"][0] if condition is reference else None)
+        generators = _model_generators(generator)
+        posteriors = {}
+        if "reference" in models:
+            posteriors["reference"] = self.encode_reference(reference)
+        if "target" in models:
+            posteriors["target"] = self.target_encoder(target.to(self.device), gated, labels)
+            reference_mu = posteriors["reference"][0] if "reference" in posteriors and condition is reference else None
+            summary = self._summary(condition, reference_mu)
         for name, (mu, logvar) in posteriors.items():
             x = reference if name == "reference" else target
             recons = []
             for _ in range(max(n_samples, 1)):
-                z = _reparameterise(mu, logvar, generator) if n_samples else mu
+                z = _reparameterise(mu, logvar, generators[name]) if n_samples else mu
                 if name == "target" and null is not None:
                     z = torch.where(null[:, None], self.target_null_latent.to(z.dtype), z)
                 decoded = (self.decode_reference(z) if name == "reference"
@@ -943,17 +967,18 @@ class StatisticalCell(GenerativeModel):
 
     @torch.no_grad()
     def elbo_per_cell(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
-                      n_samples: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-        """ELBO of every cell (up to a constant), ``reference`` and ``target``, each (N,):
-        -(recon + KL), recon from the posterior mean (``n_samples`` 0) or averaged over
-        ``n_samples`` draws of a generator seeded by ``seed`` (default: ``elbo_samples``). The
-        target's is log p(target | reference, label), so passing another cell's reference (or one
-        with a channel swapped) gives the ELBO under that reference. Eval mode."""
+                      n_samples: int | None = None, seed: int = 0, models: Sequence[str] = MODELS
+                      ) -> dict[str, torch.Tensor]:
+        """ELBO of every cell (up to a constant) of each of ``models`` (default ``reference`` and
+        ``target``), each (N,): -(recon + KL), recon from the posterior mean (``n_samples`` 0) or
+        averaged over ``n_samples`` draws seeded by ``seed`` (default: ``elbo_samples``), the same
+        whichever models are asked for. The target's is log p(target | reference, label), so passing
+        another cell's reference (or one with a channel swapped) gives the ELBO under that
+        reference; ``models=("target",)`` then skips the reference model's networks. Eval mode."""
         n = self.cfg.elbo_samples if n_samples is None else n_samples
         with _evaluating(self):
-            per_cell = self.terms(target, reference, labels, n, torch.Generator().manual_seed(seed))
-        return {name: -(per_cell[f"{name}_recon"] + per_cell[f"{name}_kl_per_dim"].sum(1))
-                for name in ("reference", "target")}
+            per_cell = self.terms(target, reference, labels, n, torch.Generator().manual_seed(seed), models=models)
+        return {name: -(per_cell[f"{name}_recon"] + per_cell[f"{name}_kl_per_dim"].sum(1)) for name in models}
 
     @torch.no_grad()
     def embed_latents(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None

@@ -39,6 +39,7 @@ from morphospace.explore.figures import save_figure
 from morphospace.io.tables import read_table, select_cells, write_table
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.run import Run, load_run
+from morphospace.models.statistical_cell import MODELS
 from morphospace.models.training import RunConfig
 from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.cp2image_evaluation import held_out_rows
@@ -47,7 +48,6 @@ __all__ = ["CouplingConfig", "DrugShiftConfig", "CouplingScores", "coupling_scor
            "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS",
            "GIVEN_REFERENCE"]
 
-MODELS = ("reference", "target")
 GIVEN_REFERENCE = "target_given_reference"
 BATCH_SIZE = 64
 CONTROL = "\x00control"
@@ -173,7 +173,7 @@ def _target_scores(run: Run, target: torch.Tensor, reference: torch.Tensor, labe
             scores.append(-squared_error_per_cell(target[part].to(expected.device), expected).cpu().numpy())
         else:
             elbos = [module.elbo_per_cell(apply_view(target[part], v), apply_view(reference[part], v), part_labels,
-                                          seed=seed + k)["target"].cpu().numpy() for v in views]
+                                          seed=seed + k, models=("target",))["target"].cpu().numpy() for v in views]
             scores.append(np.mean(elbos, axis=0))
     return np.concatenate(scores)
 
