@@ -36,6 +36,7 @@ CHUNK = 64
 
 
 def _target_elbos(module, target, reference, labels, models) -> torch.Tensor:
+    """(N,) target ELBO of every cell under ``reference``, computed with ``models``, in chunks."""
     parts = [module.elbo_per_cell(target[s:s + CHUNK], reference[s:s + CHUNK], labels[s:s + CHUNK], seed=k,
                                   models=models)["target"] for k, s in enumerate(range(0, len(target), CHUNK))]
     return torch.cat(parts)
@@ -64,6 +65,8 @@ def main() -> None:
     rows, _ = held_out_rows(run.data)
     rows = np.sort(np.random.default_rng(0).choice(rows, min(args.cells, len(rows)), replace=False))
     target, reference, labels = prepared_cells(run, rows)
+    if labels is None:
+        raise SystemExit(f"{run_dir}: a run with a structure label is needed (model.label)")
     structures = np.asarray(run.module.structures, dtype=object)[labels.numpy()]
     partners = draw_swap_partners(len(rows), args.swaps, structures, 0)
     references = _references(reference, partners, run.module.reference_channels.index("DNA"))
