@@ -29,27 +29,15 @@ from morphospace.evaluate.statistical_cell import draw_swap_partners
 from morphospace.models.run import load_run
 from morphospace.models.statistical_cell import MODELS
 from morphospace.workflows.cp2image_evaluation import held_out_rows
-from morphospace.workflows.statistical_cell import prepared_cells
-
-CHUNK = 64
-"""Cells per call, as ``evaluate coupling`` scores them."""
+from morphospace.workflows.statistical_cell import BATCH_SIZE, prepared_cells, swapped_reference
 
 
 def _target_elbos(module, target, reference, labels, models) -> torch.Tensor:
     """(N,) target ELBO of every cell under ``reference``, computed with ``models``, in chunks."""
-    parts = [module.elbo_per_cell(target[s:s + CHUNK], reference[s:s + CHUNK], labels[s:s + CHUNK], seed=k,
-                                  models=models)["target"] for k, s in enumerate(range(0, len(target), CHUNK))]
+    parts = [module.elbo_per_cell(target[s:s + BATCH_SIZE], reference[s:s + BATCH_SIZE],
+                                  labels[s:s + BATCH_SIZE], seed=k,
+                                  models=models)["target"] for k, s in enumerate(range(0, len(target), BATCH_SIZE))]
     return torch.cat(parts)
-
-
-def _references(reference: torch.Tensor, partners: np.ndarray, channel: int) -> list[torch.Tensor]:
-    """The true reference, then one with ``channel`` swapped per column of ``partners``."""
-    swapped = []
-    for column in partners.T:
-        other = reference.clone()
-        other[:, channel] = reference[column, channel]
-        swapped.append(other)
-    return [reference, *swapped]
 
 
 def main() -> None:
@@ -69,7 +57,8 @@ def main() -> None:
         raise SystemExit(f"{run_dir}: a run with a structure label is needed (model.label)")
     structures = np.asarray(run.module.structures, dtype=object)[labels.numpy()]
     partners = draw_swap_partners(len(rows), args.swaps, structures, 0)
-    references = _references(reference, partners, run.module.reference_channels.index("DNA"))
+    dna = run.module.reference_channels.index("DNA")
+    references = [reference, *(swapped_reference(reference, column, dna) for column in partners.T)]
     seconds: dict[str, list[float]] = {"both": [], "target": []}
     elbos: dict[str, torch.Tensor] = {}
     with torch.no_grad():

@@ -46,7 +46,7 @@ from morphospace.workflows.cp2image_evaluation import held_out_rows
 
 __all__ = ["CouplingConfig", "DrugShiftConfig", "CouplingScores", "coupling_scores", "evaluate_coupling",
            "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS",
-           "GIVEN_REFERENCE"]
+           "GIVEN_REFERENCE", "swapped_reference"]
 
 GIVEN_REFERENCE = "target_given_reference"
 BATCH_SIZE = 64
@@ -185,6 +185,14 @@ def _coupling_truth(truth_dir: str, channels: Sequence[str]) -> pd.DataFrame:
     return stats.truth_long(_truth_table(truth_dir, "structures.parquet", ["structure", *columns.values()]), columns)
 
 
+def swapped_reference(reference: torch.Tensor, partners: np.ndarray, channel: int) -> torch.Tensor:
+    """A copy of ``reference`` (N, Cr, ...) whose channel ``channel`` is each cell's partner's
+    (``partners`` (N,) cell indices, :func:`~morphospace.evaluate.statistical_cell.draw_swap_partners`)."""
+    other = reference.clone()
+    other[:, channel] = reference[partners, channel]
+    return other
+
+
 class CouplingScores(NamedTuple):
     """The per-cell scores behind :func:`evaluate_coupling` (see :data:`COUPLING_CONVENTION`)."""
 
@@ -223,8 +231,7 @@ def coupling_scores(run: Run, config: CouplingConfig, run_dir: str | os.PathLike
     for k, channel in enumerate(run.module.reference_channels):
         swapped[channel] = np.empty((len(rows), config.repeats))
         for r in range(config.repeats):
-            other = reference.clone()
-            other[:, k] = reference[partners[:, r], k]
+            other = swapped_reference(reference, partners[:, r], k)
             swapped[channel][:, r] = _target_scores(run, target, other, labels, config.seed, config.estimator, views)
     return CouplingScores(rows, split, structures, true, swapped, views)
 
