@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from common import RESULTS, ROOT, print_table, write_result
+from common import RESULTS, print_table, stored_run, write_result
 from morphospace.config import load_config
 from morphospace.explore.figures import save_figure
 from morphospace.models.run import Run, load_run
@@ -36,7 +36,6 @@ from morphospace.simulate.structure_crops import expected_control_structure
 from morphospace.workflows.cp2image_evaluation import held_out_rows
 from morphospace.workflows.statistical_cell import prepared_cells
 
-DEFAULT_RUN = ROOT / "work" / "statistical_cell" / "runs" / "statistical_cell_structures_3d_c64_2c3de138_e16"
 CONVENTION = ("held-out (test, else validation) DMSO cells of each structure, at most --cells; r_own: Pearson r over "
               "the crop's pixels between the run's expected structure from the cell's reference alone (normalised "
               "intensities) and the simulator's expected structure for the cell's geometry (mean of truth_samples "
@@ -97,10 +96,12 @@ def _figure(blocks: dict[str, dict[str, Any]], title: str) -> Figure:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="a statistical_cell run on a structures store")
+    parser.add_argument("--run", type=Path, default=None, help="a statistical_cell run on a structures store "
+                                                               "(default: the 3D run of results/statistical_cell.json)")
     parser.add_argument("--cells", type=int, default=12, help="held-out DMSO cells per structure at most")
     parser.add_argument("--tag", help="write results/statistical_cell_expected_TAG.json and .png instead")
     args = parser.parse_args()
+    args.run = args.run or stored_run("statistical_cell", "simulated_3d")
     run = load_run(args.run, "evaluate", "coupling")
     config = load_config(SimulateConfig, run.data.store.path / "simulate_config.yaml")
     rows, _ = held_out_rows(run.data)
