@@ -34,7 +34,7 @@ from morphospace.models.run import Run, load_run
 from morphospace.models.statistical_cell import ExpectedTargetUNet
 from morphospace.models.training import resolve_precision
 from morphospace.models.vae import squared_error_per_cell
-from morphospace.workflows.statistical_cell import CouplingConfig, coupling_scores
+from morphospace.workflows.statistical_cell import CouplingConfig, coupling_scores, coupling_truth
 
 CONVENTION = ("U-Net trained alone on the run's training cells (its data module), squared error summed over "
               "pixels per cell, batch mean, Adam; reference-only coupling per (structure, channel) = mean over "
@@ -88,8 +88,7 @@ def probe_coupling(run: Run, network: ExpectedTargetUNet) -> tuple[pd.DataFrame,
     run.module.expected_network = network.eval()
     scores = coupling_scores(run, CouplingConfig(estimator="reference_only"), run.path)
     table = stats.coupling_table(scores.true, scores.swapped, scores.structures, seed=0)
-    wide = pd.read_parquet(Path(run.config.data.store) / "truth" / "structures.parquet")
-    truth = stats.truth_long(wide, {c: f"coupling_{c.lower()}" for c in run.module.reference_channels})
+    truth = coupling_truth(str(Path(run.config.data.store) / "truth"), run.module.reference_channels)
     spearman = stats.coupling_agreement(table, truth).loc["pooled", "spearman_ties_resolved"]
     table = table.merge(truth.rename(columns={"coupling": "truth"}), on=["structure", "channel"])
     return table, float(spearman)

@@ -46,7 +46,7 @@ from morphospace.workflows.cp2image_evaluation import held_out_rows
 
 __all__ = ["CouplingConfig", "DrugShiftConfig", "CouplingScores", "coupling_scores", "evaluate_coupling",
            "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS",
-           "GIVEN_REFERENCE", "swapped_reference"]
+           "GIVEN_REFERENCE", "swapped_reference", "coupling_truth"]
 
 GIVEN_REFERENCE = "target_given_reference"
 BATCH_SIZE = 64
@@ -178,7 +178,7 @@ def _target_scores(run: Run, target: torch.Tensor, reference: torch.Tensor, labe
     return np.concatenate(scores)
 
 
-def _coupling_truth(truth_dir: str, channels: Sequence[str]) -> pd.DataFrame:
+def coupling_truth(truth_dir: str, channels: Sequence[str]) -> pd.DataFrame:
     """The truth couplings as ``structure``, ``channel``, ``coupling`` rows (column
     ``coupling_<channel in lower case>`` of ``structures.parquet`` per channel)."""
     columns = {channel: f"coupling_{channel.lower()}" for channel in channels}
@@ -250,7 +250,7 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
     if len(channels) < 2:
         raise InputError(f"{run_dir}: the reference holds one channel ({channels[0]}); coupling swaps one reference "
                          "channel while keeping the others, so it needs a reference of two or more channels")
-    truth = _coupling_truth(config.truth, channels) if config.truth is not None else None
+    truth = coupling_truth(config.truth, channels) if config.truth is not None else None
     rows, split, structures, true, swapped, views = coupling_scores(run, config, run_dir)
     table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed)
     first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
