@@ -3,10 +3,12 @@
 A full 3D run trains two beta-VAEs beside the U-Net (``model.expected_target: unet``) and takes
 most of the 30-minute budget; the reference-only coupling reads the U-Net alone. This probe trains
 a fresh ``ExpectedTargetUNet`` on the run's own training cells (its data module: split,
-normalisation, batch size, augmentation), without the VAEs, for ``--epochs`` epochs with Adam at
-``--lr`` and the run's precision, its loss the squared error summed over pixels per cell, averaged
-over the batch. It reads the reference whole: a run trained with ``model.reference_gates`` lends its
-cells only, its gates are not applied. It then puts the network in place of the run's and scores the coupling as
+normalisation, augmentation; batch size the run's unless ``--batch-size``), without the VAEs, for
+``--epochs`` epochs with Adam at ``--lr`` (held, or ``--lr-schedule cosine`` as ``model.lr_schedule``
+does) and the run's precision, its last activation tanh unless ``--activation identity``, its loss
+the squared error summed over pixels per cell, averaged over the batch. It reads the reference
+whole: a run trained with ``model.reference_gates`` lends its cells only, its gates are not applied.
+It then puts the network in place of the run's and scores the coupling as
 ``evaluate coupling --estimator reference_only`` does (``coupling_scores``: every held-out cell up to
 500, 8 swap partners of the same structure, seed 0), against the store's truth (pooled
 tie-resolved Spearman over every (structure, channel) pair). So U-Net settings can be compared on
@@ -15,7 +17,8 @@ one store in a fraction of a part's time; a probe is not a benchmark part (no VA
 Writes ``results/statistical_cell_unet_probe_TAG.json`` and prints a table.
 
     python benchmarks/statistical_cell_unet_probe.py --run RUN --tag TAG [--epochs 7] [--lr 1e-3]
-        [--channels 8,16,32,64] [--outputs per_label] [--seed 0]
+        [--channels 8,16,32,64] [--outputs per_label] [--seed 0] [--batch-size 16] [--lr-schedule cosine]
+        [--activation identity]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from common import print_table, write_result
 from morphospace.evaluate import statistical_cell as stats
 from morphospace.models.run import Run, load_run
 from morphospace.models.statistical_cell import ExpectedTargetUNet
-from morphospace.models.training import resolve_precision
+from morphospace.models.training import resolve_precision, with_lr_schedule
 from morphospace.models.vae import squared_error_per_cell
 from morphospace.workflows.statistical_cell import CouplingConfig, coupling_scores, coupling_truth
 
@@ -48,9 +51,9 @@ class UNetAlone(pl.LightningModule):
     """An expected-structure network trained alone: reference (N, Cr, ...) and labels (N,) to the
     structure (N, Ct, ...), loss the per-cell squared error summed over pixels, batch mean."""
 
-    def __init__(self, network: ExpectedTargetUNet, lr: float) -> None:
+    def __init__(self, network: ExpectedTargetUNet, lr: float, lr_schedule: str = "constant") -> None:
         super().__init__()
-        self.network, self.lr = network, lr
+        self.network, self.lr, self.lr_schedule = network, lr, lr_schedule
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         expected = self.network(batch["reference"], batch["structure"])
@@ -58,21 +61,21 @@ class UNetAlone(pl.LightningModule):
         self.log("loss", loss, on_step=False, on_epoch=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+    def configure_optimizers(self):
+        return with_lr_schedule(torch.optim.Adam(self.parameters(), lr=self.lr), self.trainer, self.lr_schedule)
 
 
-def fresh_network(run: Run, channels: list[int], outputs: str) -> ExpectedTargetUNet:
+def fresh_network(run: Run, channels: list[int], outputs: str, activation: str = "tanh") -> ExpectedTargetUNet:
     """An untrained U-Net of the run's shapes, labels and label embedding, with ``channels`` per level."""
     module, cfg = run.module, run.module.cfg
     return ExpectedTargetUNet(cfg.spatial_dims, len(module.reference_channels), module.image_shape[0],
                               module.image_shape[1:], channels, len(module.structures), cfg.label_embedding_dim,
-                              per_label=outputs == "per_label")
+                              per_label=outputs == "per_label", activation=activation)
 
 
-def train_alone(run: Run, network: ExpectedTargetUNet, epochs: int, lr: float) -> dict:
+def train_alone(run: Run, network: ExpectedTargetUNet, epochs: int, lr: float, lr_schedule: str = "constant") -> dict:
     """Train ``network`` on the run's training cells; returns seconds, steps and the last epoch's loss."""
-    probe = UNetAlone(network, lr)
+    probe = UNetAlone(network, lr, lr_schedule)
     trainer = pl.Trainer(max_epochs=epochs, precision=resolve_precision(run.config.trainer.precision),
                          accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
@@ -104,15 +107,21 @@ def main() -> None:
     parser.add_argument("--channels", default="8,16,32,64", help="U-Net channels per level")
     parser.add_argument("--outputs", choices=["shared", "per_label"], default="per_label")
     parser.add_argument("--seed", type=int, default=0, help="seed of the network's initialisation and batches")
+    parser.add_argument("--batch-size", type=int, help="cells per optimizer step (default: the run's)")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--activation", choices=["tanh", "identity"], default="tanh",
+                        help="the U-Net's last activation")
     args = parser.parse_args()
     run = load_run(args.run, "evaluate", "coupling")
     if run.module.cfg.expected_target != "unet":
         parser.error(f"{args.run}: the probe needs a run trained with model.expected_target: unet")
     run.module.gates = None  # the probe's network reads the reference whole, in training and in scoring
+    if args.batch_size is not None:
+        run.data.config = run.data.config.model_copy(update={"batch_size": args.batch_size})
     pl.seed_everything(args.seed, verbose=False)
     channels = [int(c) for c in args.channels.split(",")]
-    network = fresh_network(run, channels, args.outputs)
-    training = train_alone(run, network, args.epochs, args.lr)
+    network = fresh_network(run, channels, args.outputs, args.activation)
+    training = train_alone(run, network, args.epochs, args.lr, args.lr_schedule)
     table, spearman = probe_coupling(run, network)
     rows = table[["structure", "channel", "truth", "coupling", "ci_low", "ci_high", "n_cells"]].to_dict("records")
     print_table(rows, f"reference-only coupling, U-Net alone ({args.tag})")
@@ -121,7 +130,8 @@ def main() -> None:
     write_result(f"statistical_cell_unet_probe_{args.tag}", {
         "convention": CONVENTION, "run": str(args.run),
         "settings": {"epochs": args.epochs, "lr": args.lr, "channels": channels, "outputs": args.outputs,
-                     "seed": args.seed},
+                     "seed": args.seed, "batch_size": run.data.config.batch_size,
+                     "lr_schedule": args.lr_schedule, "activation": args.activation},
         "training": training, "coupling_spearman": spearman, "coupling": rows})
 
 

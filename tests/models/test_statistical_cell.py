@@ -15,8 +15,8 @@ from morphospace.config import ConfigError
 from morphospace.errors import InputError
 from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
-from morphospace.models.statistical_cell import (ReferenceGates, StatisticalCell, StatisticalCellConfig, level_strides,
-                                                position_maps)
+from morphospace.models.statistical_cell import (ExpectedTargetUNet, ReferenceGates, StatisticalCell,
+                                                StatisticalCellConfig, level_strides, position_maps)
 from morphospace.models.training import GradientSpikeClip
 from morphospace.models.vae import vae_objective
 
@@ -210,6 +210,72 @@ def test_per_label_outputs_give_each_structure_the_last_convolutions_own_weights
                                                           "expected_target_outputs": "per_label"}):
         with pytest.raises(pydantic.ValidationError, match="per_label needs expected_target: unet and a model.label"):
             StatisticalCellConfig(**bad)
+
+
+def test_identity_activation_leaves_the_expected_structure_unbounded_and_its_gradient_whole():
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                   expected_target_outputs="per_label", expected_target_activation="identity").eval()
+    network = model.expected_network
+    target, reference, labels = _inputs((1, 8, 16, 16), n=6)
+    last = network.unet.model[-1][-1].conv.unit0.conv
+    with torch.no_grad():
+        last.bias.fill_(-5.0)  # far into tanh's flat tail: a background saturated at -1
+    drawn = network.unet(network.condition(reference, None, labels))
+    expected = model.expected_target(reference, labels)
+    torch.testing.assert_close(expected, drawn[torch.arange(6), labels][:, None])
+    assert expected.max() < -2
+    model.terms(target, reference, labels, expected=True)["target_expected_recon"].sum().backward()
+    identity_gradient = last.bias.grad.abs().sum()
+    saturating = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                        expected_target_outputs="per_label").eval()
+    saturating.load_state_dict(model.state_dict())
+    saturating.terms(target, reference, labels, expected=True)["target_expected_recon"].sum().backward()
+    tanh_last = saturating.expected_network.unet.model[-1][-1].conv.unit0.conv
+    assert tanh_last.bias.grad.abs().sum() < 1e-3 * identity_gradient  # tanh's slope there is about 1.8e-4
+    with pytest.raises(pydantic.ValidationError, match="expected_target_activation"):
+        StatisticalCellConfig(expected_target="unet", expected_target_activation="relu")
+    with pytest.raises(ValueError, match="activation must be tanh or identity"):
+        ExpectedTargetUNet(2, 2, 1, (16, 16), [4, 8], activation="sigmoid")
+
+
+def test_after_vae_epochs_the_unet_trains_alone(monkeypatch):
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                   expected_target_outputs="per_label", target_beta=0.8, vae_epochs=1)
+    target, reference, labels = _inputs((1, 8, 16, 16), n=6)
+    batch = {"image": target, "reference": reference, "structure": labels}
+    assert model.vaes_training()  # epoch 0 outside a Trainer
+    monkeypatch.setattr(StatisticalCell, "current_epoch", property(lambda self: 1))
+    assert not model.vaes_training()
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer here
+        loss = model.training_step(batch, 0)
+    by_hand = 0.2 * ((model.expected_network(reference, labels) - target) ** 2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(loss, by_hand)  # in training mode: batch norm on the batch's statistics
+    loss.backward()
+    unet = {id(p) for p in model.expected_network.parameters()}
+    assert all((p.grad is not None) == (id(p) in unet) for p in model.parameters())
+    for bad in ({}, {"expected_target": "unet", "reference_gates": True}):
+        with pytest.raises(pydantic.ValidationError, match="vae_epochs needs expected_target: unet and no reference"):
+            StatisticalCellConfig(vae_epochs=2, **bad)
+
+
+def test_a_trainer_stops_the_vaes_after_vae_epochs():
+    import lightning.pytorch as pl
+
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8], vae_epochs=1)
+    target, reference, labels = _inputs((1, 8, 16, 16), n=8)
+    cells = [{"image": t, "reference": r, "structure": label} for t, r, label in zip(target, reference, labels)]
+    snapshots = []
+
+    class Snapshot(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            snapshots.append({name: p.detach().clone() for name, p in module.named_parameters()})
+
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Snapshot()])
+    trainer.fit(model, torch.utils.data.DataLoader(cells, batch_size=4))
+    for name in snapshots[0]:
+        moved = [not torch.equal(before[name], after[name]) for before, after in zip(snapshots, snapshots[1:])]
+        assert moved == ([True, True] if name.startswith("expected_network") else [False, False]), name
 
 
 def test_structure_balance_weighs_each_structure_by_its_running_error():

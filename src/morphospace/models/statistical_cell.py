@@ -61,7 +61,9 @@ output, where the null latent path reads the reference only as resized maps. Wit
 ``expected_target_outputs: per_label`` the U-Net's last stage draws one structure image per label
 and each cell is read from its own label's: MONAI's U-Net draws its output at the top level,
 straight from the joined skip features, so one shared output leaves that stage a single channel
-wide for every structure alike.
+wide for every structure alike. The U-Net costs a fraction of the VAEs' step and may need more steps
+than they do: with ``vae_epochs`` the VAEs train during that many epochs and the U-Net alone
+during the rest of ``trainer.max_epochs`` (:meth:`StatisticalCell.expected_target_loss`).
 
 With ``reference_swap_share`` p > 0, that share of each training batch's cells shows the target
 model (encoder and decoder; the reference model still reads the true reference) a chimera: one
@@ -205,9 +207,16 @@ class StatisticalCellConfig(Config):
     expected_target_channels: list[int] = pydantic.Field(
         default_factory=lambda: [8, 16, 32, 64], min_length=2,
         description="channels per level of the expected_target U-Net; each level but the first halves H and W")
+    expected_target_activation: Literal["tanh", "identity"] = pydantic.Field(
+        "tanh", description="last activation of the expected_target U-Net: tanh, into [-1, 1]; identity, none (a "
+                            "sparse structure's tanh output can saturate at the background and stop learning)")
     expected_target_outputs: Literal["shared", "per_label"] = pydantic.Field(
         "shared", description="outputs of the expected_target U-Net: shared, one structure image for every label; "
                               "per_label, one per label, each cell read from its label's (needs model.label)")
+    vae_epochs: int | None = pydantic.Field(
+        None, ge=1, description="epochs during which the two VAEs train; the later epochs of trainer.max_epochs train "
+                                "the expected_target U-Net alone, which costs a fraction of their step (needs "
+                                "expected_target: unet, no reference_gates); null: the VAEs train every epoch")
     reference_swap_share: float = pydantic.Field(
         0.0, ge=0, le=1, description="share of each training batch whose target model reads a chimera reference: "
                                      "one channel swapped for another cell's, as the coupling analyses do")
@@ -240,6 +249,9 @@ class StatisticalCellConfig(Config):
                              f"{self.null_latent_share}): the U-Net learns the expected structure instead")
         if self.expected_target_outputs == "per_label" and (self.expected_target != "unet" or self.label is None):
             raise ValueError("expected_target_outputs: per_label needs expected_target: unet and a model.label")
+        if self.vae_epochs is not None and (self.expected_target != "unet" or self.reference_gates):
+            raise ValueError("vae_epochs needs expected_target: unet and no reference_gates: the later epochs train "
+                             "the U-Net alone, and the gates learn from the target VAE's objective")
         return self
 
     @property
@@ -516,9 +528,9 @@ class ExpectedTargetUNet(nn.Module):
     """The structure expected from the reference and the label alone, E[x_t | x_r, label]: a MONAI
     ``UNet`` (``channels`` per level, one residual unit each, batch norm) on the reference
     (N, Cr, *spatial) joined with the label embedding as constant maps -> (N, out_channels,
-    *spatial) in [-1, 1] (tanh). Between levels H and W halve, and D in 3D while it stays at least
-    :data:`MIN_DEPTH` (:func:`level_strides`); the skip connections carry each scale's features
-    of the reference to the output at that scale.
+    *spatial), in [-1, 1] with ``activation`` tanh, unbounded with identity. Between levels H and W
+    halve, and D in 3D while it stays at least :data:`MIN_DEPTH` (:func:`level_strides`); the skip
+    connections carry each scale's features of the reference to the output at that scale.
 
     With ``per_label`` the last convolution draws ``out_channels`` for each of the ``n_labels``
     labels and each cell keeps its own label's: every structure gets output weights of its own, which
@@ -532,11 +544,15 @@ class ExpectedTargetUNet(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, reference_channels: int, out_channels: int, spatial: Sequence[int],
-                 channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8, per_label: bool = False) -> None:
+                 channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8, per_label: bool = False,
+                 activation: Literal["tanh", "identity"] = "tanh") -> None:
         super().__init__()
         if per_label and not n_labels:
             raise ValueError("per_label needs n_labels > 0")
+        if activation not in ("tanh", "identity"):
+            raise ValueError(f"activation must be tanh or identity, got {activation!r}")
         self.out_channels, self.per_label = out_channels, per_label
+        self.activation = nn.Tanh() if activation == "tanh" else nn.Identity()
         self.condition = _Conditioning(n_labels, embedding_dim, 0)
         self.unet = UNet(spatial_dims, reference_channels + self.condition.channels,
                          out_channels * (n_labels if per_label else 1), channels=list(channels),
@@ -546,7 +562,7 @@ class ExpectedTargetUNet(nn.Module):
         out = self.unet(self.condition(reference, None, labels))
         if self.per_label:
             out = out.unflatten(1, (-1, self.out_channels))[torch.arange(len(out), device=out.device), labels]
-        return torch.tanh(out)
+        return self.activation(out)
 
 
 @contextlib.contextmanager
@@ -638,7 +654,8 @@ class StatisticalCell(GenerativeModel):
         if self.cfg.expected_target == "unet":
             self.expected_network = ExpectedTargetUNet(
                 dims, cr, ct, spatial, self.cfg.expected_target_channels, len(self.structures),
-                self.cfg.label_embedding_dim, per_label=self.cfg.expected_target_outputs == "per_label")
+                self.cfg.label_embedding_dim, per_label=self.cfg.expected_target_outputs == "per_label",
+                activation=self.cfg.expected_target_activation)
         if self.cfg.spectral_norm:
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
@@ -875,9 +892,7 @@ class StatisticalCell(GenerativeModel):
                     f"{name}_recon": recon, f"{name}_kl": kl, f"{name}_elbo": -(recon + kl),
                     f"{name}_kl_per_dim": kl_per_dim}
         if null_objective is not None:
-            recon_weight = vae_objective(torch.tensor(1.0), torch.tensor(0.0), self.cfg.beta_of("target"),
-                                         self.cfg.objective)
-            out["target_loss"] = out["target_loss"] + recon_weight * null_objective
+            out["target_loss"] = out["target_loss"] + self.target_recon_weight() * null_objective
         if self.gates is not None:
             out["target_gate_cost"] = (torch.zeros((), device=self.device) if self.gates_held_open()
                                        else self.gate_cost(labels, len(target)))
@@ -920,8 +935,30 @@ class StatisticalCell(GenerativeModel):
         log_metrics(self, {f"{prefix}{k}": terms[k] for k in names}, batch_size, on_step=prefix == "",
                     prog_bar=prefix == "")
 
+    def vaes_training(self) -> bool:
+        """Whether the VAEs train in the current epoch: always, or the first ``vae_epochs``."""
+        return self.cfg.vae_epochs is None or self.current_epoch < self.cfg.vae_epochs
+
+    def target_recon_weight(self) -> torch.Tensor:
+        """The target objective's weight of a squared error: 1 - beta (convex) or 1 (weighted)."""
+        return vae_objective(torch.tensor(1.0), torch.tensor(0.0), self.cfg.beta_of("target"), self.cfg.objective)
+
+    def expected_target_loss(self, target: torch.Tensor, reference: torch.Tensor,
+                             labels: torch.Tensor | None) -> torch.Tensor:
+        """The expected-structure U-Net's share of the target objective alone, for target (N, Ct, ...),
+        reference (N, Cr, ...) and labels (N,): the batch mean of its per-cell squared error (weighed by
+        :meth:`structure_weights`, as last updated) times :meth:`target_recon_weight`, as
+        :meth:`loss_terms` adds it; the loss of the epochs after ``vae_epochs``."""
+        labels = self.labels_of(labels, len(target))
+        recon = squared_error_per_cell(target, self.expected_network(reference, labels))
+        loss = self.target_recon_weight() * (self.structure_weights(labels, len(target)) * recon).mean()
+        log_metrics(self, {"loss": loss, "target_null_recon": recon.mean()}, len(target), prog_bar=True)
+        return loss
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         target, reference, labels = self._batch(batch)
+        if not self.vaes_training():
+            return self.expected_target_loss(target, reference, labels)
         null = self.null_cells(len(target))
         terms = self.loss_terms(target, reference, labels, null, self.chimera_references(reference))
         if self.cfg.structure_balance and labels is not None:
