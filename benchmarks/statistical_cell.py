@@ -19,9 +19,9 @@ Parts (``--parts 2d,3d,bbbc021``; a run of some parts keeps the other parts' blo
   (``model.vae_epochs=4``; chosen on the seed-1 store, 0.916 against 0.832 for 7 joint epochs and no
   false positive against three; held out 0.811 on the seed-0 store and 0.902 on the seed-2 store
   against 0.867 and 0.881, recall 1 and no false positive on both, adopted by the rule set before
-  the runs), and with the expected structure learnt by a U-Net with one output per structure (``PER_LABEL_UNET``;
-  held out on the seed-0 and seed-2 stores 0.867 and 0.881 against 0.832 each for the gated setting
-  before it, recall 1 and no false positive on both, adopted by the rule set before the runs; chosen
+  the runs), and with the expected structure learnt by a U-Net with one output per structure
+  (``PER_LABEL_UNET``; held out on the seed-0 and seed-2 stores 0.867 and 0.881 against 0.832 each for
+  the gated setting before it, recall 1 and no false positive on both, adopted by the rule set before the runs; chosen
   on the seed-1 store by U-Net probes, where the same U-Net with the gates read 0.610). Before it, the
   gates, since the coupling is scored on every held-out cell (seed-0 store: 0.769 against 0.720
   without, recall 1 and no false positive in both; adopted there by the rule set before the runs;

@@ -950,7 +950,7 @@ class StatisticalCell(GenerativeModel):
         :meth:`structure_weights`, as last updated) times :meth:`target_recon_weight`, as
         :meth:`loss_terms` adds it; the loss of the epochs after ``vae_epochs``."""
         labels = self.labels_of(labels, len(target))
-        recon = squared_error_per_cell(target, self.expected_network(reference, labels))
+        recon = self.terms(target, reference, labels, expected=True, models=())["target_expected_recon"]
         loss = self.target_recon_weight() * (self.structure_weights(labels, len(target)) * recon).mean()
         log_metrics(self, {"loss": loss, "target_null_recon": recon.mean()}, len(target), prog_bar=True)
         return loss
