@@ -307,6 +307,9 @@ def _add_statistical_cell_evaluations(kinds) -> None:
                                "model.expected_target: unet)")
     coupling.add_argument("--views", choices=["none", "trained"],
                           help="trained: average over the flips and quarter turns the run trained with (default none)")
+    coupling.add_argument("--trim", type=float, help="share of a structure's cells cut at each end of its per-cell "
+                                                     "couplings before averaging (config key trim; default 0, the "
+                                                     "mean; 0.5: the median)")
     coupling.set_defaults(handler=_evaluate_coupling)
     shift = _subparser(kinds, "drug-shift", "Statistical Cell: shifts of treated cells from control cells in the "
                                             "reference and target latent spaces (permutation tests, BH q-values "
@@ -855,7 +858,7 @@ def _evaluate_coupling(args: argparse.Namespace) -> int:
 
     config = load_config(CouplingConfig, args.config,
                          _option_overrides(args, ("repeats", "cells", "bootstrap", "seed", "truth", "estimator",
-                                                 "views")))
+                                                 "views", "trim")))
     payload = evaluate_coupling(args.run, args.out, config, overwrite=args.overwrite)
     if args.json:
         print(json_text(payload))

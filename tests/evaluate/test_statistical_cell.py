@@ -6,7 +6,7 @@ from morphospace.errors import InputError
 from morphospace.evaluate.statistical_cell import (
     benjamini_hochberg, bootstrap_mean_ci, centroid_distance, coupling_agreement, coupling_figure, coupling_per_cell,
     coupling_table, differential_coupling, draw_swap_partners, drug_shift_table, holm, permutation_test,
-    reference_adjusted, shift_recall, tie_resolved_spearman, truth_long,
+    reference_adjusted, shift_recall, tie_resolved_spearman, trimmed_mean, truth_long,
 )
 
 
@@ -91,6 +91,30 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_cells():
     assert bootstrap_mean_ci(few, n_boot=500, rng=1) == (low_few, high_few)
     with pytest.raises(InputError, match="values is empty"):
         bootstrap_mean_ci([])
+
+
+def test_trimmed_mean_by_hand_and_bad_trim():
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 9.0]  # one far cell
+    assert trimmed_mean(values) == pytest.approx(1.35)
+    assert trimmed_mean(values, 0.1) == pytest.approx(np.mean(values[1:-1]))  # one value cut at each end
+    assert trimmed_mean(values, 0.5) == pytest.approx(0.55)  # the median
+    rows = np.array([[0.0, 1.0, 2.0, 30.0], [4.0, 4.0, 4.0, 4.0]])
+    assert trimmed_mean(rows, 0.25, axis=1).tolist() == [1.5, 4.0]
+    with pytest.raises(InputError, match="trim must be in"):
+        trimmed_mean(values, 0.6)
+
+
+def test_coupling_table_trim_leaves_out_a_few_far_cells():
+    # 10 cells ignore the DNA (coupling 0); one cell's error doubles under swaps (coupling 0.5)
+    true = -np.ones(10)
+    swapped = -np.ones((10, 2))
+    swapped[0] = -2.0
+    structures = ["Envelope"] * 10
+    mean = coupling_table(true, {"DNA": swapped}, structures, n_boot=50)
+    trimmed = coupling_table(true, {"DNA": swapped}, structures, n_boot=50, trim=0.1)
+    assert mean["coupling"].item() == pytest.approx(0.05)
+    assert trimmed["coupling"].item() == 0.0
+    assert trimmed["ci_low"].item() == 0.0 < mean["ci_high"].item()
 
 
 def test_differential_coupling_by_hand_and_skips_zero_sums():

@@ -88,6 +88,25 @@ def test_the_reference_only_estimator_scores_the_expected_structure(run_dir: Pat
     np.testing.assert_allclose(scores, -error.numpy(), rtol=1e-5)
 
 
+def test_trim_averages_the_middle_cells_of_each_structure(run_dir: Path, tmp_path: Path, capsys):
+    from morphospace.evaluate.statistical_cell import coupling_per_cell
+    from morphospace.models.run import load_run
+    from morphospace.workflows.statistical_cell import coupling_scores
+
+    config = CouplingConfig(repeats=2, bootstrap=20, trim=0.25)
+    payload = evaluate_coupling(run_dir, tmp_path / "trimmed", config)
+    scores = coupling_scores(load_run(run_dir, "evaluate", "coupling"), config, run_dir)
+    per_cell = coupling_per_cell(scores.true, scores.swapped["DNA"])
+    members = np.sort(per_cell[scores.structures == "Cortex"])
+    cut = int(0.25 * len(members))
+    row = next(r for r in payload["coupling"] if (r["structure"], r["channel"]) == ("Cortex", "DNA"))
+    assert row["coupling"] == pytest.approx(members[cut:len(members) - cut].mean())
+    assert payload["config"]["trim"] == 0.25
+    assert main(["--no-progress", "evaluate", "coupling", "--run", str(run_dir), "--trim", "0.7",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "trim" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_trained_views_average_the_expected_structure_over_the_runs_flips_and_turns(run_dir: Path, tmp_path: Path,
                                                                                      capsys):
     from morphospace.models.run import load_run

@@ -70,6 +70,9 @@ class CouplingConfig(Config):
     views: Literal["none", "trained"] = pydantic.Field(
         "none", description="trained: average over the flips and quarter turns the run trained with (reference_only: "
                             "the expected structure; elbo: the ELBO of the viewed target and reference)")
+    trim: float = pydantic.Field(
+        0.0, ge=0, le=0.5, description="share of a structure's cells cut at each end of its per-cell couplings "
+                                       "before averaging (0: the mean, as the paper; 0.5: the median)")
 
 
 class DrugShiftConfig(Config):
@@ -142,7 +145,9 @@ COUPLING_CONVENTION = (
     "that channel alone replaced by the same channel of another held-out cell of the same structure (repeats "
     "partners per cell, drawn uniformly, shared by the channels); coupling per cell = 1 - score(true) / "
     "mean score(swapped) (0 when the structure ignores the channel, towards 1 when it follows it), "
-    "averaged over a structure's cells, with a percentile bootstrap interval over cells; differential = "
+    "averaged over a structure's cells (with trim > 0, after cutting that share of its cells at each end of "
+    "their couplings; config.trim), with a percentile bootstrap interval over cells of the same statistic; "
+    "differential (never trimmed) = "
     "mean over cells of (c_first - c_second) / (c_first + c_second) of the first two channels (Eq 5); "
     "agreement (with truth): Spearman r between estimated and true couplings per channel and pooled over "
     "(structure, channel) pairs, ties of the truth at 0 resolved (spearman_ties_resolved)"
@@ -252,7 +257,8 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
                          "channel while keeping the others, so it needs a reference of two or more channels")
     truth = coupling_truth(config.truth, channels) if config.truth is not None else None
     rows, split, structures, true, swapped, views = coupling_scores(run, config, run_dir)
-    table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed)
+    table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed,
+                                 config.trim)
     first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
     payload: dict[str, Any] = {
         "convention": COUPLING_CONVENTION, "run": str(run_dir), "config": config.to_dict(), "split": split,
