@@ -7,7 +7,7 @@ structure (``draw_swap_partners``; the channel alone swapped, as ``evaluate coup
 
 - ``per_cell_correlation``: Pearson r over (cell, partner) pairs between the cell's coupling and
   |partner - own| of each geometry value of the store's truth (log nucleus area, log nucleus
-  half-height, log cell half-height);
+  half-height, log cell half-height, log cell minor and major semi-axes);
 - ``change_by_radius_px`` / ``change_by_slice``: the mean |expected structure with the swap -
   without| (image units, [-1, 1]) by distance from the crop centre in xy (rings of 4 px, over all
   slices) and by z slice (over xy);
@@ -16,7 +16,8 @@ structure (``draw_swap_partners``; the channel alone swapped, as ``evaluate coup
   with the true reference and its shift when the partner's nucleus is larger or smaller
   (|log area difference| > 0.3);
 - ``geometry_correlation``: over the same cells, Pearson r of the cell's half-height with the log
-  nucleus area and with the nucleus's half-height.
+  nucleus area and with the nucleus's half-height, and of the log cell minor semi-axis with the
+  log nucleus area.
 
 Writes ``results/statistical_cell_swap_cue_<tag>.json`` and prints a table.
 
@@ -47,7 +48,9 @@ CONVENTION = ("held-out cells of one structure of the run; reference-only coupli
               "truth/cells.parquet (px); change: mean |expected with swap - expected|, image units in [-1, 1]")
 GEOMETRY = {"log_nucleus_area": lambda t: np.log(t.nucleus_major_px * t.nucleus_minor_px),
             "log_nucleus_height": lambda t: np.log(t.nucleus_height_px),
-            "log_cell_height": lambda t: np.log(t.cell_height_px)}
+            "log_cell_height": lambda t: np.log(t.cell_height_px),
+            "log_cell_minor": lambda t: np.log(t.cell_minor_px),
+            "log_cell_major": lambda t: np.log(t.cell_major_px)}
 RING_PX = 4
 TOP_DISC_PX = 6.0
 LARGER = 0.3
@@ -119,7 +122,9 @@ def swap_cue(run_dir: Path, store_dir: Path, structure: str, channel: str, partn
         "geometry_correlation": {
             "cell_height_vs_log_nucleus_area": float(np.corrcoef(truth.cell_height_px,
                                                                  geometry["log_nucleus_area"])[0, 1]),
-            "cell_height_vs_nucleus_height": float(np.corrcoef(truth.cell_height_px, truth.nucleus_height_px)[0, 1])},
+            "cell_height_vs_nucleus_height": float(np.corrcoef(truth.cell_height_px, truth.nucleus_height_px)[0, 1]),
+            "log_cell_minor_vs_log_nucleus_area": float(np.corrcoef(geometry["log_cell_minor"],
+                                                                    geometry["log_nucleus_area"])[0, 1])},
     }
 
 
