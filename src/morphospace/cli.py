@@ -864,7 +864,8 @@ def _evaluate_coupling(args: argparse.Namespace) -> int:
         print(json_text(payload))
         return 0
     parts = [f"{row['structure']}/{row['channel']} {row['coupling']:.3f}" for row in payload["coupling"]]
-    print(f"coupling ({payload['estimator']}) on {payload['n_cells']} {payload['split']} cells: " + ", ".join(parts))
+    print(f"coupling ({payload['estimator']}, {payload['summary']} over cells) on {payload['n_cells']} "
+          f"{payload['split']} cells: " + ", ".join(parts))
     if "agreement" in payload:
         pooled = payload["agreement"]["per_channel"]["pooled"]["spearman_ties_resolved"]
         print(f"Spearman with the truth (pooled, ties resolved): {_shown_number(pooled)}")

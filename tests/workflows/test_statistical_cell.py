@@ -66,6 +66,7 @@ def test_coupling_writes_every_structure_and_channel_with_the_truth(run_dir: Pat
     assert (out / "figures" / "coupling.png").stat().st_size > 0
     saved = json.loads((out / "coupling.json").read_text())
     assert "1 - score(true) / mean score(swapped)" in saved["convention"] and saved["estimator"] == "elbo"
+    assert saved["summary"] == "mean"
     assert set(saved["agreement"]["per_channel"]) == {"Membrane", "DNA", "pooled"}
     assert saved["agreement"]["per_channel"]["pooled"]["n"] == 2 * len(STRUCTURES)
     with pytest.raises(FileExistsError):
@@ -101,7 +102,7 @@ def test_trim_averages_the_middle_cells_of_each_structure(run_dir: Path, tmp_pat
     cut = int(0.25 * len(members))
     row = next(r for r in payload["coupling"] if (r["structure"], r["channel"]) == ("Cortex", "DNA"))
     assert row["coupling"] == pytest.approx(members[cut:len(members) - cut].mean())
-    assert payload["config"]["trim"] == 0.25
+    assert payload["config"]["trim"] == 0.25 and payload["summary"] == "mean trimmed by 0.25 at each end"
     assert main(["--no-progress", "evaluate", "coupling", "--run", str(run_dir), "--trim", "0.7",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "trim" in capsys.readouterr().err and not (tmp_path / "bad").exists()

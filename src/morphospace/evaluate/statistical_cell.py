@@ -51,6 +51,7 @@ __all__ = [
     "draw_swap_partners",
     "coupling_per_cell",
     "trimmed_mean",
+    "summary_name",
     "bootstrap_mean_ci",
     "coupling_table",
     "differential_coupling",
@@ -167,6 +168,15 @@ def trimmed_mean(values: ArrayLike, trim: float = 0.0, axis: int = -1) -> np.nda
     if trim == 0.5:
         return np.median(values, axis=axis)
     return trim_mean(values, trim, axis=axis)
+
+
+def summary_name(trim: float) -> str:
+    """How :func:`trimmed_mean` with ``trim`` summarises values, in words.
+
+    >>> [summary_name(t) for t in (0.0, 0.1, 0.5)]
+    ['mean', 'mean trimmed by 0.1 at each end', 'median']
+    """
+    return "mean" if trim == 0 else "median" if trim == 0.5 else f"mean trimmed by {trim:g} at each end"
 
 
 def bootstrap_mean_ci(values: ArrayLike, n_boot: int = 1000, confidence: float = 0.95,

@@ -260,9 +260,11 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
     table = stats.coupling_table(true, swapped, structures, config.bootstrap, config.confidence, config.seed,
                                  config.trim)
     first, second = (stats.coupling_per_cell(true, swapped[c]) for c in channels[:2])
+    summary = stats.summary_name(config.trim)
     payload: dict[str, Any] = {
         "convention": COUPLING_CONVENTION, "run": str(run_dir), "config": config.to_dict(), "split": split,
         "n_cells": len(rows), "channels": channels, "estimator": config.estimator, "views": [list(v) for v in views],
+        "summary": summary,
         "elbo_samples": run.module.cfg.elbo_samples,
         "coupling": table.to_dict(orient="records"),
         "differential": {"channels": channels[:2],
@@ -272,9 +274,8 @@ def evaluate_coupling(run_dir: str | os.PathLike, out_dir: str | os.PathLike | N
         agreement = stats.coupling_agreement(table, truth)
         payload["agreement"] = {"truth": config.truth, "per_channel": agreement.to_dict(orient="index")}
     write_table(table, out_dir / "coupling.csv")
-    save_figure(stats.coupling_figure(table, truth, channels, title=f"coupling on {len(rows)} {split} cells, "
-                                                                    f"{config.repeats} swaps per channel",
-                                      score=COUPLING_SCORE_NAMES[config.estimator]),
+    title = f"coupling on {len(rows)} {split} cells, {config.repeats} swaps per channel\n{summary} per structure"
+    save_figure(stats.coupling_figure(table, truth, channels, title, COUPLING_SCORE_NAMES[config.estimator]),
                 out_dir / "figures" / "coupling.png")
     write_json_atomic(out_dir / "coupling.json", payload)
     return payload
