@@ -3,10 +3,11 @@
 The coupling statistic swaps a whole reference channel for another cell's. In 3D a channel's
 geometry has an xy part (outline, position) and a z part (the half-height). Here a trained run's
 expected structure (the reference_only estimator) and the simulator's ideal predictor (the
-coupling truth's expected image) are scored on the same cells under three swaps per channel:
+coupling truth's expected image) are scored on the same cells under four swaps per channel:
 ``whole`` (the partner's membrane or nucleus, as the coupling does), ``height`` (the cell's own
-outline with the partner's half-height) and ``xy`` (the partner's outline with the cell's own
-half-height). Coupling per swap = mean over cells of 1 - error(true) / mean error(swapped), squared
+outline with the partner's half-height), ``xy`` (the partner's outline with the cell's own
+half-height) and ``size`` (the cell's own outline, angle and half-height with the partner's xy
+semi-axes: the part of the xy outline that tells the other object's size). Coupling per swap = mean over cells of 1 - error(true) / mean error(swapped), squared
 error over the crop, as ``evaluate coupling`` and the truth define it.
 
 Cells are DMSO cells rendered with the run's store config at indices the store does not hold
@@ -44,15 +45,17 @@ CONVENTION = ("coupling per (structure, channel, swap) = mean over cells of 1 - 
               "intensities, mean over the crop); swaps of the membrane or the nucleus geometry: whole, height only "
               "(own outline, partner's z half-height), xy only (partner's outline, own z half-height); DMSO cells at "
               "indices the run's store does not hold")
-SWAPS = ("whole", "height", "xy")
+SWAPS = ("whole", "height", "xy", "size")
 
 
 def swapped_shape(cell: CellShape, partner: CellShape, channel: str, swap: str) -> CellShape:
     """``cell`` with its membrane (``channel`` Membrane) or nucleus (DNA) taken from ``partner``:
-    whole, only the half-height, or only the xy outline."""
+    whole, only the half-height, only the xy outline, or only the xy size (the partner's semi-axes
+    about the cell's own centre, angle and half-height)."""
     part = "membrane" if channel == "Membrane" else "nucleus"
     own, other = getattr(cell, part), getattr(partner, part)
-    new = {"whole": other, "height": replace(own, height=other.height), "xy": replace(other, height=own.height)}[swap]
+    new = {"whole": other, "height": replace(own, height=other.height), "xy": replace(other, height=own.height),
+           "size": replace(own, major=other.major, minor=other.minor)}[swap]
     return replace(cell, **{part: new})
 
 
