@@ -2,8 +2,8 @@
 
 ``evaluate coupling`` condenses a structure's per-cell couplings (Eq 4) into one figure: their mean,
 as the paper does, or a trimmed mean (``trim``: the share of the structure's cells cut at each end,
-0.5 the median). A structure that ignores a channel reads 0 on average, but a few cells whose error
-grows under a swap can lift its mean above the small true ties of other structures. This script
+0.5 the median). A mean can be moved by a few cells far out in either tail, which matters where
+the true ties to be ordered differ by a few thousandths. This script
 computes the per-cell scores of each run once per estimator and scores every ``--trims`` value on
 them against the store's truth, so that the summaries are compared on the same cells, partners and
 model. The runs are named by stored benchmark results (``--results``, each a

@@ -6,9 +6,10 @@ expected structure (the reference_only estimator) and the simulator's ideal pred
 coupling truth's expected image) are scored on the same cells under four swaps per channel:
 ``whole`` (the partner's membrane or nucleus, as the coupling does), ``height`` (the cell's own
 outline with the partner's half-height), ``xy`` (the partner's outline with the cell's own
-half-height) and ``size`` (the cell's own outline, angle and half-height with the partner's xy
-semi-axes: the part of the xy outline that tells the other object's size). Coupling per swap = mean over cells of 1 - error(true) / mean error(swapped), squared
-error over the crop, as ``evaluate coupling`` and the truth define it.
+half-height) and ``size`` (the cell's own centre, angle and half-height with the partner's xy
+semi-axes: the part of the xy outline that tells the other object's size). Coupling per swap =
+mean over cells of 1 - error(true) / mean error(swapped), squared error over the crop, as
+``evaluate coupling`` and the truth define it.
 
 Cells are DMSO cells rendered with the run's store config at indices the store does not hold
 (from ``cells_per_condition`` on), so no cell was seen in training. The swapped references are
@@ -40,10 +41,12 @@ from morphospace.simulate.structures import CellShape, CropGrid, blur, render_re
 
 CONVENTION = ("coupling per (structure, channel, swap) = mean over cells of 1 - e(true) / mean over partners of "
               "e(swapped); e = squared error between the cell's structure channel and the expected structure: model = "
-              "the run's target decoder at its null latent (reference_only estimator, normalised intensities, summed "
+              "the run's expected structure from the reference alone (expected_target: the target decoder at its "
+              "null latent, or the expected-structure U-Net; reference_only estimator, normalised intensities, summed "
               "over the crop); truth = the simulator's expected image (the coupling truth's predictor, [0, 1] "
               "intensities, mean over the crop); swaps of the membrane or the nucleus geometry: whole, height only "
-              "(own outline, partner's z half-height), xy only (partner's outline, own z half-height); DMSO cells at "
+              "(own outline, partner's z half-height), xy only (partner's outline, own z half-height), size only "
+              "(own centre, angle and z half-height, partner's xy semi-axes); DMSO cells at "
               "indices the run's store does not hold")
 SWAPS = ("whole", "height", "xy", "size")
 
