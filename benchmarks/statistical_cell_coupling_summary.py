@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from common import print_table, stored_run, write_result
 from morphospace.evaluate import statistical_cell as stats
-from morphospace.models.run import load_run
+from morphospace.models.run import Run, load_run
 from morphospace.workflows.statistical_cell import (
     COUPLING_CONVENTION, CouplingConfig, coupling_scores, coupling_truth,
 )
@@ -38,11 +40,11 @@ CONVENTION = ("per run, estimator and trim: evaluate coupling's defaults (every 
               + COUPLING_CONVENTION)
 
 
-def summaries(run_dir: Path, estimator: str, trims: tuple[float, ...]) -> dict[str, Any]:
-    """Per trim: the coupling rows and the agreement with the truth of ``run_dir`` under ``estimator``."""
-    run = load_run(run_dir, "evaluate", "coupling")
+def summaries(run: Run, run_dir: Path, truth: pd.DataFrame, estimator: str, trims: tuple[float, ...]
+              ) -> dict[str, Any]:
+    """Per trim: the coupling rows of ``run`` (loaded from ``run_dir``) under ``estimator`` and their
+    agreement with ``truth`` (:func:`coupling_truth`)."""
     config = CouplingConfig(estimator=estimator)
-    truth = coupling_truth(str(Path(run.config.data.store) / "truth"), list(run.module.reference_channels))
     start = time.perf_counter()
     scores = coupling_scores(run, config, run_dir)
     seconds = time.perf_counter() - start
@@ -72,9 +74,11 @@ def main() -> None:
     rows = []
     for result in args.results:
         run_dir = stored_run(result, args.part)
+        run = load_run(run_dir, "evaluate", "coupling")
+        truth = coupling_truth(str(Path(run.config.data.store) / "truth"), list(run.module.reference_channels))
         runs[result] = {"run": str(run_dir), "estimators": {}}
         for estimator in args.estimators:
-            block = summaries(run_dir, estimator, trims)
+            block = summaries(run, run_dir, truth, estimator, trims)
             runs[result]["estimators"][estimator] = block
             rows.append({"result": result, "estimator": estimator, "cells": block["n_cells"],
                          **{f"trim {t:g}": block["trims"][str(t)]["spearman"] for t in trims}})
