@@ -169,7 +169,8 @@ def test_independent_puncta_do_not_follow_the_cell():
 
 
 def test_coupling_truth_orders_structures_by_their_rules():
-    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=8", "structures.truth_swaps=2",
+    # the Golgi's membrane tie is weak against its ribbon's jitter: fewer cells can read it below 0
+    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=32", "structures.truth_swaps=4",
                      "structures.truth_samples=4")
     truth = coupling_truth(config).set_index("structure")
     membrane, dna = truth["coupling_membrane"], truth["coupling_dna"]
@@ -226,7 +227,8 @@ def test_the_golgi_faces_away_from_the_nucleus_offset_whichever_way_the_axis_poi
 
 
 def test_a_predictor_blind_to_the_cell_has_no_coupling_and_the_rule_gives_the_truth():
-    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=8", "structures.truth_swaps=2",
+    # the Golgi's membrane tie is weak against its ribbon's jitter: fewer cells can read it below 0
+    config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=32", "structures.truth_swaps=4",
                      "structures.truth_samples=4")
     truth = coupling_truth(config).set_index("structure").loc["Golgi"]
     assert structure_coupling(config, "Golgi") == (truth["coupling_membrane"], truth["coupling_dna"])
@@ -271,8 +273,9 @@ def test_a_control_cells_expected_structure_is_the_stores_cell_without_noise(sto
 @pytest.mark.parametrize("follow", [False, True], ids=["sizes_apart", "heights_follow_sizes"])
 def test_3d_heights_are_drawn_apart_after_the_xy_geometry_of_2d(follow):
     stack, flat = CropGrid((16, 64, 64), 3.0), CropGrid((64, 64))
-    cells = [_cell(seed, stack, heights_follow_sizes=follow) for seed in range(400)]
-    for cell, plane in zip(cells, (_cell(seed, flat) for seed in range(400))):
+    # following, the simulator as it was: the nucleus's size its cell's too, so it tells the cell's height
+    cells = [_cell(seed, stack, heights_follow_sizes=follow, nucleus_size_follows_cell=follow) for seed in range(400)]
+    for cell, plane in zip(cells, (_cell(seed, flat, nucleus_size_follows_cell=follow) for seed in range(400))):
         assert replace(cell.membrane, height=1.0) == plane.membrane
         assert replace(cell.nucleus, height=1.0) == plane.nucleus
     radius = np.array([np.sqrt(c.membrane.major * c.membrane.minor) for c in cells])
@@ -313,6 +316,29 @@ def test_the_nucleus_axis_is_independent_of_the_cells_unless_tied():
     for one, other in zip(free[:50], tied[:50]):
         assert one.membrane == other.membrane
         assert replace(one.nucleus, angle=0.0) == replace(other.nucleus, angle=0.0)
+
+
+def _semi_axes(cells: list[CellShape]) -> dict[str, np.ndarray]:
+    return {f"{part}_{axis}": np.array([getattr(getattr(c, part), axis) for c in cells])
+            for part in ("membrane", "nucleus") for axis in ("major", "minor")}
+
+
+def test_the_nucleus_size_is_drawn_apart_from_the_cells_unless_it_follows():
+    grid = CropGrid((64, 64))
+    free = [_cell(seed, grid) for seed in range(2000)]
+    follow = [_cell(seed, grid, nucleus_size_follows_cell=True) for seed in range(2000)]
+    apart, tied = _semi_axes(free), _semi_axes(follow)
+    # the nucleus fits its cell either way
+    for axes in (apart, tied):
+        assert (axes["nucleus_major"] <= 0.8 * axes["membrane_minor"] + 1e-9).all()
+        assert (axes["nucleus_minor"] <= axes["nucleus_major"]).all()
+    assert np.corrcoef(tied["membrane_minor"], tied["nucleus_minor"])[0, 1] > 0.7
+    # se of r over 2,000 independent cells: 0.022; the fitting cap leaves a weak tie on the major axis
+    assert abs(np.corrcoef(apart["membrane_minor"], apart["nucleus_minor"])[0, 1]) < 0.07
+    assert abs(np.corrcoef(apart["membrane_minor"], apart["nucleus_major"])[0, 1]) < 0.25
+    assert np.isclose(apart["nucleus_minor"].mean(), tied["nucleus_minor"].mean(), rtol=0.03)
+    # the size draw comes after the cell's: every cell outline is the same
+    assert all(one.membrane == other.membrane for one, other in zip(free, follow))
 
 
 def test_a_control_cell_is_the_stores_cell_with_its_geometry_and_goes_on_past_the_store(store_2d: Path):

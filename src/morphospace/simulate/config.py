@@ -99,7 +99,9 @@ class StructuresConfig(Config):
     Every structure in ``structures`` is imaged in ``cells_per_condition`` cells under DMSO and
     under each drug in ``drugs``. Sizes are fractions so that any ``crop_size`` works: the cell's
     mean radius is ``cell_size`` x half the crop's smaller side, the nucleus's ``nucleus_size`` x
-    the cell's minor semi-axis. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``);
+    the minor semi-axis of a cell drawn apart from its own (its own cell's if
+    ``nucleus_size_follows_cell``; either way capped to fit), so that the membrane does not tell
+    the nucleus's size. ``depth`` and ``z_step_px`` shape the 3D stacks (``dims: 3``);
     there the cell's z half-height is ``cell_height`` x a mean radius and the nucleus's
     ``nucleus_height`` x a minor semi-axis (at most 0.8 x the cell's), drawn apart so that the
     membrane does not tell the nucleus's height; the sizes they are fractions of are drawn apart
@@ -124,6 +126,9 @@ class StructuresConfig(Config):
     cell_size: Range = (0.55, 0.75)
     elongation: Range = (1.0, 1.6)
     nucleus_size: Range = (0.5, 0.65)
+    nucleus_size_follows_cell: bool = Field(
+        False, description="the nucleus's xy size a fraction of its own cell's minor semi-axis; false: of a cell "
+                           "drawn apart (capped to fit its own)")
     nucleus_offset: float = Field(0.6, ge=0.0, le=1.0, description="largest nucleus offset, fraction of the room")
     nucleus_angle_sd: float | None = Field(
         None, ge=0.0, le=3.2, description="sd (rad) of the nucleus's long axis about the cell's; null: uniform, "

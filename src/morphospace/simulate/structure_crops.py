@@ -140,7 +140,8 @@ def sample_shape(config: SimulateConfig, grid: CropGrid, rng: np.random.Generato
     geometry of ``config.structures``, in the aligned frame when it asks for one."""
     s = config.structures
     shape = sample_cell(rng, grid, s.cell_size, s.elongation, s.nucleus_size, s.nucleus_offset, s.cell_height,
-                        s.nucleus_height, s.nucleus_angle_sd, s.heights_follow_sizes)
+                        s.nucleus_height, s.nucleus_angle_sd, s.heights_follow_sizes,
+                        s.nucleus_size_follows_cell)
     return align_cell(shape) if s.aligned else shape
 
 

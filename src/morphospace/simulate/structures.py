@@ -172,6 +172,7 @@ def sample_cell(
     nucleus_height: tuple[float, float] = NUCLEUS_HEIGHT,
     nucleus_angle_sd: float | None = None,
     heights_follow_sizes: bool = False,
+    nucleus_size_follows_cell: bool = False,
 ) -> CellShape:
     """A random cell centred in the crop; see :class:`~morphospace.simulate.config.StructuresConfig`.
 
@@ -192,14 +193,25 @@ def sample_cell(
     an xy size would be read from the other channel (a model of the cortex, which lines the cell's
     top, read the cell's height from the nucleus's size). ``heights_follow_sizes`` ties each to its
     own object's size.
+
+    The nucleus's xy size is likewise ``nucleus_size`` x the minor semi-axis of a cell drawn apart
+    (:func:`_xy_sizes`), not of its own cell, its major semi-axis capped at 0.8 x its cell's minor
+    semi-axis (the minor one at the major) so that it fits: with the size a fraction of its own
+    cell's (``nucleus_size_follows_cell``), the membrane told the nucleus's size (Pearson r 0.83
+    over a store's cells) and a model rightly read the nuclear envelope from the membrane that the
+    truth says it ignores.
     """
     half_xy = float(min(grid.half_extent[-2:]))
     radius = rng.uniform(*cell_size) * half_xy
     stretch = np.sqrt(rng.uniform(*elongation))
     major, minor = min(radius * stretch, 0.92 * half_xy), radius / stretch
     angle = rng.uniform(0.0, np.pi)
-    nucleus_minor = rng.uniform(*nucleus_size) * minor
+    if nucleus_size_follows_cell:
+        nucleus_minor = rng.uniform(*nucleus_size) * minor
+    else:
+        nucleus_minor = _xy_sizes(rng, half_xy, cell_size, elongation, nucleus_size)[1]
     nucleus_major = min(nucleus_minor * rng.uniform(1.0, 1.3), 0.8 * minor)
+    nucleus_minor = min(nucleus_minor, nucleus_major)
     room = max(minor - nucleus_major - 2.0, 0.0)
     direction = rng.uniform(0.0, 2.0 * np.pi)
     shift = rng.uniform(0.0, nucleus_offset) * room
