@@ -6,15 +6,17 @@ expected structure (the reference_only estimator) and the simulator's ideal pred
 coupling truth's expected image) are scored on the same cells under four swaps per channel:
 ``whole`` (the partner's membrane or nucleus, as the coupling does), ``height`` (the cell's own
 outline with the partner's half-height), ``xy`` (the partner's outline with the cell's own
-half-height) and ``size`` (the cell's own centre, angle and half-height with the partner's xy
-semi-axes: the part of the xy outline that tells the other object's size). Coupling per swap =
-mean over cells of 1 - error(true) / mean error(swapped), squared error over the crop, as
-``evaluate coupling`` and the truth define it.
+half-height), ``size`` (the cell's own centre, angle and half-height with the partner's xy
+semi-axes: the part of the xy outline that tells the other object's size) and ``noise`` (the
+cell's own geometry, the channel imaged with another noise draw: what a model answers that the
+geometry does not; the truth's predictor reads 0). Coupling per swap = mean over cells of
+1 - error(true) / mean error(swapped), squared error over the crop, as ``evaluate coupling`` and
+the truth define it; the median over cells too (``model_median``, ``truth_median``).
 
 Cells are DMSO cells rendered with the run's store config at indices the store does not hold
 (from ``cells_per_condition`` on), so no cell was seen in training. The swapped references are
 re-rendered from the counterfactual geometry with the simulator's blur and one noise draw per cell,
-the same draw for the true and swapped references; the target is the cell's own structure channel.
+the same draw for the true and swapped references (but for ``noise``); the target is the cell's own structure channel.
 Both are normalised as the run trained.
 
 Writes ``results/statistical_cell_height_cue[_TAG].json`` and prints a table.
@@ -46,19 +48,22 @@ CONVENTION = ("coupling per (structure, channel, swap) = mean over cells of 1 - 
               "over the crop); truth = the simulator's expected image (the coupling truth's predictor, [0, 1] "
               "intensities, mean over the crop); swaps of the membrane or the nucleus geometry: whole, height only "
               "(own outline, partner's z half-height), xy only (partner's outline, own z half-height), size only "
-              "(own centre, angle and z half-height, partner's xy semi-axes); DMSO cells at "
+              "(own centre, angle and z half-height, partner's xy semi-axes), noise only (own geometry, the swapped "
+              "channel with another noise draw per partner); the mean and the median over cells; DMSO cells at "
               "indices the run's store does not hold")
-SWAPS = ("whole", "height", "xy", "size")
+SWAPS = ("whole", "height", "xy", "size", "noise")
+REFERENCE = ("Membrane", "DNA")
+"""The reference channels in the order :func:`observed_reference` images them."""
 
 
 def swapped_shape(cell: CellShape, partner: CellShape, channel: str, swap: str) -> CellShape:
     """``cell`` with its membrane (``channel`` Membrane) or nucleus (DNA) taken from ``partner``:
     whole, only the half-height, only the xy outline, or only the xy size (the partner's semi-axes
-    about the cell's own centre, angle and half-height)."""
+    about the cell's own centre, angle and half-height); ``noise`` keeps the cell's own."""
     part = "membrane" if channel == "Membrane" else "nucleus"
     own, other = getattr(cell, part), getattr(partner, part)
     new = {"whole": other, "height": replace(own, height=other.height), "xy": replace(other, height=own.height),
-           "size": replace(own, major=other.major, minor=other.minor)}[swap]
+           "size": replace(own, major=other.major, minor=other.minor), "noise": own}[swap]
     return replace(cell, **{part: new})
 
 
@@ -80,12 +85,15 @@ def height_cue(run_dir: Path, n_cells: int, n_partners: int, seed: int = 0) -> l
     for label, structure in enumerate(run.module.structures):
         cells = [control_cell(config, structure, settings.cells_per_condition + i) for i in range(n_cells)]
         rng = np.random.default_rng(seed)
+        noise_rng = np.random.default_rng([seed, label])  # apart, so the other swaps draw as before
         couplings = {(c, s): ([], []) for c in channels for s in SWAPS}
         for i, (cell, image) in enumerate(cells):
             partners = rng.choice([j for j in range(n_cells) if j != i], n_partners, replace=False)
             noise = rng.normal(0.0, settings.noise_sd, (2, *grid.shape))
             shapes = [cell] + [swapped_shape(cell, cells[j][0], c, s) for c, s in couplings for j in partners]
-            model = _model_errors(run, shapes, image[2], label, grid, settings.psf_sigma_px, noise, order)
+            noises = [noise] + [_swap_noise(noise, REFERENCE.index(c), noise_rng, settings.noise_sd) if s == "noise"
+                                else noise for c, s in couplings for _ in partners]
+            model = _model_errors(run, shapes, image[2], label, grid, settings.psf_sigma_px, noises, order)
             truth = np.array([np.mean((image[2] - expected_structure(config, grid, structure, s)) ** 2)
                               for s in shapes])
             for k, key in enumerate(couplings):
@@ -94,15 +102,24 @@ def height_cue(run_dir: Path, n_cells: int, n_partners: int, seed: int = 0) -> l
                     out.append(1.0 - errors[0] / errors[swapped].mean())
         for (channel, swap), (model, truth) in couplings.items():
             rows.append({"structure": structure, "channel": channel, "swap": swap,
-                         "model": float(np.mean(model)), "truth": float(np.mean(truth)), "n_cells": n_cells})
+                         "model": float(np.mean(model)), "truth": float(np.mean(truth)),
+                         "model_median": float(np.median(model)), "truth_median": float(np.median(truth)),
+                         "n_cells": n_cells})
         print(f"{structure}: done", flush=True)
     return rows
 
 
+def _swap_noise(noise: np.ndarray, channel: int, rng: np.random.Generator, noise_sd: float) -> np.ndarray:
+    """``noise`` (2, *crop) with the draw of reference channel ``channel`` (0 membrane, 1 DNA) drawn again."""
+    redrawn = noise.copy()
+    redrawn[channel] = rng.normal(0.0, noise_sd, noise.shape[1:])
+    return redrawn
+
+
 def _model_errors(run, shapes: list[CellShape], structure_image: np.ndarray, label: int, grid: CropGrid,
-                  psf_sigma_px: float, noise: np.ndarray, order: list[str]) -> np.ndarray:
-    """(len(shapes),) squared error of the run's expected structure for each reference geometry."""
-    references = np.stack([observed_reference(s, grid, psf_sigma_px, noise) for s in shapes])
+                  psf_sigma_px: float, noises: list[np.ndarray], order: list[str]) -> np.ndarray:
+    """(len(shapes),) squared error of the run's expected structure for each reference geometry and noise draw."""
+    references = np.stack([observed_reference(s, grid, psf_sigma_px, n) for s, n in zip(shapes, noises)])
     named = {"Membrane": references[:, 0], "DNA": references[:, 1],
              "Structure": np.repeat(structure_image[None], len(shapes), 0)}
     images = run.data.normalizer.transform(torch.from_numpy(np.stack([named[c] for c in order], axis=1)))
