@@ -227,7 +227,7 @@ def test_the_golgi_faces_away_from_the_nucleus_offset_whichever_way_the_axis_poi
 
 
 def test_a_predictor_blind_to_the_cell_has_no_coupling_and_the_rule_gives_the_truth():
-    # the Golgi's membrane tie is weak against its ribbon's jitter: fewer cells can read it below 0
+    # the Golgi's membrane tie is weak against its ribbon's jitter: fewer cells can read it under a side-blind one
     config = _config("structures.crop_size=[48, 48]", "structures.truth_cells=32", "structures.truth_swaps=4",
                      "structures.truth_samples=4")
     truth = coupling_truth(config).set_index("structure").loc["Golgi"]
