@@ -18,7 +18,7 @@ Writes ``results/statistical_cell_unet_probe_TAG.json`` and prints a table.
 
     python benchmarks/statistical_cell_unet_probe.py --run RUN --tag TAG [--epochs 7] [--lr 1e-3]
         [--channels 8,16,32,64] [--outputs per_label] [--seed 0] [--batch-size 16] [--lr-schedule cosine]
-        [--activation identity]
+        [--activation identity] [--steered-maps 4] [--trim 0.5]
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from morphospace.workflows.statistical_cell import CouplingConfig, coupling_scor
 
 CONVENTION = ("U-Net trained alone on the run's training cells (its data module), squared error summed over "
               "pixels per cell, batch mean, Adam; reference-only coupling per (structure, channel) = mean over "
-              "held-out cells (every one up to 500, seed 0) of 1 - e(true) / mean over 8 same-structure partners "
-              "of e(channel swapped), e = squared error between the observed structure and the U-Net's expected "
-              "one; coupling_spearman: pooled tie-resolved Spearman r against the store's truth over every "
-              "(structure, channel) pair")
+              "held-out cells (every one up to 500, seed 0; or their trimmed mean, settings.trim, 0.5 the median) "
+              "of 1 - e(true) / mean over 8 same-structure partners of e(channel swapped), e = squared error "
+              "between the observed structure and the U-Net's expected one; coupling_spearman: pooled "
+              "tie-resolved Spearman r against the store's truth over every (structure, channel) pair")
 
 
 class UNetAlone(pl.LightningModule):
@@ -65,12 +65,14 @@ class UNetAlone(pl.LightningModule):
         return with_lr_schedule(torch.optim.Adam(self.parameters(), lr=self.lr), self.trainer, self.lr_schedule)
 
 
-def fresh_network(run: Run, channels: list[int], outputs: str, activation: str = "tanh") -> ExpectedTargetUNet:
-    """An untrained U-Net of the run's shapes, labels and label embedding, with ``channels`` per level."""
+def fresh_network(run: Run, channels: list[int], outputs: str, activation: str = "tanh",
+                  steered_maps: int = 0) -> ExpectedTargetUNet:
+    """An untrained U-Net of the run's shapes, labels and label embedding, with ``channels`` per level
+    and ``steered_maps`` maps steered by the reference's moments (``model.expected_target_steered_maps``)."""
     module, cfg = run.module, run.module.cfg
     return ExpectedTargetUNet(cfg.spatial_dims, len(module.reference_channels), module.image_shape[0],
                               module.image_shape[1:], channels, len(module.structures), cfg.label_embedding_dim,
-                              per_label=outputs == "per_label", activation=activation)
+                              per_label=outputs == "per_label", activation=activation, steered_maps=steered_maps)
 
 
 def train_alone(run: Run, network: ExpectedTargetUNet, epochs: int, lr: float, lr_schedule: str = "constant") -> dict:
@@ -85,12 +87,13 @@ def train_alone(run: Run, network: ExpectedTargetUNet, epochs: int, lr: float, l
             "last_epoch_loss": float(trainer.callback_metrics["loss"]), "precision": trainer.precision}
 
 
-def probe_coupling(run: Run, network: ExpectedTargetUNet) -> tuple[pd.DataFrame, float]:
-    """The reference-only coupling table with ``network`` as the run's expected structure, and its
+def probe_coupling(run: Run, network: ExpectedTargetUNet, trim: float = 0.0) -> tuple[pd.DataFrame, float]:
+    """The reference-only coupling table with ``network`` as the run's expected structure (per-cell
+    couplings summarised by the trimmed mean of ``trim``: 0 the mean, 0.5 the median), and its
     pooled tie-resolved Spearman r against the store's truth."""
     run.module.expected_network = network.eval()
     scores = coupling_scores(run, CouplingConfig(estimator="reference_only"), run.path)
-    table = stats.coupling_table(scores.true, scores.swapped, scores.structures, seed=0)
+    table = stats.coupling_table(scores.true, scores.swapped, scores.structures, seed=0, trim=trim)
     truth = coupling_truth(str(Path(run.config.data.store) / "truth"), run.module.reference_channels)
     spearman = stats.coupling_agreement(table, truth).loc["pooled", "spearman_ties_resolved"]
     table = table.merge(truth.rename(columns={"coupling": "truth"}), on=["structure", "channel"])
@@ -111,6 +114,11 @@ def main() -> None:
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     parser.add_argument("--activation", choices=["tanh", "identity"], default="tanh",
                         help="the U-Net's last activation")
+    parser.add_argument("--steered-maps", type=int, default=0,
+                        help="position maps steered by the reference's moments (model.expected_target_steered_maps)")
+    parser.add_argument("--trim", type=float, default=0.0,
+                        help="share of a structure's per-cell couplings cut at each end (0: the mean; 0.5: the "
+                             "median, as the 3D part)")
     args = parser.parse_args()
     run = load_run(args.run, "evaluate", "coupling")
     if run.module.cfg.expected_target != "unet":
@@ -120,9 +128,9 @@ def main() -> None:
         run.data.config = run.data.config.model_copy(update={"batch_size": args.batch_size})
     pl.seed_everything(args.seed, verbose=False)
     channels = [int(c) for c in args.channels.split(",")]
-    network = fresh_network(run, channels, args.outputs, args.activation)
+    network = fresh_network(run, channels, args.outputs, args.activation, args.steered_maps)
     training = train_alone(run, network, args.epochs, args.lr, args.lr_schedule)
-    table, spearman = probe_coupling(run, network)
+    table, spearman = probe_coupling(run, network, args.trim)
     rows = table[["structure", "channel", "truth", "coupling", "ci_low", "ci_high", "n_cells"]].to_dict("records")
     print_table(rows, f"reference-only coupling, U-Net alone ({args.tag})")
     print(f"coupling_spearman {spearman:.4f}; training {training['train_seconds']:.0f} s, "
@@ -131,7 +139,8 @@ def main() -> None:
         "convention": CONVENTION, "run": str(args.run),
         "settings": {"epochs": args.epochs, "lr": args.lr, "channels": channels, "outputs": args.outputs,
                      "seed": args.seed, "batch_size": run.data.config.batch_size,
-                     "lr_schedule": args.lr_schedule, "activation": args.activation},
+                     "lr_schedule": args.lr_schedule, "activation": args.activation, "steered_maps": args.steered_maps,
+                     "trim": args.trim},
         "training": training, "coupling_spearman": spearman, "coupling": rows})
 
 

@@ -16,7 +16,8 @@ from morphospace.errors import InputError
 from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.statistical_cell import (ExpectedTargetUNet, ReferenceGates, StatisticalCell,
-                                                StatisticalCellConfig, level_strides, position_maps)
+                                                StatisticalCellConfig, SteeredPositions, intensity_moments,
+                                                level_strides, position_maps)
 from morphospace.models.training import GradientSpikeClip
 from morphospace.models.vae import vae_objective
 
@@ -236,6 +237,91 @@ def test_identity_activation_leaves_the_expected_structure_unbounded_and_its_gra
         StatisticalCellConfig(expected_target="unet", expected_target_activation="relu")
     with pytest.raises(ValueError, match="activation must be tanh or identity"):
         ExpectedTargetUNet(2, 2, 1, (16, 16), [4, 8], activation="sigmoid")
+
+
+def test_intensity_moments_by_hand_in_float32_whatever_the_input():
+    stack = -torch.ones(1, 2, 3, 5, 5)
+    stack[0, 0, 2, 1, 4] = 1.0  # one voxel at z 1, y -0.5, x 1
+    stack[0, 1] = -0.5  # a flat channel at weight 0.25 everywhere: centroid 0, variance of a uniform grid
+    stack[0, 1, 0] = -2.0  # below the background: weight 0, not negative
+    moments = intensity_moments(stack)
+    assert moments.shape == (1, 2 * 10) and moments.dtype == torch.float32
+    torch.testing.assert_close(moments[0, :10], torch.tensor([1 / 75, 1.0, -0.5, 1.0, 0, 0, 0, 0, 0, 0]))
+    flat = moments[0, 10:]
+    assert flat[0] == pytest.approx(0.25 * 2 / 3) and flat[1] == pytest.approx(0.5)  # z over slices 0 and 1 only
+    torch.testing.assert_close(flat[2:4], torch.zeros(2))
+    assert flat[7] == pytest.approx(0.5) and flat[9] == pytest.approx(0.5)  # (y, y) and (x, x): mean of 1, .25, 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        shifted = -torch.ones(1, 1, 64, 64)
+        shifted[0, 0, 30:34, 30:35] = 1.0  # centroid a hair right of the centre
+        assert intensity_moments(shifted.bfloat16()).dtype == torch.float32
+        x_centroid = intensity_moments(shifted.bfloat16())[0, 2]
+    assert x_centroid == pytest.approx((32 - 31.5) * 2 / 63, abs=1e-6)
+
+
+def test_steered_maps_are_linear_in_position_and_set_by_the_reference():
+    steer = SteeredPositions(2, 2, 3).eval()
+    reference = -torch.ones(2, 2, 16, 16)
+    reference[:, :, 4:12, 4:12] = 1.0
+    reference[1, 1] = reference[1, 1].roll(1, -1)  # the second cell's DNA one pixel to the right
+    maps = steer(reference)
+    assert maps.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(maps.diff(dim=-1).diff(dim=-1), torch.zeros(2, 3, 16, 14), atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps.diff(dim=-2).diff(dim=-2), torch.zeros(2, 3, 14, 16), atol=1e-5, rtol=0)
+    assert not torch.allclose(maps[0], maps[1])
+    maps.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in steer.perceptron.parameters())
+    with pytest.raises(ValueError, match="n_maps must be at least 1"):
+        SteeredPositions(2, 2, 0)
+
+
+def test_steered_maps_learn_a_side_set_by_centroids_a_fraction_of_a_pixel_apart():
+    """The cue of the simulator's Golgi side: which way the DNA lies from the membrane's centre, here
+    0.3-0.7 px along x; the map to learn is x times that side, which a convolution could only tell by
+    comparing the two discs' edges across the crop."""
+    generator = torch.Generator().manual_seed(0)
+    grid = torch.arange(16.0)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+
+    def cells(n):
+        side = torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1.0
+        offset = side * (0.3 + 0.4 * torch.rand(n, generator=generator))
+        membrane = torch.sigmoid(6.0 - ((yy - 7.5) ** 2 + (xx - 7.5) ** 2).sqrt())
+        dna = torch.sigmoid(3.0 - ((yy - 7.5) ** 2 + (xx[None] - 7.5 - offset[:, None, None]) ** 2).sqrt())
+        reference = torch.stack([membrane.expand(n, -1, -1), dna], 1) * 2 - 1
+        return reference + 0.02 * torch.randn(reference.shape, generator=generator), side
+
+    torch.manual_seed(0)
+    steer = SteeredPositions(2, 2, 1)
+    optimiser = torch.optim.Adam(steer.parameters(), lr=1e-2)
+    x_map = position_maps((16, 16), 1)[0, 1]
+    for _ in range(150):
+        reference, side = cells(64)
+        loss = (steer(reference)[:, 0] - side[:, None, None] * x_map).square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    reference, side = cells(256)
+    with torch.no_grad():
+        slope = steer.eval()(reference)[:, 0].diff(dim=-1).mean((1, 2))
+    assert ((slope > 0) == (side > 0)).float().mean() > 0.95
+
+
+def test_the_unet_reads_the_steered_maps_beside_the_reference():
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                   expected_target_steered_maps=3).eval()
+    network = model.expected_network
+    assert network.unet.model[0].conv.unit0.conv.in_channels == 2 + 3 + 8  # reference, maps, label embedding
+    target, reference, labels = _inputs((1, 8, 16, 16), n=6)
+    joined = torch.cat([reference, network.steering(reference)], dim=1)
+    torch.testing.assert_close(model.expected_target(reference, labels),
+                               torch.tanh(network.unet(network.condition(joined, None, labels))))
+    model.train()
+    model.terms(target, reference, labels, expected=True)["target_expected_recon"].sum().backward()
+    assert network.steering.perceptron[0].weight.grad.abs().sum() > 0
+    assert _model(expected_target="unet").expected_network.steering is None
+    with pytest.raises(pydantic.ValidationError, match="expected_target_steered_maps needs expected_target: unet"):
+        StatisticalCellConfig(expected_target_steered_maps=2)
 
 
 def test_after_vae_epochs_the_unet_trains_alone(monkeypatch):
@@ -669,6 +755,8 @@ def _config(store: Path, runs: Path, **model) -> dict:
     ({"structure_balance": True, "label": None}, "key 'model.structure_balance'"),
     ({"reference_swap_channels": ["Actin"]}, "key 'model.reference_swap_channels': ['Actin'] are not among"),
     ({"reference_gates": True, "reference_summary": True}, "key 'model.reference_gates': excludes"),
+    ({"expected_target_steered_maps": 2}, "key 'model': Value error, expected_target_steered_maps needs"),
+    ({"expected_target": "unet", "expected_target_steered_maps": -1}, "key 'model.expected_target_steered_maps'"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
     from morphospace.workflows.train import plan_run

@@ -12,12 +12,12 @@ import torch
 from morphospace.cli import main
 from morphospace.config import resolve_config
 from morphospace.errors import InputError
-from morphospace.evaluate.statistical_cell import holm
+from morphospace.evaluate.statistical_cell import call_shifts, holm
 from morphospace.models.registry import load_run_config
 from morphospace.simulate import SimulateConfig, simulate_structures
 from morphospace.workflows.statistical_cell import (
     CouplingConfig, DrugShiftConfig, _target_scores, evaluate_coupling, evaluate_drug_shift, prepared_cells,
-    run_beta_sweep,
+    run_beta_sweep, shift_truth_scores,
 )
 
 STRUCTURES = ["Nucleoli", "Cortex", "Puncta"]
@@ -193,6 +193,19 @@ def test_drug_shift_tests_every_drug_structure_and_space(run_dir: Path, store: P
     assert 0 <= scores["target"]["recall"] <= 1 and scores["target"]["false_positives"] >= 0
     assert scores["reference"]["false_positives"] == int(table.loc[table["latent"] == "reference", "significant"].sum())
     assert json.loads((out / "drug_shift.json").read_text())["n_control"] == 36
+
+
+def test_the_same_tests_called_again_are_scored_as_evaluate_scores_its_own(run_dir: Path, store: Path, tmp_path: Path):
+    truth = str(store / "truth")
+    holm_run = evaluate_drug_shift(run_dir, "Metadata_Compound == 'DMSO'", "Metadata_Compound != 'DMSO'",
+                                   tmp_path / "holm", DrugShiftConfig(permutations=20, truth=truth, correction="holm"))
+    bh_run = evaluate_drug_shift(run_dir, "Metadata_Compound == 'DMSO'", "Metadata_Compound != 'DMSO'",
+                                 tmp_path / "bh", DrugShiftConfig(permutations=20, truth=truth))
+    called_again = call_shifts(pd.DataFrame(holm_run["tests"]), "bh")
+    assert shift_truth_scores(called_again, truth) == bh_run["truth_scores"]
+    assert shift_truth_scores(pd.DataFrame(holm_run["tests"]), truth) == holm_run["truth_scores"]
+    with pytest.raises(InputError, match="drugs.parquet"):
+        shift_truth_scores(called_again, str(tmp_path))
 
 
 def test_drug_shift_given_the_reference_adds_a_space_scored_against_the_truth(run_dir: Path, store: Path,

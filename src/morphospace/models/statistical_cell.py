@@ -61,9 +61,15 @@ output, where the null latent path reads the reference only as resized maps. Wit
 ``expected_target_outputs: per_label`` the U-Net's last stage draws one structure image per label
 and each cell is read from its own label's: MONAI's U-Net draws its output at the top level,
 straight from the joined skip features, so one shared output leaves that stage a single channel
-wide for every structure alike. The U-Net costs a fraction of the VAEs' step and may need more steps
-than they do: with ``vae_epochs`` the VAEs train during that many epochs and the U-Net alone
-during the rest of ``trainer.max_epochs`` (:meth:`StatisticalCell.expected_target_loss`).
+wide for every structure alike. With ``expected_target_steered_maps`` k the U-Net also reads k
+position maps whose slopes and offsets a small perceptron draws from the reference's intensity
+moments (:class:`SteeredPositions`: each channel's centroid and covariance): where a structure lies
+in relation to the whole cell, such as a Golgi on the side of the nucleus with more room, is set by
+centroids that may lie a fraction of a pixel apart, which the moments hold exactly and a stack of
+3x3 convolutions has to learn to compare across the crop (tried in 3D, not adopted). The U-Net
+costs a fraction of the VAEs' step and may need more steps than they do: with ``vae_epochs`` the
+VAEs train during that many epochs and the U-Net alone during the rest of ``trainer.max_epochs``
+(:meth:`StatisticalCell.expected_target_loss`).
 
 With ``reference_swap_share`` p > 0, that share of each training batch's cells shows the target
 model (encoder and decoder; the reference model still reads the true reference) a chimera: one
@@ -140,7 +146,8 @@ from morphospace.models.vae import (KLPerDimension, bounded_logvar, squared_erro
                                    vae_terms_per_cell)
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
-           "position_maps", "ConditionalEncoder", "ConditionalDecoder", "ExpectedTargetUNet", "MODELS"]
+           "position_maps", "intensity_moments", "SteeredPositions", "ConditionalEncoder", "ConditionalDecoder",
+           "ExpectedTargetUNet", "MODELS"]
 
 MODELS = ("reference", "target")
 """The two models of a Statistical Cell, in the order their terms are computed."""
@@ -210,6 +217,9 @@ class StatisticalCellConfig(Config):
     expected_target_activation: Literal["tanh", "identity"] = pydantic.Field(
         "tanh", description="last activation of the expected_target U-Net: tanh, into [-1, 1]; identity, none (a "
                             "sparse structure's tanh output can saturate at the background and stop learning)")
+    expected_target_steered_maps: int = pydantic.Field(
+        0, ge=0, description="position maps steered by the reference's intensity moments that the expected_target "
+                             "U-Net also reads (SteeredPositions); 0: none")
     expected_target_outputs: Literal["shared", "per_label"] = pydantic.Field(
         "shared", description="outputs of the expected_target U-Net: shared, one structure image for every label; "
                               "per_label, one per label, each cell read from its label's (needs model.label)")
@@ -249,6 +259,9 @@ class StatisticalCellConfig(Config):
                              f"{self.null_latent_share}): the U-Net learns the expected structure instead")
         if self.expected_target_outputs == "per_label" and (self.expected_target != "unet" or self.label is None):
             raise ValueError("expected_target_outputs: per_label needs expected_target: unet and a model.label")
+        if self.expected_target_steered_maps and self.expected_target != "unet":
+            raise ValueError("expected_target_steered_maps needs expected_target: unet (the maps are the U-Net's "
+                             "inputs)")
         if self.vae_epochs is not None and (self.expected_target != "unet" or self.reference_gates):
             raise ValueError("vae_epochs needs expected_target: unet and no reference_gates: the later epochs train "
                              "the U-Net alone, and the gates learn from the target VAE's objective")
@@ -524,6 +537,70 @@ class ConditionalDecoder(nn.Module):
         return torch.tanh(self.out(self.condition(x, reference, labels)))
 
 
+def intensity_moments(images: torch.Tensor) -> torch.Tensor:
+    """Each channel's intensity moments over space, with the pixels' positions of
+    :func:`position_maps` (-1 to 1 per axis) and weights w = max((x + 1) / 2, 0) (images in [-1, 1]):
+    the mean weight, the centroid (one value per axis) and the covariance's upper triangle,
+    (N, C * (1 + d + d (d + 1) / 2)) for d spatial axes, channel by channel; float32 whatever the
+    images' dtype, so that a sub-pixel centroid is not lost to rounding.
+
+    >>> image = -torch.ones(1, 1, 5, 5)
+    >>> image[0, 0, 1, 3] = image[0, 0, 3, 3] = 1.0  # two points at y -0.5 and 0.5, x 0.5
+    >>> [round(v, 4) for v in intensity_moments(image)[0].tolist()]
+    [0.08, 0.0, 0.5, 0.25, 0.0, 0.0]
+    """
+    with torch.autocast(images.device.type, enabled=False):
+        weights = ((images.float() + 1.0) / 2.0).clamp(min=0.0).flatten(2)
+        spatial = images.shape[2:]
+        positions = position_maps(spatial, 1, device=images.device)[0].flatten(1)
+        mass = weights.sum(-1).clamp(min=1e-6)
+        centroid = torch.einsum("ncp,ap->nca", weights, positions) / mass[..., None]
+        centred = positions[None, None] - centroid[..., None]
+        rows, cols = torch.triu_indices(len(spatial), len(spatial), device=images.device)
+        covariance = torch.einsum("ncp,ncip->nci", weights, centred[:, :, rows] * centred[:, :, cols])
+        features = [mass[..., None] / weights.shape[-1], centroid, covariance / mass[..., None]]
+        return torch.cat(features, dim=-1).flatten(1)
+
+
+class SteeredPositions(nn.Module):
+    """Position maps steered by the reference: ``n_maps`` maps a_k . p + b_k over the pixels'
+    positions p (:func:`position_maps`), the coefficients a_k (one per axis) and b_k drawn from the
+    reference's :func:`intensity_moments` (standardised by batch norm without affine terms) by a
+    small perceptron; (N, n_maps, *spatial).
+
+    A convolution reads what lies near a pixel; where a structure lies in relation to the whole
+    cell (on which side of the nucleus the cell has more room, given by centroids a fraction of a
+    pixel apart) is a comparison across the crop that few convolution layers learn. The moments
+    hold it exactly, and a map that is a linear function of position turns it back into something a
+    pixel can read: its signed distance along a direction, from a point, that the reference sets.
+    (In the 3D benchmark's expected-structure U-Net four such maps did not make the Golgi's side
+    learnt, and they let a swapped membrane move the nuclear envelope more: docs/results.md.)
+
+    >>> steer = SteeredPositions(2, 2, 3).eval()
+    >>> steer(torch.rand(4, 2, 16, 16) * 2 - 1).shape
+    torch.Size([4, 3, 16, 16])
+    """
+
+    def __init__(self, spatial_dims: int, reference_channels: int, n_maps: int, hidden: int = 64) -> None:
+        super().__init__()
+        if n_maps < 1:
+            raise ValueError(f"n_maps must be at least 1, got {n_maps}")
+        self.spatial_dims, self.n_maps = spatial_dims, n_maps
+        n_features = reference_channels * (1 + spatial_dims + spatial_dims * (spatial_dims + 1) // 2)
+        self.standardise = nn.BatchNorm1d(n_features, affine=False)
+        self.perceptron = nn.Sequential(nn.Linear(n_features, hidden), nn.PReLU(),
+                                        nn.Linear(hidden, n_maps * (spatial_dims + 1)))
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(reference.device.type, enabled=False):
+            features = self.standardise(intensity_moments(reference))
+            coefficients = self.perceptron(features).view(len(reference), self.n_maps, self.spatial_dims + 1)
+            spatial = reference.shape[2:]
+            positions = position_maps(spatial, 1, device=reference.device)[0].flatten(1)
+            maps = torch.einsum("nka,ap->nkp", coefficients[..., :-1], positions) + coefficients[..., -1:]
+        return maps.view(len(reference), self.n_maps, *spatial).to(reference.dtype)
+
+
 class ExpectedTargetUNet(nn.Module):
     """The structure expected from the reference and the label alone, E[x_t | x_r, label]: a MONAI
     ``UNet`` (``channels`` per level, one residual unit each, batch norm) on the reference
@@ -536,6 +613,9 @@ class ExpectedTargetUNet(nn.Module):
     labels and each cell keeps its own label's: every structure gets output weights of its own, which
     only its cells train, on features the labels share.
 
+    With ``steered_maps`` k > 0 the U-Net also reads k :class:`SteeredPositions` maps of the
+    reference, joined to it.
+
     >>> net = ExpectedTargetUNet(3, 2, 1, (16, 32, 32), [4, 8, 16], n_labels=6)
     >>> net(torch.zeros(2, 2, 16, 32, 32), torch.tensor([0, 5])).shape
     torch.Size([2, 1, 16, 32, 32])
@@ -545,7 +625,7 @@ class ExpectedTargetUNet(nn.Module):
 
     def __init__(self, spatial_dims: int, reference_channels: int, out_channels: int, spatial: Sequence[int],
                  channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8, per_label: bool = False,
-                 activation: Literal["tanh", "identity"] = "tanh") -> None:
+                 activation: Literal["tanh", "identity"] = "tanh", steered_maps: int = 0) -> None:
         super().__init__()
         if per_label and not n_labels:
             raise ValueError("per_label needs n_labels > 0")
@@ -553,13 +633,15 @@ class ExpectedTargetUNet(nn.Module):
             raise ValueError(f"activation must be tanh or identity, got {activation!r}")
         self.out_channels, self.per_label = out_channels, per_label
         self.activation = nn.Tanh() if activation == "tanh" else nn.Identity()
+        self.steering = SteeredPositions(spatial_dims, reference_channels, steered_maps) if steered_maps else None
         self.condition = _Conditioning(n_labels, embedding_dim, 0)
-        self.unet = UNet(spatial_dims, reference_channels + self.condition.channels,
+        self.unet = UNet(spatial_dims, reference_channels + steered_maps + self.condition.channels,
                          out_channels * (n_labels if per_label else 1), channels=list(channels),
                          strides=level_strides(spatial, len(channels) - 1), num_res_units=1, norm="batch")
 
     def forward(self, reference: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.unet(self.condition(reference, None, labels))
+        inputs = reference if self.steering is None else torch.cat([reference, self.steering(reference)], dim=1)
+        out = self.unet(self.condition(inputs, None, labels))
         if self.per_label:
             out = out.unflatten(1, (-1, self.out_channels))[torch.arange(len(out), device=out.device), labels]
         return self.activation(out)
@@ -655,7 +737,7 @@ class StatisticalCell(GenerativeModel):
             self.expected_network = ExpectedTargetUNet(
                 dims, cr, ct, spatial, self.cfg.expected_target_channels, len(self.structures),
                 self.cfg.label_embedding_dim, per_label=self.cfg.expected_target_outputs == "per_label",
-                activation=self.cfg.expected_target_activation)
+                activation=self.cfg.expected_target_activation, steered_maps=self.cfg.expected_target_steered_maps)
         if self.cfg.spectral_norm:
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))

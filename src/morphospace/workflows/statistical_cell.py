@@ -46,7 +46,7 @@ from morphospace.workflows.cp2image_evaluation import held_out_rows
 
 __all__ = ["CouplingConfig", "DrugShiftConfig", "CouplingScores", "coupling_scores", "evaluate_coupling",
            "evaluate_drug_shift", "run_beta_sweep", "beta_sweep_figure", "beta_sweep_dir", "prepared_cells", "MODELS",
-           "GIVEN_REFERENCE", "swapped_reference", "coupling_truth"]
+           "GIVEN_REFERENCE", "swapped_reference", "coupling_truth", "shift_truth_scores"]
 
 GIVEN_REFERENCE = "target_given_reference"
 BATCH_SIZE = 64
@@ -339,6 +339,15 @@ def _embeddings(run: Run, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.n
         for name, mu in zip(MODELS, mus):
             latents[name].append(mu.cpu().numpy())
     return {name: np.concatenate(parts) for name, parts in latents.items()}, _structure_names(run, labels, len(rows))
+
+
+def shift_truth_scores(table: pd.DataFrame, truth_dir: str, by: str = "Metadata_Compound") -> dict[str, Any]:
+    """The ``truth_scores`` of ``evaluate drug-shift`` for a table of calls (rows of
+    :func:`~morphospace.evaluate.statistical_cell.drug_shift_table`, or the same tests called again
+    by :func:`~morphospace.evaluate.statistical_cell.call_shifts`) against the truth folder
+    ``truth_dir`` of a structures store: recall and false positives per latent space."""
+    truth = _truth_table(truth_dir, "drugs.parquet", [by, "structure", "shifted"])
+    return _shift_truth(table, truth, by, truth_dir)
 
 
 def _shift_truth(table: pd.DataFrame, truth: pd.DataFrame, by: str, truth_dir: str) -> dict[str, Any]:
