@@ -248,7 +248,7 @@ def test_intensity_moments_by_hand_in_float32_whatever_the_input():
     assert moments.shape == (1, 2 * 10) and moments.dtype == torch.float32
     torch.testing.assert_close(moments[0, :10], torch.tensor([1 / 75, 1.0, -0.5, 1.0, 0, 0, 0, 0, 0, 0]))
     flat = moments[0, 10:]
-    assert flat[0] == pytest.approx(0.25 * 2 / 3) and flat[1] == pytest.approx(0.5)  # z over slices 0 and 1 only
+    assert flat[0] == pytest.approx(0.25 * 2 / 3) and flat[1] == pytest.approx(0.5)  # z 0 and 1: slices 1 and 2 only
     torch.testing.assert_close(flat[2:4], torch.zeros(2))
     assert flat[7] == pytest.approx(0.5) and flat[9] == pytest.approx(0.5)  # (y, y) and (x, x): mean of 1, .25, 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
