@@ -23,6 +23,14 @@ def stored_run(result: str, part: str) -> Path:
     return ROOT.parent / json.loads((RESULTS / f"{result}.json").read_text())[part]["training"]["run"]
 
 
+def simulated_blocks(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The simulated parts' blocks of a ``statistical_cell*.json`` result as (part, key, block): part
+    ``simulated_2d`` or ``simulated_3d``, key the block's own name (``simulated_3d_aligned`` for
+    a part run outside its default frame)."""
+    return [(key[:len("simulated_2d")], key, block) for key, block in document.items()
+            if key.startswith(("simulated_2d", "simulated_3d")) and isinstance(block, dict)]
+
+
 def data_dir(value: str | None) -> Path:
     """The real-data folder: ``--data``, else ``$MORPHOSPACE_DATA``, else ``../shared/data`` beside the project."""
     path = Path(value or os.environ.get("MORPHOSPACE_DATA", DEFAULT_DATA))

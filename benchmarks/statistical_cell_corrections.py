@@ -6,7 +6,8 @@ the benchmark's aim, "every shifted structure and no false positive at alpha 0.0
 family-wise error that Holm's correction bounds, which the benchmark now uses (its results name it
 under ``drug_shift_correction``; a result without that key called at Benjamini-Hochberg). This
 script reads the permutation p-values that every result of ``statistical_cell.py`` stores
-(``results/statistical_cell*.json``, blocks ``simulated_2d`` and ``simulated_3d``; a ``--quick``
+(``results/statistical_cell*.json``, blocks ``simulated_2d`` and ``simulated_3d``, and a part run
+outside its default frame, e.g. ``simulated_3d_aligned``; a ``--quick``
 check is skipped), adjusts them within each latent space by each correction
 (``morphospace.evaluate.statistical_cell.call_shifts``), and scores the calls against the truth that
 the result recorded (its found and missed shifted pairs): recall and false positives in the target
@@ -29,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from common import RESULTS, print_table, write_result
+from common import RESULTS, print_table, simulated_blocks, write_result
 from morphospace.evaluate.statistical_cell import CORRECTIONS, call_shifts, shift_recall
 from morphospace.workflows.statistical_cell import GIVEN_REFERENCE
 
@@ -85,9 +86,8 @@ def main() -> None:
         result = json.loads(path.read_text())
         if result.get("quick"):  # a check of the script, not a result
             continue
-        for part in PARTS:
-            block = result.get(part)
-            if not block or "drug_shift_tests" not in block:
+        for part, key, block in simulated_blocks(result):
+            if "drug_shift_tests" not in block:
                 continue
             identity = (block["training"]["run"], tuple(t["p_value"] for t in block["drug_shift_tests"]
                                                         if t["latent"] in ("target", "reference")))
@@ -95,7 +95,7 @@ def main() -> None:
                 continue
             seen.add(identity)
             scores = _scores(block, args.alpha, path)
-            rows.append({"result": path.stem, "part": part, "run": Path(block["training"]["run"]).name,
+            rows.append({"result": path.stem, "part": part, "block": key, "run": Path(block["training"]["run"]).name,
                          **{f"{c}_{k}": v for c, s in scores.items() for k, v in s.items()}})
     print_table(rows, f"drug-shift calls by correction (alpha {args.alpha})")
     summary = {part: {correction: {"runs": sum(r["part"] == part for r in rows),

@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common import RESULTS, print_table, write_result
+from common import RESULTS, print_table, simulated_blocks, write_result
 from morphospace.evaluate.statistical_cell import tie_resolved_spearman
 
-PARTS = ("simulated_2d", "simulated_3d")
 OUTPUT = "statistical_cell_spearman_rescore"
 CONVENTION = ("per statistical_cell*.json result block and estimator: as_scored = the pooled tie-resolved Spearman "
               "r stored by the benchmark (coupling_spearman for the block's coupling_estimator, "
@@ -55,10 +54,9 @@ def main() -> None:
         document = json.loads(path.read_text())
         if document.get("quick"):  # a check of the script, not a result
             continue
-        for part in PARTS:
-            block = document.get(part)
-            if isinstance(block, dict) and "coupling" in block and "truth" in block:
-                rows += [{"result": path.stem, "part": part, **row} for row in rescore(block)]
+        for part, key, block in simulated_blocks(document):
+            if "coupling" in block and "truth" in block:
+                rows += [{"result": path.stem, "part": part, "block": key, **row} for row in rescore(block)]
     rows = [row for row in rows if row["result"] != OUTPUT]
     changed = [row for row in rows if abs(row["rescored"] - row["as_scored"]) > 1e-9]
     print_table(changed, f"coupling Spearman changed by the rescoring ({len(changed)} of {len(rows)})")
