@@ -166,11 +166,12 @@ flips or quarter turns, which turn a cell out of it; ``--set`` can turn them on 
 outside its default frame writes its block beside the part's own, e.g. ``simulated_3d_aligned``.
 The 3D part in the aligned frame, its setting unchanged, read 0.951, 0.951 and 0.923 on the seed-0,
 seed-1 and seed-2 stores (random angle: 0.755, 0.832, 0.783), recall 1 on all three, but on the
-seed-2 store a false call under Holm (the puncta under GolgiDisperser, p 0.001, a difference
-between that store's puncta cells), so by the rule set before the runs the 3D part keeps the random
-angle (``docs/results.md``, "The 3D part in the paper's frame"). (Results from before the frames
-were per part name ``--aligned``: both parts in the aligned frame, with the views unless ``--set``
-turned them off.)
+seed-2 store a false call under Holm (the puncta under GolgiDisperser, p 0.001, gone given the
+reference), so by the rule set before the runs the 3D part keeps the random angle
+(``docs/results.md``, "The 3D part in the paper's frame"; a fourth store, seed 3, run after the
+decision: 0.888). (Results from before the frames were per
+part name ``--aligned``: both parts in the aligned frame, with the views unless ``--set`` turned
+them off.)
 
     python benchmarks/statistical_cell.py [--data ../shared/data] [--parts 2d,3d,bbbc021] [--quick]
 """
