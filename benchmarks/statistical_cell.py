@@ -188,7 +188,7 @@ import pandas as pd
 
 from bbbc021_cp2image import _subset_store
 from bbbc021_generative import _stores
-from common import RESULTS, ROOT, data_dir, machine, print_table, timed, write_result
+from common import RESULTS, ROOT, data_dir, machine, print_table, simulated_blocks, timed, write_result
 from morphospace.evaluate.statistical_cell import call_shifts
 from morphospace.io.store import CropStore
 from morphospace.models.registry import load_run_config, resolve_run_config
@@ -372,7 +372,7 @@ def _structures_store(work: Path, dims: int, settings: dict[str, Any], seconds: 
     """The structures store of ``dims`` simulated with ``settings['store_seed']``, cached under a
     name that ends in a digest of its resolved simulate config (so a changed config, or a new key of
     the simulator, gives a new store and new runs); the seconds it took kept beside it."""
-    seed, aligned = settings["store_seed"], settings["aligned"]
+    seed, aligned = settings["store_seed"], settings["frame"] == "aligned"
     config = SimulateConfig(mode="structures", dims=dims, plates=2, seed=seed, structures={
         "cells_per_condition": settings["cells_per_condition"], "aligned": aligned, **settings["simulate"]})
     digest = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
@@ -472,7 +472,8 @@ def _simulated_part(dims: int, settings: dict[str, Any], work: Path, extra: list
         "truth": truth_table.to_dict(orient="records"),
         "drug_shift_tests": shift["tests"], "active_dimensions": shift["active_dimensions"],
         "store": {"cells": len(store), "crop_shape": list(store.crop_shape), "plates": 2, "seed": settings["store_seed"],
-                  "cells_per_condition": settings["cells_per_condition"], "structures": 6, "aligned": settings["aligned"],
+                  "cells_per_condition": settings["cells_per_condition"], "structures": 6,
+                  "aligned": settings["frame"] == "aligned",
                   "conditions": "DMSO + 3 drugs"},
         "evaluation": {"coupling_cells": coupling["n_cells"], "split": coupling["split"],
                        "repeats": settings["repeats"], "permutations": settings["permutations"]},
@@ -571,7 +572,8 @@ def _previous_blocks(name: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
     document = json.loads(path.read_text())
-    return {key: value for key, value in document.items() if key.startswith("simulated_") or key == "bbbc021"}
+    blocks = {key: block for _, key, block in simulated_blocks(document)}
+    return blocks | ({"bbbc021": document["bbbc021"]} if "bbbc021" in document else {})
 
 
 def _epochs(given: int | None, default: int | None, probe: bool) -> dict[str, Any]:
@@ -640,7 +642,7 @@ def main() -> None:
     for part in ("2d", "3d"):
         settings[part]["store_seed"] = args.store_seed
         frame = getattr(args, f"frame_{part}")
-        settings[part]["frame"], settings[part]["aligned"] = frame, frame == "aligned"
+        settings[part]["frame"] = frame
         settings[part]["block"] = f"simulated_{part}" + ("" if frame == FRAMES[part] else f"_{frame}")
         if frame == "aligned":
             settings[part]["overrides"] = [*settings[part]["overrides"], *ALIGNED_TRAINING]
