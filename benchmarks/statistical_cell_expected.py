@@ -10,9 +10,11 @@ r over the crop's pixels: ``r_own`` with the cell's own geometry, ``r_other`` wi
 held-out cell's of the same structure. r is blind to the two intensity scales; ``r_own - r_other``
 is how much of the cell's particular geometry the run's expectation holds (0: none, the
 expectation could be any cell's); ``contrast`` is the range of the run's expectation over that of
-the observed structure, both normalised as the run trained. Writes
-``results/statistical_cell_expected[_TAG].json`` and a figure of four cells per structure (maximum
-over z in 3D): reference DNA, observed structure, the run's expectation, the simulator's.
+the observed structure, both normalised as the run trained; ``expected_under_brightest`` is where
+the run's expectation stands under each cell's brightest 1% of observed pixels, against
+``expected_background`` and ``observed_brightest`` (a flat expectation reads the background there).
+Writes ``results/statistical_cell_expected[_TAG].json`` and a figure of four cells per structure
+(maximum over z in 3D): reference DNA, observed structure, the run's expectation, the simulator's.
 
     python benchmarks/statistical_cell_expected.py [--run RUN_DIR] [--cells 12] [--tag TAG]
 """
@@ -42,8 +44,12 @@ CONVENTION = ("held-out (test, else validation) DMSO cells of each structure, at
               "draws, blurred, raw intensities); r_other: the same against the next such cell's simulator "
               "expectation; both averaged over the cells; specificity = r_own - r_other; contrast: (max - min) of "
               "the run's expectation over (max - min) of the observed structure, both normalised as the run "
-              "trained, averaged over the cells")
+              "trained, averaged over the cells; expected_background: the median of the run's expectation over the "
+              "pixels whose observed intensity lies under -0.9 (normalised), expected_under_brightest: over each "
+              "cell's brightest 1% of observed pixels, whose median observed intensity is observed_brightest")
 SHOWN = 4
+BACKGROUND = -0.9
+"""Observed intensities (normalised, in [-1, 1]) under which a pixel counts as background."""
 
 
 def _flat(image: np.ndarray) -> np.ndarray:
@@ -70,9 +76,15 @@ def _structure_cells(run: Run, config: SimulateConfig, rows: np.ndarray, structu
     own = [_pearson(e, s) for e, s in zip(expected, simulator)]
     other = [_pearson(e, simulator[(k + 1) % len(chosen)]) for k, e in enumerate(expected)]
     dna = run.module.reference_channels.index("DNA")
-    contrast = [np.ptp(e) / np.ptp(t) for e, t in zip(expected, target[:, 0].numpy())]
+    observed = target[:, 0].numpy()
+    contrast = [np.ptp(e) / np.ptp(t) for e, t in zip(expected, observed)]
+    brightest = observed > np.quantile(observed.reshape(len(chosen), -1), 0.99, axis=1).reshape(-1, *[1] * (
+        observed.ndim - 1))
     return {"n_cells": len(chosen), "r_own": float(np.mean(own)), "r_other": float(np.mean(other)),
             "specificity": float(np.mean(own) - np.mean(other)), "contrast": float(np.mean(contrast)),
+            "expected_background": float(np.median(expected[observed < BACKGROUND])),
+            "expected_under_brightest": float(np.median(expected[brightest])),
+            "observed_brightest": float(np.median(observed[brightest])),
             "images": [[_flat(reference[k, dna].numpy()), _flat(target[k, 0].numpy()), _flat(expected[k]),
                         _flat(simulator[k])] for k in range(min(SHOWN, len(chosen)))]}
 

@@ -18,7 +18,7 @@ Writes ``results/statistical_cell_unet_probe_TAG.json`` and prints a table.
 
     python benchmarks/statistical_cell_unet_probe.py --run RUN --tag TAG [--epochs 7] [--lr 1e-3]
         [--channels 8,16,32,64] [--outputs per_label] [--seed 0] [--batch-size 16] [--lr-schedule cosine]
-        [--activation identity] [--steered-maps 4] [--trim 0.5]
+        [--activation identity] [--initial-output -1] [--steered-maps 4] [--trim 0.5]
 """
 
 from __future__ import annotations
@@ -66,13 +66,15 @@ class UNetAlone(pl.LightningModule):
 
 
 def fresh_network(run: Run, channels: list[int], outputs: str, activation: str = "tanh",
-                  steered_maps: int = 0) -> ExpectedTargetUNet:
-    """An untrained U-Net of the run's shapes, labels and label embedding, with ``channels`` per level
-    and ``steered_maps`` maps steered by the reference's moments (``model.expected_target_steered_maps``)."""
+                  steered_maps: int = 0, initial_output: float | None = None) -> ExpectedTargetUNet:
+    """An untrained U-Net of the run's shapes, labels and label embedding, with ``channels`` per level,
+    ``steered_maps`` maps steered by the reference's moments (``model.expected_target_steered_maps``)
+    and its last bias at ``initial_output`` (``model.expected_target_initial_output``)."""
     module, cfg = run.module, run.module.cfg
     return ExpectedTargetUNet(cfg.spatial_dims, len(module.reference_channels), module.image_shape[0],
                               module.image_shape[1:], channels, len(module.structures), cfg.label_embedding_dim,
-                              per_label=outputs == "per_label", activation=activation, steered_maps=steered_maps)
+                              per_label=outputs == "per_label", activation=activation, steered_maps=steered_maps,
+                              initial_output=initial_output)
 
 
 def train_alone(run: Run, network: ExpectedTargetUNet, epochs: int, lr: float, lr_schedule: str = "constant") -> dict:
@@ -116,6 +118,8 @@ def main() -> None:
                         help="the U-Net's last activation")
     parser.add_argument("--steered-maps", type=int, default=0,
                         help="position maps steered by the reference's moments (model.expected_target_steered_maps)")
+    parser.add_argument("--initial-output", type=float,
+                        help="the U-Net's last bias at the start (model.expected_target_initial_output)")
     parser.add_argument("--trim", type=float, default=0.0,
                         help="share of a structure's per-cell couplings cut at each end (0: the mean; 0.5: the "
                              "median, as the 3D part)")
@@ -128,7 +132,7 @@ def main() -> None:
         run.data.config = run.data.config.model_copy(update={"batch_size": args.batch_size})
     pl.seed_everything(args.seed, verbose=False)
     channels = [int(c) for c in args.channels.split(",")]
-    network = fresh_network(run, channels, args.outputs, args.activation, args.steered_maps)
+    network = fresh_network(run, channels, args.outputs, args.activation, args.steered_maps, args.initial_output)
     training = train_alone(run, network, args.epochs, args.lr, args.lr_schedule)
     table, spearman = probe_coupling(run, network, args.trim)
     rows = table[["structure", "channel", "truth", "coupling", "ci_low", "ci_high", "n_cells"]].to_dict("records")
@@ -140,7 +144,7 @@ def main() -> None:
         "settings": {"epochs": args.epochs, "lr": args.lr, "channels": channels, "outputs": args.outputs,
                      "seed": args.seed, "batch_size": run.data.config.batch_size,
                      "lr_schedule": args.lr_schedule, "activation": args.activation, "steered_maps": args.steered_maps,
-                     "trim": args.trim},
+                     "initial_output": args.initial_output, "trim": args.trim},
         "training": training, "coupling_spearman": spearman, "coupling": rows})
 
 

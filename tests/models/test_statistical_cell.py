@@ -16,8 +16,8 @@ from morphospace.errors import InputError
 from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.statistical_cell import (ExpectedTargetUNet, ReferenceGates, StatisticalCell,
-                                                StatisticalCellConfig, SteeredPositions, intensity_moments,
-                                                level_strides, position_maps)
+                                                StatisticalCellConfig, SteeredPositions, axis_map,
+                                                intensity_moments, level_strides, position_maps)
 from morphospace.models.training import GradientSpikeClip
 from morphospace.models.vae import vae_objective
 
@@ -322,6 +322,92 @@ def test_the_unet_reads_the_steered_maps_beside_the_reference():
     assert _model(expected_target="unet").expected_network.steering is None
     with pytest.raises(pydantic.ValidationError, match="expected_target_steered_maps needs expected_target: unet"):
         StatisticalCellConfig(expected_target_steered_maps=2)
+
+
+def _elongated_cell(angle: float, offset: float, size: int = 32, depth: int = 0) -> torch.Tensor:
+    """A reference (1, 2, [depth,] size, size) in [-1, 1] with noise: a membrane rim of an ellipse
+    (semi-axes 12 and 7 px) whose long axis lies at ``angle`` (rad, arctan2(y, x)), centred on the
+    crop, and a nucleus disc (radius 4 px) ``offset`` px from the centre along that axis."""
+    generator = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(size) - (size - 1) / 2, torch.arange(size) - (size - 1) / 2, indexing="ij")
+    along = yy * math.sin(angle) + xx * math.cos(angle)
+    across = -yy * math.cos(angle) + xx * math.sin(angle)
+    rho = ((along / 12) ** 2 + (across / 7) ** 2).sqrt()
+    membrane = 0.8 * torch.exp(-((rho - 1) * 9) ** 2) + 0.1 * torch.sigmoid((1 - rho) * 20)
+    dy, dx = yy - offset * math.sin(angle), xx - offset * math.cos(angle)
+    dna = 0.75 * torch.sigmoid(2 * (4 - (dy ** 2 + dx ** 2).sqrt()))
+    planes = torch.stack([membrane, dna])
+    image = planes[:, None].expand(-1, depth, -1, -1) if depth else planes
+    return (image + 0.02 * torch.randn(image.shape, generator=generator))[None] * 2 - 1
+
+
+@pytest.mark.parametrize("depth", [0, 6])
+@pytest.mark.parametrize("angle", [0.0, 0.7, 2.0, -2.6])
+@pytest.mark.parametrize("offset", [0.3, -0.3, 1.5])
+def test_the_axis_map_rises_along_the_long_axis_towards_the_body_at_any_angle(angle, offset, depth):
+    """A nucleus 0.3 px off the cell's centre: the map's slope follows the long axis, pointing away
+    from the nucleus (towards the end with more room), and it is 0 at the nucleus's centre."""
+    reference = _elongated_cell(angle, offset, depth=depth)
+    distance = axis_map(reference, 0, 1)
+    assert distance.shape == (1, 1, *reference.shape[2:]) and distance.dtype == torch.float32
+    plane = distance[0, 0, 0] if depth else distance[0, 0]
+    if depth:
+        assert torch.equal(distance[0, 0], plane.expand(depth, -1, -1))
+    half = (32 - 1) / 2
+    step_y, step_x = plane.diff(dim=0).mean().item() * half, plane.diff(dim=1).mean().item() * half
+    away = -math.copysign(1.0, offset)
+    assert step_y == pytest.approx(away * math.sin(angle), abs=0.02)
+    assert step_x == pytest.approx(away * math.cos(angle), abs=0.02)
+    nucleus = torch.tensor([half + offset * math.sin(angle), half + offset * math.cos(angle)])
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    at_nucleus = (away * ((yy - nucleus[0]) * math.sin(angle) + (xx - nucleus[1]) * math.cos(angle)) / half)
+    torch.testing.assert_close(plane, at_nucleus, atol=0.02, rtol=0)
+
+
+def test_the_axis_map_is_float32_under_bf16_and_follows_the_reference_through_flips():
+    reference = _elongated_cell(0.4, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = axis_map(reference.bfloat16(), 0, 1)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, axis_map(reference, 0, 1), atol=0.02, rtol=0)
+    torch.testing.assert_close(axis_map(reference.flip(-1), 0, 1), axis_map(reference, 0, 1).flip(-1))
+
+
+def test_the_unet_reads_the_axis_map_beside_the_reference():
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                   expected_target_axis_map=["DNA", "Membrane"]).eval()
+    network = model.expected_network
+    assert network.axis_channels == (1, 0)
+    assert network.unet.model[0].conv.unit0.conv.in_channels == 2 + 1 + 8  # reference, the map, label embedding
+    _, reference, labels = _inputs((1, 8, 16, 16), n=6)
+    joined = torch.cat([reference, axis_map(reference, 1, 0)], dim=1)
+    torch.testing.assert_close(model.expected_target(reference, labels),
+                               torch.tanh(network.unet(network.condition(joined, None, labels))))
+    assert _model(expected_target="unet").expected_network.axis_channels is None
+    with pytest.raises(ValueError, match=r"expected_target_axis_map \['Actin', 'DNA'\] names channels"):
+        _model(expected_target="unet", expected_target_axis_map=["Actin", "DNA"])
+    with pytest.raises(ValueError, match="axis_channels"):
+        ExpectedTargetUNet(2, 2, 1, (16, 16), [4, 8], axis_channels=(0, 2))
+
+
+def test_the_initial_output_shifts_the_untrained_unets_output_by_its_value():
+    def untrained(initial_output):
+        torch.manual_seed(0)
+        return ExpectedTargetUNet(3, 2, 1, (8, 16, 16), [4, 8], n_labels=3, per_label=True, activation="identity",
+                                  initial_output=initial_output).eval()
+
+    reference, labels = torch.rand(4, 2, 8, 16, 16) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    shifted, plain = untrained(-1.0), untrained(None)
+    assert shifted.output_convolution.out_channels == 3  # the last convolution draws every label's output
+    assert torch.equal(shifted.output_convolution.bias, torch.full((3,), -1.0))
+    torch.testing.assert_close(shifted(reference, labels) - plain(reference, labels),
+                               torch.full((4, 1, 8, 16, 16), -1.0) - plain.output_convolution.bias[labels].view(
+                                   -1, 1, 1, 1, 1))
+    with pytest.raises(pydantic.ValidationError, match="expected_target_initial_output needs expected_target: unet"):
+        StatisticalCellConfig(expected_target_initial_output=-1.0)
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8],
+                   expected_target_activation="identity", expected_target_initial_output=-1.0)
+    assert torch.equal(model.expected_network.output_convolution.bias, torch.full((1,), -1.0))
 
 
 def test_after_vae_epochs_the_unet_trains_alone(monkeypatch):
@@ -757,6 +843,11 @@ def _config(store: Path, runs: Path, **model) -> dict:
     ({"reference_gates": True, "reference_summary": True}, "key 'model.reference_gates': excludes"),
     ({"expected_target_steered_maps": 2}, "key 'model': Value error, expected_target_steered_maps needs"),
     ({"expected_target": "unet", "expected_target_steered_maps": -1}, "key 'model.expected_target_steered_maps'"),
+    ({"expected_target_axis_map": ["Membrane", "DNA"]}, "key 'model': Value error, expected_target_axis_map needs"),
+    ({"expected_target": "unet", "expected_target_axis_map": ["DNA", "DNA"]}, "names one channel twice"),
+    ({"expected_target": "unet", "expected_target_axis_map": ["DNA"]}, "key 'model.expected_target_axis_map'"),
+    ({"expected_target": "unet", "expected_target_axis_map": ["Actin", "DNA"]},
+     "key 'model.expected_target_axis_map': ['Actin'] are not among"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, change: dict, key: str):
     from morphospace.workflows.train import plan_run

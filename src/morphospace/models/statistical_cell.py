@@ -66,10 +66,16 @@ position maps whose slopes and offsets a small perceptron draws from the referen
 moments (:class:`SteeredPositions`: each channel's centroid and covariance): where a structure lies
 in relation to the whole cell, such as a Golgi on the side of the nucleus with more room, is set by
 centroids that may lie a fraction of a pixel apart, which the moments hold exactly and a stack of
-3x3 convolutions has to learn to compare across the crop (tried in 3D, not adopted). The U-Net
-costs a fraction of the VAEs' step and may need more steps than they do: with ``vae_epochs`` the
-VAEs train during that many epochs and the U-Net alone during the rest of ``trainer.max_epochs``
-(:meth:`StatisticalCell.expected_target_loss`).
+3x3 convolutions has to learn to compare across the crop (tried in 3D, not adopted). With
+``expected_target_axis_map: [body, centre]`` it reads one fixed map instead, nothing learnt
+(:func:`axis_map`): each pixel's signed distance along the body channel's long axis from the
+centre channel's centroid, positive on the side of the body's centroid, so that the side with
+more room is a sign a pixel reads where it lies (tried in 3D, not adopted).
+``expected_target_initial_output`` starts the U-Net's last bias at a given level, such as the
+background, for an output without tanh (``expected_target_activation: identity``; tried in 3D with
+the map, not adopted). The U-Net costs a fraction of the VAEs' step and may need more steps than
+they do: with ``vae_epochs`` the VAEs train during that many epochs and the U-Net alone during the
+rest of ``trainer.max_epochs`` (:meth:`StatisticalCell.expected_target_loss`).
 
 With ``reference_swap_share`` p > 0, that share of each training batch's cells shows the target
 model (encoder and decoder; the reference model still reads the true reference) a chimera: one
@@ -146,8 +152,8 @@ from morphospace.models.vae import (KLPerDimension, bounded_logvar, squared_erro
                                    vae_terms_per_cell)
 
 __all__ = ["StatisticalCellConfig", "StatisticalCell", "StatisticalCellFamily", "FAMILY", "level_strides",
-           "position_maps", "intensity_moments", "SteeredPositions", "ConditionalEncoder", "ConditionalDecoder",
-           "ExpectedTargetUNet", "MODELS"]
+           "position_maps", "intensity_moments", "SteeredPositions", "axis_map", "ConditionalEncoder",
+           "ConditionalDecoder", "ExpectedTargetUNet", "MODELS"]
 
 MODELS = ("reference", "target")
 """The two models of a Statistical Cell, in the order their terms are computed."""
@@ -217,9 +223,17 @@ class StatisticalCellConfig(Config):
     expected_target_activation: Literal["tanh", "identity"] = pydantic.Field(
         "tanh", description="last activation of the expected_target U-Net: tanh, into [-1, 1]; identity, none (a "
                             "sparse structure's tanh output can saturate at the background and stop learning)")
+    expected_target_initial_output: float | None = pydantic.Field(
+        None, description="the bias of the expected_target U-Net's last convolution at the start (e.g. -1, the "
+                          "background of images in [-1, 1], with activation identity: faint structures then start "
+                          "unsaturated at the background); null: the initialisation's")
     expected_target_steered_maps: int = pydantic.Field(
         0, ge=0, description="position maps steered by the reference's intensity moments that the expected_target "
                              "U-Net also reads (SteeredPositions); 0: none")
+    expected_target_axis_map: list[str] | None = pydantic.Field(
+        None, min_length=2, max_length=2, description="[body, centre]: two reference channels whose axis_map (the "
+                                                      "signed distance along the body's long axis from the centre's "
+                                                      "centroid) the expected_target U-Net also reads; null: none")
     expected_target_outputs: Literal["shared", "per_label"] = pydantic.Field(
         "shared", description="outputs of the expected_target U-Net: shared, one structure image for every label; "
                               "per_label, one per label, each cell read from its label's (needs model.label)")
@@ -262,6 +276,12 @@ class StatisticalCellConfig(Config):
         if self.expected_target_steered_maps and self.expected_target != "unet":
             raise ValueError("expected_target_steered_maps needs expected_target: unet (the maps are the U-Net's "
                              "inputs)")
+        if self.expected_target_initial_output is not None and self.expected_target != "unet":
+            raise ValueError("expected_target_initial_output needs expected_target: unet")
+        if self.expected_target_axis_map is not None and self.expected_target != "unet":
+            raise ValueError("expected_target_axis_map needs expected_target: unet (the map is the U-Net's input)")
+        if self.expected_target_axis_map is not None and len(set(self.expected_target_axis_map)) < 2:
+            raise ValueError(f"expected_target_axis_map names one channel twice: {self.expected_target_axis_map}")
         if self.vae_epochs is not None and (self.expected_target != "unet" or self.reference_gates):
             raise ValueError("vae_epochs needs expected_target: unet and no reference_gates: the later epochs train "
                              "the U-Net alone, and the gates learn from the target VAE's objective")
@@ -601,6 +621,66 @@ class SteeredPositions(nn.Module):
         return maps.view(len(reference), self.n_maps, *spatial).to(reference.dtype)
 
 
+def _plane_weights(images: torch.Tensor) -> torch.Tensor:
+    """Intensity weights (N, H, W) of single-channel images (N, *spatial) in [-1, 1]: (x + 1) / 2,
+    summed over z for a stack, less a tenth of each image's largest (the background's noise), floored
+    at 0."""
+    weights = ((images + 1.0) / 2.0).clamp(min=0.0)
+    if weights.ndim == 4:
+        weights = weights.sum(1)
+    peak = weights.flatten(1).amax(1).view(-1, 1, 1)
+    return (weights - 0.1 * peak).clamp(min=0.0)
+
+
+def axis_map(reference: torch.Tensor, body: int, centre: int) -> torch.Tensor:
+    """Each pixel's signed distance along the long axis of reference channel ``body`` from the
+    centroid of channel ``centre``, positive on the side of the body's centroid: (N, 1, *spatial),
+    float32 whatever the reference's dtype, in units of half the larger of H and W (pixels from
+    the crop centre / ((max(H, W) - 1) / 2), so the map spans about -2 to 2).
+
+    References (N, Cr, H, W) or stacks (N, Cr, D, H, W) in [-1, 1]. The long axis and the centroids
+    are intensity moments of the xy plane (a stack summed over z, every pixel weighted by
+    :func:`_plane_weights`), and a stack's map is the same on every slice. For a cell (body: the
+    membrane) and its nucleus (centre: the DNA) the map is positive towards the end of the cell's
+    long axis with more room, however small the nucleus's offset: where a structure lies on that
+    side (a Golgi ribbon) is then a sign that a pixel reads where it lies, rather than a comparison of
+    two centroids across the crop.
+
+    >>> reference = -torch.ones(1, 2, 5, 5)
+    >>> reference[0, 0, 2, :] = 1.0  # the body: a bar along x, centroid at x 2
+    >>> reference[0, 1, 2, 1] = 1.0  # the centre: one pixel at x 1, so the body lies towards +x
+    >>> axis_map(reference, 0, 1)[0, 0, 0].tolist()
+    [-0.5, 0.0, 0.5, 1.0, 1.5]
+    """
+    with torch.autocast(reference.device.type, enabled=False):
+        images = reference.float()
+        height, width = images.shape[-2:]
+        half = max(max(height, width) - 1, 1) / 2.0
+        y = (torch.arange(height, device=images.device, dtype=torch.float32) - (height - 1) / 2.0) / half
+        x = (torch.arange(width, device=images.device, dtype=torch.float32) - (width - 1) / 2.0) / half
+        yy, xx = torch.meshgrid(y, x, indexing="ij")
+
+        def centroid(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mass = weights.sum((1, 2)).clamp(min=1e-6)
+            return (weights * yy).sum((1, 2)) / mass, (weights * xx).sum((1, 2)) / mass
+
+        body_weights = _plane_weights(images[:, body])
+        body_y, body_x = centroid(body_weights)
+        dy, dx = yy - body_y.view(-1, 1, 1), xx - body_x.view(-1, 1, 1)
+        cross = 2.0 * (body_weights * dy * dx).sum((1, 2))
+        spread = (body_weights * (dx ** 2 - dy ** 2)).sum((1, 2))
+        angle = 0.5 * torch.atan2(cross, spread)
+        axis_y, axis_x = torch.sin(angle), torch.cos(angle)
+        centre_y, centre_x = centroid(_plane_weights(images[:, centre]))
+        towards_body = (body_y - centre_y) * axis_y + (body_x - centre_x) * axis_x
+        sign = torch.where(towards_body >= 0, 1.0, -1.0)
+        distance = ((yy - centre_y.view(-1, 1, 1)) * axis_y.view(-1, 1, 1)
+                    + (xx - centre_x.view(-1, 1, 1)) * axis_x.view(-1, 1, 1)) * sign.view(-1, 1, 1)
+        if images.ndim == 5:
+            return distance[:, None, None].expand(-1, 1, images.shape[2], -1, -1)
+        return distance[:, None]
+
+
 class ExpectedTargetUNet(nn.Module):
     """The structure expected from the reference and the label alone, E[x_t | x_r, label]: a MONAI
     ``UNet`` (``channels`` per level, one residual unit each, batch norm) on the reference
@@ -614,7 +694,15 @@ class ExpectedTargetUNet(nn.Module):
     only its cells train, on features the labels share.
 
     With ``steered_maps`` k > 0 the U-Net also reads k :class:`SteeredPositions` maps of the
-    reference, joined to it.
+    reference, joined to it; with ``axis_channels`` (body, centre) the reference's :func:`axis_map`
+    of those two channels.
+
+    ``initial_output`` sets the bias of the U-Net's last convolution at the start. Under tanh a
+    structure as faint as a Golgi ribbon lies where the output saturates at the background (the 3D
+    benchmark's U-Net: pre-activation about -2.2 under the ribbon, tanh' 0.05 against about 0.9 under
+    a bright structure); with activation identity and ``initial_output`` -1 every structure starts
+    at the background of images in [-1, 1] without that saturation (tried in 3D: the Golgi was still
+    not drawn).
 
     >>> net = ExpectedTargetUNet(3, 2, 1, (16, 32, 32), [4, 8, 16], n_labels=6)
     >>> net(torch.zeros(2, 2, 16, 32, 32), torch.tensor([0, 5])).shape
@@ -625,7 +713,8 @@ class ExpectedTargetUNet(nn.Module):
 
     def __init__(self, spatial_dims: int, reference_channels: int, out_channels: int, spatial: Sequence[int],
                  channels: Sequence[int], n_labels: int = 0, embedding_dim: int = 8, per_label: bool = False,
-                 activation: Literal["tanh", "identity"] = "tanh", steered_maps: int = 0) -> None:
+                 activation: Literal["tanh", "identity"] = "tanh", steered_maps: int = 0,
+                 axis_channels: tuple[int, int] | None = None, initial_output: float | None = None) -> None:
         super().__init__()
         if per_label and not n_labels:
             raise ValueError("per_label needs n_labels > 0")
@@ -633,15 +722,31 @@ class ExpectedTargetUNet(nn.Module):
             raise ValueError(f"activation must be tanh or identity, got {activation!r}")
         self.out_channels, self.per_label = out_channels, per_label
         self.activation = nn.Tanh() if activation == "tanh" else nn.Identity()
+        if axis_channels is not None and not all(0 <= c < reference_channels for c in axis_channels):
+            raise ValueError(f"axis_channels {axis_channels} must index the {reference_channels} reference channels")
         self.steering = SteeredPositions(spatial_dims, reference_channels, steered_maps) if steered_maps else None
+        self.axis_channels = axis_channels
         self.condition = _Conditioning(n_labels, embedding_dim, 0)
-        self.unet = UNet(spatial_dims, reference_channels + steered_maps + self.condition.channels,
+        maps = steered_maps + (axis_channels is not None)
+        self.unet = UNet(spatial_dims, reference_channels + maps + self.condition.channels,
                          out_channels * (n_labels if per_label else 1), channels=list(channels),
                          strides=level_strides(spatial, len(channels) - 1), num_res_units=1, norm="batch")
+        if initial_output is not None:
+            nn.init.constant_(self.output_convolution.bias, initial_output)
+
+    @property
+    def output_convolution(self) -> nn.Module:
+        """The U-Net's last convolution (the top level's, which draws every output channel)."""
+        convolutions = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        return [m for m in self.unet.modules() if isinstance(m, convolutions)][-1]
 
     def forward(self, reference: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = reference if self.steering is None else torch.cat([reference, self.steering(reference)], dim=1)
-        out = self.unet(self.condition(inputs, None, labels))
+        inputs = [reference]
+        if self.steering is not None:
+            inputs.append(self.steering(reference))
+        if self.axis_channels is not None:
+            inputs.append(axis_map(reference, *self.axis_channels).to(reference.dtype))
+        out = self.unet(self.condition(torch.cat(inputs, dim=1), None, labels))
         if self.per_label:
             out = out.unflatten(1, (-1, self.out_channels))[torch.arange(len(out), device=out.device), labels]
         return self.activation(out)
@@ -714,6 +819,10 @@ class StatisticalCell(GenerativeModel):
         unknown = sorted(set(self.cfg.reference_swap_channels or ()) - set(self.reference_channels))
         if unknown:
             raise ValueError(f"reference_swap_channels {unknown} are not reference channels {self.reference_channels}")
+        axis = self.cfg.expected_target_axis_map
+        if axis is not None and not set(axis) <= set(self.reference_channels):
+            raise ValueError(f"expected_target_axis_map {axis} names channels that are not reference channels "
+                             f"{self.reference_channels}")
         if self.cfg.reference_gates and self.cfg.reference_summary:
             raise ValueError("reference_gates and reference_summary exclude each other: the summary would read "
                              "every reference channel past the gates")
@@ -737,7 +846,9 @@ class StatisticalCell(GenerativeModel):
             self.expected_network = ExpectedTargetUNet(
                 dims, cr, ct, spatial, self.cfg.expected_target_channels, len(self.structures),
                 self.cfg.label_embedding_dim, per_label=self.cfg.expected_target_outputs == "per_label",
-                activation=self.cfg.expected_target_activation, steered_maps=self.cfg.expected_target_steered_maps)
+                activation=self.cfg.expected_target_activation, steered_maps=self.cfg.expected_target_steered_maps,
+                axis_channels=None if axis is None else tuple(self.reference_channels.index(c) for c in axis),
+                initial_output=self.cfg.expected_target_initial_output)
         if self.cfg.spectral_norm:
             _spectral_norm(self)
         self.register_buffer("reference_kl_per_dimension", torch.zeros(self.cfg.reference_latent_dim))
@@ -1223,6 +1334,10 @@ class StatisticalCellFamily(GenerativeFamily):
         if unknown:
             raise key_error("model.reference_swap_channels", f"{unknown} are not among data.conditions."
                                                              f"{model.reference}.channels {reference.channels}")
+        unknown = sorted(set(model.expected_target_axis_map or ()) - set(reference.channels))
+        if unknown:
+            raise key_error("model.expected_target_axis_map", f"{unknown} are not among data.conditions."
+                                                              f"{model.reference}.channels {reference.channels}")
         if model.label is not None and not isinstance(conditions.get(model.label), CategoricalCondition):
             raise key_error("model.label", f"data.conditions.{model.label} must be a condition of kind categorical")
         if model.reference_gates and model.reference_summary:
