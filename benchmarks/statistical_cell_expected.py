@@ -78,8 +78,7 @@ def _structure_cells(run: Run, config: SimulateConfig, rows: np.ndarray, structu
     dna = run.module.reference_channels.index("DNA")
     observed = target[:, 0].numpy()
     contrast = [np.ptp(e) / np.ptp(t) for e, t in zip(expected, observed)]
-    brightest = observed > np.quantile(observed.reshape(len(chosen), -1), 0.99, axis=1).reshape(-1, *[1] * (
-        observed.ndim - 1))
+    brightest = observed > np.quantile(observed, 0.99, axis=tuple(range(1, observed.ndim)), keepdims=True)
     return {"n_cells": len(chosen), "r_own": float(np.mean(own)), "r_other": float(np.mean(other)),
             "specificity": float(np.mean(own) - np.mean(other)), "contrast": float(np.mean(contrast)),
             "expected_background": float(np.median(expected[observed < BACKGROUND])),
