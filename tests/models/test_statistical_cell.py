@@ -16,7 +16,7 @@ from morphospace.errors import InputError
 from morphospace.io.store import CropStoreWriter
 from morphospace.models.registry import resolve_run_config
 from morphospace.models.statistical_cell import (ExpectedTargetUNet, ReferenceGates, StatisticalCell,
-                                                StatisticalCellConfig, SteeredPositions, axis_map,
+                                                StatisticalCellConfig, SteeredPositions, axis_map, balance_weights,
                                                 intensity_moments, level_strides, position_maps)
 from morphospace.models.training import GradientSpikeClip
 from morphospace.models.vae import vae_objective
@@ -469,6 +469,53 @@ def test_structure_balance_weighs_each_structure_by_its_running_error():
     torch.testing.assert_close(terms["target_loss"], by_hand)
 
 
+def test_balance_weights_by_hand():
+    scale = torch.tensor([4.0, 1.0, 0.0])  # structures 0 and 1 seen, mean 2.5; structure 2 not yet
+    torch.testing.assert_close(balance_weights(scale, torch.tensor([0, 1, 2, 1])), torch.tensor([0.625, 2.5, 1, 2.5]))
+    torch.testing.assert_close(balance_weights(torch.zeros(3), torch.tensor([0, 2])), torch.ones(2))
+
+
+def test_expected_target_balance_weighs_the_unets_loss_by_its_own_running_errors(monkeypatch):
+    model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8], target_beta=0.8,
+                   expected_target_balance=True, vae_epochs=1)
+    assert "expected_recon_scale" not in _model().state_dict() and "target_recon_scale" not in model.state_dict()
+    target, reference, labels = _inputs((1, 8, 16, 16), n=6)  # labels 0 1 2 0 1 2
+    batch = {"image": target, "reference": reference, "structure": labels}
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer here
+        model.training_step(batch, 0)  # a VAE epoch: the U-Net's errors set the scale, the VAE's do not
+    with torch.no_grad():
+        first = ((model.expected_network(reference, labels) - target) ** 2).flatten(1).sum(1)
+    torch.testing.assert_close(model.expected_recon_scale, torch.stack([first[labels == k].mean() for k in range(3)]))
+    model.expected_recon_scale.copy_(torch.tensor([1.0, 2.0, 4.0]))  # mean 7 / 3
+    weights = torch.tensor([7 / 3, 7 / 6, 7 / 12] * 2)
+    torch.testing.assert_close(model.structure_weights(labels, 6), torch.ones(6))  # the VAE's stay unweighted
+    torch.testing.assert_close(model.expected_target_weights(labels, 6), weights)
+    monkeypatch.setattr(StatisticalCell, "current_epoch", property(lambda self: 1))
+    with pytest.warns(UserWarning, match="self.log"):
+        loss = model.training_step(batch, 0)  # the U-Net alone
+    recon = ((model.expected_network(reference, labels) - target) ** 2).flatten(1).sum(1)
+    torch.testing.assert_close(loss, 0.2 * (weights * recon).mean())
+    batch_means = torch.stack([recon[labels == k].mean() for k in range(3)]).detach()
+    torch.testing.assert_close(model.expected_recon_scale, 0.99 * torch.tensor([1.0, 2.0, 4.0]) + 0.01 * batch_means)
+    with pytest.raises(pydantic.ValidationError, match="expected_target_balance needs expected_target: unet"):
+        StatisticalCellConfig(expected_target_balance=True)
+
+
+def test_expected_target_balance_leaves_the_vaes_gradients_alone():
+    target, reference, labels = _inputs((1, 8, 16, 16), n=6)
+    gradients = []
+    for balance in (False, True):
+        model = _model((1, 8, 16, 16), expected_target="unet", expected_target_channels=[4, 8], target_beta=0.8,
+                       expected_target_balance=balance)
+        if balance:
+            model.expected_recon_scale.copy_(torch.tensor([1.0, 2.0, 4.0]))
+        torch.manual_seed(1)  # the same posterior draws
+        model.loss_terms(target, reference, labels)["loss"].backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    changed = {name.split(".")[0] for name in gradients[0] if not torch.equal(gradients[0][name], gradients[1][name])}
+    assert changed == {"expected_network"} and gradients[0].keys() == gradients[1].keys()
+
+
 def test_chimera_references_swap_one_channel_of_a_share_of_the_cells_for_another_cells():
     reference = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 2, 4, 4) + torch.tensor([0.0, 100.0]).view(1, 2, 1, 1)
     assert _model().chimera_references(reference) is reference
@@ -839,6 +886,8 @@ def _config(store: Path, runs: Path, **model) -> dict:
     ({"spatial_dims": 3}, "key 'model.spatial_dims'"),
     ({"levels": 5}, "key 'data.crop_size'"),
     ({"structure_balance": True, "label": None}, "key 'model.structure_balance'"),
+    ({"expected_target": "unet", "expected_target_balance": True, "label": None},
+     "key 'model.expected_target_balance': balances the structures named by model.label"),
     ({"reference_swap_channels": ["Actin"]}, "key 'model.reference_swap_channels': ['Actin'] are not among"),
     ({"reference_gates": True, "reference_summary": True}, "key 'model.reference_gates': excludes"),
     ({"expected_target_steered_maps": 2}, "key 'model': Value error, expected_target_steered_maps needs"),

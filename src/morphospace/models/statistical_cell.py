@@ -94,7 +94,10 @@ With ``structure_balance`` each cell's target squared error (posterior or null) 
 objective weighted by the mean over structures of their running mean error divided by its own
 structure's (:meth:`StatisticalCell.structure_weights`), so that a sparse structure, whose summed
 error is small beside a bright one's, gets as large a share of the gradient; the ELBO used by the
-analyses stays unweighted.
+analyses stays unweighted. ``expected_target_balance`` does the same for the expected-structure
+U-Net's loss alone, from the running means of the U-Net's own errors: the coupling compares those
+errors as ratios per structure, 1 - e(true) / e(swapped), so a faint structure's relative gain
+counts as much as a bright one's.
 
 With ``reference_gates`` the target model (encoder and decoder) reads each reference channel x
 through a gate z of the cell's structure and that channel, (x + 1) z - 1 (:class:`ReferenceGates`:
@@ -167,6 +170,21 @@ MIN_DEPTH = 4
 STRUCTURE_SCALE_MOMENTUM = 0.99
 
 
+def balance_weights(scale: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each cell's weight (N,) that makes every structure count alike: the mean of the structures'
+    running errors ``scale`` (S,), over those seen so far (> 0), divided by the cell's structure's,
+    for ``labels`` (N,) in [0, S); 1 for a structure not seen yet, and for every cell before any is.
+
+    >>> balance_weights(torch.tensor([4.0, 1.0, 0.0]), torch.tensor([0, 1, 2]))
+    tensor([0.6250, 2.5000, 1.0000])
+    """
+    seen = scale > 0
+    if not seen.any():
+        return torch.ones(len(labels), device=scale.device)
+    per_structure = torch.where(seen, scale[seen].mean() / scale.clamp_min(torch.finfo(scale.dtype).tiny), 1.0)
+    return per_structure[labels]
+
+
 def _mean_or_zero(values: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` (N,), 0 when N is 0."""
     return values.mean() if len(values) else values.new_zeros(())
@@ -234,6 +252,10 @@ class StatisticalCellConfig(Config):
         None, min_length=2, max_length=2, description="[body, centre]: two reference channels whose axis_map (the "
                                                       "signed distance along the body's long axis from the centre's "
                                                       "centroid) the expected_target U-Net also reads; null: none")
+    expected_target_balance: bool = pydantic.Field(
+        False, description="weight each cell's squared error in the expected_target U-Net's loss by the mean of the "
+                           "structures' running mean U-Net errors over its own structure's, so that every structure "
+                           "counts alike (needs expected_target: unet and model.label)")
     expected_target_outputs: Literal["shared", "per_label"] = pydantic.Field(
         "shared", description="outputs of the expected_target U-Net: shared, one structure image for every label; "
                               "per_label, one per label, each cell read from its label's (needs model.label)")
@@ -278,6 +300,8 @@ class StatisticalCellConfig(Config):
                              "inputs)")
         if self.expected_target_initial_output is not None and self.expected_target != "unet":
             raise ValueError("expected_target_initial_output needs expected_target: unet")
+        if self.expected_target_balance and self.expected_target != "unet":
+            raise ValueError("expected_target_balance needs expected_target: unet (it weighs the U-Net's loss)")
         if self.expected_target_axis_map is not None and self.expected_target != "unet":
             raise ValueError("expected_target_axis_map needs expected_target: unet (the map is the U-Net's input)")
         if self.expected_target_axis_map is not None and len(set(self.expected_target_axis_map)) < 2:
@@ -855,6 +879,8 @@ class StatisticalCell(GenerativeModel):
         self.register_buffer("target_kl_per_dimension", torch.zeros(self.cfg.target_latent_dim))
         if self.cfg.structure_balance:
             self.register_buffer("target_recon_scale", torch.zeros(len(self.structures)))
+        if self.cfg.expected_target_balance:
+            self.register_buffer("expected_recon_scale", torch.zeros(len(self.structures)))
         self._kl_sums: dict[str, torch.Tensor] = {}
         self._kl_batches = 0
         if channels_last:
@@ -1031,25 +1057,31 @@ class StatisticalCell(GenerativeModel):
 
     def structure_weights(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
         """(n,) weights of the cells' target squared error in the training objective: 1 without
-        ``structure_balance``; else the mean of the structures' running errors (``target_recon_scale``,
-        over the structures seen so far) divided by the cell's structure's, 1 for one not seen yet."""
+        ``structure_balance``; else :func:`balance_weights` of the structures' running errors
+        (``target_recon_scale``)."""
         if not self.cfg.structure_balance or labels is None:
             return torch.ones(n, device=self.device)
-        scale = self.target_recon_scale
-        seen = scale > 0
-        if not seen.any():
-            return torch.ones(n, device=self.device)
-        per_structure = torch.where(seen, scale[seen].mean() / scale.clamp_min(torch.finfo(scale.dtype).tiny), 1.0)
-        return per_structure[labels]
+        return balance_weights(self.target_recon_scale, labels)
 
-    def update_structure_scale(self, recon: torch.Tensor, labels: torch.Tensor) -> None:
-        """Keep each structure's running mean of the per-cell target squared error: ``recon`` (N,)
-        of cells with ``labels`` (N,); a structure's first batch mean, then an exponential moving
-        average with weight :data:`STRUCTURE_SCALE_MOMENTUM` on the past."""
+    def expected_target_weights(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        """(n,) weights of the cells' squared error in the expected-structure U-Net's loss:
+        :meth:`structure_weights` without ``expected_target_balance``; with it :func:`balance_weights`
+        of the structures' running U-Net errors (``expected_recon_scale``)."""
+        if not self.cfg.expected_target_balance or labels is None:
+            return self.structure_weights(labels, n)
+        return balance_weights(self.expected_recon_scale, labels)
+
+    def update_structure_scale(self, recon: torch.Tensor, labels: torch.Tensor,
+                               scale: Literal["target", "expected"] = "target") -> None:
+        """Keep each structure's running mean of a per-cell squared error, ``recon`` (N,) of cells
+        with ``labels`` (N,), in ``target_recon_scale`` (the target VAE's, ``scale`` target) or
+        ``expected_recon_scale`` (the U-Net's, expected): a structure's first batch mean, then an
+        exponential moving average with weight :data:`STRUCTURE_SCALE_MOMENTUM` on the past."""
+        running = getattr(self, f"{scale}_recon_scale")
         for label in labels.unique():
             batch_mean = recon[labels == label].detach().float().mean()
-            past = self.target_recon_scale[label]
-            self.target_recon_scale[label] = torch.where(
+            past = running[label]
+            running[label] = torch.where(
                 past > 0, STRUCTURE_SCALE_MOMENTUM * past + (1 - STRUCTURE_SCALE_MOMENTUM) * batch_mean, batch_mean)
 
     def loss_terms(self, target: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor | None = None,
@@ -1062,16 +1094,19 @@ class StatisticalCell(GenerativeModel):
         structure over every cell), added to the target objective with recon's weight. With
         ``reference_gates``, ``target_gate_cost`` (:meth:`gate_cost`) enters it with the KL's weight. With
         ``structure_balance`` the objective weighs each cell's target squared error by
-        :meth:`structure_weights` (recon, ELBO and ``target_null_recon`` stay unweighted);
-        ``target_recon_per_cell`` (N,) is every cell's. ``target_reference``: see :meth:`terms`."""
+        :meth:`structure_weights`, and the U-Net's by :meth:`expected_target_weights` (recon, ELBO
+        and ``target_null_recon`` stay unweighted); ``target_recon_per_cell`` (N,) is every cell's,
+        and with the U-Net ``target_expected_recon_per_cell`` (N,) its error per cell.
+        ``target_reference``: see :meth:`terms`."""
         per_cell = self.terms(target, reference, labels, n_samples=1, null=null, target_reference=target_reference,
                               expected=True)
         weights = self.structure_weights(labels, len(target))
         out: dict[str, torch.Tensor] = {}
         null_objective = None
         if "target_expected_recon" in per_cell:
-            out["target_null_recon"] = per_cell["target_expected_recon"].mean()
-            null_objective = (weights * per_cell["target_expected_recon"]).mean()
+            expected_recon = per_cell["target_expected_recon"]
+            out["target_null_recon"], out["target_expected_recon_per_cell"] = expected_recon.mean(), expected_recon
+            null_objective = (self.expected_target_weights(labels, len(target)) * expected_recon).mean()
         for name in ("reference", "target"):
             recon, kl_per_dim = per_cell[f"{name}_recon"], per_cell[f"{name}_kl_per_dim"]
             weight = weights if name == "target" else torch.ones_like(recon)
@@ -1140,11 +1175,14 @@ class StatisticalCell(GenerativeModel):
                              labels: torch.Tensor | None) -> torch.Tensor:
         """The expected-structure U-Net's share of the target objective alone, for target (N, Ct, ...),
         reference (N, Cr, ...) and labels (N,): the batch mean of its per-cell squared error (weighed by
-        :meth:`structure_weights`, as last updated) times :meth:`target_recon_weight`, as
-        :meth:`loss_terms` adds it; the loss of the epochs after ``vae_epochs``."""
+        :meth:`expected_target_weights` as last updated; with ``expected_target_balance`` it then
+        updates them) times :meth:`target_recon_weight`, as :meth:`loss_terms` adds it; the loss of
+        the epochs after ``vae_epochs``."""
         labels = self.labels_of(labels, len(target))
         recon = self.terms(target, reference, labels, expected=True, models=())["target_expected_recon"]
-        loss = self.target_recon_weight() * (self.structure_weights(labels, len(target)) * recon).mean()
+        loss = self.target_recon_weight() * (self.expected_target_weights(labels, len(target)) * recon).mean()
+        if self.cfg.expected_target_balance and labels is not None:
+            self.update_structure_scale(recon, labels, "expected")
         log_metrics(self, {"loss": loss, "target_null_recon": recon.mean()}, len(target), prog_bar=True)
         return loss
 
@@ -1157,6 +1195,8 @@ class StatisticalCell(GenerativeModel):
         if self.cfg.structure_balance and labels is not None:
             fitted = ~null if null is not None else slice(None)
             self.update_structure_scale(terms["target_recon_per_cell"][fitted], labels[fitted])
+        if self.cfg.expected_target_balance and labels is not None:
+            self.update_structure_scale(terms["target_expected_recon_per_cell"], labels, "expected")
         for name in ("reference", "target"):
             kl = terms[f"{name}_kl_per_dim"].detach().float()
             self._kl_sums[name] = self._kl_sums[name] + kl if name in self._kl_sums else kl
@@ -1343,8 +1383,9 @@ class StatisticalCellFamily(GenerativeFamily):
         if model.reference_gates and model.reference_summary:
             raise key_error("model.reference_gates", "excludes model.reference_summary, which would read every "
                                                      "reference channel past the gates")
-        if model.structure_balance and model.label is None:
-            raise key_error("model.structure_balance", "balances the structures named by model.label, which is null")
+        for key in ("structure_balance", "expected_target_balance"):
+            if getattr(model, key) and model.label is None:
+                raise key_error(f"model.{key}", "balances the structures named by model.label, which is null")
         _, *spatial = spec.shape("image")
         if len(spatial) != model.spatial_dims:
             raise key_error("model.spatial_dims", f"{model.spatial_dims}, but the store holds crops of shape "
